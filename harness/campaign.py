@@ -1,0 +1,193 @@
+"""A campaign: for each backend, N power-cut cycles (fresh disk → workload → cut →
+reboot on the cut disk → oracles), with results written as evidence."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from harness import hosttools
+from harness.errors import GuestError, GuestPanic, HarnessError
+from harness.guest import docker
+from harness.guest.agent import AgentClient
+from harness.images import GuestImages
+from harness.oracles import console as console_oracle
+from harness.oracles.docker import check_promises
+from harness.oracles.filesystem import recover_and_fsck
+from harness.oracles.verdict import Violation
+from harness.power.cut import CutOutcome, CutPlan, run_until_cut
+from harness.storage.backends import Backend, make_test_disk
+from harness.vm.machine import Machine
+from harness.vm.qemu import Disk, MachineConfig
+from harness.workloads.default import StepFailed, Workload
+
+BOOT_TIMEOUT_S = 120.0
+Tamper = Callable[[AgentClient, Backend], None]
+Progress = Callable[[str], None]
+
+
+@dataclass
+class CampaignConfig:
+    images: GuestImages
+    accel: str
+    workload: Workload
+    seed: int
+    run_dir: Path
+    memory_mb: int = 2048
+    cpus: int = 2
+    keep_disks: bool = False
+    # Test hook: damage the recovered disk on purpose before the oracles run.
+    tamper: Tamper | None = None
+
+
+@dataclass
+class StateResult:
+    state: str
+    backend: str
+    plan: str
+    actual: str = ""
+    last_durability_point: str = ""
+    promises: int = 0
+    violations: list[Violation] = field(default_factory=list)
+    harness_error: str = ""
+    wall_s: float = 0.0
+    timings: dict[str, float] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "state": self.state, "backend": self.backend, "plan": self.plan,
+            "actual": self.actual, "last_durability_point": self.last_durability_point,
+            "promises": self.promises, "verdict": self.verdict,
+            "violations": [v.to_json() for v in self.violations],
+            "harness_error": self.harness_error, "wall_s": self.wall_s, "timings": self.timings,
+        }
+
+    @property
+    def verdict(self) -> str:
+        if self.violations:
+            return "violation"
+        return "harness-error" if self.harness_error else "pass"
+
+
+def _machine_config(cfg: CampaignConfig, data: Disk) -> MachineConfig:
+    root = Disk(cfg.images.root.path, "root", read_only=True)
+    return MachineConfig(kernel=cfg.images.kernel.vmlinuz, initrd=cfg.images.initrd,
+                         disks=(root, data), accel=cfg.accel,
+                         memory_mb=cfg.memory_mb, cpus=cfg.cpus)
+
+
+def _console_violations(vm: Machine, mark: int, state: str, phase: str) -> list[Violation]:
+    """Kernel failures printed since `mark`, one violation per distinct failure."""
+    if vm.console is None:
+        return []
+    text = "\n".join(line.text for line in vm.console.since(mark))
+    return [
+        Violation("fs-corruption", state, f"the kernel reports no failure during {phase}",
+                  {"console": console_oracle.excerpt(text, f.lineno),
+                   "failure": f"{f.title} (x{f.count})"})
+        for f in console_oracle.failures(text)
+    ]
+
+
+def run_workload(cfg: CampaignConfig, backend: Backend, plan: CutPlan, disk: Path,
+                 logdir: Path, state: str) -> tuple[CutOutcome, list[Violation], dict[str, float]]:
+    t: dict[str, float] = {}
+    with Machine(_machine_config(cfg, Disk(disk, "data")), logdir / "workload.console.log",
+                 name=f"{backend.name}-workload") as vm:
+        t0 = time.monotonic()
+        t["boot_s"] = round(vm.wait_booted(BOOT_TIMEOUT_S), 2)
+        mount = docker.mount_data(vm.agent, backend)
+        if not mount.ok:
+            raise StepFailed(f"mounting the fresh test disk failed: {mount.evidence(400)}")
+        started = docker.start_dockerd(vm.agent, backend)
+        if not started.ok:
+            raise StepFailed(f"dockerd did not start on a fresh disk: {started.evidence(400)}\n"
+                             + docker.dockerd_log(vm.agent)[-2000:])
+        t["docker_ready_s"] = round(time.monotonic() - t0, 2)
+        outcome = run_until_cut(vm, cfg.workload, plan)
+        t["workload_s"] = round(time.monotonic() - t0 - t["docker_ready_s"], 2)
+        found = _console_violations(vm, 0, state, "the workload before the cut")
+    return outcome, found, t
+
+
+def verify(cfg: CampaignConfig, backend: Backend, outcome: CutOutcome, disk: Path,
+           logdir: Path, state: str) -> tuple[list[Violation], dict[str, float]]:
+    """Boot the same kernel on the cut disk (through a throwaway overlay, so the
+    cut disk stays as the power cut left it) and run the oracles."""
+    overlay = logdir / "check.qcow2"
+    hosttools.run(["qemu-img", "create", "-q", "-f", "qcow2", "-b", str(disk.resolve()),
+                   "-F", "raw", str(overlay)], "qemu-img create of the check overlay")
+    t: dict[str, float] = {}
+    try:
+        with Machine(_machine_config(cfg, Disk(overlay, "data", fmt="qcow2")),
+                     logdir / "verify.console.log", name=f"{backend.name}-verify") as vm:
+            t0 = time.monotonic()
+            t["boot_s"] = round(vm.wait_booted(BOOT_TIMEOUT_S), 2)
+            mark = vm.console.mark() if vm.console else 0
+            try:
+                found = recover_and_fsck(vm.agent, backend, state)
+                t["fs_check_s"] = round(time.monotonic() - t0 - t["boot_s"], 2)
+                if not any("mounts" in v.promise for v in found):
+                    if cfg.tamper is not None:
+                        cfg.tamper(vm.agent, backend)
+                    docker_found, log = check_promises(vm.agent, backend, state, outcome.ledger)
+                    found += docker_found
+                    (logdir / "dockerd.log").write_text(log)
+            except GuestPanic as e:
+                found = [Violation("fs-corruption", state, "the kernel recovers without panic",
+                                   {"console": e.console_tail})]
+            found += _console_violations(vm, mark, state, "recovery and checks")
+            t["verify_s"] = round(time.monotonic() - t0, 2)
+    finally:
+        overlay.unlink(missing_ok=True)
+    return found, t
+
+
+def run_state(cfg: CampaignConfig, backend: Backend, index: int, plan: CutPlan,
+              progress: Progress) -> StateResult:
+    state = f"{backend.name}/cut{index}/{plan.slug()}"
+    res = StateResult(state=state, backend=backend.name, plan=plan.describe())
+    logdir = cfg.run_dir / backend.name / f"cut{index}"
+    logdir.mkdir(parents=True, exist_ok=True)
+    disk = logdir / "disk.img"
+    t0 = time.monotonic()
+    try:
+        make_test_disk(backend, disk)
+        outcome, found, t = run_workload(cfg, backend, plan, disk, logdir, state)
+        res.actual = outcome.actual
+        res.last_durability_point = outcome.ledger.last_point or "(none)"
+        res.promises = len(outcome.ledger.in_force())
+        progress(f"  cut {outcome.actual}; {res.promises} promises in force; verifying")
+        vfound, vt = verify(cfg, backend, outcome, disk, logdir, state)
+        res.violations = found + vfound
+        res.timings = {**{f"workload_{k}": v for k, v in t.items()},
+                       **{f"verify_{k}": v for k, v in vt.items()},
+                       "steps": sum(outcome.step_seconds.values())}
+        (logdir / "ledger.json").write_text(json.dumps(
+            [p.to_json() for p in outcome.ledger.in_force()], indent=1) + "\n")
+    except (HarnessError, GuestError) as e:
+        res.harness_error = f"{type(e).__name__}: {e}"
+        tail = getattr(e, "console_tail", "")
+        if tail:
+            (logdir / "error.console-tail.txt").write_text(tail)
+    finally:
+        res.wall_s = round(time.monotonic() - t0, 1)
+        # Keep the cut disk only where it is evidence (or on request).
+        if res.verdict == "pass" and not cfg.keep_disks:
+            disk.unlink(missing_ok=True)
+    (logdir / "verdict.json").write_text(json.dumps(res.to_json(), indent=1) + "\n")
+    return res
+
+
+def disk_usage(path: Path) -> int:
+    out = subprocess.run(["du", "-sb", str(path)], capture_output=True, text=True, check=False)
+    return int(out.stdout.split()[0]) if out.returncode == 0 and out.stdout else 0
+
+
+def remove_tree(path: Path) -> None:
+    shutil.rmtree(path, ignore_errors=True)

@@ -1,0 +1,105 @@
+"""`crashtest`: run a power-cut campaign, or build the guest images.
+
+Exit codes: 0 all states passed; 1 a consistency violation was found; 2 the
+harness, the host, the input or the guest failed (never a pass); 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+from pathlib import Path
+from types import FrameType
+
+from harness.errors import CrashtestError, InputError
+from harness.images import ensure_images
+from harness.run import INJECTIONS, RunOptions, run_campaign
+from harness.storage.backends import BACKENDS, DEFAULT_BACKENDS
+from harness.vm.machine import kill_all
+
+
+def _positive_int(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from e
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="crashtest", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="run a power-cut campaign")
+    run.add_argument("--backends", default=",".join(DEFAULT_BACKENDS),
+                     help=f"comma list of: {', '.join(BACKENDS)}")
+    run.add_argument("--cuts", type=_positive_int, default=3, help="power cuts per backend")
+    run.add_argument("--kernel", default=None,
+                     help="Debian kernel package ([suite:]name) or a bzImage path")
+    run.add_argument("--kernel-modules", default=None,
+                     help="modules directory for a bzImage (lib/modules/VERSION)")
+    run.add_argument("--seed", type=_positive_int, default=1)
+    run.add_argument("--out", type=Path, default=Path("results"))
+    run.add_argument("--accel", default=None, help="auto (default), kvm or tcg")
+    run.add_argument("--cut-at", default=None,
+                     help="cut every cycle at STEP, after:STEP or during:STEP:SECONDS")
+    run.add_argument("--mkfs-options", default="", help="extra mkfs options for every backend")
+    run.add_argument("--mount-options", default="", help="mount options for every backend")
+    run.add_argument("--keep-disks", action="store_true", help="keep cut disks of passing states")
+    run.add_argument("--inject", choices=INJECTIONS, default=None,
+                     help="self-test: damage the recovered disk on purpose before checking")
+    run.add_argument("--memory", type=_positive_int, default=2048, help="guest MiB")
+
+    img = sub.add_parser("images", help="build (or find cached) guest images, print manifests")
+    img.add_argument("--kernel", default=None)
+    img.add_argument("--kernel-modules", default=None)
+    return p
+
+
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        if args.command == "images":
+            images = ensure_images(args.kernel, args.kernel_modules)
+            print(json.dumps({"kernel": images.kernel.info, "rootfs": images.root.manifest,
+                              "initrd": str(images.initrd)}, indent=1))
+            return 0
+        opts = RunOptions(
+            backends=args.backends, cuts=args.cuts, kernel=args.kernel,
+            kernel_modules=args.kernel_modules, seed=args.seed, out=args.out,
+            accel=args.accel, cut_at=args.cut_at, mkfs_options=args.mkfs_options,
+            mount_options=args.mount_options, keep_disks=args.keep_disks,
+            inject=args.inject, memory_mb=args.memory,
+        )
+        run_dir = run_campaign(opts)
+        summary = json.loads((run_dir / "summary.json").read_text())
+        totals = summary["totals"]
+        print(f"crashtest: {totals['states_checked']} states checked, "
+              f"{totals['violations']} violations, {totals['harness_errors']} harness errors; "
+              f"results in {run_dir}/summary.json")
+        if totals["violations"]:
+            return 1
+        return 2 if totals["harness_errors"] else 0
+    except KeyboardInterrupt:
+        kill_all()
+        print("crashtest: interrupted; guests stopped and partial results removed",
+              file=sys.stderr)
+        return 130
+    except CrashtestError as e:
+        kill_all()
+        kind = "bad input" if isinstance(e, InputError) else "error"
+        print(f"crashtest: {kind}: {e}", file=sys.stderr)
+        return e.exit_code
+    finally:
+        kill_all()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,64 @@
+"""Docker inside the guest: mount the test disk, configure and start dockerd, stop it."""
+
+from __future__ import annotations
+
+import json
+import shlex
+import time
+
+from harness.errors import GuestTimeout
+from harness.guest.agent import AgentClient, Result
+from harness.storage.backends import DATA_SERIAL, DOCKER_ROOT, Backend
+
+DOCKERD_LOG = "/run/dockerd.log"
+FIND_DATA_DISK = (
+    'for s in /sys/block/vd*; do [ "$(cat $s/serial 2>/dev/null)" = '
+    f'"{DATA_SERIAL}" ] && echo /dev/${{s##*/}}; done'
+)
+
+
+def data_device(agent: AgentClient) -> str:
+    res = agent.run(FIND_DATA_DISK, timeout=10)
+    dev = res.stdout.strip()
+    if not dev:
+        raise GuestTimeout("guest sees no test disk (virtio serial 'data')")
+    return dev
+
+
+def daemon_config(backend: Backend) -> dict[str, object]:
+    # No network in the guest: no iptables, no bridge; containers use --network none.
+    return {"storage-driver": backend.driver, "iptables": False, "ip6tables": False,
+            "bridge": "none", "debug": True, "log-level": "debug",
+            "features": {"containerd-snapshotter": False}}
+
+
+def start_dockerd(agent: AgentClient, backend: Backend, timeout: float = 90) -> Result:
+    """Start dockerd (with its own containerd, state on the test disk); return the
+    `docker info` result once it answers, or the failed last attempt."""
+    agent.put("/etc/docker/daemon.json", json.dumps(daemon_config(backend)).encode())
+    agent.run(f"setsid dockerd >{DOCKERD_LOG} 2>&1 </dev/null &", timeout=10)
+    deadline = time.monotonic() + timeout
+    res = agent.run("docker version --format '{{.Server.Version}}'", timeout=30)
+    while not res.ok and time.monotonic() < deadline:
+        if not agent.run("pidof dockerd", timeout=10).ok:
+            break  # dockerd exited: no use waiting
+        time.sleep(0.5)
+        res = agent.run("docker version --format '{{.Server.Version}}'", timeout=30)
+    return res
+
+
+def stop_dockerd(agent: AgentClient, timeout: float = 60) -> Result:
+    return agent.run(
+        "kill $(pidof dockerd) 2>/dev/null; "
+        f"for i in $(seq {int(timeout * 5)}); do pidof dockerd >/dev/null || exit 0; "
+        "sleep 0.2; done; exit 1", timeout=timeout + 5)
+
+
+def dockerd_log(agent: AgentClient) -> str:
+    return agent.run(f"cat {DOCKERD_LOG}", timeout=30).stdout
+
+
+def mount_data(agent: AgentClient, backend: Backend) -> Result:
+    dev = data_device(agent)
+    return agent.run(f"mkdir -p {DOCKER_ROOT} && {backend.mount_cmd(shlex.quote(dev))}",
+                     timeout=120)

@@ -1,0 +1,254 @@
+"""Kernel bundles: a kernel image plus an initramfs part holding only the
+modules the harness needs, from a Debian kernel package or a user's bzImage."""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+import lzma
+import re
+import shutil
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from harness import hosttools
+from harness.errors import HarnessError, InputError
+from harness.images.cache import RECIPES, building, cache_root, read_list, recipe_digest
+from harness.images.initramfs import cpio_of
+
+DEFAULT_KERNEL = "trixie:linux-image-cloud-amd64"
+MIRROR = "http://deb.debian.org/debian"
+SUITES = ("trixie", "bookworm", "bookworm-backports")
+APT_LISTS_MAX_AGE_S = 24 * 3600
+
+
+@dataclass(frozen=True)
+class KernelBundle:
+    vmlinuz: Path
+    modules_cpio: Path
+    info: dict[str, str]
+
+    @property
+    def version(self) -> str:
+        return self.info["version"]
+
+
+def ensure_kernel(spec: str | None, modules_dir: str | None = None) -> KernelBundle:
+    """Resolve KERNEL (a Debian package, `suite:package`, or a bzImage path)."""
+    spec = spec or DEFAULT_KERNEL
+    path = Path(spec)
+    if "/" in spec or path.exists():
+        return _from_bzimage(path, Path(modules_dir) if modules_dir else None)
+    suite, _, package = spec.rpartition(":")
+    return _from_debian(suite or "trixie", package)
+
+
+# ---------------------------------------------------------------- bzImage
+
+
+def bzimage_version(path: Path) -> str:
+    """The version string an x86 boot image carries in its setup header."""
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        raise InputError(f"KERNEL {path}: {e.strerror}") from e
+    if len(data) < 0x210 or data[0x202:0x206] != b"HdrS":
+        raise InputError(f"KERNEL {path}: not an x86 kernel image (no HdrS boot header)")
+    offset = int.from_bytes(data[0x20E:0x210], "little") + 0x200
+    raw = data[offset:offset + 256].split(b"\0", 1)[0]
+    return raw.decode("ascii", "replace").strip() or "unknown"
+
+
+def _from_bzimage(path: Path, modules_dir: Path | None) -> KernelBundle:
+    version_line = bzimage_version(path)
+    version = version_line.split()[0]
+    kernel_sha = hashlib.sha256(path.read_bytes()).hexdigest()
+    if modules_dir is not None and not (modules_dir / "modules.dep").exists():
+        raise InputError(f"KERNEL_MODULES {modules_dir}: no modules.dep (run depmod)")
+    mod_key = str(modules_dir.resolve()) if modules_dir else "builtin"
+    digest = recipe_digest("bz-v1", kernel_sha, mod_key, RECIPES / "initramfs.modules")
+    final = cache_root() / f"kernel-bz-{digest}"
+    if not (final / "kernel.json").exists():
+        with building(final) as tmp:
+            shutil.copy2(path, tmp / "vmlinuz")
+            loaded = _write_modules_cpio(modules_dir, tmp / "modules.cpio")
+            info = {
+                "version": version, "version_line": version_line, "source": str(path),
+                "sha256": kernel_sha, "modules": " ".join(loaded),
+            }
+            (tmp / "kernel.json").write_text(json.dumps(info, indent=1) + "\n")
+    return _load(final)
+
+
+# ---------------------------------------------------------------- Debian packages
+
+
+class _Apt:
+    """A private apt state for one suite, so the host's own apt setup is untouched."""
+
+    def __init__(self, suite: str) -> None:
+        if suite not in SUITES:
+            raise InputError(f"KERNEL suite {suite!r}: choose one of {', '.join(SUITES)}")
+        self.root = cache_root() / f"apt-{suite}"
+        for d in ("lists/partial", "cache/archives/partial"):
+            (self.root / d).mkdir(parents=True, exist_ok=True)
+        base = suite.split("-")[0]
+        lines = [f"deb {MIRROR} {suite} main"]
+        if suite != base:  # backports needs its base suite for dependencies
+            lines.append(f"deb {MIRROR} {base} main")
+        (self.root / "sources.list").write_text("\n".join(lines) + "\n")
+        self.opts = [
+            f"-oDir::Etc::SourceList={self.root}/sources.list", "-oDir::Etc::SourceParts=/dev/null",
+            f"-oDir::State::Lists={self.root}/lists", f"-oDir::Cache={self.root}/cache",
+            "-oDir::State::status=/dev/null", "-oAPT::Architecture=amd64",
+            "-oAPT::Sandbox::User=root", "-oDebug::NoLocking=1",
+        ]
+        stamp = self.root / "lists" / ".updated"
+        if not stamp.exists() or time.time() - stamp.stat().st_mtime > APT_LISTS_MAX_AGE_S:
+            hosttools.run(["apt-get", *self.opts, "-qq", "update"], f"apt-get update ({suite})")
+            stamp.touch()
+
+    def field(self, package: str, name: str) -> str:
+        proc = subprocess.run(
+            ["apt-cache", *self.opts, "show", "--no-all-versions", package],
+            capture_output=True, text=True, check=False,
+        )
+        if proc.returncode != 0 or not proc.stdout.strip():
+            raise InputError(f"KERNEL {package}: no such Debian package")
+        m = re.search(rf"^{name}: (.*)$", proc.stdout, re.M)
+        return m.group(1).strip() if m else ""
+
+    def download(self, package: str, dest: Path) -> Path:
+        hosttools.run(["apt-get", *self.opts, "-qq", "download", package],
+                      f"download {package}", cwd=dest)
+        debs = sorted(dest.glob(f"{package}_*.deb"))
+        if not debs:
+            raise HarnessError(f"download {package}: no .deb appeared")
+        return debs[-1]
+
+
+def _from_debian(suite: str, package: str) -> KernelBundle:
+    hosttools.require("apt-get", "apt-cache", "dpkg-deb", "depmod", "cpio")
+    apt = _Apt(suite)
+    # A metapackage (linux-image-cloud-amd64) points at the versioned image package.
+    for _ in range(3):
+        real = re.findall(r"\b(linux-image-[0-9][^\s,|(]*)", apt.field(package, "Depends"))
+        if not real:
+            break
+        package = real[0]
+    version = apt.field(package, "Version")
+    digest = recipe_digest("deb-v1", package, version, RECIPES / "initramfs.modules")
+    final = cache_root() / f"kernel-{package}-{digest}"
+    if not (final / "kernel.json").exists():
+        print(f"crashtest: fetching kernel {package} {version} ({suite})", flush=True)
+        with building(final) as tmp, tempfile.TemporaryDirectory() as td:
+            work = Path(td)
+            deb = apt.download(package, work)
+            tree = work / "x"
+            hosttools.run(["dpkg-deb", "-x", str(deb), str(tree)], f"unpacking {deb.name}")
+            vmlinuz = sorted(tree.glob("boot/vmlinuz-*"))
+            if not vmlinuz:
+                raise InputError(f"KERNEL {package}: package has no /boot/vmlinuz")
+            kver = vmlinuz[0].name[len("vmlinuz-"):]
+            moddir = _modules_dir(tree, kver)
+            shutil.copy2(vmlinuz[0], tmp / "vmlinuz")
+            loaded = _write_modules_cpio(moddir, tmp / "modules.cpio")
+            config = next(iter(tree.glob("boot/config-*")), None)
+            info = {
+                "version": kver, "source": f"{suite}:{package}={version}",
+                "sha256": hashlib.sha256(vmlinuz[0].read_bytes()).hexdigest(),
+                "config_sha256": hashlib.sha256(config.read_bytes()).hexdigest() if config else "",
+                "modules": " ".join(loaded),
+            }
+            (tmp / "kernel.json").write_text(json.dumps(info, indent=1) + "\n")
+    return _load(final)
+
+
+def _modules_dir(tree: Path, kver: str) -> Path:
+    for cand in (tree / "usr/lib/modules" / kver, tree / "lib/modules" / kver):
+        if cand.is_dir():
+            # Debian ships no modules.dep: depmod computes it from the files.
+            base = cand.parents[1]
+            (base / "lib").mkdir(exist_ok=True)
+            if not (base / "lib/modules").exists():
+                (base / "lib/modules").symlink_to(cand.parent)
+            hosttools.run(["depmod", "-b", str(base), kver], "depmod of the kernel modules")
+            return cand
+    raise InputError(f"kernel {kver}: package has no modules directory")
+
+
+# ---------------------------------------------------------------- modules
+
+
+def parse_modules_dep(text: str) -> dict[str, list[str]]:
+    """modules.dep → {module name: [dependency paths]} keyed by canonical name."""
+    deps: dict[str, list[str]] = {}
+    for line in text.splitlines():
+        if ":" not in line:
+            continue
+        path, rest = line.split(":", 1)
+        deps[path] = rest.split()
+    return deps
+
+
+def module_name(path: str) -> str:
+    base = path.rsplit("/", 1)[-1]
+    return re.sub(r"\.ko(\.(xz|zst|gz))?$", "", base).replace("-", "_")
+
+
+def load_order(deps: dict[str, list[str]], wanted: list[str]) -> list[str]:
+    """Module paths to insmod, dependencies first, each once. Unknown names are
+    skipped: the kernel may have them built in."""
+    by_name = {module_name(p): p for p in deps}
+    order: list[str] = []
+
+    def visit(path: str) -> None:
+        if path in order:
+            return
+        for dep in deps.get(path, []):
+            visit(dep)
+        order.append(path)
+
+    for name in wanted:
+        path = by_name.get(name.replace("-", "_"))
+        if path:
+            visit(path)
+    return order
+
+
+def _decompress(path: Path) -> bytes:
+    data = path.read_bytes()
+    if path.suffix == ".xz":
+        return lzma.decompress(data)
+    if path.suffix == ".gz":
+        return gzip.decompress(data)
+    if path.suffix == ".zst":
+        hosttools.require("zstd")
+        return subprocess.run(["zstd", "-dc", str(path)], capture_output=True, check=True).stdout
+    return data
+
+
+def _write_modules_cpio(moddir: Path | None, out: Path) -> list[str]:
+    wanted = read_list(RECIPES / "initramfs.modules")
+    with tempfile.TemporaryDirectory() as td:
+        tree = Path(td)
+        (tree / "modules").mkdir()
+        order: list[str] = []
+        if moddir is not None:
+            paths = load_order(parse_modules_dep((moddir / "modules.dep").read_text()), wanted)
+            for p in paths:
+                name = module_name(p) + ".ko"
+                (tree / "modules" / name).write_bytes(_decompress(moddir / p))
+                order.append(name)
+        (tree / "modules.order").write_text("\n".join(order) + "\n")
+        out.write_bytes(cpio_of(tree))
+    return [o.removesuffix(".ko") for o in order]
+
+
+def _load(final: Path) -> KernelBundle:
+    info = json.loads((final / "kernel.json").read_text())
+    return KernelBundle(final / "vmlinuz", final / "modules.cpio", info)

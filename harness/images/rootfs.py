@@ -1,0 +1,130 @@
+"""The kernel-independent guest root disk: Debian packages via mmdebstrap, made
+into an ext4 image with `mkfs.ext4 -d` (no loop mounts), plus the busybox base
+image tarball that the guest `docker import`s."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import tarfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from harness import hosttools
+from harness.images.cache import RECIPES, building, cache_root, read_list, recipe_digest
+
+DEFAULT_SUITE = "trixie"
+MIRROR = "http://deb.debian.org/debian"
+ROOT_IMG_SIZE = "1536M"
+BASE_TAR_IN_GUEST = "/usr/share/crashtest/base.tar"
+# Applets the base image exposes as commands; busybox provides them all.
+BASE_APPLETS = (
+    "sh", "ash", "cat", "chmod", "chown", "cp", "dd", "echo", "find", "grep", "head", "ln",
+    "ls", "mkdir", "mv", "printf", "rm", "sha256sum", "sleep", "stat", "sync", "tail", "tar",
+    "test", "touch", "true", "false", "wc", "xargs", "yes", "diff",
+)
+
+
+@dataclass(frozen=True)
+class RootImage:
+    path: Path
+    busybox: Path
+    manifest: dict[str, object]
+
+    @property
+    def manifest_id(self) -> str:
+        return str(self.manifest["id"])
+
+    def key_packages(self) -> dict[str, str]:
+        """Versions of the packages a verdict depends on most."""
+        pkgs = self.manifest.get("packages")
+        wanted = ("docker.io", "containerd", "runc", "btrfs-progs", "e2fsprogs", "xfsprogs",
+                  "busybox-static")
+        return {k: str(v) for k, v in pkgs.items() if k in wanted} if isinstance(pkgs, dict) \
+            else {}
+
+
+def base_image_tar(busybox: bytes) -> bytes:
+    """A deterministic busybox root filesystem tarball (same bytes for the same busybox)."""
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w", format=tarfile.GNU_FORMAT) as tar:
+
+        def add(name: str, kind: bytes, mode: int, data: bytes = b"", link: str = "") -> None:
+            info = tarfile.TarInfo(name)
+            info.type, info.mode, info.mtime = kind, mode, 0
+            info.linkname, info.size = link, len(data)
+            tar.addfile(info, io.BytesIO(data) if data else None)
+
+        for d in ("bin", "etc", "tmp", "data", "proc", "sys", "dev", "crashtest"):
+            add(d, tarfile.DIRTYPE, 0o1777 if d == "tmp" else 0o755)
+        add("bin/busybox", tarfile.REGTYPE, 0o755, busybox)
+        for applet in BASE_APPLETS:
+            add(f"bin/{applet}", tarfile.SYMTYPE, 0o777, link="busybox")
+        add("etc/passwd", tarfile.REGTYPE, 0o644, b"root:x:0:0:root:/:/bin/sh\n")
+        add("etc/group", tarfile.REGTYPE, 0o644, b"root:x:0:\n")
+    return out.getvalue()
+
+
+def _digest(suite: str) -> str:
+    return recipe_digest(
+        "rootfs-v1", suite, MIRROR, ROOT_IMG_SIZE, " ".join(BASE_APPLETS),
+        RECIPES / "rootfs.packages",
+    )
+
+
+def ensure_rootfs(suite: str = DEFAULT_SUITE, log: bool = True) -> RootImage:
+    final = cache_root() / f"rootfs-{suite}-{_digest(suite)}"
+    if not (final / "manifest.json").exists():
+        hosttools.require("mmdebstrap", "mkfs.ext4", "dpkg-query")
+        if log:
+            print(f"crashtest: building guest root filesystem ({suite}) into {final}", flush=True)
+        with building(final) as tmp:
+            _build(suite, tmp)
+    manifest = json.loads((final / "manifest.json").read_text())
+    return RootImage(final / "root.img", final / "busybox", manifest)
+
+
+def _build(suite: str, out: Path) -> None:
+    started = time.monotonic()
+    tree = out / "tree"
+    packages = read_list(RECIPES / "rootfs.packages")
+    hosttools.run(
+        [
+            "mmdebstrap", "--variant=minbase", "--include=" + ",".join(packages),
+            "--dpkgopt=path-exclude=/usr/share/doc/*",
+            "--dpkgopt=path-exclude=/usr/share/man/*",
+            "--dpkgopt=path-exclude=/usr/share/locale/*",
+            suite, str(tree), MIRROR,
+        ],
+        "mmdebstrap of the guest root filesystem",
+        timeout=900,
+    )
+    versions = hosttools.run(
+        ["dpkg-query", f"--admindir={tree}/var/lib/dpkg", "-W", "-f", "${Package}=${Version}\n"],
+        "listing guest packages",
+    )
+    pkgs = dict(line.split("=", 1) for line in versions.splitlines() if "=" in line)
+    busybox = (tree / "usr/bin/busybox").read_bytes()
+    (out / "busybox").write_bytes(busybox)
+    (out / "busybox").chmod(0o755)
+    base_tar = base_image_tar(busybox)
+    (tree / BASE_TAR_IN_GUEST.lstrip("/")).parent.mkdir(parents=True, exist_ok=True)
+    (tree / BASE_TAR_IN_GUEST.lstrip("/")).write_bytes(base_tar)
+    hosttools.run(
+        ["mkfs.ext4", "-q", "-F", "-L", "crashtest-root", "-E", "root_owner=0:0",
+         "-d", str(tree), str(out / "root.img"), ROOT_IMG_SIZE],
+        "mkfs.ext4 -d of the guest root disk",
+    )
+    hosttools.run(["rm", "-rf", "--one-file-system", str(tree)], "removing the build tree")
+    ident = recipe_digest(suite, json.dumps(pkgs, sort_keys=True), base_tar)
+    manifest = {
+        "id": f"rootfs-{ident[:12]}",
+        "suite": suite,
+        "packages": pkgs,
+        "build_s": round(time.monotonic() - started, 1),
+        "built_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    (out / "manifest.json").write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n")
+    os.sync()

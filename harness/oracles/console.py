@@ -1,0 +1,83 @@
+"""Console oracle: kernel failures in a console log, titled and deduplicated.
+
+Pure: text in, findings out. The prefixes are the ones fstests and syzkaller
+treat as failures, plus each filesystem's corruption messages.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+# (title template source, regex). The first group, if any, refines the title.
+_PATTERNS: tuple[tuple[str, str], ...] = (
+    ("kernel BUG", r"kernel BUG at (\S+)"),
+    ("BUG", r"\bBUG: ([^\n]+)"),
+    ("WARNING", r"\bWARNING: (?:CPU: \d+ PID: \d+ at )?(\S+)"),
+    ("Oops", r"\bOops: ([^\n]*)"),
+    ("general protection fault", r"general protection fault"),
+    ("Kernel panic", r"Kernel panic - not syncing: ([^\n]+)"),
+    ("UBSAN", r"UBSAN: ([^\n]+)"),
+    ("lockdep", r"possible (?:recursive locking|circular locking dependency) detected"),
+    ("RCU", r"suspicious RCU usage"),
+    ("hung task", r"INFO: task (\S+) blocked for more than"),
+    ("busy inodes", r"VFS: Busy inodes after unmount"),
+    ("EXT4-fs error", r"EXT4-fs error \(device ([^)]+)\)"),
+    ("JBD2 error", r"JBD2: ([^\n]*(?:error|fail|corrupt|invalid)[^\n]*)"),
+    ("BTRFS error", r"BTRFS (?:error|critical) \(device ([^)]+)\)"),
+    ("btrfs transid", r"parent transid verify failed"),
+    ("btrfs checksum", r"(?:checksum verify failed|csum failed)"),
+    ("transaction aborted", r"Transaction aborted"),
+    ("XFS corruption", r"XFS \([^)]+\): (?:Metadata corruption|Corruption)"),
+    ("XFS log recovery", r"XFS \([^)]+\): Log recovery failed|log mount/recovery failed"),
+    ("XFS shutdown", r"XFS \([^)]+\): (?:Filesystem has been shut down|xfs_do_force_shutdown)"),
+)
+
+_COMPILED = tuple((title, re.compile(rx)) for title, rx in _PATTERNS)
+FAILURE_RE = re.compile("|".join(f"(?:{rx})" for _, rx in _PATTERNS))
+
+# Noise that matches a prefix but is not a failure.
+_IGNORE = re.compile(r"BTRFS error \(device [^)]+\): (?:unable to find logical -1)|"
+                     r"WARNING: (?:Spectre|MDS|TAA|MMIO)")
+
+
+@dataclass(frozen=True)
+class ConsoleFailure:
+    title: str
+    line: str
+    lineno: int
+    count: int = 1
+
+
+def _title(line: str) -> str | None:
+    if _IGNORE.search(line):
+        return None
+    for title, rx in _COMPILED:
+        m = rx.search(line)
+        if m:
+            detail = m.group(1) if m.groups() and m.group(1) else ""
+            # Strip per-boot noise (addresses, offsets) so repeats deduplicate.
+            detail = re.sub(r"\+0x[0-9a-f]+/0x[0-9a-f]+|0x[0-9a-f]+|\b\d{3,}\b", "", detail)
+            return f"{title}: {detail.strip()}" if detail.strip() else title
+    return None
+
+
+def failures(text: str) -> list[ConsoleFailure]:
+    """Each distinct failure once, in order of first appearance, with a count."""
+    found: dict[str, ConsoleFailure] = {}
+    for lineno, raw in enumerate(text.splitlines(), 1):
+        line = re.sub(r"^\[\s*\d+\.\d+\]\s*", "", raw.strip())
+        title = _title(line)
+        if title is None:
+            continue
+        if title in found:
+            prev = found[title]
+            found[title] = ConsoleFailure(prev.title, prev.line, prev.lineno, prev.count + 1)
+        else:
+            found[title] = ConsoleFailure(title, line, lineno)
+    return list(found.values())
+
+
+def excerpt(text: str, lineno: int, before: int = 5, after: int = 15) -> str:
+    lines = text.splitlines()
+    return "\n".join(lines[max(0, lineno - 1 - before): lineno + after])

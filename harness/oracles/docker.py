@@ -1,0 +1,93 @@
+"""Docker oracle, through a live dockerd on the recovered disk: it starts, and every
+promise in force holds (images exist, save and run; containers exist; fsync'd files
+have their content; removed objects stay removed)."""
+
+from __future__ import annotations
+
+import shlex
+
+from harness.guest.agent import AgentClient, Result
+from harness.guest.docker import dockerd_log, start_dockerd
+from harness.oracles.verdict import Violation
+from harness.storage.backends import Backend
+from harness.workloads.promises import Ledger, Promise
+
+SAVE_TMP = "/tmp/crashtest-save.tar"
+COPY_TMP = "/tmp/crashtest-copy.bin"
+
+
+def _v(cls: str, state: str, p: Promise, res: Result, **extra: str) -> Violation:
+    return Violation(cls, state, p.describe(), {"command": res.cmd, "output": res.evidence(),
+                                                **extra})
+
+
+def _check_image(a: AgentClient, state: str, p: Promise) -> list[Violation]:
+    ref = shlex.quote(p.target)
+    res = a.run(f"docker image inspect --format '{{{{.Id}}}}' {ref}", timeout=60)
+    if not res.ok:
+        return [_v("docker-lost", state, p, res)]
+    found = []
+    save = a.run(f"docker save -o {SAVE_TMP} {ref}; rc=$?; rm -f {SAVE_TMP}; exit $rc",
+                 timeout=300)
+    if not save.ok:
+        found.append(_v("docker-corruption", state, p, save))
+    run = a.run(f"docker run --rm --network none {ref} sh -c {shlex.quote(p.check)}",
+                timeout=300)
+    if not run.ok:
+        found.append(_v("docker-corruption", state, p, run))
+    return found
+
+
+def _check_exists(a: AgentClient, kind: str, name: str) -> Result:
+    return a.run(f"docker {kind} inspect --format '{{{{.Name}}}}' {shlex.quote(name)}",
+                 timeout=60)
+
+
+def _check_file(a: AgentClient, state: str, p: Promise) -> list[Violation]:
+    where, name, path = p.target.split(":", 2)
+    if where == "container":
+        owner = _check_exists(a, "container", name)
+        src = f"{shlex.quote(name)}:{shlex.quote(path)}"
+        read = f"docker cp {src} {COPY_TMP} && sha256sum {COPY_TMP}"
+    else:
+        owner = _check_exists(a, "volume", name)
+        read = (f"docker run --rm --network none -v {shlex.quote(name)}:/v crashtest/base "
+                f"sha256sum /v{shlex.quote(path)}")
+    if not owner.ok:
+        return [_v("docker-lost", state, p, owner)]
+    res = a.run(f"rm -f {COPY_TMP}; {read}", timeout=300)
+    got = res.stdout.split()[0] if res.ok and res.stdout.split() else ""
+    if got != p.sha256:
+        return [_v("fs-durability", state, p, res, expected=p.sha256, got=got or "(unreadable)")]
+    return []
+
+
+def _check_absent(a: AgentClient, state: str, p: Promise) -> list[Violation]:
+    kind = "image" if p.kind == "absent-image" else "container"
+    res = _check_exists(a, kind, p.target)
+    return [_v("fs-durability", state, p, res)] if res.ok else []
+
+
+CHECKS = {"image": _check_image, "file": _check_file,
+          "absent-image": _check_absent, "absent-container": _check_absent}
+
+
+def check_promises(a: AgentClient, backend: Backend, state: str,
+                   ledger: Ledger) -> tuple[list[Violation], str]:
+    """Start dockerd and check every promise in force. Returns violations and the
+    dockerd log (evidence)."""
+    started = start_dockerd(a, backend)
+    if not started.ok:
+        log = dockerd_log(a)
+        return [Violation("docker-corruption", state, "dockerd starts on the recovered disk",
+                          {"command": started.cmd, "output": started.evidence(),
+                           "dockerd_log_tail": "\n".join(log.splitlines()[-30:])})], log
+    found: list[Violation] = []
+    for p in ledger.in_force():
+        if p.kind == "container":
+            res = _check_exists(a, "container", p.target)
+            if not res.ok:
+                found.append(_v("docker-lost", state, p, res))
+        else:
+            found.extend(CHECKS[p.kind](a, state, p))
+    return found, dockerd_log(a)

@@ -1,0 +1,98 @@
+"""Power cuts: where to cut (a seeded plan) and the cut itself, through QMP with
+no help from the guest, while the workload runs."""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from dataclasses import dataclass, field
+
+from harness.errors import PowerCut
+from harness.vm.machine import Machine
+from harness.workloads.default import Workload
+from harness.workloads.promises import Ledger
+
+MAX_DELAY_S = 4.0
+
+
+@dataclass(frozen=True)
+class CutPlan:
+    """Cut right after `step` returns ("after"), or `delay_s` into it ("during")."""
+
+    kind: str
+    step: str
+    delay_s: float = 0.0
+
+    def describe(self) -> str:
+        if self.kind == "after":
+            return f"after {self.step}"
+        return f"during {self.step} +{self.delay_s:.2f}s"
+
+    def slug(self) -> str:
+        return f"{self.kind}-{self.step}" + (f"-{self.delay_s:.2f}s" if self.kind == "during"
+                                             else "")
+
+
+def plan_cuts(seed: int, backend: str, count: int, steps: list[str]) -> list[CutPlan]:
+    """The same seed, backend and steps always give the same plans."""
+    rng = random.Random(f"crashtest-cuts:{seed}:{backend}")
+    plans = []
+    for i in range(count):
+        step = rng.choice(steps)
+        # Alternate the two kinds so even a small campaign has both.
+        if i % 2 == 0:
+            plans.append(CutPlan("during", step, round(rng.uniform(0.0, MAX_DELAY_S), 2)))
+        else:
+            plans.append(CutPlan("after", step))
+    return plans
+
+
+@dataclass
+class CutOutcome:
+    plan: CutPlan
+    ledger: Ledger
+    steps_done: list[str] = field(default_factory=list)
+    step_seconds: dict[str, float] = field(default_factory=dict)
+    cut_in: str = ""  # the step that was running (or had just returned) at the cut
+    actual: str = ""
+
+
+def run_until_cut(vm: Machine, workload: Workload, plan: CutPlan) -> CutOutcome:
+    """Run steps in order, granting each step's promises when it returns, and cut
+    the power as planned. The VM is stopped (vCPUs frozen) on return."""
+    out = CutOutcome(plan, Ledger())
+    fired = threading.Event()
+
+    def cut() -> None:
+        if not fired.is_set():
+            fired.set()
+            vm.power_cut()
+
+    for step in workload.steps:
+        timer = None
+        if plan.kind == "during" and step.name == plan.step:
+            timer = threading.Timer(plan.delay_s, cut)
+            timer.start()
+        started = time.monotonic()
+        try:
+            step.run(vm.agent)
+        except PowerCut:
+            out.cut_in = step.name
+            out.actual = f"during {step.name} +{time.monotonic() - started:.2f}s"
+            return out
+        finally:
+            if timer is not None:
+                timer.cancel()
+        out.step_seconds[step.name] = round(time.monotonic() - started, 2)
+        out.steps_done.append(step.name)
+        out.ledger.grant(step.name, step.promises)
+        if step.name == plan.step:
+            # "after", or a "during" whose step finished before its delay: cut now.
+            cut()
+            out.cut_in = step.name
+            out.actual = f"after {step.name}"
+            return out
+    cut()
+    out.actual = "after the last step"
+    return out

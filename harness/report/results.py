@@ -1,0 +1,78 @@
+"""Writing a run's results: summary.json, JUnit XML, and the results/latest link."""
+
+from __future__ import annotations
+
+import json
+import os
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from harness.campaign import StateResult
+
+
+@dataclass
+class BackendSummary:
+    backend: str
+    kernel: str
+    image: str
+    accel: str
+    cuts: int
+    options: dict[str, str]
+    states: list[StateResult] = field(default_factory=list)
+    wall_s: float = 0.0
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "backend": self.backend, "kernel": self.kernel, "image": self.image,
+            "accel": self.accel, "cuts": self.cuts, "options": self.options,
+            "states_checked": sum(1 for s in self.states if not s.harness_error),
+            "violations": [v.to_json() for s in self.states for v in s.violations],
+            "harness_errors": [{"state": s.state, "error": s.harness_error}
+                               for s in self.states if s.harness_error],
+            "wall_s": round(self.wall_s, 1),
+            "states": [s.to_json() for s in self.states],
+        }
+
+
+def write_summary(run_dir: Path, meta: dict[str, Any], backends: list[BackendSummary]) -> Path:
+    doc = {**meta, "backends": [b.to_json() for b in backends]}
+    doc["totals"] = {
+        "states_checked": sum(b["states_checked"] for b in doc["backends"]),
+        "violations": sum(len(b["violations"]) for b in doc["backends"]),
+        "harness_errors": sum(len(b["harness_errors"]) for b in doc["backends"]),
+    }
+    path = run_dir / "summary.json"
+    path.write_text(json.dumps(doc, indent=1) + "\n")
+    return path
+
+
+def write_junit(run_dir: Path, backends: list[BackendSummary]) -> Path:
+    """One test case per checked state: failure = violation, error = harness error."""
+    suites = ET.Element("testsuites", name="crashtest")
+    for b in backends:
+        suite = ET.SubElement(suites, "testsuite", name=b.backend, tests=str(len(b.states)),
+                              failures=str(sum(1 for s in b.states if s.violations)),
+                              errors=str(sum(1 for s in b.states if s.harness_error
+                                             and not s.violations)),
+                              time=f"{b.wall_s:.1f}")
+        for s in b.states:
+            case = ET.SubElement(suite, "testcase", classname=f"crashtest.{b.backend}",
+                                 name=s.state, time=f"{s.wall_s:.1f}")
+            for v in s.violations:
+                fail = ET.SubElement(case, "failure", type=v.cls, message=v.promise)
+                fail.text = "\n\n".join(f"{k}:\n{val}" for k, val in v.evidence.items())
+            if s.harness_error and not s.violations:
+                ET.SubElement(case, "error", type="harness-error", message=s.harness_error)
+    path = run_dir / "junit.xml"
+    ET.ElementTree(suites).write(path, encoding="utf-8", xml_declaration=True)
+    return path
+
+
+def point_latest(results: Path, run_dir: Path) -> None:
+    """Atomically repoint results/latest at the newest complete run."""
+    tmp = results / ".latest.tmp"
+    tmp.unlink(missing_ok=True)
+    tmp.symlink_to(run_dir.name)
+    os.replace(tmp, results / "latest")

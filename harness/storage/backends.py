@@ -1,0 +1,99 @@
+"""Storage backends: the filesystem on the test disk and docker's storage driver on it.
+
+The test disk is formatted on the host (native speed, real mkfs) and mounted by
+the guest at /var/lib/docker, so the guest kernel runs every byte of recovery.
+"""
+
+from __future__ import annotations
+
+import shlex
+import subprocess
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from harness import hosttools
+from harness.errors import HarnessError, InputError
+
+DISK_SIZE = 4 << 30  # sparse; btrfs wants room for its chunks under layer churn
+DATA_SERIAL = "data"
+DOCKER_ROOT = "/var/lib/docker"
+
+
+@dataclass(frozen=True)
+class Backend:
+    name: str
+    fs: str
+    driver: str
+    mkfs_options: tuple[str, ...] = ()
+    mount_options: str = ""
+
+    def mkfs_argv(self, image: Path) -> list[str]:
+        tool = {"ext4": ["mkfs.ext4", "-q", "-F"], "btrfs": ["mkfs.btrfs", "-q", "-f"],
+                "xfs": ["mkfs.xfs", "-q", "-f"]}[self.fs]
+        return [*tool, "-L", "crashtest-data", *self.mkfs_options, str(image)]
+
+    def mount_cmd(self, device: str, target: str = DOCKER_ROOT) -> str:
+        opts = f"-o {shlex.quote(self.mount_options)} " if self.mount_options else ""
+        return f"mount -t {self.fs} {opts}{device} {target}"
+
+    def fsck_cmd(self, device: str) -> str:
+        """Read-only check of the unmounted filesystem; exit 0 means clean."""
+        return {
+            "ext4": f"e2fsck -fn {device}",
+            "btrfs": f"btrfs check --readonly {device}",
+            "xfs": f"xfs_repair -n {device}",
+        }[self.fs]
+
+    def describe(self) -> dict[str, str]:
+        return {"name": self.name, "fs": self.fs, "storage_driver": self.driver,
+                "mkfs_options": " ".join(self.mkfs_options), "mount_options": self.mount_options}
+
+
+BACKENDS: dict[str, Backend] = {
+    b.name: b for b in (
+        Backend("btrfs", "btrfs", "btrfs"),
+        Backend("ext4-overlay2", "ext4", "overlay2"),
+        Backend("xfs-overlay2", "xfs", "overlay2", mkfs_options=("-n", "ftype=1")),
+        Backend("btrfs-overlay2", "btrfs", "overlay2"),
+    )
+}
+DEFAULT_BACKENDS = ("btrfs", "ext4-overlay2")
+
+
+def parse_backends(spec: str | None, mkfs_options: str = "",
+                   mount_options: str = "") -> list[Backend]:
+    """`btrfs,ext4-overlay2` → backends, with user mkfs/mount options applied to each."""
+    names = [n.strip() for n in (spec or ",".join(DEFAULT_BACKENDS)).split(",") if n.strip()]
+    if not names:
+        raise InputError("BACKENDS is empty")
+    out = []
+    for n in names:
+        if n not in BACKENDS:
+            raise InputError(f"unknown backend {n!r}: choose from {', '.join(BACKENDS)}")
+        b = BACKENDS[n]
+        if mkfs_options:
+            b = replace(b, mkfs_options=(*b.mkfs_options, *shlex.split(mkfs_options)))
+        if mount_options:
+            b = replace(b, mount_options=mount_options)
+        out.append(b)
+    return out
+
+
+def make_test_disk(backend: Backend, image: Path) -> Path:
+    """A fresh sparse image formatted on the host."""
+    hosttools.require(backend.mkfs_argv(image)[0])
+    image.parent.mkdir(parents=True, exist_ok=True)
+    with image.open("wb") as f:
+        f.truncate(DISK_SIZE)
+    try:
+        hosttools.run(backend.mkfs_argv(image), f"{backend.mkfs_argv(image)[0]} of the test disk")
+    except HarnessError:
+        image.unlink(missing_ok=True)
+        raise
+    return image
+
+
+def copy_disk(src: Path, dst: Path) -> Path:
+    """Sparse copy (keep the cut disk as evidence while a check works on another)."""
+    subprocess.run(["cp", "--sparse=always", str(src), str(dst)], check=True)
+    return dst

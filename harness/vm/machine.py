@@ -1,0 +1,182 @@
+"""One QEMU guest as a context manager: launch paused, connect QMP, console and
+agent, run, and always end with no QEMU process and no socket left behind."""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+import socket
+import subprocess
+import tempfile
+import threading
+import time
+from pathlib import Path
+from types import TracebackType
+from typing import Any, TextIO
+
+from qemu.qmp.legacy import QEMUMonitorProtocol
+
+from harness import hosttools
+from harness.errors import GuestBootError, GuestError, GuestPanic, HarnessError
+from harness.guest.agent import AgentClient
+from harness.vm.console import ConsoleWatcher
+from harness.vm.qemu import MachineConfig, Sockets, build_argv
+
+SOCKET_WAIT_S = 10.0
+
+# Every live Machine, so a Ctrl-C or fatal signal can kill them all.
+_LIVE: set[Machine] = set()
+_LIVE_LOCK = threading.Lock()
+
+
+def kill_all() -> None:
+    with _LIVE_LOCK:
+        machines = list(_LIVE)
+    for m in machines:
+        m.kill()
+
+
+class Machine:
+    def __init__(self, config: MachineConfig, console_log: Path, name: str = "vm") -> None:
+        self.config = config
+        self.name = name
+        self.console_log = console_log
+        self._tmp = Path(tempfile.mkdtemp(prefix=f"crashtest-{name}-"))
+        self.sockets = Sockets(self._tmp / "qmp.sock", self._tmp / "con.sock",
+                               self._tmp / "agent.sock")
+        self.stderr_log = console_log.with_suffix(".qemu-stderr.log")
+        self.argv = build_argv(config, self.sockets)
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._qmp: Any = None
+        self._qmp_lock = threading.Lock()
+        self.console: ConsoleWatcher | None = None
+        self._agent: AgentClient | None = None
+        self._transcript: TextIO | None = None
+        self.events: list[dict[str, Any]] = []
+        self.boot_s: float | None = None
+
+    # ------------------------------------------------------------ lifecycle
+
+    def __enter__(self) -> Machine:
+        try:
+            self.launch()
+        except BaseException:
+            self.kill()
+            raise
+        return self
+
+    def __exit__(self, et: type[BaseException] | None, ev: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.kill()
+
+    def launch(self) -> None:
+        hosttools.require(self.config.qemu_binary)
+        with _LIVE_LOCK:
+            _LIVE.add(self)
+        self.console_log.parent.mkdir(parents=True, exist_ok=True)
+        with self.stderr_log.open("wb") as err:
+            self._proc = subprocess.Popen(self.argv, stdin=subprocess.DEVNULL,
+                                          stdout=err, stderr=err, start_new_session=True)
+        self._qmp = QEMUMonitorProtocol(str(self._wait_socket(self.sockets.qmp)))
+        self._qmp.connect(negotiate=True)
+        self.console = ConsoleWatcher(self._connect(self.sockets.console), self.console_log)
+        self._transcript = self.console_log.with_suffix(".agent.log").open("w")
+        self._agent = AgentClient(self._connect(self.sockets.agent), self.health,
+                                  self._transcript)
+        self.qmp("cont")
+
+    def exited(self) -> str | None:
+        """None while QEMU runs; else its exit code and last stderr line."""
+        if self._proc is None or self._proc.poll() is None:
+            return None
+        err = self.stderr_log.read_text(errors="replace").strip().splitlines()
+        return f"exit code {self._proc.returncode}: {err[-1] if err else 'no stderr'}"
+
+    def health(self) -> None:
+        """Raise if QEMU is gone or the guest kernel panicked."""
+        dead = self.exited()
+        if dead:
+            raise HarnessError(f"{self.name}: QEMU died ({dead})")
+        if self.console is not None and self.console.panicked.is_set():
+            raise GuestPanic(f"{self.name}: guest kernel panicked", self.console_tail())
+
+    def _wait_socket(self, path: Path) -> Path:
+        deadline = time.monotonic() + SOCKET_WAIT_S
+        while not path.exists():
+            dead = self.exited()
+            if dead:
+                raise HarnessError(f"QEMU failed to start ({dead})")
+            if time.monotonic() > deadline:
+                raise HarnessError(f"QEMU did not create {path.name} within {SOCKET_WAIT_S}s")
+            time.sleep(0.02)
+        return path
+
+    def _connect(self, path: Path) -> socket.socket:
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.connect(str(self._wait_socket(path)))
+        return s
+
+    def wait_booted(self, timeout: float) -> float:
+        """Wait for the guest agent; return the guest's uptime when it got there."""
+        try:
+            self.boot_s = self.agent.wait_ready(timeout)
+        except GuestError as e:
+            raise GuestBootError(
+                f"{self.name}: guest did not boot within {timeout:.0f}s "
+                f"(last console line: {self.console_tail(1) or 'none'})",
+                self.console_tail(),
+            ) from e
+        return self.boot_s
+
+    @property
+    def agent(self) -> AgentClient:
+        if self._agent is None:
+            raise HarnessError(f"{self.name}: not launched")
+        return self._agent
+
+    def qmp(self, cmd: str, **args: Any) -> Any:
+        with self._qmp_lock:
+            if self._qmp is None:
+                raise HarnessError(f"{self.name}: QMP not connected")
+            res = self._qmp.cmd(cmd, **args)
+            self.events.extend(self._qmp.get_events(wait=False))
+            self._qmp.clear_events()
+            return res
+
+    def panicked(self) -> bool:
+        with contextlib.suppress(Exception):
+            self.qmp("query-status")
+        return any(e.get("event") == "GUEST_PANICKED" for e in self.events)
+
+    def console_tail(self, n: int = 40) -> str:
+        return self.console.tail(n) if self.console else ""
+
+    def power_cut(self) -> float:
+        """Cut power with no help from the guest: freeze the vCPUs through QMP, then
+        kill QEMU. What the guest had handed to QEMU stays on the image file."""
+        self.agent.cut.set()
+        t = time.monotonic()
+        self.qmp("stop")
+        return t
+
+    def kill(self) -> None:
+        """Idempotent hard stop and cleanup: QEMU gone, sockets and temp dir removed."""
+        if self._qmp is not None:
+            with self._qmp_lock, contextlib.suppress(Exception):
+                self._qmp.close()
+            self._qmp = None
+        if self._proc is not None and self._proc.poll() is None:
+            self._proc.kill()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self._proc.wait(timeout=10)
+        if self.console is not None:
+            self.console.close()
+            self.console = None
+        if self._agent is not None:
+            self._agent.close()
+        if self._transcript is not None:
+            self._transcript.close()
+            self._transcript = None
+        shutil.rmtree(self._tmp, ignore_errors=True)
+        with _LIVE_LOCK:
+            _LIVE.discard(self)

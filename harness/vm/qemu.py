@@ -1,0 +1,92 @@
+"""QEMU's command line, built as data from a typed config (never a shell string)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+AGENT_PORT = "org.crashtest.agent"
+
+
+@dataclass(frozen=True)
+class Disk:
+    path: Path
+    serial: str
+    read_only: bool = False
+    fmt: str = "raw"  # "qcow2" for a throwaway overlay over a disk that must stay as it was
+    # Optional write log: the disk goes through QEMU's blklogwrites filter.
+    write_log: Path | None = None
+
+
+@dataclass(frozen=True)
+class MachineConfig:
+    kernel: Path
+    initrd: Path
+    disks: tuple[Disk, ...]
+    accel: str = "tcg"
+    memory_mb: int = 2048
+    cpus: int = 2
+    cmdline: tuple[str, ...] = ()
+    qemu_binary: str = "qemu-system-x86_64"
+
+
+@dataclass(frozen=True)
+class Sockets:
+    qmp: Path
+    console: Path
+    agent: Path
+
+
+BASE_CMDLINE = (
+    "console=ttyS0", "loglevel=7", "panic=0", "mitigations=off",
+    "random.trust_cpu=on", "rootwait=0", "init=/init",
+)
+
+
+def kernel_cmdline(config: MachineConfig) -> str:
+    return " ".join((*BASE_CMDLINE, *config.cmdline))
+
+
+def _blockdev(disk: Disk, index: int) -> list[str]:
+    node = f"disk{index}"
+    file_node: dict[str, object] = {
+        "driver": "file", "filename": str(disk.path), "read-only": disk.read_only,
+        "cache": {"direct": False, "no-flush": False},
+    }
+    args = ["-blockdev", json.dumps({"driver": disk.fmt, "node-name": node,
+                                     "read-only": disk.read_only, "file": file_node})]
+    if disk.write_log is not None:
+        log_node = {"driver": "file", "filename": str(disk.write_log), "node-name": f"{node}log"}
+        args += ["-blockdev", json.dumps(log_node)]
+        lw = {"driver": "blklogwrites", "node-name": f"{node}lw", "file": node,
+              "log": f"{node}log", "log-sector-size": 512, "log-append": False}
+        args += ["-blockdev", json.dumps(lw)]
+        node = f"{node}lw"
+    args += ["-device", f"virtio-blk-pci,drive={node},serial={disk.serial}"]
+    return args
+
+
+def build_argv(config: MachineConfig, sockets: Sockets) -> list[str]:
+    accel = ["-accel", "kvm", "-cpu", "host"] if config.accel == "kvm" else [
+        "-accel", "tcg,thread=multi", "-cpu", "max"]
+    argv = [
+        config.qemu_binary, "-nodefaults", "-no-user-config", "-display", "none",
+        "-machine", "pc", *accel, "-m", str(config.memory_mb), "-smp", str(config.cpus),
+        "-kernel", str(config.kernel), "-initrd", str(config.initrd),
+        "-append", kernel_cmdline(config),
+        # Start paused: every channel is connected before the first byte is printed.
+        "-S", "-no-reboot",
+        "-chardev", f"socket,id=qmp0,path={sockets.qmp},server=on,wait=off",
+        "-mon", "chardev=qmp0,mode=control",
+        "-chardev", f"socket,id=con0,path={sockets.console},server=on,wait=off",
+        "-serial", "chardev:con0",
+        "-chardev", f"socket,id=agent0,path={sockets.agent},server=on,wait=off",
+        "-device", "virtio-serial-pci,id=vser0",
+        "-device", f"virtserialport,bus=vser0.0,chardev=agent0,name={AGENT_PORT}",
+        # A guest panic becomes a QMP event and the VM stays paused for inspection.
+        "-device", "pvpanic-pci", "-action", "panic=pause",
+    ]
+    for i, disk in enumerate(config.disks):
+        argv += _blockdev(disk, i)
+    return argv
