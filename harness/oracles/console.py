@@ -23,11 +23,11 @@ _PATTERNS: tuple[tuple[str, str], ...] = (
     ("hung task", r"INFO: task (\S+) blocked for more than"),
     ("busy inodes", r"VFS: Busy inodes after unmount"),
     ("EXT4-fs error", r"EXT4-fs error \(device ([^)]+)\)"),
-    ("JBD2 error", r"JBD2: ([^\n]*(?:error|fail|corrupt|invalid)[^\n]*)"),
-    ("BTRFS error", r"BTRFS (?:error|critical) \(device ([^)]+)\)"),
+    ("JBD2 error", r"JBD2: ([^\n]*(?:[Ee]rror|[Ff]ail|[Cc]orrupt|[Ii]nvalid)[^\n]*)"),
     ("btrfs transid", r"parent transid verify failed"),
     ("btrfs checksum", r"(?:checksum verify failed|csum failed)"),
     ("transaction aborted", r"Transaction aborted"),
+    ("BTRFS error", r"BTRFS:? (?:error|critical) \(device ([^) ]+)"),
     ("XFS corruption", r"XFS \([^)]+\): (?:Metadata corruption|Corruption)"),
     ("XFS log recovery", r"XFS \([^)]+\): Log recovery failed|log mount/recovery failed"),
     ("XFS shutdown", r"XFS \([^)]+\): (?:Filesystem has been shut down|xfs_do_force_shutdown)"),
@@ -58,7 +58,8 @@ def _title(line: str) -> str | None:
             detail = m.group(1) if m.groups() and m.group(1) else ""
             # Strip per-boot noise (addresses, offsets) so repeats deduplicate.
             detail = re.sub(r"\+0x[0-9a-f]+/0x[0-9a-f]+|0x[0-9a-f]+|\b\d{3,}\b", "", detail)
-            return f"{title}: {detail.strip()}" if detail.strip() else title
+            detail = " ".join(detail.split())
+            return f"{title}: {detail}" if detail else title
     return None
 
 

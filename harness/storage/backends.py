@@ -30,7 +30,7 @@ class Backend:
     def mkfs_argv(self, image: Path) -> list[str]:
         tool = {"ext4": ["mkfs.ext4", "-q", "-F"], "btrfs": ["mkfs.btrfs", "-q", "-f"],
                 "xfs": ["mkfs.xfs", "-q", "-f"]}[self.fs]
-        return [*tool, "-L", "crashtest-data", *self.mkfs_options, str(image)]
+        return [*tool, "-L", "crashtest", *self.mkfs_options, str(image)]
 
     def mount_cmd(self, device: str, target: str = DOCKER_ROOT) -> str:
         opts = f"-o {shlex.quote(self.mount_options)} " if self.mount_options else ""

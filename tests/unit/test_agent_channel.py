@@ -1,0 +1,94 @@
+"""The real guest agent (images/guest/agent.py) against the real host client, over a
+socketpair standing in for the virtio-serial port."""
+
+import importlib.util
+import socket
+import threading
+from pathlib import Path
+
+import pytest
+
+from harness.errors import GuestTimeout, HarnessError, PowerCut
+from harness.guest.agent import AgentClient
+from harness.guest.host import guest_host
+
+AGENT = Path(__file__).parents[2] / "images" / "guest" / "agent.py"
+
+
+def load_guest_agent():  # type: ignore[no-untyped-def]
+    spec = importlib.util.spec_from_file_location("guest_agent", AGENT)
+    assert spec and spec.loader
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    mod.uptime = lambda: 1.5  # the host's /proc/uptime is not the point here
+    return mod
+
+
+# The guest loop never exits (it waits for a host to reconnect), so its socket is
+# kept open for the whole session: a closed fd number could be reused by a later test.
+_GUEST_ENDS: list[socket.socket] = []
+
+
+@pytest.fixture
+def client():  # type: ignore[no-untyped-def]
+    host_end, guest_end = socket.socketpair()
+    _GUEST_ENDS.append(guest_end)
+    mod = load_guest_agent()
+    t = threading.Thread(target=mod.serve, args=(guest_end.fileno(),), daemon=True)
+    t.start()
+    c = AgentClient(host_end, lambda: None)
+    yield c
+    host_end.shutdown(socket.SHUT_RDWR)
+
+
+def test_ready_then_commands(client: AgentClient) -> None:
+    assert client.wait_ready(5) == 1.5
+    res = client.run("printf 'a\\nb'; echo err >&2; exit 3")
+    assert (res.rc, res.stdout, res.stderr) == (3, "a\nb", "err\n")
+    assert "(exit 3)" in res.evidence()
+
+
+def test_binary_safe_put_get(client: AgentClient, tmp_path: Path) -> None:
+    data = bytes(range(256)) * 100 + b"\n{not json}\n"
+    client.put(str(tmp_path / "sub" / "f.bin"), data, mode=0o600)
+    assert client.get(str(tmp_path / "sub" / "f.bin")) == data
+    assert (tmp_path / "sub" / "f.bin").stat().st_mode & 0o777 == 0o600
+
+
+def test_guest_side_timeout_kills_the_whole_command(client: AgentClient) -> None:
+    res = client.run("sleep 30 & sleep 30; echo never", timeout=0.5)
+    assert res.rc == 124 and "timed out" in res.stderr
+
+
+def test_testinfra_host_over_the_agent(client: AgentClient, tmp_path: Path) -> None:
+    (tmp_path / "x").write_text("hello")
+    host = guest_host(client)
+    assert host.file(str(tmp_path / "x")).content_string == "hello"
+    assert host.run("echo %s", "hi there").stdout == "hi there\n"
+    assert host.exists("sh")
+
+
+def test_silent_guest_is_a_timeout() -> None:
+    host_end, _guest_end = socket.socketpair()
+    c = AgentClient(host_end, lambda: None)
+    with pytest.raises(GuestTimeout):
+        c.wait_ready(0.3)
+
+
+def test_dead_qemu_is_a_harness_error() -> None:
+    host_end, guest_end = socket.socketpair()
+
+    def health() -> None:
+        raise HarnessError("vm: QEMU died (exit code -9: killed)")
+
+    c = AgentClient(host_end, health)
+    with pytest.raises(HarnessError, match="QEMU died"):
+        c.run("true", timeout=5)
+
+
+def test_power_cut_interrupts_a_waiting_call() -> None:
+    host_end, _guest_end = socket.socketpair()
+    c = AgentClient(host_end, lambda: None)
+    threading.Timer(0.2, c.cut.set).start()
+    with pytest.raises(PowerCut):
+        c.run("sync", timeout=30)

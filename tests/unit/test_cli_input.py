@@ -1,0 +1,47 @@
+"""Bad input: one clear line, exit 2, nothing written, nothing left running."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from harness.cli import main
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "harness.cli", *args],
+                          capture_output=True, text=True, timeout=120)
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--backends", "zfs"], "unknown backend 'zfs'"),
+    (["--backends", ","], "BACKENDS is empty"),
+    (["--cuts", "0"], "CUTS must be at least 1"),
+    (["--cut-at", "after:nonsense"], "step must be one of"),
+    (["--cut-at", "during:build-app:soon"], "delay must be a number"),
+    (["--accel", "hvf"], "accelerator 'hvf'"),
+])
+def test_bad_input_is_one_line_exit_2(tmp_path: Path, args: list[str], message: str) -> None:
+    res = run_cli("run", "--out", str(tmp_path / "res"), *args)
+    assert res.returncode == 2, res.stderr
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("crashtest: bad input:")
+    assert message in lines[0]
+    assert not (tmp_path / "res").exists() or not any((tmp_path / "res").iterdir())
+
+
+def test_non_kernel_file(tmp_path: Path, no_leftovers: None) -> None:
+    bogus = tmp_path / "vmlinuz"
+    bogus.write_text("hello\n" * 1000)
+    res = run_cli("run", "--out", str(tmp_path / "res"), "--kernel", str(bogus))
+    assert res.returncode == 2
+    assert res.stderr.strip() == f"crashtest: bad input: KERNEL {bogus}: not an x86 kernel " \
+                                 "image (no HdrS boot header)"
+
+
+def test_non_number_is_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as e:
+        main(["run", "--cuts", "many"])
+    assert e.value.code == 2
+    assert "not a whole number: 'many'" in capsys.readouterr().err

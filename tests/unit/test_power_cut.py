@@ -1,0 +1,73 @@
+import threading
+import time
+
+from harness.errors import PowerCut
+from harness.power.cut import CutPlan, plan_cuts, run_until_cut
+from harness.workloads.default import Step, Workload
+from harness.workloads.promises import Promise
+
+
+def test_plans_are_seeded_and_mixed() -> None:
+    steps = ["a", "b", "c"]
+    p1 = plan_cuts(5, "btrfs", 6, steps)
+    assert p1 == plan_cuts(5, "btrfs", 6, steps)
+    assert p1 != plan_cuts(6, "btrfs", 6, steps)
+    assert {p.kind for p in p1} == {"during", "after"}
+
+
+class FakeAgent:
+    def __init__(self) -> None:
+        self.cut = threading.Event()
+
+
+class FakeVM:
+    """Stands in for a Machine: a power cut makes the running step raise PowerCut."""
+
+    def __init__(self) -> None:
+        self.agent = FakeAgent()
+        self.cuts = 0
+
+    def power_cut(self) -> float:
+        self.cuts += 1
+        self.agent.cut.set()
+        return time.monotonic()
+
+
+def make_workload() -> Workload:
+    def quick(agent: FakeAgent) -> None:
+        return None
+
+    def slow(agent: FakeAgent) -> None:
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            if agent.cut.is_set():
+                raise PowerCut("cut")
+            time.sleep(0.01)
+
+    def p(name: str) -> list[Promise]:
+        return [Promise("image", name, name, "sync", check="true")]
+
+    steps = [Step("one", quick, p("one")), Step("two", slow, p("two")),  # type: ignore[arg-type]
+             Step("three", quick, p("three"))]  # type: ignore[arg-type]
+    return Workload(1, steps, {})
+
+
+def test_cut_after_step_grants_exactly_its_promises() -> None:
+    vm = FakeVM()
+    out = run_until_cut(vm, make_workload(), CutPlan("after", "two"))  # type: ignore[arg-type]
+    assert vm.cuts == 1 and out.actual == "after two"
+    assert [p.target for p in out.ledger.in_force()] == ["one", "two"]
+
+
+def test_cut_during_step_withholds_its_promises() -> None:
+    vm = FakeVM()
+    out = run_until_cut(vm, make_workload(), CutPlan("during", "two", 0.2))  # type: ignore[arg-type]
+    assert vm.cuts == 1 and out.cut_in == "two" and out.actual.startswith("during two")
+    assert [p.target for p in out.ledger.in_force()] == ["one"]
+    assert out.ledger.last_point == "one"
+
+
+def test_during_cut_on_fast_step_lands_right_after_it() -> None:
+    vm = FakeVM()
+    out = run_until_cut(vm, make_workload(), CutPlan("during", "one", 3.0))  # type: ignore[arg-type]
+    assert vm.cuts == 1 and out.actual == "after one"
