@@ -7,6 +7,7 @@ import os
 import platform
 import shutil
 import time
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -114,7 +115,9 @@ def run_campaign(opts: RunOptions, progress: functools.partial[None] | None = No
                                      tamper=tamper)
                 res = run_state(cfg, b, i, plan, say)
                 summary.states.append(res)
-                detail = res.harness_error or "; ".join(v.headline() for v in res.violations)
+                detail = res.harness_error or "; ".join(
+                    f"{n}x {h}" for h, n in Counter(
+                        f"[{v.cls}] {v.promise}" for v in res.violations).items())
                 say(f"  => {res.verdict.upper()} in {res.wall_s:.0f}s" +
                     (f": {detail}" if detail else ""))
             summary.wall_s = time.monotonic() - t0

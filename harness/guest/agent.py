@@ -65,7 +65,11 @@ class AgentClient:
     def _gone(self, why: str) -> None:
         if self.cut.is_set():
             raise PowerCut(why)
-        self._health()
+        # The channel closes a moment before QEMU can be reaped: give health() the
+        # chance to name the real cause.
+        for _ in range(30):
+            self._health()
+            time.sleep(0.1)
         raise HarnessError(why)
 
     def _read_line(self, deadline: float) -> dict[str, object]:

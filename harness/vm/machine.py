@@ -120,10 +120,10 @@ class Machine:
         """Wait for the guest agent; return the guest's uptime when it got there."""
         try:
             self.boot_s = self.agent.wait_ready(timeout)
-        except GuestError as e:
+        except (GuestError, HarnessError) as e:
             raise GuestBootError(
-                f"{self.name}: guest did not boot within {timeout:.0f}s "
-                f"(last console line: {self.console_tail(1) or 'none'})",
+                f"{self.name}: guest did not boot within {timeout:.0f}s ({e}; "
+                f"last console line: {self.console_tail(1) or 'none'})",
                 self.console_tail(),
             ) from e
         return self.boot_s

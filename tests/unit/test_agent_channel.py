@@ -76,7 +76,7 @@ def test_silent_guest_is_a_timeout() -> None:
 
 
 def test_dead_qemu_is_a_harness_error() -> None:
-    host_end, guest_end = socket.socketpair()
+    host_end, _guest_end = socket.socketpair()
 
     def health() -> None:
         raise HarnessError("vm: QEMU died (exit code -9: killed)")

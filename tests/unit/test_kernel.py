@@ -5,7 +5,8 @@ import pytest
 from harness.errors import InputError
 from harness.images.kernel import bzimage_version, load_order, module_name, parse_modules_dep
 
-DEP = """kernel/fs/btrfs/btrfs.ko.xz: kernel/crypto/xor.ko.xz kernel/lib/raid6/raid6_pq.ko.xz kernel/lib/libcrc32c.ko.xz
+DEP = """kernel/fs/btrfs/btrfs.ko.xz: kernel/crypto/xor.ko.xz kernel/lib/raid6/raid6_pq.ko.xz \
+kernel/lib/libcrc32c.ko.xz
 kernel/crypto/xor.ko.xz:
 kernel/lib/raid6/raid6_pq.ko.xz:
 kernel/lib/libcrc32c.ko.xz:

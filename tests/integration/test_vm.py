@@ -1,0 +1,82 @@
+"""Real QEMU guests: boot, the testinfra host, and each way a VM can fail."""
+
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from harness.errors import GuestBootError, GuestTimeout, HarnessError
+from harness.guest.host import guest_host
+from harness.images import GuestImages
+from harness.vm import accel
+from harness.vm.machine import Machine
+from harness.vm.qemu import Disk, MachineConfig
+
+
+def config(images: GuestImages, *cmdline: str) -> MachineConfig:
+    return MachineConfig(kernel=images.kernel.vmlinuz, initrd=images.initrd,
+                         accel=accel.choose()[0], cmdline=cmdline,
+                         disks=(Disk(images.root.path, "root", read_only=True),))
+
+
+def test_boot_to_agent_and_testinfra_host(images: GuestImages, tmp_path: Path,
+                                          no_leftovers: None) -> None:
+    with Machine(config(images), tmp_path / "console.log") as vm:
+        uptime = vm.wait_booted(120)
+        host = guest_host(vm.agent)
+        assert host.file("/usr/sbin/dockerd").is_file
+        assert host.file("/usr/share/crashtest/base.tar").size > 100_000
+        assert host.run("uname -r").stdout.strip() == images.kernel.version
+        assert host.mount_point("/").filesystem == "overlay"
+        assert 0 < uptime < 120
+        assert {"stage1", "stage2", "agent"} <= set(vm.console.markers) if vm.console else False
+    log = (tmp_path / "console.log").read_text()
+    assert "crashtest: agent ready" in log
+    assert "Linux version " + images.kernel.version in log
+    # QEMU's own stderr is kept apart from the console
+    assert (tmp_path / "console.qemu-stderr.log").exists()
+
+
+def test_panicking_kernel_is_a_boot_error_with_console(images: GuestImages, tmp_path: Path,
+                                                      no_leftovers: None) -> None:
+    with Machine(config(images, "rdinit=/no-such-init"), tmp_path / "c.log") as vm, \
+            pytest.raises(GuestBootError) as e:
+        vm.wait_booted(120)
+    assert "panicked" in str(e.value)
+    assert "Kernel panic" in e.value.console_tail
+
+
+def test_kernel_that_never_boots_times_out(images: GuestImages, tmp_path: Path,
+                                           no_leftovers: None) -> None:
+    broken = tmp_path / "vmlinuz"
+    data = images.kernel.vmlinuz.read_bytes()
+    broken.write_bytes(data[: len(data) // 2])  # valid header, truncated payload
+    cfg = MachineConfig(kernel=broken, initrd=images.initrd, accel=accel.choose()[0],
+                        disks=(Disk(images.root.path, "root", read_only=True),))
+    with Machine(cfg, tmp_path / "c.log") as vm, pytest.raises(GuestBootError):
+        vm.wait_booted(20)
+
+
+def test_qemu_dying_is_a_harness_error(images: GuestImages, tmp_path: Path,
+                                       no_leftovers: None) -> None:
+    with Machine(config(images), tmp_path / "c.log") as vm:
+        vm.wait_booted(120)
+        assert vm._proc is not None
+        pid = vm._proc.pid
+        threading.Timer(1.0, os.kill, (pid, signal.SIGKILL)).start()
+        with pytest.raises(HarnessError, match="QEMU died"):
+            vm.agent.run("sleep 30", timeout=60)
+
+
+def test_hung_guest_is_a_timeout(images: GuestImages, tmp_path: Path,
+                                 no_leftovers: None) -> None:
+    with Machine(config(images), tmp_path / "c.log") as vm:
+        vm.wait_booted(120)
+        vm.qmp("stop")  # frozen vCPUs: the guest can no longer answer
+        t = time.monotonic()
+        with pytest.raises(GuestTimeout):
+            vm.agent.run("true", timeout=1)
+        assert time.monotonic() - t < 30
