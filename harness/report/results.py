@@ -32,8 +32,19 @@ class BackendSummary:
             "harness_errors": [{"state": s.state, "error": s.harness_error}
                                for s in self.states if s.harness_error],
             "wall_s": round(self.wall_s, 1),
+            "mean_timings_s": self.mean_timings(),
             "states": [s.to_json() for s in self.states],
         }
+
+
+    def mean_timings(self) -> dict[str, float]:
+        """Mean of each timing over the states that have it, plus the cycle wall time."""
+        keys = sorted({k for s in self.states for k in s.timings})
+        out = {k: round(sum(s.timings[k] for s in self.states if k in s.timings)
+                        / sum(1 for s in self.states if k in s.timings), 2) for k in keys}
+        if self.states:
+            out["cycle_wall_s"] = round(sum(s.wall_s for s in self.states) / len(self.states), 1)
+        return out
 
 
 def write_summary(run_dir: Path, meta: dict[str, Any], backends: list[BackendSummary]) -> Path:

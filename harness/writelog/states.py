@@ -1,0 +1,119 @@
+"""Crash states from a write log: what the disk may hold after a power cut that
+loses the volatile cache.
+
+An epoch is the run of writes between two flushes. A crash state inside epoch k
+keeps every write of epochs < k and some of epoch k's writes:
+  none         the flush boundary itself (everything unflushed lost)
+  p<j>         the first j writes, in order
+  d<i>         all but write i
+  s<hex>       a seeded random subset (bit i = write i kept)
+  t<i>.<n>     writes before i, plus only the first n sectors of write i (torn)
+State ids are `<log digest>:e<k>:<subset>`: enough to rebuild the state later.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+from harness.errors import InputError
+from harness.writelog.format import Entry, WriteLog
+
+EXHAUSTIVE_MAX = 4  # epochs with at most this many writes get every subset
+
+
+@dataclass(frozen=True)
+class Epoch:
+    index: int
+    entries: tuple[Entry, ...]  # writes and discards, in log order
+    first_entry: int  # index in the log of the epoch's first entry
+    end_entry: int  # index of the flush that ends it (or len(log) for the open tail)
+
+
+@dataclass(frozen=True)
+class CrashState:
+    log_digest: str
+    epoch: int
+    subset: str  # see module docstring
+
+    @property
+    def id(self) -> str:
+        return f"{self.log_digest}:e{self.epoch}:{self.subset}"
+
+    def kept(self, epoch: Epoch) -> list[tuple[Entry, int | None]]:
+        """Entries of the epoch this state keeps, each with a sector limit (torn) or None."""
+        n = len(epoch.entries)
+        s = self.subset
+        if s == "none":
+            return []
+        if s == "all":
+            return [(e, None) for e in epoch.entries]
+        kind, arg = s[0], s[1:]
+        if kind == "p":
+            return [(e, None) for e in epoch.entries[: int(arg)]]
+        if kind == "d":
+            drop = int(arg)
+            return [(e, None) for i, e in enumerate(epoch.entries) if i != drop]
+        if kind == "s":
+            mask = int(arg, 16)
+            return [(e, None) for i, e in enumerate(epoch.entries) if mask >> i & 1]
+        if kind == "t":
+            i, sectors = (int(x) for x in arg.split("."))
+            return [(e, None) for e in epoch.entries[:i]] + [(epoch.entries[i], sectors)]
+        raise InputError(f"crash state {self.id}: unknown subset kind {kind!r} (epoch has {n})")
+
+
+def epochs(log: WriteLog) -> list[Epoch]:
+    """Split the log at flushes. The writes after the last flush form the open epoch."""
+    out: list[Epoch] = []
+    current: list[Entry] = []
+    first = 0
+    for e in log.entries:
+        if e.is_write or e.is_discard:
+            current.append(e)
+        if e.is_flush:
+            out.append(Epoch(len(out), tuple(current), first, e.index))
+            current, first = [], e.index + 1
+    out.append(Epoch(len(out), tuple(current), first, len(log.entries)))
+    return out
+
+
+def parse_state_id(state_id: str) -> CrashState:
+    try:
+        digest, ep, subset = state_id.split(":")
+        if not ep.startswith("e"):
+            raise ValueError
+        return CrashState(digest, int(ep[1:]), subset)
+    except ValueError as e:
+        raise InputError(f"crash state id {state_id!r}: expected DIGEST:e<N>:<subset>") from e
+
+
+def _states_for_epoch(digest: str, ep: Epoch, rng: random.Random) -> list[CrashState]:
+    n = len(ep.entries)
+    mk = lambda subset: CrashState(digest, ep.index, subset)  # noqa: E731
+    if n == 0:
+        return []
+    states = [mk("none")]
+    if n <= EXHAUSTIVE_MAX:
+        states += [mk(f"s{m:x}") for m in range(1, (1 << n) - 1)]
+    else:
+        states += [mk(f"p{j}") for j in sorted(rng.sample(range(1, n), min(3, n - 1)))]
+        states += [mk(f"d{i}") for i in sorted(rng.sample(range(n), min(3, n)))]
+        states += [mk(f"s{rng.getrandbits(n) | 1:x}") for _ in range(2)]
+    multi = [i for i, e in enumerate(ep.entries) if e.is_write and e.nr_sectors > 1]
+    if multi:
+        i = rng.choice(multi)
+        states.append(mk(f"t{i}.{rng.randrange(1, ep.entries[i].nr_sectors)}"))
+    return states
+
+
+def crash_states(log: WriteLog, seed: int, budget: int) -> tuple[list[Epoch], list[CrashState]]:
+    """A seeded, deterministic selection of at most `budget` states, spread over the
+    epochs, in epoch order (so replay walks the log forward once)."""
+    eps = epochs(log)
+    rng = random.Random(f"crashtest-states:{seed}:{log.digest}")
+    candidates = [s for ep in eps for s in _states_for_epoch(log.digest, ep, rng)]
+    if len(candidates) > budget:
+        keep = set(rng.sample(range(len(candidates)), budget))
+        candidates = [s for i, s in enumerate(candidates) if i in keep]
+    return eps, candidates
