@@ -4,6 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 BACKENDS ?= btrfs,ext4-overlay2
 CUTS ?= 3
+STATES ?= 24
 SEED ?= 1
 OUT ?= results
 KERNEL ?=
@@ -13,7 +14,7 @@ MOUNT_OPTS ?=
 MKFS_OPTS ?=
 PYTEST_ARGS ?=
 
-RUN_ARGS := --backends '$(BACKENDS)' --cuts '$(CUTS)' --seed '$(SEED)' --out '$(OUT)'
+RUN_ARGS := --backends '$(BACKENDS)' --cuts '$(CUTS)' --states '$(STATES)' --seed '$(SEED)' --out '$(OUT)'
 RUN_ARGS += $(if $(KERNEL),--kernel '$(KERNEL)')
 RUN_ARGS += $(if $(KERNEL_MODULES),--kernel-modules '$(KERNEL_MODULES)')
 RUN_ARGS += $(if $(CUT_AT),--cut-at '$(CUT_AT)')

@@ -4,15 +4,13 @@ reboot on the cut disk → oracles), with results written as evidence."""
 from __future__ import annotations
 
 import json
-import shutil
-import subprocess
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from harness import hosttools
-from harness.errors import GuestError, GuestPanic, HarnessError
+from harness.errors import GuestError, GuestPanic, GuestTimeout, HarnessError
 from harness.guest import docker
 from harness.guest.agent import AgentClient
 from harness.images import GuestImages
@@ -50,6 +48,7 @@ class StateResult:
     state: str
     backend: str
     plan: str
+    kind: str = "live"  # "live" power cut, or "replay" of a lost-cache crash state
     actual: str = ""
     last_durability_point: str = ""
     promises: int = 0
@@ -60,7 +59,7 @@ class StateResult:
 
     def to_json(self) -> dict[str, object]:
         return {
-            "state": self.state, "backend": self.backend, "plan": self.plan,
+            "state": self.state, "kind": self.kind, "backend": self.backend, "plan": self.plan,
             "actual": self.actual, "last_durability_point": self.last_durability_point,
             "promises": self.promises, "verdict": self.verdict,
             "violations": [v.to_json() for v in self.violations],
@@ -74,10 +73,10 @@ class StateResult:
         return "harness-error" if self.harness_error else "pass"
 
 
-def _machine_config(cfg: CampaignConfig, data: Disk) -> MachineConfig:
+def machine_config(cfg: CampaignConfig, data: Disk | None) -> MachineConfig:
     root = Disk(cfg.images.root.path, "root", read_only=True)
     return MachineConfig(kernel=cfg.images.kernel.vmlinuz, initrd=cfg.images.initrd,
-                         disks=(root, data), accel=cfg.accel,
+                         disks=(root, data) if data else (root,), accel=cfg.accel,
                          memory_mb=cfg.memory_mb, cpus=cfg.cpus)
 
 
@@ -97,7 +96,7 @@ def _console_violations(vm: Machine, mark: int, state: str, phase: str) -> list[
 def run_workload(cfg: CampaignConfig, backend: Backend, plan: CutPlan, disk: Path,
                  logdir: Path, state: str) -> tuple[CutOutcome, list[Violation], dict[str, float]]:
     t: dict[str, float] = {}
-    with Machine(_machine_config(cfg, Disk(disk, "data")), logdir / "workload.console.log",
+    with Machine(machine_config(cfg, Disk(disk, "data")), logdir / "workload.console.log",
                  name=f"{backend.name}-workload") as vm:
         t0 = time.monotonic()
         t["boot_s"] = round(vm.wait_booted(BOOT_TIMEOUT_S), 2)
@@ -118,14 +117,27 @@ def run_workload(cfg: CampaignConfig, backend: Backend, plan: CutPlan, disk: Pat
 def verify(cfg: CampaignConfig, backend: Backend, outcome: CutOutcome, disk: Path,
            logdir: Path, state: str) -> tuple[list[Violation], dict[str, float]]:
     """Boot the same kernel on the cut disk (through a throwaway overlay, so the
-    cut disk stays as the power cut left it) and run the oracles."""
+    cut disk stays as the power cut left it) and run the oracles. A guest that
+    stops answering is diagnosed and the whole check retried once on a new overlay."""
+    try:
+        return _verify_once(cfg, backend, outcome, disk, logdir, state, attempt=1)
+    except GuestTimeout:
+        return _verify_once(cfg, backend, outcome, disk, logdir, state, attempt=2)
+
+
+def _verify_once(cfg: CampaignConfig, backend: Backend, outcome: CutOutcome, disk: Path,
+                 logdir: Path, state: str,
+                 attempt: int) -> tuple[list[Violation], dict[str, float]]:
     overlay = logdir / "check.qcow2"
+    overlay.unlink(missing_ok=True)
     hosttools.run(["qemu-img", "create", "-q", "-f", "qcow2", "-b", str(disk.resolve()),
                    "-F", "raw", str(overlay)], "qemu-img create of the check overlay")
-    t: dict[str, float] = {}
+    t: dict[str, float] = {"attempt": attempt}
+    suffix = "" if attempt == 1 else f".retry{attempt - 1}"
     try:
-        with Machine(_machine_config(cfg, Disk(overlay, "data", fmt="qcow2")),
-                     logdir / "verify.console.log", name=f"{backend.name}-verify") as vm:
+        with Machine(machine_config(cfg, Disk(overlay, "data", fmt="qcow2")),
+                     logdir / f"verify{suffix}.console.log",
+                     name=f"{backend.name}-verify") as vm:
             t0 = time.monotonic()
             t["boot_s"] = round(vm.wait_booted(BOOT_TIMEOUT_S), 2)
             mark = vm.console.mark() if vm.console else 0
@@ -137,10 +149,13 @@ def verify(cfg: CampaignConfig, backend: Backend, outcome: CutOutcome, disk: Pat
                         cfg.tamper(vm.agent, backend)
                     docker_found, log = check_promises(vm.agent, backend, state, outcome.ledger)
                     found += docker_found
-                    (logdir / "dockerd.log").write_text(log)
+                    (logdir / f"dockerd{suffix}.log").write_text(log)
             except GuestPanic as e:
                 found = [Violation("fs-corruption", state, "the kernel recovers without panic",
                                    {"console": e.console_tail})]
+            except GuestTimeout:
+                (logdir / f"hang{suffix}.diagnostics.txt").write_text(vm.diagnose())
+                raise
             found += _console_violations(vm, mark, state, "recovery and checks")
             t["verify_s"] = round(time.monotonic() - t0, 2)
     finally:
@@ -182,12 +197,3 @@ def run_state(cfg: CampaignConfig, backend: Backend, index: int, plan: CutPlan,
             disk.unlink(missing_ok=True)
     (logdir / "verdict.json").write_text(json.dumps(res.to_json(), indent=1) + "\n")
     return res
-
-
-def disk_usage(path: Path) -> int:
-    out = subprocess.run(["du", "-sb", str(path)], capture_output=True, text=True, check=False)
-    return int(out.stdout.split()[0]) if out.returncode == 0 and out.stdout else 0
-
-
-def remove_tree(path: Path) -> None:
-    shutil.rmtree(path, ignore_errors=True)

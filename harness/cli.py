@@ -35,7 +35,9 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="run a power-cut campaign")
     run.add_argument("--backends", default=",".join(DEFAULT_BACKENDS),
                      help=f"comma list of: {', '.join(BACKENDS)}")
-    run.add_argument("--cuts", type=_positive_int, default=3, help="power cuts per backend")
+    run.add_argument("--cuts", type=_positive_int, default=3, help="live power cuts per backend")
+    run.add_argument("--states", type=_positive_int, default=24,
+                     help="lost-cache crash states replayed from the write log, per backend")
     run.add_argument("--kernel", default=None,
                      help="Debian kernel package ([suite:]name) or a bzImage path")
     run.add_argument("--kernel-modules", default=None,
@@ -72,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
                               "initrd": str(images.initrd)}, indent=1))
             return 0
         opts = RunOptions(
-            backends=args.backends, cuts=args.cuts, kernel=args.kernel,
+            backends=args.backends, cuts=args.cuts, states=args.states, kernel=args.kernel,
             kernel_modules=args.kernel_modules, seed=args.seed, out=args.out,
             accel=args.accel, cut_at=args.cut_at, mkfs_options=args.mkfs_options,
             mount_options=args.mount_options, keep_disks=args.keep_disks,

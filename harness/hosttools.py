@@ -20,6 +20,7 @@ PACKAGES = {
     "mkfs.ext4": "e2fsprogs",
     "mkfs.btrfs": "btrfs-progs",
     "mkfs.xfs": "xfsprogs",
+    "setpriv": "util-linux",
 }
 
 

@@ -21,6 +21,7 @@ from harness.storage.backends import Backend, parse_backends
 from harness.storage.tamper import zero_layer_file
 from harness.vm import accel as accel_mod
 from harness.workloads.default import Workload, default_workload
+from harness.writelog.campaign import run_replay
 
 INJECTIONS = ("zero-layer-file",)
 
@@ -29,6 +30,7 @@ INJECTIONS = ("zero-layer-file",)
 class RunOptions:
     backends: str | None = None
     cuts: int = 3
+    states: int = 24  # lost-cache crash states per backend (0: live cuts only)
     kernel: str | None = None
     kernel_modules: str | None = None
     seed: int = 1
@@ -74,8 +76,9 @@ def _tamper_for(name: str | None, workload: Workload) -> Tamper | None:
 
 
 def validate(opts: RunOptions) -> list[Backend]:
-    if opts.cuts < 1:
-        raise InputError(f"CUTS must be at least 1, got {opts.cuts}")
+    if opts.cuts < 0 or opts.states < 0 or opts.cuts + opts.states == 0:
+        raise InputError(f"CUTS ({opts.cuts}) and STATES ({opts.states}) must be >= 0 "
+                         "and not both 0")
     if opts.memory_mb < 512:
         raise InputError(f"memory must be at least 512 MiB, got {opts.memory_mb}")
     return parse_backends(opts.backends, opts.mkfs_options, opts.mount_options)
@@ -99,6 +102,12 @@ def run_campaign(opts: RunOptions, progress: functools.partial[None] | None = No
     run_id = time.strftime("%Y%m%d-%H%M%S", time.gmtime()) + f"-s{opts.seed}"
     partial = results / f".{run_id}.partial"
     partial.mkdir(parents=True, exist_ok=False)
+
+    def cfg_for(b: Backend) -> CampaignConfig:
+        return CampaignConfig(images=images, accel=accel, workload=workload, seed=opts.seed,
+                              run_dir=partial, memory_mb=opts.memory_mb,
+                              keep_disks=opts.keep_disks, tamper=tamper)
+
     try:
         summaries = []
         for b in backends:
@@ -109,17 +118,20 @@ def run_campaign(opts: RunOptions, progress: functools.partial[None] | None = No
             t0 = time.monotonic()
             for i, plan in enumerate(plans):
                 say(f"[{b.name} {i + 1}/{len(plans)}] cut {plan.describe()}")
-                cfg = CampaignConfig(images=images, accel=accel, workload=workload,
-                                     seed=opts.seed, run_dir=partial,
-                                     memory_mb=opts.memory_mb, keep_disks=opts.keep_disks,
-                                     tamper=tamper)
-                res = run_state(cfg, b, i, plan, say)
+                res = run_state(cfg_for(b), b, i, plan, say)
                 summary.states.append(res)
                 detail = res.harness_error or "; ".join(
                     f"{n}x {h}" for h, n in Counter(
                         f"[{v.cls}] {v.promise}" for v in res.violations).items())
                 say(f"  => {res.verdict.upper()} in {res.wall_s:.0f}s" +
                     (f": {detail}" if detail else ""))
+            if opts.states:
+                say(f"[{b.name} lost cache] recording the workload's writes")
+                replayed, stats = run_replay(cfg_for(b), b, opts.states, say)
+                summary.states.extend(replayed)
+                summary.replay = stats
+                bad = [r for r in replayed if r.verdict != "pass"]
+                say(f"  => {len(replayed) - len(bad)}/{len(replayed)} lost-cache states pass")
             summary.wall_s = time.monotonic() - t0
             summaries.append(summary)
         meta = {

@@ -18,7 +18,7 @@ from harness.errors import HarnessError
 from harness.images.cache import RECIPES, building, cache_root, recipe_digest
 from harness.images.rootfs import RootImage
 
-GUEST_FILES = ("init", "stage2", "agent.py")
+GUEST_FILES = ("init", "stage2", "agent.py", "check_state.py")
 
 
 def cpio_of(tree: Path) -> bytes:
@@ -46,7 +46,7 @@ def boot_cpio(root: RootImage) -> Path:
                 (tree / d).mkdir()
             shutil.copy2(root.busybox, tree / "bin/busybox")
             shutil.copy2(guest / "init", tree / "init")
-            for f in ("stage2", "agent.py"):
+            for f in GUEST_FILES[1:]:
                 shutil.copy2(guest / f, tree / "crashtest" / f)
             for exe in ("init", "bin/busybox", "crashtest/stage2"):
                 (tree / exe).chmod(0o755)

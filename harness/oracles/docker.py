@@ -28,11 +28,11 @@ def _check_image(a: AgentClient, state: str, p: Promise) -> list[Violation]:
         return [_v("docker-lost", state, p, res)]
     found = []
     save = a.run(f"docker save -o {SAVE_TMP} {ref}; rc=$?; rm -f {SAVE_TMP}; exit $rc",
-                 timeout=300)
+                 timeout=120)
     if not save.ok:
         found.append(_v("docker-corruption", state, p, save))
     run = a.run(f"docker run --rm --network none {ref} sh -c {shlex.quote(p.check)}",
-                timeout=300)
+                timeout=120)
     if not run.ok:
         found.append(_v("docker-corruption", state, p, run))
     return found
@@ -55,7 +55,7 @@ def _check_file(a: AgentClient, state: str, p: Promise) -> list[Violation]:
                 f"sha256sum /v{shlex.quote(path)}")
     if not owner.ok:
         return [_v("docker-lost", state, p, owner)]
-    res = a.run(f"rm -f {COPY_TMP}; {read}", timeout=300)
+    res = a.run(f"rm -f {COPY_TMP}; {read}", timeout=120)
     got = res.stdout.split()[0] if res.ok and res.stdout.split() else ""
     if got != p.sha256:
         return [_v("fs-durability", state, p, res, expected=p.sha256, got=got or "(unreadable)")]

@@ -22,6 +22,7 @@ class BackendSummary:
     options: dict[str, str]
     states: list[StateResult] = field(default_factory=list)
     wall_s: float = 0.0
+    replay: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -33,6 +34,9 @@ class BackendSummary:
                                for s in self.states if s.harness_error],
             "wall_s": round(self.wall_s, 1),
             "mean_timings_s": self.mean_timings(),
+            "live_cuts": sum(1 for s in self.states if s.kind == "live"),
+            "replayed_states": sum(1 for s in self.states if s.kind == "replay"),
+            "replay": self.replay,
             "states": [s.to_json() for s in self.states],
         }
 
@@ -42,8 +46,10 @@ class BackendSummary:
         keys = sorted({k for s in self.states for k in s.timings})
         out = {k: round(sum(s.timings[k] for s in self.states if k in s.timings)
                         / sum(1 for s in self.states if k in s.timings), 2) for k in keys}
-        if self.states:
-            out["cycle_wall_s"] = round(sum(s.wall_s for s in self.states) / len(self.states), 1)
+        for kind, key in (("live", "live_cycle_wall_s"), ("replay", "replay_state_wall_s")):
+            walls = [s.wall_s for s in self.states if s.kind == kind]
+            if walls:
+                out[key] = round(sum(walls) / len(walls), 2)
         return out
 
 

@@ -32,8 +32,9 @@ class Backend:
                 "xfs": ["mkfs.xfs", "-q", "-f"]}[self.fs]
         return [*tool, "-L", "crashtest", *self.mkfs_options, str(image)]
 
-    def mount_cmd(self, device: str, target: str = DOCKER_ROOT) -> str:
-        opts = f"-o {shlex.quote(self.mount_options)} " if self.mount_options else ""
+    def mount_cmd(self, device: str, target: str = DOCKER_ROOT, read_only: bool = False) -> str:
+        options = ",".join(o for o in (self.mount_options, "ro" if read_only else "") if o)
+        opts = f"-o {shlex.quote(options)} " if options else ""
         return f"mount -t {self.fs} {opts}{device} {target}"
 
     def fsck_cmd(self, device: str) -> str:

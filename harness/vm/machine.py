@@ -70,13 +70,16 @@ class Machine:
         self.kill()
 
     def launch(self) -> None:
-        hosttools.require(self.config.qemu_binary)
+        hosttools.require(self.config.qemu_binary, "setpriv")
         with _LIVE_LOCK:
             _LIVE.add(self)
         self.console_log.parent.mkdir(parents=True, exist_ok=True)
         with self.stderr_log.open("wb") as err:
-            self._proc = subprocess.Popen(self.argv, stdin=subprocess.DEVNULL,
-                                          stdout=err, stderr=err, start_new_session=True)
+            # setpriv --pdeathsig: QEMU dies with the harness, even if the harness is
+            # SIGKILLed; the new session keeps a terminal's Ctrl-C for the harness.
+            self._proc = subprocess.Popen(["setpriv", "--pdeathsig", "KILL", *self.argv],
+                                          stdin=subprocess.DEVNULL, stdout=err, stderr=err,
+                                          start_new_session=True)
         self._qmp = QEMUMonitorProtocol(str(self._wait_socket(self.sockets.qmp)))
         self._qmp.connect(negotiate=True)
         self.console = ConsoleWatcher(self._connect(self.sockets.console), self.console_log)
@@ -147,6 +150,20 @@ class Machine:
         with contextlib.suppress(Exception):
             self.qmp("query-status")
         return any(e.get("event") == "GUEST_PANICKED" for e in self.events)
+
+    def diagnose(self) -> str:
+        """What QEMU says about a guest that stopped answering: run state and vCPU
+        registers twice, a second apart (moving RIPs = busy guest, fixed = stuck)."""
+        parts = []
+        for i in range(2):
+            for cmd in ("info status", "info cpus", "info registers -a"):
+                try:
+                    out = self.qmp("human-monitor-command", **{"command-line": cmd})
+                except Exception as e:  # diagnostics must never raise
+                    out = f"({type(e).__name__}: {e})"
+                parts.append(f"### {cmd} (sample {i + 1})\n{out}")
+            time.sleep(1)
+        return "\n".join(parts)
 
     def console_tail(self, n: int = 40) -> str:
         return self.console.tail(n) if self.console else ""

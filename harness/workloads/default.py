@@ -169,14 +169,19 @@ def default_workload(seed: int) -> Workload:
         _must(a, f"docker run --name {temp} --network none {app} true && docker rm {temp} "
                  f"&& docker rmi {scratch} && sync", "churn")
 
-    def img(ref: str, step: str, check: str) -> Promise:
-        return Promise("image", ref, step, "sync", check=check)
+    def img(ref: str, step: str, check: str, manifest: str = "") -> Promise:
+        return Promise("image", ref, step, "sync", check=check, manifest=manifest)
+
+    app_manifest = ctx["manifest.sha256"].decode()
+    scratch_sha = _sha(f"scratch-{seed}\n".encode())
+    scratch_line = f"{scratch_sha}  /scratch.txt\n"
+    out_line = f"{out_sha}  /data/out/layer.bin\n"
 
     steps = [
         Step("import-base", import_base, [img(BASE, "import-base", "true")]),
-        Step("build-app", build_app, [img(app, "build-app", verify)]),
+        Step("build-app", build_app, [img(app, "build-app", verify, app_manifest)]),
         Step("build-scratch", build_scratch,
-             [img(scratch, "build-scratch", "cat /scratch.txt")]),
+             [img(scratch, "build-scratch", "cat /scratch.txt", scratch_line)]),
         Step("create-writer", create_writer,
              [Promise("container", writer, "create-writer", "sync")]),
         Step("start-writer", start_writer),
@@ -188,7 +193,8 @@ def default_workload(seed: int) -> Workload:
                       sha256=out_sha)]),
         Step("commit", commit,
              [img(committed, "commit",
-                  f"{verify} && echo '{out_sha}  /data/out/layer.bin' | sha256sum -c -s")]),
+                  f"{verify} && echo '{out_sha}  /data/out/layer.bin' | sha256sum -c -s",
+                  app_manifest + out_line)]),
         Step("churn", churn, [Promise("absent-container", temp, "churn", "sync"),
                               Promise("absent-image", scratch, "churn", "sync")]),
     ]

@@ -17,6 +17,7 @@ class Promise:
     how: str  # "sync" or "fsync": what made it durable
     sha256: str = ""  # files: the content that must be there
     check: str = ""  # images: the command a fresh container must pass
+    manifest: str = ""  # images: "sha256  /path" lines the image's files must match
 
     def key(self) -> str:
         """Later promises about the same object replace earlier ones."""

@@ -61,7 +61,7 @@ class WriteLog:
     end_offset: int  # where the next entry would start
     digest: str  # identifies the log content read (header + entries)
 
-    def data(self, entry: Entry, f: object | None = None) -> bytes:
+    def data(self, entry: Entry) -> bytes:
         with self.path.open("rb") as fh:
             fh.seek(entry.data_offset)
             return fh.read(entry.nr_sectors * self.sectorsize)
@@ -71,7 +71,7 @@ def _round_up(n: int, to: int) -> int:
     return (n + to - 1) // to * to
 
 
-def read_log(path: Path, device_bytes: int | None = None, start: int = 0) -> WriteLog:
+def read_log(path: Path, device_bytes: int | None = None) -> WriteLog:
     """Parse a write log. `device_bytes` bounds sector numbers (catches foreign logs)."""
     try:
         size = path.stat().st_size

@@ -7,7 +7,8 @@ keeps every write of epochs < k and some of epoch k's writes:
   p<j>         the first j writes, in order
   d<i>         all but write i
   s<hex>       a seeded random subset (bit i = write i kept)
-  t<i>.<n>     writes before i, plus only the first n sectors of write i (torn)
+  t<i>.<n>     writes before i, plus only the first n log sectors of write i (torn,
+               at 4 KiB boundaries)
 State ids are `<log digest>:e<k>:<subset>`: enough to rebuild the state later.
 """
 
@@ -20,6 +21,7 @@ from harness.errors import InputError
 from harness.writelog.format import Entry, WriteLog
 
 EXHAUSTIVE_MAX = 4  # epochs with at most this many writes get every subset
+ATOMIC_BYTES = 4096
 
 
 @dataclass(frozen=True)
@@ -88,9 +90,13 @@ def parse_state_id(state_id: str) -> CrashState:
         raise InputError(f"crash state id {state_id!r}: expected DIGEST:e<N>:<subset>") from e
 
 
-def _states_for_epoch(digest: str, ep: Epoch, rng: random.Random) -> list[CrashState]:
+def _states_for_epoch(digest: str, ep: Epoch, rng: random.Random,
+                      sectorsize: int) -> list[CrashState]:
     n = len(ep.entries)
-    mk = lambda subset: CrashState(digest, ep.index, subset)  # noqa: E731
+
+    def mk(subset: str) -> CrashState:
+        return CrashState(digest, ep.index, subset)
+
     if n == 0:
         return []
     states = [mk("none")]
@@ -100,10 +106,14 @@ def _states_for_epoch(digest: str, ep: Epoch, rng: random.Random) -> list[CrashS
         states += [mk(f"p{j}") for j in sorted(rng.sample(range(1, n), min(3, n - 1)))]
         states += [mk(f"d{i}") for i in sorted(rng.sample(range(n), min(3, n)))]
         states += [mk(f"s{rng.getrandbits(n) | 1:x}") for _ in range(2)]
-    multi = [i for i, e in enumerate(ep.entries) if e.is_write and e.nr_sectors > 1]
+    # Tear only at 4 KiB boundaries: disks write a physical sector atomically, and
+    # filesystems rely on that for their 4 KiB superblocks.
+    unit = max(1, ATOMIC_BYTES // sectorsize)
+    multi = [i for i, e in enumerate(ep.entries) if e.is_write and e.nr_sectors > unit]
     if multi:
         i = rng.choice(multi)
-        states.append(mk(f"t{i}.{rng.randrange(1, ep.entries[i].nr_sectors)}"))
+        cut = unit * rng.randrange(1, (ep.entries[i].nr_sectors + unit - 1) // unit)
+        states.append(mk(f"t{i}.{cut}"))
     return states
 
 
@@ -112,7 +122,7 @@ def crash_states(log: WriteLog, seed: int, budget: int) -> tuple[list[Epoch], li
     epochs, in epoch order (so replay walks the log forward once)."""
     eps = epochs(log)
     rng = random.Random(f"crashtest-states:{seed}:{log.digest}")
-    candidates = [s for ep in eps for s in _states_for_epoch(log.digest, ep, rng)]
+    candidates = [s for ep in eps for s in _states_for_epoch(log.digest, ep, rng, log.sectorsize)]
     if len(candidates) > budget:
         keep = set(rng.sample(range(len(candidates)), budget))
         candidates = [s for i, s in enumerate(candidates) if i in keep]

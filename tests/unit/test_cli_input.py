@@ -17,7 +17,7 @@ def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
 @pytest.mark.parametrize(("args", "message"), [
     (["--backends", "zfs"], "unknown backend 'zfs'"),
     (["--backends", ","], "BACKENDS is empty"),
-    (["--cuts", "0"], "CUTS must be at least 1"),
+    (["--cuts", "0", "--states", "0"], "must be >= 0 and not both 0"),
     (["--cut-at", "after:nonsense"], "step must be one of"),
     (["--cut-at", "during:build-app:soon"], "delay must be a number"),
     (["--accel", "hvf"], "accelerator 'hvf'"),

@@ -1,0 +1,82 @@
+"""Lost-cache states for one backend: record the workload's writes, pick crash
+states within a budget, replay each forward from the log, check it in the checker."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+
+from harness.campaign import CampaignConfig, Progress, StateResult, machine_config
+from harness.errors import GuestError, HarnessError
+from harness.storage.backends import DISK_SIZE, Backend
+from harness.writelog.checker import Checker
+from harness.writelog.format import read_log
+from harness.writelog.record import Event, record
+from harness.writelog.replay import Replayer, ReplayStats
+from harness.writelog.states import crash_states
+
+
+def run_replay(cfg: CampaignConfig, backend: Backend, budget: int,
+               progress: Progress) -> tuple[list[StateResult], dict[str, object]]:
+    """Returns one StateResult per crash state, and replay statistics."""
+    workdir = cfg.run_dir / backend.name / "replay"
+    t0 = time.monotonic()
+    stats: dict[str, object] = {}
+    try:
+        rec = record(machine_config(cfg, None), backend, cfg.workload, workdir)
+        log = read_log(rec.log, DISK_SIZE)
+        eps, states = crash_states(log, cfg.seed, budget)
+        stats.update({"log_digest": log.digest, "log_entries": len(log.entries),
+                      "log_bytes": rec.log.stat().st_size, "epochs": len(eps),
+                      "record_s": round(time.monotonic() - t0, 1),
+                      "events": [{"step": e.step, "entry": e.entry} for e in rec.events]})
+        progress(f"  recorded {len(log.entries)} log entries in {len(eps)} epochs; "
+                 f"checking {len(states)} lost-cache states")
+    except (HarnessError, GuestError) as e:
+        res = StateResult(f"{backend.name}/replay/record", backend.name, "record the workload",
+                          kind="replay", harness_error=f"{type(e).__name__}: {e}")
+        return [res], stats
+    replayer = Replayer(log, rec.origin, workdir / "work")
+    results: list[StateResult] = []
+    with Checker(machine_config(cfg, None), backend, workdir) as checker:
+        for st in states:
+            t = time.monotonic()
+            epoch = eps[st.epoch]
+            promises = rec.promises_at(epoch.first_entry)
+            res = StateResult(f"{backend.name}/replay/{st.id}", backend.name,
+                              f"lost cache in epoch {st.epoch} ({len(epoch.entries)} writes): "
+                              f"keep {st.subset}", kind="replay", actual="replayed",
+                              last_durability_point=_last_step(rec.events, epoch.first_entry),
+                              promises=len(promises))
+            disk = workdir / "state.qcow2"
+            try:
+                replayer.build(eps, st, disk)
+                res.violations = checker.check(st.id, disk, promises)
+            except (HarnessError, GuestError) as e:
+                res.harness_error = f"{type(e).__name__}: {e}"
+            finally:
+                disk.unlink(missing_ok=True)
+            res.wall_s = round(time.monotonic() - t, 2)
+            results.append(res)
+            if res.verdict != "pass":
+                progress(f"  {res.state}: {res.verdict.upper()}")
+    stats.update(_replay_stats(replayer.stats, checker.boots, time.monotonic() - t0))
+    (workdir / "replay.json").write_text(json.dumps(stats, indent=1) + "\n")
+    # The log and origin are what a state is rebuilt from: keep them only as evidence.
+    shutil.rmtree(workdir / "work", ignore_errors=True)
+    rec.disk.unlink(missing_ok=True)
+    if all(r.verdict == "pass" for r in results) and not cfg.keep_disks:
+        rec.log.unlink(missing_ok=True)
+        rec.origin.unlink(missing_ok=True)
+    return results, stats
+
+
+def _last_step(events: list[Event], entry: int) -> str:
+    done = [e.step for e in events if e.entry <= entry]
+    return done[-1] if done else "(none)"
+
+
+def _replay_stats(s: ReplayStats, boots: int, wall: float) -> dict[str, object]:
+    return {"states": s.states, "replay_bytes": s.replay_bytes, "naive_replay_bytes":
+            s.naive_bytes, "checker_boots": boots, "replay_wall_s": round(wall, 1)}

@@ -1,0 +1,140 @@
+"""The checker: one guest running the kernel under test checks many crash states,
+each hot-plugged as a throwaway disk (QMP blockdev-add + device_add), so a state
+costs seconds, not a boot. A state that crashes or hangs the guest is a verdict;
+the checker then restarts cleanly for the next one."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+from harness.errors import GuestError, GuestPanic, HarnessError
+from harness.oracles import console as console_oracle
+from harness.oracles.verdict import Violation
+from harness.storage.backends import Backend
+from harness.vm.machine import Machine
+from harness.vm.qemu import MachineConfig
+from harness.workloads.promises import Promise
+
+STATE_SERIAL = "state"
+BOOT_TIMEOUT_S = 120.0
+CHECK_TIMEOUT_S = 600.0
+FIND_STATE_DISK = (
+    "for i in $(seq 100); do for s in /sys/block/vd*; do "
+    f'[ "$(cat $s/serial 2>/dev/null)" = "{STATE_SERIAL}" ] && echo /dev/${{s##*/}} && exit 0; '
+    "done; sleep 0.05; done; exit 1"
+)
+
+
+def promise_request(promises: list[Promise]) -> list[dict[str, str]]:
+    return [{**p.to_json(), "describe": p.describe()} for p in promises]
+
+
+class Checker:
+    def __init__(self, config: MachineConfig, backend: Backend, logdir: Path) -> None:
+        self.config = config
+        self.backend = backend
+        self.logdir = logdir
+        self.vm: Machine | None = None
+        self.boots = 0
+        self._seq = 0
+
+    def __enter__(self) -> Checker:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self.vm is not None:
+            self.vm.kill()
+            self.vm = None
+
+    def _ensure_vm(self) -> Machine:
+        if self.vm is None:
+            self.boots += 1
+            vm = Machine(self.config, self.logdir / f"checker{self.boots}.console.log",
+                         name=f"{self.backend.name}-checker{self.boots}")
+            vm.__enter__()
+            try:
+                vm.wait_booted(BOOT_TIMEOUT_S)
+            except BaseException:
+                vm.kill()
+                raise
+            self.vm = vm
+        return self.vm
+
+    def _wait_deleted(self, vm: Machine, dev_id: str, timeout: float = 30) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if any(e.get("event") == "DEVICE_DELETED" and
+                   e.get("data", {}).get("device") == dev_id for e in vm.events):
+                return
+            time.sleep(0.05)
+            vm.qmp("query-status")  # collects pending events
+        raise GuestError(f"guest did not release {dev_id} within {timeout:.0f}s",
+                         vm.console_tail())
+
+    def check(self, state_id: str, disk: Path, promises: list[Promise]) -> list[Violation]:
+        """Attach `disk` (qcow2), run every oracle on it, detach it."""
+        vm = self._ensure_vm()
+        self._seq += 1
+        node, dev_id = f"state{self._seq}", f"statedev{self._seq}"
+        mark = vm.console.mark() if vm.console else 0
+        vm.qmp("blockdev-add", **{"driver": "qcow2", "node-name": node,
+                                  "file": {"driver": "file", "filename": str(disk)}})
+        vm.qmp("device_add", driver="virtio-blk-pci", id=dev_id, drive=node,
+               serial=STATE_SERIAL)
+        found: list[Violation] = []
+        try:
+            dev = vm.agent.run(FIND_STATE_DISK, timeout=30).stdout.strip()
+            if not dev:
+                raise GuestError("the checker guest does not see the state disk",
+                                 vm.console_tail())
+            req = {
+                "device": dev, "driver": self.backend.driver,
+                "mount": self.backend.mount_cmd(dev), "fsck": self.backend.fsck_cmd(dev),
+                "mount_ro": self.backend.mount_cmd(dev, read_only=True),
+                "promises": promise_request(promises),
+            }
+            res = vm.agent.run("python3 /crashtest/check_state.py", timeout=CHECK_TIMEOUT_S,
+                               stdin=json.dumps(req).encode())
+            if res.rc != 0:
+                raise HarnessError(f"state checker failed: {res.evidence(800)}")
+            for r in json.loads(res.stdout):
+                if not r["ok"]:
+                    promise = r.get("promise") or {
+                        "mount": "the filesystem mounts (recovery) in this crash state",
+                        "umount": "the recovered filesystem unmounts",
+                        "fsck": f"{self.backend.fs} fsck is clean after recovery",
+                        "remount": "the filesystem mounts again after fsck",
+                    }[r["check"]]
+                    found.append(Violation(r["class"], state_id, promise,
+                                           {"command": r["command"], "output": r["output"]}))
+            vm.qmp("device_del", id=dev_id)
+            self._wait_deleted(vm, dev_id)
+            vm.qmp("blockdev-del", **{"node-name": node})
+        except GuestPanic as e:
+            found.append(Violation("fs-corruption", state_id,
+                                   "the kernel survives recovery of this crash state",
+                                   {"console": e.console_tail}))
+            self.close()
+            return found
+        except HarnessError:
+            self.close()
+            raise
+        except GuestError as e:
+            found.append(Violation("fs-corruption", state_id,
+                                   "the guest stays responsive while checking this state",
+                                   {"error": str(e), "console": vm.console_tail()}))
+            self.close()
+            return found
+        if vm.console is not None:
+            text = "\n".join(line.text for line in vm.console.since(mark))
+            for f in console_oracle.failures(text):
+                found.append(Violation(
+                    "fs-corruption", state_id, "the kernel reports no failure in recovery",
+                    {"console": console_oracle.excerpt(text, f.lineno),
+                     "failure": f"{f.title} (x{f.count})"}))
+        return found

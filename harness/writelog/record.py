@@ -1,0 +1,83 @@
+"""Record a whole workload through QEMU's blklogwrites filter, with each workload
+event tied to a log position (pause the VM through QMP, read the log, continue)."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from harness.guest import docker
+from harness.storage.backends import DISK_SIZE, Backend, make_test_disk
+from harness.vm.machine import Machine
+from harness.vm.qemu import Disk, MachineConfig
+from harness.workloads.default import StepFailed, Workload
+from harness.workloads.promises import Promise
+from harness.writelog.format import read_log
+
+BOOT_TIMEOUT_S = 120.0
+
+
+@dataclass
+class Event:
+    step: str
+    entry: int  # number of log entries when the step had returned
+    promises: list[Promise] = field(default_factory=list)
+
+
+@dataclass
+class Recording:
+    origin: Path  # the formatted disk before anything ran
+    disk: Path  # the disk at the end (the live state)
+    log: Path
+    events: list[Event]
+    workload_s: float
+
+    def promises_at(self, entry: int) -> list[Promise]:
+        """Promises in force for a state holding every log entry before `entry`."""
+        current: dict[str, Promise] = {}
+        for ev in self.events:
+            if ev.entry <= entry:
+                for p in ev.promises:
+                    current[p.key()] = p
+        return list(current.values())
+
+
+def log_position(vm: Machine, log: Path) -> int:
+    """Entries in the log with the vCPUs frozen (QMP stop drains in-flight I/O)."""
+    vm.qmp("stop")
+    try:
+        return len(read_log(log, DISK_SIZE).entries)
+    finally:
+        vm.qmp("cont")
+
+
+def record(base_config: MachineConfig, backend: Backend, workload: Workload, workdir: Path,
+           with_log: bool = True) -> Recording:
+    """Run the whole workload on a fresh disk; with `with_log`, through blklogwrites."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    disk = make_test_disk(backend, workdir / "disk.img")
+    origin = workdir / "origin.img"
+    subprocess.run(["cp", "--sparse=always", str(disk), str(origin)], check=True)
+    log = workdir / "writes.log"
+    log.write_bytes(b"")
+    data = Disk(disk, "data", write_log=log if with_log else None)
+    config = replace(base_config, disks=(*base_config.disks, data))
+    events: list[Event] = []
+    with Machine(config, workdir / "record.console.log", name=f"{backend.name}-record") as vm:
+        vm.wait_booted(BOOT_TIMEOUT_S)
+        mount = docker.mount_data(vm.agent, backend)
+        if not mount.ok:
+            raise StepFailed(f"mounting the fresh test disk failed: {mount.evidence(400)}")
+        if not docker.start_dockerd(vm.agent, backend).ok:
+            raise StepFailed("dockerd did not start on a fresh disk:\n"
+                             + docker.dockerd_log(vm.agent)[-2000:])
+        t0 = time.monotonic()
+        for step in workload.steps:
+            step.run(vm.agent)
+            if with_log:
+                events.append(Event(step.name, log_position(vm, log), list(step.promises)))
+        workload_s = time.monotonic() - t0
+        vm.power_cut()
+    return Recording(origin, disk, log, events, workload_s)

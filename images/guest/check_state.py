@@ -1,0 +1,189 @@
+"""Check one crash state inside the checker guest, in one round trip.
+
+Input (JSON on stdin): device, mount and fsck commands, driver, promises.
+Output (JSON on stdout): one record per check with ok, command and output.
+Mount runs the guest kernel's own recovery; fsck runs after unmount; then the
+promises are checked offline on a read-only mount (dockerd never runs here, so
+nothing rewrites the evidence).
+"""
+
+import hashlib
+import json
+import os
+import stat
+import subprocess
+import sys
+
+ROOT = "/var/lib/docker"
+
+
+def sh(cmd, timeout=300):
+    try:
+        p = subprocess.run(["/bin/sh", "-c", cmd], capture_output=True, timeout=timeout)
+        out = (p.stdout + p.stderr).decode("utf-8", "replace")
+        return p.returncode, out[-4000:]
+    except subprocess.TimeoutExpired:
+        return 124, "timed out after %ds" % timeout
+
+
+def sha256(path):
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def read(path):
+    with open(path) as f:
+        return f.read().strip()
+
+
+class Store:
+    """docker's on-disk store, read offline."""
+
+    def __init__(self, driver):
+        self.driver = driver
+        self.img = os.path.join(ROOT, "image", driver)
+
+    def image_id(self, ref):
+        with open(os.path.join(self.img, "repositories.json")) as f:
+            repos = json.load(f)["Repositories"]
+        name = ref.rsplit(":", 1)[0]
+        return repos.get(name, {}).get(ref)
+
+    def layers(self, image_id):
+        """Driver directories of the image's layers, bottom first; raises on damage."""
+        digest = image_id.split(":", 1)[1]
+        path = os.path.join(self.img, "imagedb/content/sha256", digest)
+        with open(path, "rb") as f:
+            raw = f.read()
+        if hashlib.sha256(raw).hexdigest() != digest:
+            raise ValueError("image config %s does not hash to its name" % path)
+        diff_ids = json.loads(raw)["rootfs"]["diff_ids"]
+        chain, dirs = None, []
+        for diff in diff_ids:
+            chain = diff if chain is None else "sha256:" + hashlib.sha256(
+                (chain + " " + diff).encode()).hexdigest()
+            ldir = os.path.join(self.img, "layerdb/sha256", chain.split(":", 1)[1])
+            if read(os.path.join(ldir, "diff")) != diff:
+                raise ValueError("layer %s: diff does not match %s" % (ldir, diff))
+            cache_id = read(os.path.join(ldir, "cache-id"))
+            dirs.append(self.layer_dir(cache_id))
+        return dirs
+
+    def layer_dir(self, cache_id):
+        if self.driver == "btrfs":
+            d = os.path.join(ROOT, "btrfs/subvolumes", cache_id)
+        else:
+            d = os.path.join(ROOT, "overlay2", cache_id, "diff")
+        if not os.path.isdir(d):
+            raise ValueError("layer directory %s is missing" % d)
+        return d
+
+    def lookup(self, dirs, path):
+        """The file a container would see at `path`, or None if absent/deleted."""
+        rel = path.lstrip("/")
+        if self.driver == "btrfs":  # each layer is a full snapshot
+            p = os.path.join(dirs[-1], rel)
+            return p if os.path.lexists(p) else None
+        for d in reversed(dirs):
+            p = os.path.join(d, rel)
+            if os.path.lexists(p):
+                st = os.lstat(p)
+                if stat.S_ISCHR(st.st_mode) and st.st_rdev == 0:
+                    return None  # overlay whiteout
+                return p
+            parent = os.path.dirname(p)
+            if os.path.lexists(os.path.join(parent, ".wh..wh..opq")):
+                return None
+        return None
+
+    def container_dir(self, name):
+        cdir = os.path.join(ROOT, "containers")
+        for cid in os.listdir(cdir):
+            try:
+                with open(os.path.join(cdir, cid, "config.v2.json")) as f:
+                    if json.load(f).get("Name") == "/" + name:
+                        mount = read(os.path.join(self.img, "layerdb/mounts", cid, "mount-id"))
+                        return self.layer_dir(mount)
+            except (OSError, ValueError):
+                continue
+        return None
+
+
+def check_promise(store, p):
+    kind, target = p["kind"], p["target"]
+    if kind == "image":
+        image_id = store.image_id(target)
+        if image_id is None:
+            return "docker-lost", "repositories.json has no %s" % target
+        dirs = store.layers(image_id)
+        bad = []
+        for line in p.get("manifest", "").splitlines():
+            want, path = line.split("  ", 1)
+            f = store.lookup(dirs, path)
+            got = sha256(f) if f and os.path.isfile(f) else "(missing)"
+            if got != want:
+                bad.append("%s: want %s got %s" % (path, want[:16], got[:16]))
+        if bad:
+            return "docker-corruption", "\n".join(bad)
+        return None, "image %s: %d layers intact" % (target, len(dirs))
+    if kind == "container":
+        return (None, "found") if store.container_dir(target) else (
+            "docker-lost", "no container named %s" % target)
+    if kind == "file":
+        where, name, path = target.split(":", 2)
+        if where == "container":
+            base = store.container_dir(name)
+            if base is None:
+                return "docker-lost", "no container named %s" % name
+        else:
+            base = os.path.join(ROOT, "volumes", name, "_data")
+        f = os.path.join(base, path.lstrip("/"))
+        got = sha256(f) if os.path.isfile(f) else "(missing)"
+        if got != p["sha256"]:
+            return "fs-durability", "%s: want %s got %s" % (f, p["sha256"], got)
+        return None, "%s intact" % f
+    if kind in ("absent-image", "absent-container"):
+        present = (store.image_id(target) if kind == "absent-image"
+                   else store.container_dir(target))
+        return ("fs-durability", "%s is back" % target) if present else (None, "still gone")
+    return "harness-error", "unknown promise kind %s" % kind
+
+
+def main():
+    req = json.load(sys.stdin)
+    dev, results = req["device"], []
+
+    def record(check, rc, cmd, out, cls="fs-corruption"):
+        results.append({"check": check, "ok": rc == 0, "class": cls, "command": cmd,
+                        "output": out})
+        return rc == 0
+
+    os.makedirs(ROOT, exist_ok=True)
+    rc, out = sh(req["mount"])
+    if not record("mount", rc, req["mount"], out):
+        print(json.dumps(results))
+        return
+    rc, out = sh("umount " + ROOT)
+    if record("umount", rc, "umount " + ROOT, out):
+        rc, out = sh(req["fsck"])
+        record("fsck", rc, req["fsck"], out)
+        rc, out = sh(req["mount_ro"])
+        if record("remount", rc, req["mount_ro"], out):
+            store = Store(req["driver"])
+            for p in req["promises"]:
+                try:
+                    cls, msg = check_promise(store, p)
+                except (OSError, ValueError, KeyError) as e:
+                    cls, msg = "docker-corruption", "%s: %s" % (type(e).__name__, e)
+                results.append({"check": "promise", "ok": cls is None, "class": cls,
+                                "promise": p["describe"], "command": "offline check",
+                                "output": msg})
+            sh("umount " + ROOT)
+    print(json.dumps(results))
+
+
+if __name__ == "__main__":
+    main()
