@@ -21,7 +21,7 @@ RUN_ARGS += $(if $(CUT_AT),--cut-at '$(CUT_AT)')
 RUN_ARGS += $(if $(MOUNT_OPTS),--mount-options '$(MOUNT_OPTS)')
 RUN_ARGS += $(if $(MKFS_OPTS),--mkfs-options '$(MKFS_OPTS)')
 
-.PHONY: crashtest test unit lint images host-deps clean
+.PHONY: crashtest test unit lint bench images host-deps clean
 
 crashtest: host-deps $(VENV)/.installed
 	$(VENV)/bin/crashtest run $(RUN_ARGS)
@@ -35,6 +35,9 @@ unit: $(VENV)/.installed
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check harness tests
 	$(VENV)/bin/mypy
+
+bench: host-deps $(VENV)/.installed
+	$(VENV)/bin/crashtest bench --out '$(OUT)/bench.json'
 
 images: host-deps $(VENV)/.installed
 	$(VENV)/bin/crashtest images $(if $(KERNEL),--kernel '$(KERNEL)')

@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 from types import FrameType
 
+from harness.bench import run_bench
 from harness.errors import CrashtestError, InputError
 from harness.images import ensure_images
 from harness.run import INJECTIONS, RunOptions, run_campaign
@@ -54,6 +55,12 @@ def build_parser() -> argparse.ArgumentParser:
                      help="self-test: damage the recovered disk on purpose before checking")
     run.add_argument("--memory", type=_positive_int, default=2048, help="guest MiB")
 
+    bench = sub.add_parser("bench", help="measure checker speed, replay bytes, record overhead")
+    bench.add_argument("--out", type=Path, default=Path("results/bench.json"))
+    bench.add_argument("--backend", default="ext4-overlay2", choices=list(BACKENDS))
+    bench.add_argument("--states", type=_positive_int, default=12)
+    bench.add_argument("--reboot-states", type=_positive_int, default=3)
+
     img = sub.add_parser("images", help="build (or find cached) guest images, print manifests")
     img.add_argument("--kernel", default=None)
     img.add_argument("--kernel-modules", default=None)
@@ -72,6 +79,11 @@ def main(argv: list[str] | None = None) -> int:
             images = ensure_images(args.kernel, args.kernel_modules)
             print(json.dumps({"kernel": images.kernel.info, "rootfs": images.root.manifest,
                               "initrd": str(images.initrd)}, indent=1))
+            return 0
+        if args.command == "bench":
+            doc = run_bench(args.out, args.backend, args.states, args.reboot_states)
+            print(json.dumps({k: v for k, v in doc.items() if k != "verdicts"}, indent=1))
+            print(f"crashtest: benchmark written to {args.out}")
             return 0
         opts = RunOptions(
             backends=args.backends, cuts=args.cuts, states=args.states, kernel=args.kernel,

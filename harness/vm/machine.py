@@ -23,6 +23,7 @@ from harness.vm.console import ConsoleWatcher
 from harness.vm.qemu import MachineConfig, Sockets, build_argv
 
 SOCKET_WAIT_S = 10.0
+EVENT_POLL_S = 2.0  # how often a waiting agent call also asks QMP for a panic event
 
 # Every live Machine, so a Ctrl-C or fatal signal can kill them all.
 _LIVE: set[Machine] = set()
@@ -54,6 +55,7 @@ class Machine:
         self._transcript: TextIO | None = None
         self.events: list[dict[str, Any]] = []
         self.boot_s: float | None = None
+        self._events_polled = 0.0
 
     # ------------------------------------------------------------ lifecycle
 
@@ -102,6 +104,13 @@ class Machine:
             raise HarnessError(f"{self.name}: QEMU died ({dead})")
         if self.console is not None and self.console.panicked.is_set():
             raise GuestPanic(f"{self.name}: guest kernel panicked", self.console_tail())
+        now = time.monotonic()
+        if now - self._events_polled > EVENT_POLL_S:
+            self._events_polled = now
+            if self.panicked():
+                time.sleep(1)  # let the guest print the panic before we report it
+                raise GuestPanic(f"{self.name}: guest kernel panicked (pvpanic)",
+                                 self.console_tail())
 
     def _wait_socket(self, path: Path) -> Path:
         deadline = time.monotonic() + SOCKET_WAIT_S

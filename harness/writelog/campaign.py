@@ -6,15 +6,16 @@ from __future__ import annotations
 import json
 import shutil
 import time
+from pathlib import Path
 
 from harness.campaign import CampaignConfig, Progress, StateResult, machine_config
 from harness.errors import GuestError, HarnessError
 from harness.storage.backends import DISK_SIZE, Backend
 from harness.writelog.checker import Checker
-from harness.writelog.format import read_log
-from harness.writelog.record import Event, record
+from harness.writelog.format import WriteLog, read_log
+from harness.writelog.record import Event, Recording, record
 from harness.writelog.replay import Replayer, ReplayStats
-from harness.writelog.states import crash_states
+from harness.writelog.states import crash_states, epochs
 
 
 def run_replay(cfg: CampaignConfig, backend: Backend, budget: int,
@@ -26,19 +27,38 @@ def run_replay(cfg: CampaignConfig, backend: Backend, budget: int,
     try:
         rec = record(machine_config(cfg, None), backend, cfg.workload, workdir)
         log = read_log(rec.log, DISK_SIZE)
-        eps, states = crash_states(log, cfg.seed, budget)
+        eps = epochs(log)
         stats.update({"log_digest": log.digest, "log_entries": len(log.entries),
                       "log_bytes": rec.log.stat().st_size, "epochs": len(eps),
                       "record_s": round(time.monotonic() - t0, 1),
                       "events": [{"step": e.step, "entry": e.entry} for e in rec.events]})
         progress(f"  recorded {len(log.entries)} log entries in {len(eps)} epochs; "
-                 f"checking {len(states)} lost-cache states")
+                 f"checking up to {budget} lost-cache states")
     except (HarnessError, GuestError) as e:
         res = StateResult(f"{backend.name}/replay/record", backend.name, "record the workload",
                           kind="replay", harness_error=f"{type(e).__name__}: {e}")
         return [res], stats
+    results, rstats = check_recording(cfg, backend, rec, log, budget, progress, workdir)
+    stats.update(rstats)
+    stats["replay_wall_s"] = round(time.monotonic() - t0, 1)
+    (workdir / "replay.json").write_text(json.dumps(stats, indent=1) + "\n")
+    # The log and origin are what a state is rebuilt from: keep them only as evidence.
+    rec.disk.unlink(missing_ok=True)
+    if all(r.verdict == "pass" for r in results) and not cfg.keep_disks:
+        rec.log.unlink(missing_ok=True)
+        rec.origin.unlink(missing_ok=True)
+    return results, stats
+
+
+def check_recording(cfg: CampaignConfig, backend: Backend, rec: Recording, log: WriteLog,
+                    budget: int, progress: Progress,
+                    workdir: Path) -> tuple[list[StateResult], dict[str, object]]:
+    """Replay and check `budget` seeded crash states of a recording. The same log
+    and seed give the same states (and, on a deterministic stack, the same verdicts)."""
+    eps, states = crash_states(log, cfg.seed, budget)
     replayer = Replayer(log, rec.origin, workdir / "work")
     results: list[StateResult] = []
+    t0 = time.monotonic()
     with Checker(machine_config(cfg, None), backend, workdir) as checker:
         for st in states:
             t = time.monotonic()
@@ -61,15 +81,8 @@ def run_replay(cfg: CampaignConfig, backend: Backend, budget: int,
             results.append(res)
             if res.verdict != "pass":
                 progress(f"  {res.state}: {res.verdict.upper()}")
-    stats.update(_replay_stats(replayer.stats, checker.boots, time.monotonic() - t0))
-    (workdir / "replay.json").write_text(json.dumps(stats, indent=1) + "\n")
-    # The log and origin are what a state is rebuilt from: keep them only as evidence.
     shutil.rmtree(workdir / "work", ignore_errors=True)
-    rec.disk.unlink(missing_ok=True)
-    if all(r.verdict == "pass" for r in results) and not cfg.keep_disks:
-        rec.log.unlink(missing_ok=True)
-        rec.origin.unlink(missing_ok=True)
-    return results, stats
+    return results, _replay_stats(replayer.stats, checker.boots, time.monotonic() - t0)
 
 
 def _last_step(events: list[Event], entry: int) -> str:
@@ -79,4 +92,4 @@ def _last_step(events: list[Event], entry: int) -> str:
 
 def _replay_stats(s: ReplayStats, boots: int, wall: float) -> dict[str, object]:
     return {"states": s.states, "replay_bytes": s.replay_bytes, "naive_replay_bytes":
-            s.naive_bytes, "checker_boots": boots, "replay_wall_s": round(wall, 1)}
+            s.naive_bytes, "checker_boots": boots, "check_wall_s": round(wall, 1)}

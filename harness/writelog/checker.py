@@ -7,14 +7,15 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import replace
 from pathlib import Path
 
-from harness.errors import GuestError, GuestPanic, HarnessError
+from harness.errors import GuestError, GuestPanic, GuestTimeout, HarnessError
 from harness.oracles import console as console_oracle
 from harness.oracles.verdict import Violation
 from harness.storage.backends import Backend
 from harness.vm.machine import Machine
-from harness.vm.qemu import MachineConfig
+from harness.vm.qemu import Disk, MachineConfig
 from harness.workloads.promises import Promise
 
 STATE_SERIAL = "state"
@@ -29,6 +30,57 @@ FIND_STATE_DISK = (
 
 def promise_request(promises: list[Promise]) -> list[dict[str, str]]:
     return [{**p.to_json(), "describe": p.describe()} for p in promises]
+
+
+def run_checks(vm: Machine, backend: Backend, state_id: str,
+               promises: list[Promise]) -> list[Violation]:
+    """Every oracle on the state disk the guest sees as serial "state", one round trip."""
+    dev = vm.agent.run(FIND_STATE_DISK, timeout=30).stdout.strip()
+    if not dev:
+        raise GuestError("the checker guest does not see the state disk", vm.console_tail())
+    req = {
+        "device": dev, "driver": backend.driver,
+        "mount": backend.mount_cmd(dev), "fsck": backend.fsck_cmd(dev),
+        "mount_ro": backend.mount_cmd(dev, read_only=True),
+        "promises": promise_request(promises),
+    }
+    res = vm.agent.run("python3 /crashtest/check_state.py", timeout=CHECK_TIMEOUT_S,
+                       stdin=json.dumps(req).encode())
+    if res.rc != 0:
+        raise HarnessError(f"state checker failed: {res.evidence(800)}")
+    found = []
+    for r in json.loads(res.stdout):
+        if not r["ok"]:
+            promise = r.get("promise") or {
+                "mount": "the filesystem mounts (recovery) in this crash state",
+                "umount": "the recovered filesystem unmounts",
+                "fsck": f"{backend.fs} fsck is clean after recovery",
+                "remount": "the filesystem mounts again after fsck",
+            }[r["check"]]
+            found.append(Violation(r["class"], state_id, promise,
+                                   {"command": r["command"], "output": r["output"]}))
+    return found
+
+
+def console_failures(vm: Machine, mark: int, state_id: str) -> list[Violation]:
+    if vm.console is None:
+        return []
+    text = "\n".join(line.text for line in vm.console.since(mark))
+    return [Violation("fs-corruption", state_id, "the kernel reports no failure in recovery",
+                      {"console": console_oracle.excerpt(text, f.lineno),
+                       "failure": f"{f.title} (x{f.count})"})
+            for f in console_oracle.failures(text)]
+
+
+def check_by_reboot(config: MachineConfig, backend: Backend, state_id: str, disk: Path,
+                    promises: list[Promise], console_log: Path) -> list[Violation]:
+    """The slow baseline: a fresh guest boot per state, the state disk attached at boot."""
+    data = Disk(disk, STATE_SERIAL, fmt="qcow2")
+    with Machine(replace(config, disks=(*config.disks, data)), console_log,
+                 name=f"{backend.name}-reboot") as vm:
+        vm.wait_booted(BOOT_TIMEOUT_S)
+        mark = vm.console.mark() if vm.console else 0
+        return run_checks(vm, backend, state_id, promises) + console_failures(vm, mark, state_id)
 
 
 class Checker:
@@ -77,7 +129,16 @@ class Checker:
                          vm.console_tail())
 
     def check(self, state_id: str, disk: Path, promises: list[Promise]) -> list[Violation]:
-        """Attach `disk` (qcow2), run every oracle on it, detach it."""
+        """Attach `disk` (qcow2), run every oracle on it, detach it. A guest that stops
+        answering is diagnosed, restarted and given the state once more before the
+        hang counts as a verdict."""
+        try:
+            return self._check_once(state_id, disk, promises, last_try=False)
+        except GuestTimeout:
+            return self._check_once(state_id, disk, promises, last_try=True)
+
+    def _check_once(self, state_id: str, disk: Path, promises: list[Promise],
+                    last_try: bool) -> list[Violation]:
         vm = self._ensure_vm()
         self._seq += 1
         node, dev_id = f"state{self._seq}", f"statedev{self._seq}"
@@ -88,30 +149,7 @@ class Checker:
                serial=STATE_SERIAL)
         found: list[Violation] = []
         try:
-            dev = vm.agent.run(FIND_STATE_DISK, timeout=30).stdout.strip()
-            if not dev:
-                raise GuestError("the checker guest does not see the state disk",
-                                 vm.console_tail())
-            req = {
-                "device": dev, "driver": self.backend.driver,
-                "mount": self.backend.mount_cmd(dev), "fsck": self.backend.fsck_cmd(dev),
-                "mount_ro": self.backend.mount_cmd(dev, read_only=True),
-                "promises": promise_request(promises),
-            }
-            res = vm.agent.run("python3 /crashtest/check_state.py", timeout=CHECK_TIMEOUT_S,
-                               stdin=json.dumps(req).encode())
-            if res.rc != 0:
-                raise HarnessError(f"state checker failed: {res.evidence(800)}")
-            for r in json.loads(res.stdout):
-                if not r["ok"]:
-                    promise = r.get("promise") or {
-                        "mount": "the filesystem mounts (recovery) in this crash state",
-                        "umount": "the recovered filesystem unmounts",
-                        "fsck": f"{self.backend.fs} fsck is clean after recovery",
-                        "remount": "the filesystem mounts again after fsck",
-                    }[r["check"]]
-                    found.append(Violation(r["class"], state_id, promise,
-                                           {"command": r["command"], "output": r["output"]}))
+            found = run_checks(vm, self.backend, state_id, promises)
             vm.qmp("device_del", id=dev_id)
             self._wait_deleted(vm, dev_id)
             vm.qmp("blockdev-del", **{"node-name": node})
@@ -125,16 +163,15 @@ class Checker:
             self.close()
             raise
         except GuestError as e:
+            if isinstance(e, GuestTimeout):
+                name = f"hang-{self.boots}.diagnostics.txt"
+                (self.logdir / name).write_text(vm.diagnose())
+                if not last_try:
+                    self.close()
+                    raise
             found.append(Violation("fs-corruption", state_id,
                                    "the guest stays responsive while checking this state",
                                    {"error": str(e), "console": vm.console_tail()}))
             self.close()
             return found
-        if vm.console is not None:
-            text = "\n".join(line.text for line in vm.console.since(mark))
-            for f in console_oracle.failures(text):
-                found.append(Violation(
-                    "fs-corruption", state_id, "the kernel reports no failure in recovery",
-                    {"console": console_oracle.excerpt(text, f.lineno),
-                     "failure": f"{f.title} (x{f.count})"}))
-        return found
+        return found + console_failures(vm, mark, state_id)

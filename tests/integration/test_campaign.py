@@ -17,13 +17,17 @@ from harness.images import GuestImages
 def test_power_cut_cycle_on_each_backend(images: GuestImages, tmp_path: Path, backend: str,
                                          no_leftovers: None) -> None:
     out = tmp_path / "results"
-    rc = main(["run", "--backends", backend, "--cuts", "1", "--seed", "3", "--out", str(out)])
+    rc = main(["run", "--backends", backend, "--cuts", "1", "--states", "6", "--seed", "3",
+               "--out", str(out)])
     summary = json.loads((out / "latest" / "summary.json").read_text())
     b = summary["backends"][0]
     assert b["backend"] == backend and b["kernel"] == images.kernel.version
     assert b["image"] == images.root.manifest_id and b["accel"] in ("kvm", "tcg")
     assert b["cuts"] == 1 and b["harness_errors"] == []
-    assert b["states_checked"] == 1
+    # live cuts and replayed lost-cache states in one campaign
+    assert b["states_checked"] == 7 and b["live_cuts"] == 1 and b["replayed_states"] == 6
+    assert b["replay"]["log_entries"] > 100 and b["replay"]["states"] == 6
+    assert b["replay"]["replay_bytes"] < b["replay"]["naive_replay_bytes"]
     # default mount options honour flushes: a live cut must not break a promise
     assert b["violations"] == [], json.dumps(b["violations"], indent=1)[:3000]
     assert rc == 0
@@ -38,7 +42,7 @@ def test_power_cut_cycle_on_each_backend(images: GuestImages, tmp_path: Path, ba
 def test_layer_file_zeroed_between_cut_and_check_is_caught(images: GuestImages, tmp_path: Path,
                                                            no_leftovers: None) -> None:
     out = tmp_path / "results"
-    rc = main(["run", "--backends", "ext4-overlay2", "--cuts", "1", "--cut-at",
+    rc = main(["run", "--backends", "ext4-overlay2", "--cuts", "1", "--states", "0", "--cut-at",
                "after:build-app", "--inject", "zero-layer-file", "--out", str(out)])
     assert rc == 1
     b = json.loads((out / "latest" / "summary.json").read_text())["backends"][0]
@@ -56,7 +60,8 @@ def test_ctrl_c_stops_and_cleans_up(images: GuestImages, tmp_path: Path,
                                     no_leftovers: None) -> None:
     out = tmp_path / "results"
     proc = subprocess.Popen([sys.executable, "-m", "harness.cli", "run", "--backends", "btrfs",
-                             "--cuts", "1", "--out", str(out)], stdout=subprocess.PIPE,
+                             "--cuts", "1", "--states", "0", "--out", str(out)],
+                            stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
     assert proc.stdout is not None
     for line in proc.stdout:

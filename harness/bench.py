@@ -1,0 +1,87 @@
+"""`make bench`: numbers measured in one run on one log, written to results/bench.json.
+
+- record_overhead: workload wall time through blklogwrites / without it;
+- checker_states_per_min vs reboot_states_per_min (a fresh guest boot per state),
+  on the same crash states, and their ratio checker_speedup;
+- replay_bytes vs naive_replay_bytes (replaying from the log's start for each state).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from harness.campaign import CampaignConfig, machine_config
+from harness.images import ensure_images
+from harness.storage.backends import BACKENDS, DISK_SIZE
+from harness.vm import accel as accel_mod
+from harness.workloads.default import default_workload
+from harness.writelog.campaign import check_recording
+from harness.writelog.checker import check_by_reboot
+from harness.writelog.format import read_log
+from harness.writelog.record import record
+from harness.writelog.replay import Replayer
+from harness.writelog.states import crash_states
+
+
+def run_bench(out: Path, backend_name: str = "ext4-overlay2", states: int = 12,
+              reboot_states: int = 3, seed: int = 1) -> dict[str, Any]:
+    say = print
+    backend = BACKENDS[backend_name]
+    accel, _ = accel_mod.choose()
+    images = ensure_images()
+    work = Path(tempfile.mkdtemp(prefix="crashtest-bench-"))
+    try:
+        cfg = CampaignConfig(images=images, accel=accel, workload=default_workload(seed),
+                             seed=seed, run_dir=work)
+        base = machine_config(cfg, None)
+        say("bench: workload without write log")
+        plain = record(base, backend, cfg.workload, work / "plain", with_log=False)
+        say("bench: workload with write log")
+        rec = record(base, backend, cfg.workload, work / "logged", with_log=True)
+        log = read_log(rec.log, DISK_SIZE)
+
+        say(f"bench: checker on {states} states")
+        t0 = time.monotonic()
+        results, stats = check_recording(cfg, backend, rec, log, states, say, work / "checker")
+        checker_s = time.monotonic() - t0
+
+        say(f"bench: a fresh boot for each of {reboot_states} states")
+        eps, chosen = crash_states(log, seed, states)
+        replayer = Replayer(log, rec.origin, work / "reboot")
+        t0 = time.monotonic()
+        for st in chosen[:reboot_states]:
+            disk = replayer.build(eps, st, work / "reboot-state.qcow2")
+            check_by_reboot(base, backend, st.id, disk,
+                            rec.promises_at(eps[st.epoch].first_entry), work / "reboot.log")
+            disk.unlink()
+        reboot_s = time.monotonic() - t0
+
+        checker_rate = len(results) / checker_s * 60
+        reboot_rate = reboot_states / reboot_s * 60
+        doc = {
+            "backend": backend_name, "accel": accel, "kernel": images.kernel.version,
+            "log_entries": len(log.entries), "log_bytes": rec.log.stat().st_size,
+            "workload_s_plain": round(plain.workload_s, 2),
+            "workload_s_logged": round(rec.workload_s, 2),
+            "record_overhead": round(rec.workload_s / plain.workload_s, 3),
+            "checker_states": len(results), "checker_s": round(checker_s, 1),
+            "checker_states_per_min": round(checker_rate, 1),
+            "reboot_states": reboot_states, "reboot_s": round(reboot_s, 1),
+            "reboot_states_per_min": round(reboot_rate, 1),
+            "checker_speedup": round(checker_rate / reboot_rate, 2),
+            "replay_bytes": stats["replay_bytes"],
+            "naive_replay_bytes": stats["naive_replay_bytes"],
+            "replay_bytes_ratio": round(int(str(stats["replay_bytes"]))
+                                        / max(1, int(str(stats["naive_replay_bytes"]))), 4),
+            "verdicts": {r.state: r.verdict for r in results},
+        }
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(doc, indent=1) + "\n")
+    return doc

@@ -1,0 +1,141 @@
+import os
+import struct
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from harness.writelog.format import LogError, read_log
+from harness.writelog.replay import Replayer
+from harness.writelog.states import CrashState, crash_states, epochs, parse_state_id
+from tests.logfactory import LogBuilder
+
+SS = 512
+
+
+def blk(byte: int, sectors: int = 1) -> bytes:
+    return bytes([byte]) * (SS * sectors)
+
+
+def sample_log(tmp: Path) -> Path:
+    b = LogBuilder()
+    b.write(0, blk(1)).write(8, blk(2, 2)).flush()            # epoch 0
+    b.write(0, blk(3)).write(16, blk(4, 16)).discard(8, 2)    # epoch 1 (open tail)
+    b.write(24, blk(5)).flush()
+    b.write(32, blk(6, 8)).write(40, blk(7))                  # epoch 2, no flush
+    return b.save(tmp / "w.log")
+
+
+def test_reads_entries_and_flags(tmp_path: Path) -> None:
+    log = read_log(sample_log(tmp_path))
+    assert log.sectorsize == SS and len(log.entries) == 10
+    assert [e.flags for e in log.entries][:3] == [0, 0, 1]
+    assert log.data(log.entries[1]) == blk(2, 2)
+    assert log.entries[5].is_discard and not log.entries[5].is_write
+
+
+def test_entries_past_superblock_count_are_read(tmp_path: Path) -> None:
+    """A power cut leaves entries the superblock does not count yet."""
+    path = LogBuilder().write(0, blk(1)).flush().write(8, blk(2)).write(9, blk(3)).save(
+        tmp_path / "w.log", nr_entries=2)
+    log = read_log(path)
+    assert log.nr_entries_super == 2 and len(log.entries) == 4
+
+
+def test_torn_tail_after_the_counted_entries_is_dropped(tmp_path: Path) -> None:
+    path = LogBuilder().write(0, blk(1)).flush().write(8, blk(2, 4)).save(
+        tmp_path / "w.log", nr_entries=2)
+    with path.open("r+b") as f:
+        f.truncate(path.stat().st_size - 100)  # the last write's data is cut short
+    assert len(read_log(path).entries) == 2
+
+
+def test_truncated_counted_entry_names_the_offset(tmp_path: Path) -> None:
+    path = LogBuilder().write(0, blk(1)).write(8, blk(2, 4)).save(tmp_path / "w.log")
+    with path.open("r+b") as f:
+        f.truncate(path.stat().st_size - 100)
+    with pytest.raises(LogError, match=r"offset 1536: corrupted: entry 1 claims 2048 data "
+                                       r"bytes past the end"):
+        read_log(path)
+
+
+@pytest.mark.parametrize(("mutate", "message"), [
+    (lambda d: b"ELF\x7f" + d[4:], "offset 0: bad magic"),
+    (lambda d: d[:8] + struct.pack("<Q", 7) + d[16:], "offset 8: unsupported version 7"),
+    (lambda d: d[:24] + struct.pack("<I", 3000) + d[28:], "offset 24: bad sector size 3000"),
+    (lambda d: d[:10], "offset 0: too short"),
+    (lambda d: d[:512 + 16] + struct.pack("<Q", 0x400) + d[512 + 24:],
+     "offset 512: corrupted: unknown flags 0x400"),
+])
+def test_foreign_or_corrupted_logs_are_clear_errors(tmp_path: Path, mutate, message) -> None:  # type: ignore[no-untyped-def]
+    path = sample_log(tmp_path)
+    path.write_bytes(mutate(path.read_bytes()))
+    with pytest.raises(LogError, match=message):
+        read_log(path)
+
+
+def test_write_past_the_device_is_caught(tmp_path: Path) -> None:
+    path = LogBuilder().write(10_000, blk(1)).save(tmp_path / "w.log")
+    with pytest.raises(LogError, match="past the end of the 4096-byte device"):
+        read_log(path, device_bytes=4096)
+
+
+def test_epochs_split_at_flushes(tmp_path: Path) -> None:
+    eps = epochs(read_log(sample_log(tmp_path)))
+    assert [len(e.entries) for e in eps] == [2, 4, 2]
+    assert [e.first_entry for e in eps] == [0, 3, 8]
+
+
+def test_states_are_deterministic_and_within_budget(tmp_path: Path) -> None:
+    log = read_log(sample_log(tmp_path))
+    _, a = crash_states(log, 1, 100)
+    _, b = crash_states(log, 1, 100)
+    assert [s.id for s in a] == [s.id for s in b]
+    ids = {s.subset for s in a if s.epoch == 0}
+    assert ids == {"none", "s1", "s2"}  # small epochs are exhaustive
+    assert any(s.subset.startswith("t") for s in a)  # a torn write
+    _, few = crash_states(log, 1, 5)
+    assert len(few) == 5 and [s.epoch for s in few] == sorted(s.epoch for s in few)
+
+
+def test_state_id_round_trip() -> None:
+    st = parse_state_id("abc123:e4:t2.8")
+    assert st == CrashState("abc123", 4, "t2.8") and st.id == "abc123:e4:t2.8"
+    with pytest.raises(Exception, match="expected DIGEST"):
+        parse_state_id("nonsense")
+
+
+def qemu_read(img: Path, offset: int, length: int) -> bytes:
+    raw = img.with_suffix(".raw")
+    subprocess.run(["qemu-img", "convert", "-O", "raw", str(img), str(raw)], check=True)
+    with raw.open("rb") as f:
+        f.seek(offset)
+        return f.read(length)
+
+
+def test_replay_builds_states_forward_without_touching_shared_files(tmp_path: Path) -> None:
+    path = sample_log(tmp_path)
+    log = read_log(path)
+    origin = tmp_path / "origin.img"
+    origin.write_bytes(blk(0xEE, 64))
+    before = (origin.read_bytes(), path.read_bytes())
+    eps = epochs(log)
+    rep = Replayer(log, origin, tmp_path / "work")
+    # epoch 1, keep only the discard (index 2 of the epoch): epoch 0 applied, then zeroes
+    s1 = rep.build(eps, CrashState(log.digest, 1, "s4"), tmp_path / "s1.qcow2")
+    img = qemu_read(s1, 0, 64 * SS)
+    assert img[0:SS] == blk(1)                     # epoch 0's write
+    assert img[8 * SS:10 * SS] == bytes(2 * SS)    # discard replayed as zeroes
+    assert img[16 * SS:17 * SS] == blk(0xEE)       # dropped write of epoch 1
+    # torn: write 1 of epoch 1 (16 sectors) keeps its first 8 sectors only
+    s2 = rep.build(eps, CrashState(log.digest, 1, "t1.8"), tmp_path / "s2.qcow2")
+    img = qemu_read(s2, 0, 64 * SS)
+    assert img[0:SS] == blk(3)
+    assert img[16 * SS:24 * SS] == blk(4, 8) and img[24 * SS:32 * SS] == blk(0xEE, 8)
+    assert (origin.read_bytes(), path.read_bytes()) == before
+    # forward replay: the base got epoch 0 once; naive would replay it for each state
+    assert rep.stats.base_bytes == 3 * SS
+    assert rep.stats.naive_bytes == 2 * 3 * SS + rep.stats.state_bytes
+    with pytest.raises(Exception, match="walk forward"):
+        rep.advance(eps, 0)
+    os.sync()
