@@ -20,6 +20,7 @@ from harness.oracles.filesystem import recover_and_fsck
 from harness.oracles.verdict import Violation
 from harness.power.cut import CutOutcome, CutPlan, run_until_cut
 from harness.storage.backends import Backend, make_test_disk
+from harness.vm.accel import default_cpus
 from harness.vm.machine import Machine
 from harness.vm.qemu import Disk, MachineConfig
 from harness.workloads.default import StepFailed, Workload
@@ -37,7 +38,7 @@ class CampaignConfig:
     seed: int
     run_dir: Path
     memory_mb: int = 2048
-    cpus: int = 2
+    cpus: int = 0  # 0: the accelerator's safe default
     keep_disks: bool = False
     # Test hook: damage the recovered disk on purpose before the oracles run.
     tamper: Tamper | None = None
@@ -77,7 +78,7 @@ def machine_config(cfg: CampaignConfig, data: Disk | None) -> MachineConfig:
     root = Disk(cfg.images.root.path, "root", read_only=True)
     return MachineConfig(kernel=cfg.images.kernel.vmlinuz, initrd=cfg.images.initrd,
                          disks=(root, data) if data else (root,), accel=cfg.accel,
-                         memory_mb=cfg.memory_mb, cpus=cfg.cpus)
+                         memory_mb=cfg.memory_mb, cpus=cfg.cpus or default_cpus(cfg.accel))
 
 
 def _console_violations(vm: Machine, mark: int, state: str, phase: str) -> list[Violation]:

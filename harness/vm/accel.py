@@ -39,3 +39,10 @@ def choose(requested: str | None = None) -> tuple[str, str]:
             raise InputError(f"accelerator kvm requested but not usable: {why}")
         return "kvm", "requested"
     return ("kvm", why) if ok else ("tcg", why)
+
+
+def default_cpus(accel: str) -> int:
+    """Multi-threaded TCG with more than one vCPU crashes x86 guests now and then
+    (an int3 Oops in code the kernel live-patches with text_poke, e.g. when docker
+    toggles static keys): use one vCPU under TCG, two under KVM."""
+    return 2 if accel == "kvm" else 1

@@ -17,8 +17,9 @@ from harness.vm.qemu import Disk, MachineConfig
 
 
 def config(images: GuestImages, *cmdline: str) -> MachineConfig:
+    acc = accel.choose()[0]
     return MachineConfig(kernel=images.kernel.vmlinuz, initrd=images.initrd,
-                         accel=accel.choose()[0], cmdline=cmdline,
+                         accel=acc, cpus=accel.default_cpus(acc), cmdline=cmdline,
                          disks=(Disk(images.root.path, "root", read_only=True),))
 
 
