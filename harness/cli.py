@@ -19,6 +19,8 @@ from harness.images import ensure_images
 from harness.run import INJECTIONS, RunOptions, run_campaign
 from harness.storage.backends import BACKENDS, DEFAULT_BACKENDS
 from harness.vm.machine import kill_all
+from harness.writelog.format import read_log
+from harness.writelog.states import crash_states
 
 
 def _positive_int(text: str) -> int:
@@ -61,6 +63,11 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--states", type=_positive_int, default=12)
     bench.add_argument("--reboot-states", type=_positive_int, default=3)
 
+    st = sub.add_parser("states", help="read a write log and list its crash states")
+    st.add_argument("log", type=Path)
+    st.add_argument("--seed", type=_positive_int, default=1)
+    st.add_argument("--budget", type=_positive_int, default=24)
+
     img = sub.add_parser("images", help="build (or find cached) guest images, print manifests")
     img.add_argument("--kernel", default=None)
     img.add_argument("--kernel-modules", default=None)
@@ -79,6 +86,15 @@ def main(argv: list[str] | None = None) -> int:
             images = ensure_images(args.kernel, args.kernel_modules)
             print(json.dumps({"kernel": images.kernel.info, "rootfs": images.root.manifest,
                               "initrd": str(images.initrd)}, indent=1))
+            return 0
+        if args.command == "states":
+            log = read_log(args.log)
+            eps, states = crash_states(log, args.seed, args.budget)
+            print(json.dumps({
+                "log": str(args.log), "digest": log.digest, "sector_size": log.sectorsize,
+                "entries": len(log.entries), "superblock_entries": log.nr_entries_super,
+                "flushes": sum(1 for e in log.entries if e.is_flush), "epochs": len(eps),
+                "states": [s.id for s in states]}, indent=1))
             return 0
         if args.command == "bench":
             doc = run_bench(args.out, args.backend, args.states, args.reboot_states)

@@ -139,3 +139,23 @@ def test_replay_builds_states_forward_without_touching_shared_files(tmp_path: Pa
     with pytest.raises(Exception, match="walk forward"):
         rep.advance(eps, 0)
     os.sync()
+
+
+def test_cli_lists_states_and_rejects_a_foreign_log(tmp_path: Path) -> None:
+    import json
+    import sys
+
+    path = sample_log(tmp_path)
+    ok = subprocess.run([sys.executable, "-m", "harness.cli", "states", str(path),
+                         "--budget", "4"], capture_output=True, text=True)
+    assert ok.returncode == 0, ok.stderr
+    doc = json.loads(ok.stdout)
+    assert doc["entries"] == 10 and doc["epochs"] == 3 and len(doc["states"]) == 4
+    foreign = tmp_path / "foreign.log"
+    foreign.write_bytes(b"\x7fELF" + bytes(4096))
+    bad = subprocess.run([sys.executable, "-m", "harness.cli", "states", str(foreign)],
+                         capture_output=True, text=True)
+    assert bad.returncode == 2
+    assert bad.stderr.strip().splitlines() == [
+        f"crashtest: bad input: write log {foreign}: offset 0: bad magic 0x464c457f "
+        "(not a dm-log-writes/blklogwrites log)"]
