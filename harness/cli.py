@@ -16,6 +16,7 @@ from types import FrameType
 from harness.bench import run_bench
 from harness.errors import CrashtestError, InputError
 from harness.images import ensure_images
+from harness.oracles.check_image import check_image
 from harness.run import INJECTIONS, RunOptions, run_campaign
 from harness.storage.backends import BACKENDS, DEFAULT_BACKENDS
 from harness.vm.machine import kill_all
@@ -63,6 +64,11 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--states", type=_positive_int, default=12)
     bench.add_argument("--reboot-states", type=_positive_int, default=3)
 
+    chk = sub.add_parser("check", help="run every oracle on an existing test-disk image")
+    chk.add_argument("image", type=Path)
+    chk.add_argument("--kernel", default=None)
+    chk.add_argument("--json", action="store_true", help="print the report as JSON")
+
     st = sub.add_parser("states", help="read a write log and list its crash states")
     st.add_argument("log", type=Path)
     st.add_argument("--seed", type=_positive_int, default=1)
@@ -87,6 +93,20 @@ def main(argv: list[str] | None = None) -> int:
             print(json.dumps({"kernel": images.kernel.info, "rootfs": images.root.manifest,
                               "initrd": str(images.initrd)}, indent=1))
             return 0
+        if args.command == "check":
+            report = check_image(args.image, args.kernel)
+            if args.json:
+                print(json.dumps(report.to_json(), indent=1))
+            else:
+                print(f"crashtest: {args.image}: {report.fs} ({report.backend}), "
+                      f"kernel {report.kernel}")
+                for v in report.violations:
+                    print(f"  [{v.cls}] {v.promise}")
+                    for key, val in v.evidence.items():
+                        print(f"      {key}: {val.strip().splitlines()[0] if val.strip() else ''}")
+                print("crashtest: clean" if not report.failing else
+                      f"crashtest: {len(report.failing)} violations")
+            return 1 if report.failing else 0
         if args.command == "states":
             log = read_log(args.log)
             eps, states = crash_states(log, args.seed, args.budget)

@@ -18,7 +18,7 @@ from harness.errors import HarnessError
 from harness.images.cache import RECIPES, building, cache_root, recipe_digest
 from harness.images.rootfs import RootImage
 
-GUEST_FILES = ("init", "stage2", "agent.py", "check_state.py")
+GUEST_FILES = ("init", "stage2", "agent.py", "check_state.py", "docker_store.py")
 
 
 def cpio_of(tree: Path) -> bytes:

@@ -57,7 +57,10 @@ def write_summary(run_dir: Path, meta: dict[str, Any], backends: list[BackendSum
     doc = {**meta, "backends": [b.to_json() for b in backends]}
     doc["totals"] = {
         "states_checked": sum(b["states_checked"] for b in doc["backends"]),
-        "violations": sum(len(b["violations"]) for b in doc["backends"]),
+        "violations": sum(1 for b in doc["backends"] for v in b["violations"]
+                          if v["class"] != "leak"),
+        "leaks": sum(1 for b in doc["backends"] for v in b["violations"]
+                     if v["class"] == "leak"),
         "harness_errors": sum(len(b["harness_errors"]) for b in doc["backends"]),
     }
     path = run_dir / "summary.json"
@@ -70,17 +73,20 @@ def write_junit(run_dir: Path, backends: list[BackendSummary]) -> Path:
     suites = ET.Element("testsuites", name="crashtest")
     for b in backends:
         suite = ET.SubElement(suites, "testsuite", name=b.backend, tests=str(len(b.states)),
-                              failures=str(sum(1 for s in b.states if s.violations)),
-                              errors=str(sum(1 for s in b.states if s.harness_error
-                                             and not s.violations)),
+                              failures=str(sum(1 for s in b.states if s.verdict == "violation")),
+                              errors=str(sum(1 for s in b.states
+                                             if s.verdict == "harness-error")),
                               time=f"{b.wall_s:.1f}")
         for s in b.states:
             case = ET.SubElement(suite, "testcase", classname=f"crashtest.{b.backend}",
                                  name=s.state, time=f"{s.wall_s:.1f}")
             for v in s.violations:
+                if v.cls == "leak":
+                    ET.SubElement(case, "system-out").text = f"leak: {v.promise}: {v.evidence}"
+                    continue
                 fail = ET.SubElement(case, "failure", type=v.cls, message=v.promise)
                 fail.text = "\n\n".join(f"{k}:\n{val}" for k, val in v.evidence.items())
-            if s.harness_error and not s.violations:
+            if s.verdict == "harness-error":
                 ET.SubElement(case, "error", type="harness-error", message=s.harness_error)
     path = run_dir / "junit.xml"
     ET.ElementTree(suites).write(path, encoding="utf-8", xml_declaration=True)

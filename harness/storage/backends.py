@@ -45,6 +45,10 @@ class Backend:
             "xfs": f"xfs_repair -n {device}",
         }[self.fs]
 
+    def scrub_cmd(self, target: str = DOCKER_ROOT) -> str:
+        """Verify every checksum of a mounted filesystem (btrfs only); "" if none."""
+        return f"btrfs scrub start -B -r {target}" if self.fs == "btrfs" else ""
+
     def describe(self) -> dict[str, str]:
         return {"name": self.name, "fs": self.fs, "storage_driver": self.driver,
                 "mkfs_options": " ".join(self.mkfs_options), "mount_options": self.mount_options}
@@ -59,6 +63,8 @@ BACKENDS: dict[str, Backend] = {
     )
 }
 DEFAULT_BACKENDS = ("btrfs", "ext4-overlay2")
+# For a disk of unknown origin: the backend to assume for each filesystem type.
+BY_FS = {"btrfs": "btrfs", "ext4": "ext4-overlay2", "xfs": "xfs-overlay2"}
 
 
 def parse_backends(spec: str | None, mkfs_options: str = "",

@@ -32,16 +32,27 @@ def promise_request(promises: list[Promise]) -> list[dict[str, str]]:
     return [{**p.to_json(), "describe": p.describe()} for p in promises]
 
 
-def run_checks(vm: Machine, backend: Backend, state_id: str,
-               promises: list[Promise]) -> list[Violation]:
-    """Every oracle on the state disk the guest sees as serial "state", one round trip."""
+def state_device(vm: Machine) -> str:
     dev = vm.agent.run(FIND_STATE_DISK, timeout=30).stdout.strip()
     if not dev:
         raise GuestError("the checker guest does not see the state disk", vm.console_tail())
+    return dev
+
+
+def run_checks(vm: Machine, backend: Backend, state_id: str, promises: list[Promise],
+               before: str = "", full: bool = False) -> list[Violation]:
+    """Every oracle on the state disk the guest sees as serial "state", one round trip.
+    `before`: a guest command run first with {dev} replaced (self-tests damage the disk
+    with it). `full`: check every image and report leaks (a disk with no promises)."""
+    dev = state_device(vm)
+    if before:
+        prep = vm.agent.run(before.replace("{dev}", dev), timeout=300)
+        if not prep.ok:
+            raise HarnessError(f"preparing the state failed: {prep.evidence(800)}")
     req = {
-        "device": dev, "driver": backend.driver,
+        "device": dev, "driver": None if full else backend.driver, "full": full,
         "mount": backend.mount_cmd(dev), "fsck": backend.fsck_cmd(dev),
-        "mount_ro": backend.mount_cmd(dev, read_only=True),
+        "mount_ro": backend.mount_cmd(dev, read_only=True), "scrub": backend.scrub_cmd(),
         "promises": promise_request(promises),
     }
     res = vm.agent.run("python3 /crashtest/check_state.py", timeout=CHECK_TIMEOUT_S,
@@ -56,6 +67,8 @@ def run_checks(vm: Machine, backend: Backend, state_id: str,
                 "umount": "the recovered filesystem unmounts",
                 "fsck": f"{backend.fs} fsck is clean after recovery",
                 "remount": "the filesystem mounts again after fsck",
+                "scrub": "every btrfs checksum verifies (scrub)",
+                "store": "the disk holds a docker image store",
             }[r["check"]]
             found.append(Violation(r["class"], state_id, promise,
                                    {"command": r["command"], "output": r["output"]}))
@@ -128,17 +141,18 @@ class Checker:
         raise GuestError(f"guest did not release {dev_id} within {timeout:.0f}s",
                          vm.console_tail())
 
-    def check(self, state_id: str, disk: Path, promises: list[Promise]) -> list[Violation]:
+    def check(self, state_id: str, disk: Path, promises: list[Promise],
+              before: str = "", full: bool = False) -> list[Violation]:
         """Attach `disk` (qcow2), run every oracle on it, detach it. A guest that stops
         answering is diagnosed, restarted and given the state once more before the
         hang counts as a verdict."""
         try:
-            return self._check_once(state_id, disk, promises, last_try=False)
+            return self._check_once(state_id, disk, promises, before, full, last_try=False)
         except GuestTimeout:
-            return self._check_once(state_id, disk, promises, last_try=True)
+            return self._check_once(state_id, disk, promises, before, full, last_try=True)
 
-    def _check_once(self, state_id: str, disk: Path, promises: list[Promise],
-                    last_try: bool) -> list[Violation]:
+    def _check_once(self, state_id: str, disk: Path, promises: list[Promise], before: str,
+                    full: bool, last_try: bool) -> list[Violation]:
         vm = self._ensure_vm()
         self._seq += 1
         node, dev_id = f"state{self._seq}", f"statedev{self._seq}"
@@ -149,7 +163,7 @@ class Checker:
                serial=STATE_SERIAL)
         found: list[Violation] = []
         try:
-            found = run_checks(vm, self.backend, state_id, promises)
+            found = run_checks(vm, self.backend, state_id, promises, before, full)
             vm.qmp("device_del", id=dev_id)
             self._wait_deleted(vm, dev_id)
             vm.qmp("blockdev-del", **{"node-name": node})

@@ -1,5 +1,5 @@
 """Record a whole workload through QEMU's blklogwrites filter, with each workload
-event tied to a log position (pause the VM through QMP, read the log, continue)."""
+event tied to the log position reached when its step had returned."""
 
 from __future__ import annotations
 
@@ -44,13 +44,22 @@ class Recording:
         return list(current.values())
 
 
-def log_position(vm: Machine, log: Path) -> int:
-    """Entries in the log with the vCPUs frozen (QMP stop drains in-flight I/O)."""
-    vm.qmp("stop")
-    try:
-        return len(read_log(log, DISK_SIZE).entries)
-    finally:
-        vm.qmp("cont")
+def log_position(log: Path, settle_s: float = 2.0) -> int:
+    """Entries in the log once it is whole. The VM is not paused: a QMP `stop`
+    flushes every drive, which would log flushes the guest never issued and hide
+    exactly the reorderings we look for. A step has returned, so every write it made
+    durable is logged; read until no entry is half-written (in-flight writes finish
+    in milliseconds). Later background writes only make the position later, which
+    is conservative: a promise then applies to fewer states, never to a wrong one."""
+    deadline = time.monotonic() + settle_s
+    previous = -1
+    while True:
+        parsed = read_log(log, DISK_SIZE)
+        whole = parsed.end_offset == log.stat().st_size
+        if (whole and len(parsed.entries) == previous) or time.monotonic() > deadline:
+            return len(parsed.entries)
+        previous = len(parsed.entries) if whole else -1
+        time.sleep(0.05)
 
 
 def record(base_config: MachineConfig, backend: Backend, workload: Workload, workdir: Path,
@@ -77,7 +86,7 @@ def record(base_config: MachineConfig, backend: Backend, workload: Workload, wor
         for step in workload.steps:
             step.run(vm.agent)
             if with_log:
-                events.append(Event(step.name, log_position(vm, log), list(step.promises)))
+                events.append(Event(step.name, log_position(log), list(step.promises)))
         workload_s = time.monotonic() - t0
         vm.power_cut()
     return Recording(origin, disk, log, events, workload_s)

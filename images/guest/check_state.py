@@ -14,6 +14,9 @@ import stat
 import subprocess
 import sys
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from docker_store import DockerStore  # noqa: E402
+
 ROOT = "/var/lib/docker"
 
 
@@ -172,7 +175,16 @@ def main():
         record("fsck", rc, req["fsck"], out)
         rc, out = sh(req["mount_ro"])
         if record("remount", rc, req["mount_ro"], out):
-            store = Store(req["driver"])
+            if req.get("scrub"):
+                rc, out = sh(req["scrub"], timeout=600)
+                record("scrub", rc, req["scrub"], out)
+            try:
+                store = Store(req["driver"] or DockerStore(ROOT).driver)
+            except ValueError as e:
+                record("store", 1, "detect docker's store", str(e), cls="docker-lost")
+                sh("umount " + ROOT)
+                print(json.dumps(results))
+                return
             for p in req["promises"]:
                 try:
                     cls, msg = check_promise(store, p)
@@ -181,6 +193,19 @@ def main():
                 results.append({"check": "promise", "ok": cls is None, "class": cls,
                                 "promise": p["describe"], "command": "offline check",
                                 "output": msg})
+            # Structure and content of every promised image, offline.
+            refs = {p["target"] for p in req["promises"] if p["kind"] == "image"}
+            if refs or req.get("full"):
+                try:
+                    findings = DockerStore(ROOT, req["driver"]).check(
+                        True, None if req.get("full") else refs)
+                except (OSError, ValueError) as e:
+                    findings = [{"cls": "docker-corruption", "what": "docker's store is "
+                                 "readable", "path": ROOT, "detail": str(e)}]
+                for f in findings:
+                    results.append({"check": "store", "ok": False, "class": f["cls"],
+                                    "promise": f["what"], "command": "offline store check",
+                                    "output": "%s: %s" % (f["path"], f["detail"])})
             sh("umount " + ROOT)
     print(json.dumps(results))
 

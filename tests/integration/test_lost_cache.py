@@ -65,8 +65,9 @@ def test_config_that_never_flushes_is_caught(images: GuestImages, tmp_path: Path
     cfg = config(images, tmp_path)
     rec = record(machine_config(cfg, None), backend, cfg.workload, tmp_path / "rec")
     log = read_log(rec.log, DISK_SIZE)
-    assert sum(1 for e in log.entries if e.is_flush) == 0
-    assert len(epochs(log)) == 1
+    # the only flush is the one QEMU logs when the power cut stops the VM, at the end
+    assert sum(1 for e in log.entries if e.is_flush) <= 1
+    assert len(epochs(log)[0].entries) > 1000
     results, _ = check_recording(cfg, backend, rec, log, 10, print, tmp_path / "chk")
     caught = [v for r in results for v in r.violations if v.cls == "fs-corruption"]
     assert caught, [r.to_json() for r in results]

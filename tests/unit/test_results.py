@@ -27,7 +27,8 @@ def test_summary_has_the_promised_fields(tmp_path: Path) -> None:
     assert b["violations"][0] == {"class": "docker-lost", "state": "btrfs/cut1/after-y",
                                   "promise": "image a exists",
                                   "evidence": {"command": "docker image inspect a"}}
-    assert doc["totals"] == {"states_checked": 2, "violations": 1, "harness_errors": 1}
+    assert doc["totals"] == {"states_checked": 2, "violations": 1, "leaks": 0,
+                             "harness_errors": 1}
 
 
 def test_junit_one_case_per_state(tmp_path: Path) -> None:

@@ -1,0 +1,329 @@
+"""Offline oracle for docker's classic image store (/var/lib/docker, dockerd stopped).
+
+Structure: repositories.json, imagedb configs (hash = name), layerdb chain IDs,
+parents, cache IDs, tar-split readability, overlay2 link/lower/l/ symlinks, btrfs
+subvolumes, container configs and mount ids. Content: each layer's tar stream
+rebuilt from tar-split.json.gz and the layer's files must hash to its diffID; on a
+mismatch, per-file CRC64 (ISO, as Go computes it) names the first damaged file.
+Leftovers (orphan driver dirs, write-sets, -removing dirs, .tmp- files) are leaks.
+
+Standard library only: it runs on the guest's python3. Findings are dicts with
+class, what (the promise broken), path and detail.
+"""
+
+import base64
+import gzip
+import hashlib
+import json
+import os
+import re
+
+LINK_RE = re.compile(r"^[A-Z2-7]{26}$")
+HEX64 = re.compile(r"^[a-f0-9]{64}$")
+
+_CRC_TABLE = []
+for _i in range(256):
+    _c = _i
+    for _ in range(8):
+        _c = (_c >> 1) ^ 0xD800000000000000 if _c & 1 else _c >> 1
+    _CRC_TABLE.append(_c)
+
+
+def crc64_iso(data, crc=0):
+    crc = ~crc & 0xFFFFFFFFFFFFFFFF
+    table = _CRC_TABLE
+    for b in data:
+        crc = table[(crc ^ b) & 0xFF] ^ (crc >> 8)
+    return ~crc & 0xFFFFFFFFFFFFFFFF
+
+
+def _read(path):
+    with open(path) as f:
+        return f.read().strip()
+
+
+class Finding(dict):
+    def __init__(self, cls, what, path, detail=""):
+        super().__init__(cls=cls, what=what, path=path, detail=str(detail)[:2000])
+
+
+class DockerStore:
+    def __init__(self, root, driver=None):
+        self.root = root
+        self.driver = driver or self._detect_driver()
+        self.img = os.path.join(root, "image", self.driver)
+        self.findings = []
+        self.layers = {}  # chain id -> cache id
+        self.stats = {"images": 0, "layers": 0, "containers": 0, "bytes_hashed": 0}
+
+    def _detect_driver(self):
+        for drv in ("overlay2", "btrfs"):
+            if os.path.isdir(os.path.join(self.root, "image", drv)):
+                return drv
+        raise ValueError("no docker image store (image/overlay2 or image/btrfs) under "
+                         + self.root)
+
+    def add(self, cls, what, path, detail=""):
+        self.findings.append(Finding(cls, what, path, detail))
+
+    # -------------------------------------------------------------- paths
+
+    def driver_dir(self, cache_id):
+        if self.driver == "btrfs":
+            return os.path.join(self.root, "btrfs/subvolumes", cache_id)
+        return os.path.join(self.root, "overlay2", cache_id)
+
+    def diff_dir(self, cache_id):
+        d = self.driver_dir(cache_id)
+        return d if self.driver == "btrfs" else os.path.join(d, "diff")
+
+    # -------------------------------------------------------------- structure
+
+    def repositories(self):
+        path = os.path.join(self.img, "repositories.json")
+        try:
+            with open(path) as f:
+                repos = json.load(f)["Repositories"]
+        except FileNotFoundError:
+            return {}
+        except (OSError, ValueError, KeyError) as e:
+            self.add("docker-corruption", "repositories.json parses (dockerd refuses to start "
+                     "otherwise)", path, e)
+            return {}
+        refs = {}
+        for name, tags in repos.items():
+            for ref, image_id in tags.items():
+                refs[ref] = image_id
+        return refs
+
+    def image_config(self, image_id):
+        digest = image_id.split(":", 1)[-1]
+        path = os.path.join(self.img, "imagedb/content/sha256", digest)
+        try:
+            with open(path, "rb") as f:
+                raw = f.read()
+        except OSError as e:
+            self.add("docker-lost", "image config of %s exists" % image_id, path, e)
+            return None
+        if hashlib.sha256(raw).hexdigest() != digest:
+            self.add("docker-corruption", "image config hashes to its name", path,
+                     "%d bytes, sha256 %s" % (len(raw), hashlib.sha256(raw).hexdigest()))
+            return None
+        try:
+            return json.loads(raw)
+        except ValueError as e:
+            self.add("docker-corruption", "image config parses", path, e)
+            return None
+
+    def check_layer_chain(self, image_id, config):
+        """Walk the image's layers; returns [(chain, diff_id, cache_id)] bottom first."""
+        chain, parent, out = None, None, []
+        for diff in config.get("rootfs", {}).get("diff_ids", []):
+            chain = diff if chain is None else "sha256:" + hashlib.sha256(
+                (chain + " " + diff).encode()).hexdigest()
+            ldir = os.path.join(self.img, "layerdb/sha256", chain.split(":", 1)[1])
+            if not os.path.isdir(ldir):
+                self.add("docker-lost", "layer %s of image %s exists" % (chain, image_id), ldir)
+                return out
+            try:
+                if _read(os.path.join(ldir, "diff")) != diff:
+                    self.add("docker-corruption", "layer diff matches its diffID", ldir,
+                             "want " + diff)
+                got_parent = (_read(os.path.join(ldir, "parent"))
+                              if os.path.exists(os.path.join(ldir, "parent")) else None)
+                if got_parent != parent:
+                    self.add("docker-corruption", "layer parent is the previous chain ID",
+                             ldir, "want %s got %s" % (parent, got_parent))
+                cache_id = _read(os.path.join(ldir, "cache-id"))
+            except OSError as e:
+                self.add("docker-corruption", "layer metadata is readable", ldir, e)
+                return out
+            if not HEX64.match(cache_id):
+                self.add("docker-corruption", "layer cache-id is 64 hex digits", ldir,
+                         repr(cache_id))
+                return out
+            if not os.path.isdir(self.driver_dir(cache_id)):
+                self.add("docker-lost", "layer driver directory exists",
+                         self.driver_dir(cache_id), "layer " + chain)
+                return out
+            self.layers[chain] = cache_id
+            out.append((chain, diff, cache_id))
+            parent = chain
+        return out
+
+    def check_overlay_links(self, layers):
+        links = []
+        for chain, _diff, cache_id in layers:
+            d = self.driver_dir(cache_id)
+            try:
+                link = _read(os.path.join(d, "link"))
+            except OSError as e:
+                self.add("docker-corruption", "overlay2 link file is readable", d, e)
+                return
+            if not LINK_RE.match(link):
+                self.add("docker-corruption", "overlay2 link is a 26-character id",
+                         os.path.join(d, "link"), repr(link))
+                return
+            lpath = os.path.join(self.root, "overlay2/l", link)
+            target = os.readlink(lpath) if os.path.islink(lpath) else None
+            if target != "../%s/diff" % cache_id:
+                self.add("docker-corruption", "overlay2 l/ symlink points at the layer",
+                         lpath, "target %r" % target)
+            want_lower = ":".join("l/" + x for x in reversed(links))
+            lower_path = os.path.join(d, "lower")
+            got_lower = _read(lower_path) if os.path.exists(lower_path) else ""
+            if got_lower != want_lower:
+                self.add("docker-corruption", "overlay2 lower lists the parent links",
+                         lower_path, "want %r got %r" % (want_lower, got_lower))
+            links.append(link)
+
+    def check_tar_split(self, chain, diff_id, cache_id, content=True):
+        """Rebuild the layer's tar stream; returns False if it does not match."""
+        ldir = os.path.join(self.img, "layerdb/sha256", chain.split(":", 1)[1])
+        ts = os.path.join(ldir, "tar-split.json.gz")
+        try:
+            with gzip.open(ts, "rt") as f:
+                entries = [json.loads(line) for line in f if line.strip()]
+        except (OSError, ValueError, EOFError) as e:
+            self.add("docker-corruption", "tar-split.json.gz is readable", ts, e)
+            return False
+        if not content:
+            return True
+        base = self.diff_dir(cache_id)
+        h = hashlib.sha256()
+        files = []
+        for e in entries:
+            if e.get("type") == 2:
+                h.update(base64.b64decode(e.get("payload") or ""))
+            elif e.get("type") == 1 and e.get("size", 0) > 0:
+                name = e.get("name") or base64.b64decode(e.get("name_raw", "")).decode(
+                    "utf-8", "surrogateescape")
+                path = os.path.join(base, name)
+                try:
+                    with open(path, "rb") as f:
+                        data = f.read(e["size"] + 1)
+                except OSError:
+                    data = b""
+                files.append((name, path, data, e))
+                h.update(data[: e["size"]] + bytes(max(0, e["size"] - len(data))))
+                self.stats["bytes_hashed"] += len(data)
+        if "sha256:" + h.hexdigest() == diff_id:
+            return True
+        for name, path, data, e in files:
+            want = base64.b64decode(e.get("payload") or "")
+            got = crc64_iso(data).to_bytes(8, "big")
+            if len(data) != e["size"] or (want and got != want):
+                self.add("docker-corruption", "layer files match their tar-split CRC64",
+                         path, "layer %s (cache %s): file %s has %d bytes, tar-split says "
+                         "%d%s" % (chain, cache_id, name, len(data), e["size"],
+                                   "" if got == want else ", CRC64 differs"))
+                return False
+        self.add("docker-corruption", "layer tar stream hashes to its diffID",
+                 base, "layer %s: rebuilt stream does not match %s" % (chain, diff_id))
+        return False
+
+    def check_containers(self):
+        cdir = os.path.join(self.root, "containers")
+        mounts = set()
+        if not os.path.isdir(cdir):
+            return mounts
+        for cid in sorted(os.listdir(cdir)):
+            path = os.path.join(cdir, cid, "config.v2.json")
+            self.stats["containers"] += 1
+            for f in os.listdir(os.path.join(cdir, cid)):
+                if f.startswith(".tmp-"):
+                    self.add("leak", "no leftover temp files", os.path.join(cdir, cid, f))
+            try:
+                with open(path) as f:
+                    cfg = json.load(f)
+            except (OSError, ValueError) as e:
+                self.add("docker-corruption", "container config parses", path, e)
+                continue
+            if cfg.get("ID") != cid:
+                self.add("docker-corruption", "container config ID is its directory", path,
+                         cfg.get("ID"))
+            mdir = os.path.join(self.img, "layerdb/mounts", cid)
+            for key in ("mount-id", "init-id"):
+                try:
+                    mid = _read(os.path.join(mdir, key))
+                except OSError as e:
+                    self.add("docker-corruption", "container %s is readable" % key, mdir, e)
+                    continue
+                if not HEX64.match(mid.replace("-init", "")):
+                    self.add("docker-corruption", "container %s is 64 hex digits" % key,
+                             os.path.join(mdir, key), repr(mid))
+                    continue
+                mounts.add(mid)
+                if not os.path.isdir(self.driver_dir(mid)):
+                    self.add("docker-lost", "container layer directory exists",
+                             self.driver_dir(mid), "container %s" % cid)
+        return mounts
+
+    def check_leaks(self, used):
+        """`used`: driver directories of containers. Layers no image reaches, and driver
+        directories no layer or container owns, are leaks."""
+        ldb = os.path.join(self.img, "layerdb/sha256")
+        for chain in sorted(os.listdir(ldb)) if os.path.isdir(ldb) else []:
+            if "sha256:" + chain not in self.layers:
+                self.add("leak", "every layer belongs to an image", os.path.join(ldb, chain))
+            try:
+                used.add(_read(os.path.join(ldb, chain, "cache-id")))
+            except OSError:
+                pass
+        tmp = os.path.join(self.img, "layerdb/tmp")
+        if os.path.isdir(tmp):
+            for f in os.listdir(tmp):
+                if f.startswith("write-set-"):
+                    self.add("leak", "no leftover layer write-sets", os.path.join(tmp, f))
+        ddir = os.path.dirname(self.driver_dir("x"))
+        if os.path.isdir(ddir):
+            for name in os.listdir(ddir):
+                if name == "l":
+                    continue
+                path = os.path.join(ddir, name)
+                if name.endswith("-removing"):
+                    self.add("leak", "no half-removed driver directories", path)
+                elif name not in used:
+                    self.add("leak", "every driver directory belongs to a layer or container",
+                             path)
+
+    # -------------------------------------------------------------- all
+
+    def check(self, content=True, only_refs=None):
+        """Check every image, or with `only_refs` just the images those tags name
+        (what a workload promised; the rest may legitimately be half-written)."""
+        refs = self.repositories()
+        config_dir = os.path.join(self.img, "imagedb/content/sha256")
+        if only_refs is not None:
+            refs = {r: i for r, i in refs.items() if r in only_refs}
+        image_ids = set(refs.values())
+        if only_refs is None and os.path.isdir(config_dir):
+            image_ids |= {"sha256:" + d for d in os.listdir(config_dir)}
+        for ref, image_id in sorted(refs.items()):
+            if not os.path.exists(os.path.join(config_dir, image_id.split(":", 1)[-1])):
+                self.add("docker-lost", "tagged image %s exists" % ref, config_dir, image_id)
+        checked = set()
+        for image_id in sorted(image_ids):
+            config = self.image_config(image_id)
+            if config is None:
+                continue
+            self.stats["images"] += 1
+            layers = self.check_layer_chain(image_id, config)
+            if self.driver == "overlay2":
+                self.check_overlay_links(layers)
+            for chain, diff, cache_id in layers:
+                if chain not in checked:
+                    checked.add(chain)
+                    self.stats["layers"] += 1
+                    self.check_tar_split(chain, diff, cache_id, content)
+        mounts = self.check_containers()
+        if only_refs is None:
+            self.check_leaks(mounts)
+        return self.findings
+
+
+if __name__ == "__main__":
+    import sys
+
+    store = DockerStore(sys.argv[1] if len(sys.argv) > 1 else "/var/lib/docker")
+    print(json.dumps({"findings": store.check(), "stats": store.stats}, indent=1))

@@ -1,0 +1,110 @@
+"""Each oracle, shown catching what it claims to: a real docker store made by the
+workload, broken on purpose in one way per case, checked with `crashtest check`."""
+
+from pathlib import Path
+
+import pytest
+
+from harness.campaign import CampaignConfig, machine_config
+from harness.images import GuestImages
+from harness.oracles.check_image import check_image
+from harness.storage.backends import BACKENDS
+from harness.vm import accel
+from harness.workloads.default import default_workload
+from harness.writelog.checker import Checker
+from harness.writelog.record import record
+
+MOUNT = "mount {dev} /mnt && "
+UMOUNT = " && umount /mnt"
+
+
+@pytest.fixture(scope="module", params=["ext4-overlay2", "btrfs"])
+def store_disk(request: pytest.FixtureRequest, images: GuestImages,
+               tmp_path_factory: pytest.TempPathFactory) -> tuple[str, Path]:
+    """A test disk holding the default workload's images, containers and volume."""
+    tmp = tmp_path_factory.mktemp(request.param)
+    cfg = CampaignConfig(images=images, accel=accel.choose()[0], workload=default_workload(1),
+                         seed=1, run_dir=tmp)
+    rec = record(machine_config(cfg, None), BACKENDS[request.param], cfg.workload, tmp,
+                 with_log=False)
+    return request.param, rec.disk
+
+
+def failing(report) -> list[tuple[str, str]]:  # type: ignore[no-untyped-def]
+    return [(v.cls, v.promise) for v in report.violations if v.cls != "leak"]
+
+
+def test_clean_store_passes(store_disk: tuple[str, Path], no_leftovers: None) -> None:
+    _, disk = store_disk
+    before = disk.stat().st_mtime
+    report = check_image(disk)
+    assert failing(report) == []
+    assert disk.stat().st_mtime == before  # the image itself is never written
+
+
+def test_zeroed_layer_file_is_named(store_disk: tuple[str, Path], no_leftovers: None) -> None:
+    _, disk = store_disk
+    target = "data/l3/f3.bin"  # the largest file of the top data layer (seed 1)
+    report = check_image(disk, before=MOUNT + "for f in $(find /mnt/overlay2 "
+                         f"/mnt/btrfs/subvolumes -path '*/{target}' 2>/dev/null); do "
+                         "truncate -s 0 $f; done" + UMOUNT)
+    content = [v for v in report.violations
+               if v.promise == "layer files match their tar-split CRC64"]
+    assert content and all(v.cls == "docker-corruption" for v in content)
+    assert target in content[0].evidence["output"]
+    assert "has 0 bytes, tar-split says" in content[0].evidence["output"]
+
+
+def test_truncated_repositories_json(store_disk: tuple[str, Path], no_leftovers: None) -> None:
+    _, disk = store_disk
+    report = check_image(disk, before=MOUNT + "truncate -s 10 /mnt/image/*/repositories.json"
+                         + UMOUNT)
+    assert ("docker-corruption", "repositories.json parses (dockerd refuses to start "
+            "otherwise)") in failing(report)
+
+
+def test_empty_overlay2_link(store_disk: tuple[str, Path], no_leftovers: None) -> None:
+    backend, disk = store_disk
+    if backend != "ext4-overlay2":
+        pytest.skip("overlay2 only")
+    report = check_image(disk, before=MOUNT + "d=$(ls -d /mnt/overlay2/*/link | head -1) && "
+                         ": > $d" + UMOUNT)
+    assert ("docker-corruption", "overlay2 link is a 26-character id") in failing(report)
+
+
+def test_orphan_layer_is_a_leak_not_corruption(store_disk: tuple[str, Path],
+                                               no_leftovers: None) -> None:
+    _, disk = store_disk
+    orphan = "0" * 64
+    report = check_image(disk, before=MOUNT + f"d=$(ls -d /mnt/overlay2 /mnt/btrfs/subvolumes"
+                         f" 2>/dev/null) && mkdir $d/{orphan}" + UMOUNT)
+    leaks = [v for v in report.violations if v.cls == "leak"]
+    assert any(orphan in v.evidence["output"] for v in leaks)
+    assert failing(report) == []
+
+
+def test_kernel_error_on_the_console(store_disk: tuple[str, Path], no_leftovers: None) -> None:
+    _, disk = store_disk
+    report = check_image(disk, before="echo 'BUG: injected by the test' > /dev/kmsg")
+    assert ("fs-corruption", "the kernel reports no failure in recovery") in failing(report)
+
+
+def test_dropped_fsynced_file_breaks_its_promise(store_disk: tuple[str, Path], images,  # type: ignore[no-untyped-def]
+                                                 tmp_path: Path, no_leftovers: None) -> None:
+    backend, disk = store_disk
+    wl = default_workload(1)
+    promises = [p for s in wl.steps for p in s.promises]
+    cfg = CampaignConfig(images=images, accel=accel.choose()[0], workload=wl, seed=1,
+                         run_dir=tmp_path)
+    overlay = tmp_path / "state.qcow2"
+    import subprocess
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-b", str(disk), "-F", "raw",
+                    str(overlay)], check=True)
+    with Checker(machine_config(cfg, None), BACKENDS[backend], tmp_path) as checker:
+        clean = checker.check("clean", overlay, promises)
+        assert [v.headline() for v in clean if v.cls != "leak"] == []
+        broken = checker.check("dropped", overlay, promises, before=MOUNT +
+                               "rm /mnt/volumes/crashtest-vol/_data/vol.bin" + UMOUNT)
+    lost = [v for v in broken if v.cls == "fs-durability"]
+    assert len(lost) == 1 and "volume:crashtest-vol:/vol.bin" in lost[0].promise
+    assert "(missing)" in lost[0].evidence["output"]
