@@ -17,12 +17,11 @@ from typing import Any
 
 from harness.campaign import CampaignConfig, machine_config
 from harness.images import ensure_images
-from harness.storage.backends import BACKENDS, DISK_SIZE
+from harness.storage.backends import BACKENDS
 from harness.vm import accel as accel_mod
 from harness.workloads.default import default_workload
 from harness.writelog.campaign import check_recording
 from harness.writelog.checker import check_by_reboot
-from harness.writelog.format import read_log
 from harness.writelog.record import record
 from harness.writelog.replay import Replayer
 from harness.writelog.states import crash_states
@@ -43,7 +42,7 @@ def run_bench(out: Path, backend_name: str = "ext4-overlay2", states: int = 12,
         plain = record(base, backend, cfg.workload, work / "plain", with_log=False)
         say("bench: workload with write log")
         rec = record(base, backend, cfg.workload, work / "logged", with_log=True)
-        log = read_log(rec.log, DISK_SIZE)
+        log = rec.parse()
 
         say(f"bench: checker on {states} states")
         t0 = time.monotonic()

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 AGENT_PORT = "org.crashtest.agent"
+LOG_SECTOR_SIZE = 512
 
 
 @dataclass(frozen=True)
@@ -64,7 +65,7 @@ def _blockdev(disk: Disk, index: int) -> list[str]:
                     "cache": cache}
         args += ["-blockdev", json.dumps(log_node)]
         lw = {"driver": "blklogwrites", "node-name": f"{node}lw", "file": node,
-              "log": f"{node}log", "log-sector-size": 512, "log-append": False}
+              "log": f"{node}log", "log-sector-size": LOG_SECTOR_SIZE, "log-append": False}
         args += ["-blockdev", json.dumps(lw)]
         node = f"{node}lw"
     args += ["-device", f"virtio-blk-pci,drive={node},serial={disk.serial}"]

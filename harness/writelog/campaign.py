@@ -10,9 +10,9 @@ from pathlib import Path
 
 from harness.campaign import CampaignConfig, Progress, StateResult, machine_config
 from harness.errors import GuestError, HarnessError
-from harness.storage.backends import DISK_SIZE, Backend
+from harness.storage.backends import Backend
 from harness.writelog.checker import Checker
-from harness.writelog.format import WriteLog, read_log
+from harness.writelog.format import WriteLog
 from harness.writelog.record import Event, Recording, record
 from harness.writelog.replay import Replayer, ReplayStats
 from harness.writelog.states import crash_states, epochs
@@ -26,7 +26,7 @@ def run_replay(cfg: CampaignConfig, backend: Backend, budget: int,
     stats: dict[str, object] = {}
     try:
         rec = record(machine_config(cfg, None), backend, cfg.workload, workdir)
-        log = read_log(rec.log, DISK_SIZE)
+        log = rec.parse()
         eps = epochs(log)
         stats.update({"log_digest": log.digest, "log_entries": len(log.entries),
                       "log_bytes": rec.log.stat().st_size, "epochs": len(eps),

@@ -71,8 +71,11 @@ def _round_up(n: int, to: int) -> int:
     return (n + to - 1) // to * to
 
 
-def read_log(path: Path, device_bytes: int | None = None) -> WriteLog:
-    """Parse a write log. `device_bytes` bounds sector numbers (catches foreign logs)."""
+def read_log(path: Path, device_bytes: int | None = None,
+             unflushed_sectorsize: int | None = None) -> WriteLog:
+    """Parse a write log. `device_bytes` bounds sector numbers (catches foreign logs).
+    blklogwrites writes its superblock only at a flush: a log the guest never flushed
+    has a zero superblock, readable only when the caller knows its sector size."""
     try:
         size = path.stat().st_size
         fh = path.open("rb")
@@ -84,6 +87,8 @@ def read_log(path: Path, device_bytes: int | None = None) -> WriteLog:
             raise LogError(f"write log {path}: offset 0: too short for a superblock "
                            f"({len(head)} bytes)")
         magic, version, nr_entries, sectorsize = _SUPER.unpack(head)
+        if head == bytes(_SUPER.size) and unflushed_sectorsize and size > unflushed_sectorsize:
+            magic, version, sectorsize = MAGIC, VERSION, unflushed_sectorsize
         if magic != MAGIC:
             raise LogError(f"write log {path}: offset 0: bad magic {magic:#x} "
                            f"(not a dm-log-writes/blklogwrites log)")

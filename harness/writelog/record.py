@@ -11,10 +11,10 @@ from pathlib import Path
 from harness.guest import docker
 from harness.storage.backends import DISK_SIZE, Backend, make_test_disk
 from harness.vm.machine import Machine
-from harness.vm.qemu import Disk, MachineConfig
+from harness.vm.qemu import LOG_SECTOR_SIZE, Disk, MachineConfig
 from harness.workloads.default import StepFailed, Workload
 from harness.workloads.promises import Promise
-from harness.writelog.format import read_log
+from harness.writelog.format import WriteLog, read_log
 
 BOOT_TIMEOUT_S = 120.0
 
@@ -34,6 +34,9 @@ class Recording:
     events: list[Event]
     workload_s: float
 
+    def parse(self) -> WriteLog:
+        return read_recorded_log(self.log)
+
     def promises_at(self, entry: int) -> list[Promise]:
         """Promises in force for a state holding every log entry before `entry`."""
         current: dict[str, Promise] = {}
@@ -42,6 +45,11 @@ class Recording:
                 for p in ev.promises:
                     current[p.key()] = p
         return list(current.values())
+
+
+def read_recorded_log(log: Path) -> WriteLog:
+    """A log this harness recorded: its device size and sector size are known."""
+    return read_log(log, DISK_SIZE, LOG_SECTOR_SIZE)
 
 
 def log_position(log: Path, settle_s: float = 2.0) -> int:
@@ -54,7 +62,7 @@ def log_position(log: Path, settle_s: float = 2.0) -> int:
     deadline = time.monotonic() + settle_s
     previous = -1
     while True:
-        parsed = read_log(log, DISK_SIZE)
+        parsed = read_recorded_log(log)
         whole = parsed.end_offset == log.stat().st_size
         if (whole and len(parsed.entries) == previous) or time.monotonic() > deadline:
             return len(parsed.entries)

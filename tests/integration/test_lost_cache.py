@@ -7,11 +7,10 @@ import pytest
 
 from harness.campaign import CampaignConfig, machine_config
 from harness.images import GuestImages
-from harness.storage.backends import BACKENDS, DISK_SIZE, parse_backends
+from harness.storage.backends import BACKENDS, parse_backends
 from harness.vm import accel
 from harness.workloads.default import default_workload
 from harness.writelog.campaign import check_recording
-from harness.writelog.format import read_log
 from harness.writelog.record import Recording, record
 from harness.writelog.states import epochs
 
@@ -31,7 +30,7 @@ def safe_recording(images: GuestImages, tmp_path_factory: pytest.TempPathFactory
 
 
 def test_recording_ties_events_to_log_positions(safe_recording: Recording) -> None:
-    log = read_log(safe_recording.log, DISK_SIZE)
+    log = safe_recording.parse()
     positions = [e.entry for e in safe_recording.events]
     assert positions == sorted(positions) and positions[-1] <= len(log.entries)
     assert [e.step for e in safe_recording.events] == default_workload(1).step_names
@@ -45,7 +44,7 @@ def test_flush_honouring_config_passes_and_replay_is_deterministic(
         images: GuestImages, safe_recording: Recording, tmp_path: Path,
         no_leftovers: None) -> None:
     cfg = config(images, tmp_path)
-    log = read_log(safe_recording.log, DISK_SIZE)
+    log = safe_recording.parse()
     backend = BACKENDS["ext4-overlay2"]
     first, stats = check_recording(cfg, backend, safe_recording, log, 10, print, tmp_path / "a")
     second, _ = check_recording(cfg, backend, safe_recording, log, 10, print, tmp_path / "b")
@@ -64,7 +63,7 @@ def test_config_that_never_flushes_is_caught(images: GuestImages, tmp_path: Path
     backend = parse_backends("ext4-overlay2", mount_options="barrier=0")[0]
     cfg = config(images, tmp_path)
     rec = record(machine_config(cfg, None), backend, cfg.workload, tmp_path / "rec")
-    log = read_log(rec.log, DISK_SIZE)
+    log = rec.parse()
     # the only flush is the one QEMU logs when the power cut stops the VM, at the end
     assert sum(1 for e in log.entries if e.is_flush) <= 1
     assert len(epochs(log)[0].entries) > 1000

@@ -1,6 +1,7 @@
 """Each oracle, shown catching what it claims to: a real docker store made by the
 workload, broken on purpose in one way per case, checked with `crashtest check`."""
 
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,7 @@ from harness.oracles.check_image import check_image
 from harness.storage.backends import BACKENDS
 from harness.vm import accel
 from harness.workloads.default import default_workload
+from harness.workloads.promises import Ledger
 from harness.writelog.checker import Checker
 from harness.writelog.record import record
 
@@ -76,8 +78,8 @@ def test_orphan_layer_is_a_leak_not_corruption(store_disk: tuple[str, Path],
                                                no_leftovers: None) -> None:
     _, disk = store_disk
     orphan = "0" * 64
-    report = check_image(disk, before=MOUNT + f"d=$(ls -d /mnt/overlay2 /mnt/btrfs/subvolumes"
-                         f" 2>/dev/null) && mkdir $d/{orphan}" + UMOUNT)
+    report = check_image(disk, before=MOUNT + "for d in /mnt/overlay2 /mnt/btrfs/subvolumes; "
+                         f"do [ -d $d ] && mkdir $d/{orphan}; done; true" + UMOUNT)
     leaks = [v for v in report.violations if v.cls == "leak"]
     assert any(orphan in v.evidence["output"] for v in leaks)
     assert failing(report) == []
@@ -93,11 +95,13 @@ def test_dropped_fsynced_file_breaks_its_promise(store_disk: tuple[str, Path], i
                                                  tmp_path: Path, no_leftovers: None) -> None:
     backend, disk = store_disk
     wl = default_workload(1)
-    promises = [p for s in wl.steps for p in s.promises]
+    ledger = Ledger()
+    for step in wl.steps:
+        ledger.grant(step.name, step.promises)
+    promises = ledger.in_force()
     cfg = CampaignConfig(images=images, accel=accel.choose()[0], workload=wl, seed=1,
                          run_dir=tmp_path)
     overlay = tmp_path / "state.qcow2"
-    import subprocess
     subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-b", str(disk), "-F", "raw",
                     str(overlay)], check=True)
     with Checker(machine_config(cfg, None), BACKENDS[backend], tmp_path) as checker:

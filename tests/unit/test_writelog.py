@@ -159,3 +159,14 @@ def test_cli_lists_states_and_rejects_a_foreign_log(tmp_path: Path) -> None:
     assert bad.stderr.strip().splitlines() == [
         f"crashtest: bad input: write log {foreign}: offset 0: bad magic 0x464c457f "
         "(not a dm-log-writes/blklogwrites log)"]
+
+
+def test_never_flushed_log_needs_its_sector_size(tmp_path: Path) -> None:
+    """blklogwrites writes the superblock only at a flush."""
+    path = LogBuilder().write(0, blk(1)).write(8, blk(2)).save(tmp_path / "w.log")
+    data = bytearray(path.read_bytes())
+    data[:SS] = bytes(SS)
+    path.write_bytes(bytes(data))
+    with pytest.raises(LogError, match="offset 0: bad magic 0x0"):
+        read_log(path)
+    assert len(read_log(path, unflushed_sectorsize=SS).entries) == 2
