@@ -3,7 +3,8 @@
 - record_overhead: workload wall time through blklogwrites / without it;
 - checker_states_per_min vs reboot_states_per_min (a fresh guest boot per state),
   on the same crash states, and their ratio checker_speedup;
-- replay_bytes vs naive_replay_bytes (replaying from the log's start for each state).
+- replay_bytes vs naive_replay_bytes (replaying from the log's start for each state);
+- store_oracle_s: the offline docker store oracle over a tree of 20 images.
 """
 
 from __future__ import annotations
@@ -12,19 +13,56 @@ import json
 import shutil
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from harness.campaign import CampaignConfig, machine_config
+from harness.errors import HarnessError
+from harness.guest import docker
 from harness.images import ensure_images
-from harness.storage.backends import BACKENDS
+from harness.images.rootfs import BASE_TAR_IN_GUEST
+from harness.storage.backends import BACKENDS, Backend, make_test_disk
 from harness.vm import accel as accel_mod
+from harness.vm.machine import Machine
+from harness.vm.qemu import Disk, MachineConfig
 from harness.workloads.default import default_workload
 from harness.writelog.campaign import check_recording
 from harness.writelog.checker import check_by_reboot
 from harness.writelog.record import record
 from harness.writelog.replay import Replayer
 from harness.writelog.states import crash_states
+
+
+def _store_oracle_time(base: MachineConfig, backend: Backend, workdir: Path,
+                       images_n: int) -> dict[str, Any]:
+    """Build a store of `images_n` committed images, stop dockerd, time the offline
+    structure + content oracle over all of it inside the guest."""
+    disk = make_test_disk(backend, workdir / "disk.img")
+    config = replace(base, disks=(*base.disks, Disk(disk, "data")))
+    with Machine(config, workdir / "store.console.log", name="bench-store") as vm:
+        vm.wait_booted(120)
+        a = vm.agent
+        if not docker.mount_data(a, backend).ok or not docker.start_dockerd(a, backend).ok:
+            raise HarnessError("bench: docker did not start on a fresh disk")
+        script = (f"docker import {BASE_TAR_IN_GUEST} bench/base && "
+                  "docker create --name c bench/base sleep 1 && "
+                  f"for i in $(seq {images_n - 1}); do head -c 200000 /dev/urandom > /tmp/f && "
+                  "docker cp /tmp/f c:/f$i && docker commit c bench/img$i >/dev/null || exit 1; "
+                  "done")
+        built = a.run(script, timeout=900)
+        if not built.ok:
+            raise HarnessError(f"bench: building images failed: {built.evidence(400)}")
+        docker.stop_dockerd(a)
+        res = a.run("python3 -c 'import json,sys,time; sys.path.insert(0,\"/crashtest\"); "
+                    "from docker_store import DockerStore; t=time.monotonic(); "
+                    "s=DockerStore(\"/var/lib/docker\"); f=s.check(); "
+                    "print(json.dumps({**s.stats, \"findings\": len(f), "
+                    "\"seconds\": round(time.monotonic()-t, 2)}))'", timeout=600)
+        if not res.ok:
+            raise HarnessError(f"bench: store oracle failed: {res.evidence(400)}")
+    out: dict[str, Any] = json.loads(res.stdout)
+    return out
 
 
 def run_bench(out: Path, backend_name: str = "ext4-overlay2", states: int = 12,
@@ -60,6 +98,9 @@ def run_bench(out: Path, backend_name: str = "ext4-overlay2", states: int = 12,
             disk.unlink()
         reboot_s = time.monotonic() - t0
 
+        say("bench: offline store oracle on a tree of 20 images")
+        store = _store_oracle_time(base, backend, work / "store", images_n=20)
+
         checker_rate = len(results) / checker_s * 60
         reboot_rate = reboot_states / reboot_s * 60
         doc = {
@@ -77,6 +118,9 @@ def run_bench(out: Path, backend_name: str = "ext4-overlay2", states: int = 12,
             "naive_replay_bytes": stats["naive_replay_bytes"],
             "replay_bytes_ratio": round(int(str(stats["replay_bytes"]))
                                         / max(1, int(str(stats["naive_replay_bytes"]))), 4),
+            "store_oracle_images": store["images"],
+            "store_oracle_layers": store["layers"],
+            "store_oracle_s": store["seconds"],
             "verdicts": {r.state: r.verdict for r in results},
         }
     finally:

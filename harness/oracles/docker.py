@@ -13,6 +13,16 @@ from harness.storage.backends import Backend
 from harness.workloads.promises import Ledger, Promise
 
 SAVE_TMP = "/tmp/crashtest-save.tar"
+# dockerd log lines that reveal damage it handled quietly (some only at debug level).
+LOG_SIGNS = (
+    "Failed to load layer", "Failed to load mount", "not restoring image",
+    "layer does not exist", "failed to load container", "invalid mount id value",
+    "could not verify layer data", "file integrity checksum failed",
+    "error creating overlay mount to", "too many levels of symbolic links",
+    "readlink /var/lib/docker/overlay2/l: invalid argument", "failed to register layer",
+    "directory not empty", "panic: invalid page type", "invalid freelist page",
+    "unexpected end of JSON input", "Error starting daemon",
+)
 COPY_TMP = "/tmp/crashtest-copy.bin"
 
 
@@ -90,4 +100,16 @@ def check_promises(a: AgentClient, backend: Backend, state: str,
                 found.append(_v("docker-lost", state, p, res))
         else:
             found.extend(CHECKS[p.kind](a, state, p))
-    return found, dockerd_log(a)
+    log = dockerd_log(a)
+    signs = log_signs(log)
+    if signs:
+        # Evidence, not verdicts: half-written objects nobody was promised show here too.
+        found = [Violation(v.cls, v.state, v.promise, {**v.evidence, "dockerd_log": signs})
+                 if v.cls.startswith("docker-") else v for v in found]
+    return found, log
+
+
+def log_signs(log: str, limit: int = 20) -> str:
+    """The dockerd log lines that carry one of LOG_SIGNS, first `limit` of them."""
+    lines = [line for line in log.splitlines() if any(s in line for s in LOG_SIGNS)]
+    return "\n".join(lines[:limit])

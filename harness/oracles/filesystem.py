@@ -31,4 +31,10 @@ def recover_and_fsck(agent: AgentClient, backend: Backend, state: str) -> list[V
     if not remount.ok:
         found.append(Violation("fs-corruption", state, "the filesystem mounts after fsck",
                                {"command": remount.cmd, "output": remount.evidence()}))
+    elif backend.scrub_cmd():
+        scrub = agent.run(backend.scrub_cmd(), timeout=600)
+        if not scrub.ok:
+            found.append(Violation("fs-corruption", state,
+                                   "every btrfs checksum verifies (scrub)",
+                                   {"command": scrub.cmd, "output": scrub.evidence()}))
     return found

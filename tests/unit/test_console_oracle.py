@@ -52,3 +52,13 @@ def test_excerpt_is_centered_on_the_line() -> None:
     text = "\n".join(f"l{i}" for i in range(1, 50))
     ex = excerpt(text, 20, before=2, after=2)
     assert ex.splitlines() == ["l18", "l19", "l20", "l21", "l22"]
+
+
+def test_dockerd_log_signs_are_picked_out() -> None:
+    from harness.oracles.docker import log_signs
+
+    log = ('time="x" level=info msg="Loading containers: done."\n'
+           'time="x" level=debug msg="Failed to load layer sha256:ab: layer does not exist"\n'
+           'time="x" level=info msg="API listen on /var/run/docker.sock"\n')
+    assert log_signs(log) == ('time="x" level=debug msg="Failed to load layer sha256:ab: '
+                              'layer does not exist"')
