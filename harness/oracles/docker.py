@@ -98,6 +98,11 @@ def check_promises(a: AgentClient, backend: Backend, state: str,
             res = _check_exists(a, "container", p.target)
             if not res.ok:
                 found.append(_v("docker-lost", state, p, res))
+            elif p.check:
+                st = a.run("docker inspect --format '{{.State.Status}} {{.State.ExitCode}}' "
+                           + shlex.quote(p.target), timeout=60)
+                if st.stdout.strip() != p.check:
+                    found.append(_v("docker-corruption", state, p, st, expected=p.check))
         else:
             found.extend(CHECKS[p.kind](a, state, p))
     log = dockerd_log(a)

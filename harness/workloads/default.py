@@ -191,8 +191,11 @@ def default_workload(seed: int) -> Workload:
         Step("fsync-volume", fsync_volume,
              [Promise("file", f"volume:{volume}:/vol.bin", "fsync-volume", "fsync",
                       sha256=out_sha)]),
+        # The writer was running when `sync` made its state durable: after a power cut
+        # dockerd must bring it back as exited with code 255.
         Step("commit", commit,
-             [img(committed, "commit",
+             [Promise("container", writer, "commit", "sync", check="exited 255"),
+              img(committed, "commit",
                   f"{verify} && echo '{out_sha}  /data/out/layer.bin' | sha256sum -c -s",
                   app_manifest + out_line)]),
         Step("churn", churn, [Promise("absent-container", temp, "churn", "sync"),

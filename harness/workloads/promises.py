@@ -27,7 +27,7 @@ class Promise:
     def describe(self) -> str:
         verb = {
             "image": "image {t} exists, saves and runs",
-            "container": "container {t} exists",
+            "container": "container {t} exists" + (f" ({self.check})" if self.check else ""),
             "file": "{t} has sha256 {s}",
             "absent-image": "removed image {t} stays removed",
             "absent-container": "removed container {t} stays removed",
