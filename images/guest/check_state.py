@@ -195,10 +195,11 @@ def main():
                                 "output": msg})
             # Structure and content of every promised image, offline.
             refs = {p["target"] for p in req["promises"] if p["kind"] == "image"}
-            if refs or req.get("full"):
+            names = {p["target"] for p in req["promises"] if p["kind"] == "container"}
+            if refs or names or req.get("full"):
                 try:
                     findings = DockerStore(ROOT, req["driver"]).check(
-                        True, None if req.get("full") else refs)
+                        True, None if req.get("full") else refs, names)
                 except (OSError, ValueError) as e:
                     findings = [{"cls": "docker-corruption", "what": "docker's store is "
                                  "readable", "path": ROOT, "detail": str(e)}]

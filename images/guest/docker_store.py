@@ -222,13 +222,22 @@ class DockerStore:
                  base, "layer %s: rebuilt stream does not match %s" % (chain, diff_id))
         return False
 
-    def check_containers(self):
+    def check_containers(self, names=None):
+        """All containers, or with `names` only those (the others may be half-made:
+        docker writes a container's mount-id without fsync)."""
         cdir = os.path.join(self.root, "containers")
         mounts = set()
         if not os.path.isdir(cdir):
             return mounts
         for cid in sorted(os.listdir(cdir)):
             path = os.path.join(cdir, cid, "config.v2.json")
+            if names is not None:
+                try:
+                    with open(path) as f:
+                        if json.load(f).get("Name", "").lstrip("/") not in names:
+                            continue
+                except (OSError, ValueError):
+                    continue
             self.stats["containers"] += 1
             for f in os.listdir(os.path.join(cdir, cid)):
                 if f.startswith(".tmp-"):
@@ -289,9 +298,10 @@ class DockerStore:
 
     # -------------------------------------------------------------- all
 
-    def check(self, content=True, only_refs=None):
-        """Check every image, or with `only_refs` just the images those tags name
-        (what a workload promised; the rest may legitimately be half-written)."""
+    def check(self, content=True, only_refs=None, only_containers=None):
+        """Check every image and container, or with `only_refs` just the images those
+        tags name and the containers in `only_containers` (what a workload promised;
+        the rest may legitimately be half-written)."""
         refs = self.repositories()
         config_dir = os.path.join(self.img, "imagedb/content/sha256")
         if only_refs is not None:
@@ -316,7 +326,7 @@ class DockerStore:
                     checked.add(chain)
                     self.stats["layers"] += 1
                     self.check_tar_split(chain, diff, cache_id, content)
-        mounts = self.check_containers()
+        mounts = self.check_containers(None if only_refs is None else (only_containers or ()))
         if only_refs is None:
             self.check_leaks(mounts)
         return self.findings
