@@ -7,7 +7,6 @@ the guest at /var/lib/docker, so the guest kernel runs every byte of recovery.
 from __future__ import annotations
 
 import shlex
-import subprocess
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -98,9 +97,3 @@ def make_test_disk(backend: Backend, image: Path) -> Path:
         image.unlink(missing_ok=True)
         raise
     return image
-
-
-def copy_disk(src: Path, dst: Path) -> Path:
-    """Sparse copy (keep the cut disk as evidence while a check works on another)."""
-    subprocess.run(["cp", "--sparse=always", str(src), str(dst)], check=True)
-    return dst

@@ -45,7 +45,6 @@ class ConsoleWatcher:
         self._lock = threading.Lock()
         self._start = time.monotonic()
         self._thread = threading.Thread(target=self._drain, name="console", daemon=True)
-        self.closed = threading.Event()
         self.panicked = threading.Event()
         self._thread.start()
 
@@ -62,7 +61,6 @@ class ConsoleWatcher:
             if idx == 2:
                 continue
             self._note(str(self._spawn.before))
-        self.closed.set()
 
     def _note(self, text: str) -> None:
         text = text.rstrip("\r")
