@@ -28,8 +28,9 @@ def test_power_cut_cycle_on_each_backend(images: GuestImages, tmp_path: Path, ba
     assert b["states_checked"] == 7 and b["live_cuts"] == 1 and b["replayed_states"] == 6
     assert b["replay"]["log_entries"] > 100 and b["replay"]["states"] == 6
     assert b["replay"]["replay_bytes"] < b["replay"]["naive_replay_bytes"]
-    # default mount options honour flushes: a live cut must not break a promise
-    assert b["violations"] == [], json.dumps(b["violations"], indent=1)[:3000]
+    # default mount options honour flushes: no cut may break a promise (leaks may show)
+    failing = [v for v in b["violations"] if v["class"] != "leak"]
+    assert failing == [], json.dumps(failing, indent=1)[:3000]
     assert rc == 0
     state = b["states"][0]
     cell = out / "latest" / backend / "cut0"
