@@ -136,7 +136,7 @@ def _verify_once(cfg: CampaignConfig, backend: Backend, outcome: CutOutcome, dis
     overlay.unlink(missing_ok=True)
     hosttools.run(["qemu-img", "create", "-q", "-f", "qcow2", "-b", str(disk.resolve()),
                    "-F", "raw", str(overlay)], "qemu-img create of the check overlay")
-    t: dict[str, float] = {"attempt": attempt}
+    t: dict[str, float] = {}
     suffix = "" if attempt == 1 else f".retry{attempt - 1}"
     try:
         with Machine(machine_config(cfg, Disk(overlay, "data", fmt="qcow2")),
@@ -183,6 +183,8 @@ def run_state(cfg: CampaignConfig, backend: Backend, index: int, plan: CutPlan,
         res.promises = len(outcome.ledger.in_force())
         progress(f"  cut {outcome.actual}; {res.promises} promises in force; verifying")
         vfound, vt = verify(cfg, backend, outcome, disk, logdir, state)
+        if (logdir / "verify.retry1.console.log").exists():
+            res.actual += " (check retried after the checking guest hung)"
         res.violations = found + vfound
         res.timings = {**{f"workload_{k}": v for k, v in t.items()},
                        **{f"verify_{k}": v for k, v in vt.items()},
