@@ -46,9 +46,9 @@ def _store_oracle_time(base: MachineConfig, backend: Backend, workdir: Path,
         if not docker.mount_data(a, backend).ok or not docker.start_dockerd(a, backend).ok:
             raise HarnessError("bench: docker did not start on a fresh disk")
         script = (f"docker import {BASE_TAR_IN_GUEST} bench/base && "
-                  "docker create --name c bench/base sleep 1 && "
+                  "docker create --name benchbox bench/base sleep 1 && "
                   f"for i in $(seq {images_n - 1}); do head -c 200000 /dev/urandom > /tmp/f && "
-                  "docker cp /tmp/f c:/f$i && docker commit c bench/img$i >/dev/null || exit 1; "
+                  "docker cp /tmp/f benchbox:/f$i && docker commit benchbox bench/img$i >/dev/null || exit 1; "
                   "done")
         built = a.run(script, timeout=900)
         if not built.ok:
