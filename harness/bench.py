@@ -48,8 +48,8 @@ def _store_oracle_time(base: MachineConfig, backend: Backend, workdir: Path,
         script = (f"docker import {BASE_TAR_IN_GUEST} bench/base && "
                   "docker create --name benchbox bench/base sleep 1 && "
                   f"for i in $(seq {images_n - 1}); do head -c 200000 /dev/urandom > /tmp/f && "
-                  "docker cp /tmp/f benchbox:/f$i && docker commit benchbox bench/img$i >/dev/null || exit 1; "
-                  "done")
+                  "docker cp /tmp/f benchbox:/f$i && "
+                  "docker commit benchbox bench/img$i >/dev/null || exit 1; done")
         built = a.run(script, timeout=900)
         if not built.ok:
             raise HarnessError(f"bench: building images failed: {built.evidence(400)}")
