@@ -137,6 +137,19 @@ class AgentClient:
         self._note(f"(exit {res.rc} in {res.duration:.2f}s) {(res.stdout + res.stderr)[-2000:]}")
         return res
 
+    def call(self, module: str, func: str, arg: object, timeout: float = 120) -> object:
+        """Call `module.func(arg)` inside the agent's own process (a guest module in
+        /crashtest); JSON in, JSON out."""
+        self._note(f"call {module}.{func}")
+        msg = self._call({"op": "call", "module": module, "func": func, "arg": arg}, timeout)
+        if msg.get("rc") != 0:
+            err = base64.b64decode(str(msg.get("stderr", ""))).decode("utf-8", "replace")
+            self._note(f"(failed) {err[-2000:]}")
+            raise HarnessError(f"guest {module}.{func} failed: {err.strip().splitlines()[-1:]}")
+        self._note(f"(ok in {float(str(msg.get('duration', 0))):.2f}s) "
+                   f"{json.dumps(msg.get('result'))[-2000:]}")
+        return msg.get("result")
+
     def put(self, path: str, data: bytes, mode: int = 0o644, timeout: float = 60) -> None:
         self._note(f"put {path} ({len(data)} bytes)")
         msg = self._call({"op": "put", "path": path, "mode": mode,

@@ -5,7 +5,6 @@ the checker then restarts cleanly for the next one."""
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -41,26 +40,23 @@ def state_device(vm: Machine) -> str:
 
 def run_checks(vm: Machine, backend: Backend, state_id: str, promises: list[Promise],
                before: str = "", full: bool = False) -> list[Violation]:
-    """Every oracle on the state disk the guest sees as serial "state", one round trip.
-    `before`: a guest command run first with {dev} replaced (self-tests damage the disk
-    with it). `full`: check every image and report leaks (a disk with no promises)."""
-    dev = state_device(vm)
-    if before:
-        prep = vm.agent.run(before.replace("{dev}", dev), timeout=300)
-        if not prep.ok:
-            raise HarnessError(f"preparing the state failed: {prep.evidence(800)}")
+    """Every oracle on the state disk (serial "state") in one call inside the guest.
+    `before`: a guest command run first, {dev} standing for the disk (self-tests
+    damage the disk with it). `full`: check every image and report leaks (a disk
+    with no promises)."""
+    dev = "{dev}"
     req = {
-        "device": dev, "driver": None if full else backend.driver, "full": full,
+        "serial": STATE_SERIAL, "before": before,
+        "driver": None if full else backend.driver, "full": full,
         "mount": backend.mount_cmd(dev), "fsck": backend.fsck_cmd(dev),
         "mount_ro": backend.mount_cmd(dev, read_only=True), "scrub": backend.scrub_cmd(),
         "promises": promise_request(promises),
     }
-    res = vm.agent.run("python3 /crashtest/check_state.py", timeout=CHECK_TIMEOUT_S,
-                       stdin=json.dumps(req).encode())
-    if res.rc != 0:
-        raise HarnessError(f"state checker failed: {res.evidence(800)}")
+    records = vm.agent.call("check_state", "check", req, timeout=CHECK_TIMEOUT_S)
+    if not isinstance(records, list):
+        raise HarnessError(f"state checker returned {type(records).__name__}, not a list")
     found = []
-    for r in json.loads(res.stdout):
+    for r in records:
         if not r["ok"]:
             promise = r.get("promise") or {
                 "mount": "the filesystem mounts (recovery) in this crash state",

@@ -7,11 +7,13 @@ the guest's python3.
 
 import base64
 import glob
+import importlib
 import json
 import os
 import signal
 import subprocess
 import time
+import traceback
 
 PORT_NAME = "org.crashtest.agent"
 MAX_GET = 64 * 1024 * 1024
@@ -61,6 +63,16 @@ def handle(req):
             f.write(base64.b64decode(req["data"]))
         os.chmod(path, req.get("mode", 0o644))
         return {"rc": 0}
+    if op == "call":
+        # A function of a module beside this agent, in this process: no interpreter
+        # start-up per call (about 0.3 s under TCG).
+        started = time.monotonic()
+        try:
+            result = getattr(importlib.import_module(req["module"]), req["func"])(req["arg"])
+            return {"rc": 0, "result": result, "duration": time.monotonic() - started}
+        except Exception:
+            return {"rc": 1, "stderr": b64(traceback.format_exc().encode()),
+                    "duration": time.monotonic() - started}
     if op == "get":
         with open(req["path"], "rb") as f:
             return {"rc": 0, "data": b64(f.read(MAX_GET))}

@@ -1,7 +1,8 @@
 """Check one crash state inside the checker guest, in one round trip.
 
-Input (JSON on stdin): device, mount and fsck commands, driver, promises.
-Output (JSON on stdout): one record per check with ok, command and output.
+Called in the agent's process (op "call", function `check`) or as a script (JSON
+on stdin/stdout). Input: the disk's serial, mount and fsck commands ({dev} is
+replaced by the device), driver, promises. Output: one record per check.
 Mount runs the guest kernel's own recovery; fsck runs after unmount; then the
 promises are checked offline on a read-only mount (dockerd never runs here, so
 nothing rewrites the evidence).
@@ -13,6 +14,7 @@ import os
 import stat
 import subprocess
 import sys
+import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from docker_store import DockerStore  # noqa: E402
@@ -155,9 +157,31 @@ def check_promise(store, p):
     return "harness-error", "unknown promise kind %s" % kind
 
 
-def main():
-    req = json.load(sys.stdin)
-    dev, results = req["device"], []
+def find_device(serial, timeout=10.0):
+    deadline = time.monotonic() + timeout
+    while True:
+        for name in os.listdir("/sys/block"):
+            try:
+                with open("/sys/block/%s/serial" % name) as f:
+                    if f.read().strip() == serial:
+                        return "/dev/" + name
+            except OSError:
+                continue
+        if time.monotonic() > deadline:
+            raise RuntimeError("no disk with serial %r appeared" % serial)
+        time.sleep(0.02)
+
+
+def check(req):
+    """One state, all oracles. `req` names the disk by serial; commands may use
+    {dev}. Returns the list of check records."""
+    dev = find_device(req["serial"])
+    req = {k: v.replace("{dev}", dev) if isinstance(v, str) else v for k, v in req.items()}
+    results = []
+    if req.get("before"):
+        rc, out = sh(req["before"])
+        if rc != 0:
+            raise RuntimeError("preparing the state failed (exit %d): %s" % (rc, out))
 
     def record(check, rc, cmd, out, cls="fs-corruption"):
         results.append({"check": check, "ok": rc == 0, "class": cls, "command": cmd,
@@ -167,8 +191,7 @@ def main():
     os.makedirs(ROOT, exist_ok=True)
     rc, out = sh(req["mount"])
     if not record("mount", rc, req["mount"], out):
-        print(json.dumps(results))
-        return
+        return results
     rc, out = sh("umount " + ROOT)
     if record("umount", rc, "umount " + ROOT, out):
         rc, out = sh(req["fsck"])
@@ -183,8 +206,7 @@ def main():
             except ValueError as e:
                 record("store", 1, "detect docker's store", str(e), cls="docker-lost")
                 sh("umount " + ROOT)
-                print(json.dumps(results))
-                return
+                return results
             for p in req["promises"]:
                 try:
                     cls, msg = check_promise(store, p)
@@ -208,8 +230,8 @@ def main():
                                     "promise": f["what"], "command": "offline store check",
                                     "output": "%s: %s" % (f["path"], f["detail"])})
             sh("umount " + ROOT)
-    print(json.dumps(results))
+    return results
 
 
 if __name__ == "__main__":
-    main()
+    print(json.dumps(check(json.load(sys.stdin))))

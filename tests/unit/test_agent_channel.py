@@ -92,3 +92,9 @@ def test_power_cut_interrupts_a_waiting_call() -> None:
     threading.Timer(0.2, c.cut.set).start()
     with pytest.raises(PowerCut):
         c.run("sync", timeout=30)
+
+
+def test_call_runs_a_function_in_the_agent_process(client: AgentClient) -> None:
+    assert client.call("json", "dumps", [1, "a"]) == '[1, "a"]'
+    with pytest.raises(HarnessError, match=r"guest json\.loads failed: .*JSONDecodeError"):
+        client.call("json", "loads", "{not json")
