@@ -151,24 +151,32 @@ class DockerStore:
             parent = chain
         return out
 
+    def check_link(self, cache_id):
+        """The layer's overlay2 short link and its l/ symlink; returns the link or None."""
+        d = self.driver_dir(cache_id)
+        try:
+            link = _read(os.path.join(d, "link"))
+        except OSError as e:
+            self.add("docker-corruption", "overlay2 link file is readable", d, e)
+            return None
+        if not LINK_RE.match(link):
+            self.add("docker-corruption", "overlay2 link is a 26-character id",
+                     os.path.join(d, "link"), repr(link))
+            return None
+        lpath = os.path.join(self.root, "overlay2/l", link)
+        target = os.readlink(lpath) if os.path.islink(lpath) else None
+        if target != "../%s/diff" % cache_id:
+            self.add("docker-corruption", "overlay2 l/ symlink points at the layer",
+                     lpath, "target %r" % target)
+        return link
+
     def check_overlay_links(self, layers):
         links = []
-        for chain, _diff, cache_id in layers:
+        for _chain, _diff, cache_id in layers:
             d = self.driver_dir(cache_id)
-            try:
-                link = _read(os.path.join(d, "link"))
-            except OSError as e:
-                self.add("docker-corruption", "overlay2 link file is readable", d, e)
+            link = self.check_link(cache_id)
+            if link is None:
                 return
-            if not LINK_RE.match(link):
-                self.add("docker-corruption", "overlay2 link is a 26-character id",
-                         os.path.join(d, "link"), repr(link))
-                return
-            lpath = os.path.join(self.root, "overlay2/l", link)
-            target = os.readlink(lpath) if os.path.islink(lpath) else None
-            if target != "../%s/diff" % cache_id:
-                self.add("docker-corruption", "overlay2 l/ symlink points at the layer",
-                         lpath, "target %r" % target)
             want_lower = ":".join("l/" + x for x in reversed(links))
             lower_path = os.path.join(d, "lower")
             got_lower = _read(lower_path) if os.path.exists(lower_path) else ""
@@ -266,6 +274,8 @@ class DockerStore:
                 if not os.path.isdir(self.driver_dir(mid)):
                     self.add("docker-lost", "container layer directory exists",
                              self.driver_dir(mid), "container %s" % cid)
+                elif self.driver == "overlay2":
+                    self.check_link(mid)
         return mounts
 
     def check_leaks(self, used):

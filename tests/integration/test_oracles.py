@@ -69,8 +69,10 @@ def test_empty_overlay2_link(store_disk: tuple[str, Path], no_leftovers: None) -
     backend, disk = store_disk
     if backend != "ext4-overlay2":
         pytest.skip("overlay2 only")
-    report = check_image(disk, before=MOUNT + "d=$(ls -d /mnt/overlay2/*/link | head -1) && "
-                         ": > $d" + UMOUNT)
+    # the base image layer: the only layer directory without a `lower` file
+    report = check_image(disk, before=MOUNT + "for d in /mnt/overlay2/*/; do "
+                         "[ -f $d/link ] && [ ! -f $d/lower ] && : > $d/link && break; done"
+                         + UMOUNT)
     assert ("docker-corruption", "overlay2 link is a 26-character id") in failing(report)
 
 

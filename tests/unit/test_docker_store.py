@@ -78,8 +78,10 @@ def make_store(root: Path) -> dict[str, str]:
     (img / "layerdb/mounts" / cid).mkdir(parents=True)
     (img / "layerdb/mounts" / cid / "mount-id").write_text(mount)
     (img / "layerdb/mounts" / cid / "init-id").write_text(mount + "-init")
-    for d in (mount, mount + "-init"):
+    for d, short in ((mount, "M" * 26), (mount + "-init", "N" * 26)):
         (root / "overlay2" / d / "diff").mkdir(parents=True)
+        (root / "overlay2" / d / "link").write_text(short)
+        os.symlink(f"../{d}/diff", root / "overlay2/l" / short)
     return {"cache": cache_id, "layer": str(layer), "cid": cid}
 
 
