@@ -15,7 +15,7 @@ from harness.guest import docker
 from harness.guest.agent import AgentClient
 from harness.images import GuestImages
 from harness.oracles import console as console_oracle
-from harness.oracles.docker import check_promises
+from harness.oracles.docker import check_inventory, check_promises
 from harness.oracles.filesystem import recover_and_fsck
 from harness.oracles.verdict import Violation
 from harness.power.cut import CutOutcome, CutPlan, run_until_cut
@@ -112,7 +112,8 @@ def run_workload(cfg: CampaignConfig, backend: Backend, plan: CutPlan, disk: Pat
             raise StepFailed(f"dockerd did not start on a fresh disk: {started.evidence(400)}\n"
                              + docker.dockerd_log(vm.agent)[-2000:])
         t["docker_ready_s"] = round(time.monotonic() - t0, 2)
-        outcome = run_until_cut(vm, cfg.workload, plan)
+        outcome = run_until_cut(vm, cfg.workload, plan,
+                                lambda: docker.inventory(vm.agent))
         t["workload_s"] = round(time.monotonic() - t0 - t["docker_ready_s"], 2)
         found = _console_violations(vm, 0, state, "the workload before the cut")
     return outcome, found, t
@@ -153,6 +154,10 @@ def _verify_once(cfg: CampaignConfig, backend: Backend, outcome: CutOutcome, dis
                         cfg.tamper(vm.agent, backend)
                     docker_found, log = check_promises(vm.agent, backend, state, outcome.ledger)
                     found += docker_found
+                    if outcome.inventory is not None and not any(
+                            v.promise.startswith("dockerd starts") for v in docker_found):
+                        found += check_inventory(vm.agent, state, outcome.ledger.last_point,
+                                                 outcome.inventory)
                     (logdir / f"dockerd{suffix}.log").write_text(log)
             except GuestPanic as e:
                 found = [Violation("fs-corruption", state, "the kernel recovers without panic",

@@ -62,3 +62,11 @@ def mount_data(agent: AgentClient, backend: Backend) -> Result:
     dev = data_device(agent)
     return agent.run(f"mkdir -p {DOCKER_ROOT} && {backend.mount_cmd(shlex.quote(dev))}",
                      timeout=120)
+
+
+def inventory(agent: AgentClient) -> dict[str, list[str]]:
+    """Every image (all, with intermediates) and container docker knows of."""
+    images = agent.run("docker images -a -q --no-trunc", timeout=60)
+    containers = agent.run("docker ps -a --format '{{.Names}}'", timeout=60)
+    return {"images": sorted(set(images.stdout.split())),
+            "containers": sorted(set(containers.stdout.split()))}

@@ -7,7 +7,7 @@ from __future__ import annotations
 import shlex
 
 from harness.guest.agent import AgentClient, Result
-from harness.guest.docker import dockerd_log, start_dockerd
+from harness.guest.docker import dockerd_log, inventory, start_dockerd
 from harness.oracles.verdict import Violation
 from harness.storage.backends import Backend
 from harness.workloads.promises import Ledger, Promise
@@ -112,6 +112,23 @@ def check_promises(a: AgentClient, backend: Backend, state: str,
         found = [Violation(v.cls, v.state, v.promise, {**v.evidence, "dockerd_log": signs})
                  if v.cls.startswith("docker-") else v for v in found]
     return found, log
+
+
+def check_inventory(a: AgentClient, state: str, point: str,
+                    before: dict[str, list[str]]) -> list[Violation]:
+    """Everything docker listed at the last durability point (after a sync, nothing
+    deleted since) must still be there: a silent drop is docker-lost."""
+    after = inventory(a)
+    found = []
+    for kind in ("images", "containers"):
+        gone = sorted(set(before[kind]) - set(after[kind]))
+        if gone:
+            found.append(Violation(
+                "docker-lost", state, f"every {kind[:-1]} docker listed at the durability "
+                f"point {point} is still listed",
+                {"missing": "\n".join(gone), "before": "\n".join(before[kind]),
+                 "after": "\n".join(after[kind])}))
+    return found
 
 
 def log_signs(log: str, limit: int = 20) -> str:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import random
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from harness.errors import PowerCut
@@ -56,12 +57,27 @@ class CutOutcome:
     step_seconds: dict[str, float] = field(default_factory=dict)
     cut_in: str = ""  # the step that was running (or had just returned) at the cut
     actual: str = ""
+    # docker's inventory at the last durability point, if taken and nothing was
+    # deleted since (then every object in it must survive the cut)
+    inventory: dict[str, list[str]] | None = None
 
 
-def run_until_cut(vm: Machine, workload: Workload, plan: CutPlan) -> CutOutcome:
+def _may_be_last_point(workload: Workload, plan: CutPlan) -> set[str]:
+    """Durability points that can be the last one before this cut: the planned step
+    and the last one before it."""
+    names = workload.step_names
+    upto = names.index(plan.step) if plan.step in names else len(names) - 1
+    points = [s.name for s in workload.steps[:upto] if s.promises]
+    return set(points[-1:]) | {plan.step}
+
+
+def run_until_cut(vm: Machine, workload: Workload, plan: CutPlan,
+                  inventory: Callable[[], dict[str, list[str]]] | None = None) -> CutOutcome:
     """Run steps in order, granting each step's promises when it returns, and cut
-    the power as planned. The VM is stopped (vCPUs frozen) on return."""
+    the power as planned. The VM is stopped (vCPUs frozen) on return. `inventory`
+    is called at the durability points that may be the last before the cut."""
     out = CutOutcome(plan, Ledger())
+    wanted = _may_be_last_point(workload, plan) if inventory else set()
     fired = threading.Event()
 
     def cut() -> None:
@@ -71,6 +87,8 @@ def run_until_cut(vm: Machine, workload: Workload, plan: CutPlan) -> CutOutcome:
 
     for step in workload.steps:
         timer = None
+        if step.deletes:
+            out.inventory = None
         if plan.kind == "during" and step.name == plan.step:
             timer = threading.Timer(plan.delay_s, cut)
             timer.start()
@@ -87,6 +105,8 @@ def run_until_cut(vm: Machine, workload: Workload, plan: CutPlan) -> CutOutcome:
         out.step_seconds[step.name] = round(time.monotonic() - started, 2)
         out.steps_done.append(step.name)
         out.ledger.grant(step.name, step.promises)
+        if step.promises:
+            out.inventory = inventory() if inventory and step.name in wanted else None
         if step.name == plan.step:
             # "after", or a "during" whose step finished before its delay: cut now.
             cut()

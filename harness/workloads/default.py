@@ -51,6 +51,7 @@ class Step:
     name: str
     run: Callable[[AgentClient], None]
     promises: list[Promise] = field(default_factory=list)
+    deletes: bool = False  # removes docker objects (an inventory may then shrink)
 
 
 def _must(agent: AgentClient, cmd: str, step: str, timeout: float = 300) -> Result:
@@ -199,6 +200,7 @@ def default_workload(seed: int) -> Workload:
                   f"{verify} && echo '{out_sha}  /data/out/layer.bin' | sha256sum -c -s",
                   app_manifest + out_line)]),
         Step("churn", churn, [Promise("absent-container", temp, "churn", "sync"),
-                              Promise("absent-image", scratch, "churn", "sync")]),
+                              Promise("absent-image", scratch, "churn", "sync")],
+             deletes=True),
     ]
     return Workload(seed, steps, ctx)

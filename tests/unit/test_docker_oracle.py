@@ -60,3 +60,14 @@ def test_file_with_other_content_is_a_durability_violation() -> None:
 def test_dockerd_that_does_not_start_is_corruption() -> None:
     got = verdicts({"docker version": (1, "Cannot connect"), "pidof": (1, "")}, RUNNING)
     assert got == [("docker-corruption", "dockerd starts on the recovered disk")]
+
+
+def test_object_listed_at_the_durability_point_and_gone_is_lost() -> None:
+    from harness.oracles.docker import check_inventory
+
+    agent = ScriptedAgent({"docker images": (0, "sha256:a\n"), "docker ps": (0, "writer\n")})
+    before = {"images": ["sha256:a", "sha256:b"], "containers": ["writer"]}
+    found = check_inventory(agent, "s", "commit", before)  # type: ignore[arg-type]
+    assert [(v.cls, v.evidence["missing"]) for v in found] == [("docker-lost", "sha256:b")]
+    assert check_inventory(agent, "s", "commit",  # type: ignore[arg-type]
+                           {"images": ["sha256:a"], "containers": ["writer"]}) == []

@@ -71,3 +71,25 @@ def test_during_cut_on_fast_step_lands_right_after_it() -> None:
     vm = FakeVM()
     out = run_until_cut(vm, make_workload(), CutPlan("during", "one", 3.0))  # type: ignore[arg-type]
     assert vm.cuts == 1 and out.actual == "after one"
+
+
+def test_inventory_at_the_last_durability_point_only() -> None:
+    calls: list[int] = []
+
+    def inventory() -> dict[str, list[str]]:
+        calls.append(1)
+        return {"images": [f"i{len(calls)}"], "containers": []}
+
+    vm = FakeVM()
+    out = run_until_cut(vm, make_workload(), CutPlan("during", "two", 0.2),  # type: ignore[arg-type]
+                        inventory)
+    # "one" may be the last durability point before a cut during "two": taken there
+    assert out.inventory == {"images": ["i1"], "containers": []} and len(calls) == 1
+
+
+def test_a_deleting_step_drops_the_inventory() -> None:
+    wl = make_workload()
+    wl.steps[1].deletes = True
+    out = run_until_cut(FakeVM(), wl, CutPlan("during", "two", 0.2),  # type: ignore[arg-type]
+                        lambda: {"images": ["x"], "containers": []})
+    assert out.inventory is None
