@@ -62,3 +62,11 @@ def test_dockerd_log_signs_are_picked_out() -> None:
            'time="x" level=info msg="API listen on /var/run/docker.sock"\n')
     assert log_signs(log) == ('time="x" level=debug msg="Failed to load layer sha256:ab: '
                               'layer does not exist"')
+
+
+def test_lagging_btrfs_mirror_superblock_is_not_a_failure_but_primary_is() -> None:
+    mirror = ("[    5.99] BTRFS error (device vdb): super block at physical 67108864 devid 1 "
+              "has bad generation 6 expect 7")
+    primary = mirror.replace("67108864", "65536")
+    assert failures(mirror) == []
+    assert [f.title for f in failures(primary)] == ["BTRFS error: vdb"]
