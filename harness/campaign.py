@@ -84,19 +84,6 @@ def machine_config(cfg: CampaignConfig, data: Disk | None) -> MachineConfig:
                          memory_mb=cfg.memory_mb, cpus=cfg.cpus or default_cpus(cfg.accel))
 
 
-def _console_violations(vm: Machine, mark: int, state: str, phase: str) -> list[Violation]:
-    """Kernel failures printed since `mark`, one violation per distinct failure."""
-    if vm.console is None:
-        return []
-    text = "\n".join(line.text for line in vm.console.since(mark))
-    return [
-        Violation("fs-corruption", state, f"the kernel reports no failure during {phase}",
-                  {"console": console_oracle.excerpt(text, f.lineno),
-                   "failure": f"{f.title} (x{f.count})"})
-        for f in console_oracle.failures(text)
-    ]
-
-
 def run_workload(cfg: CampaignConfig, backend: Backend, plan: CutPlan, disk: Path,
                  logdir: Path, state: str) -> tuple[CutOutcome, list[Violation], dict[str, float]]:
     t: dict[str, float] = {}
@@ -115,7 +102,9 @@ def run_workload(cfg: CampaignConfig, backend: Backend, plan: CutPlan, disk: Pat
         outcome = run_until_cut(vm, cfg.workload, plan,
                                 lambda: docker.inventory(vm.agent))
         t["workload_s"] = round(time.monotonic() - t0 - t["docker_ready_s"], 2)
-        found = _console_violations(vm, 0, state, "the workload before the cut")
+        found = console_oracle.violations(
+            vm.console_since(0), state,
+            "the kernel reports no failure during the workload before the cut")
     return outcome, found, t
 
 
@@ -135,8 +124,7 @@ def _verify_once(cfg: CampaignConfig, backend: Backend, outcome: CutOutcome, dis
                  attempt: int) -> tuple[list[Violation], dict[str, float]]:
     overlay = logdir / "check.qcow2"
     overlay.unlink(missing_ok=True)
-    hosttools.run(["qemu-img", "create", "-q", "-f", "qcow2", "-b", str(disk.resolve()),
-                   "-F", "raw", str(overlay)], "qemu-img create of the check overlay")
+    hosttools.qcow2_overlay(disk, overlay)
     t: dict[str, float] = {}
     suffix = "" if attempt == 1 else f".retry{attempt - 1}"
     try:
@@ -145,7 +133,7 @@ def _verify_once(cfg: CampaignConfig, backend: Backend, outcome: CutOutcome, dis
                      name=f"{backend.name}-verify") as vm:
             t0 = time.monotonic()
             t["boot_s"] = round(vm.wait_booted(BOOT_TIMEOUT_S), 2)
-            mark = vm.console.mark() if vm.console else 0
+            mark = vm.console_mark()
             try:
                 found = recover_and_fsck(vm.agent, backend, state)
                 t["fs_check_s"] = round(time.monotonic() - t0 - t["boot_s"], 2)
@@ -165,7 +153,9 @@ def _verify_once(cfg: CampaignConfig, backend: Backend, outcome: CutOutcome, dis
             except GuestTimeout:
                 (logdir / f"hang{suffix}.diagnostics.txt").write_text(vm.diagnose())
                 raise
-            found += _console_violations(vm, mark, state, "recovery and checks")
+            found += console_oracle.violations(
+                vm.console_since(mark), state,
+                "the kernel reports no failure during recovery and checks")
             t["verify_s"] = round(time.monotonic() - t0, 2)
     finally:
         overlay.unlink(missing_ok=True)

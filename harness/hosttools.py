@@ -31,6 +31,13 @@ def require(*tools: str) -> None:
         raise HarnessError(f"missing host tool(s) {', '.join(missing)}: apt-get install {pkgs}")
 
 
+def qcow2_overlay(backing: Path, out: Path, backing_fmt: str = "raw") -> Path:
+    """A throwaway qcow2 over `backing`: the guest writes there, the backing stays as is."""
+    run(["qemu-img", "create", "-q", "-f", "qcow2", "-b", str(backing.resolve()),
+         "-F", backing_fmt, str(out)], f"qemu-img create of an overlay over {backing.name}")
+    return out
+
+
 def run(
     argv: Sequence[str], what: str, timeout: float = 600, cwd: Path | None = None
 ) -> str:

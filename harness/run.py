@@ -11,7 +11,7 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness.campaign import CampaignConfig, Tamper, run_state
+from harness.campaign import CampaignConfig, Progress, Tamper, run_state
 from harness.errors import InputError
 from harness.guest.agent import AgentClient
 from harness.images import ensure_images
@@ -84,7 +84,7 @@ def validate(opts: RunOptions) -> list[Backend]:
     return parse_backends(opts.backends, opts.mkfs_options, opts.mount_options)
 
 
-def run_campaign(opts: RunOptions, progress: functools.partial[None] | None = None) -> Path:
+def run_campaign(opts: RunOptions, progress: Progress | None = None) -> Path:
     """Run the campaign; return the finished run directory. An interrupted or failed
     run leaves no partial directory behind."""
     say = progress or functools.partial(print, flush=True)

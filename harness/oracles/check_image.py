@@ -13,6 +13,7 @@ from pathlib import Path
 from harness import hosttools
 from harness.errors import InputError
 from harness.images import ensure_images
+from harness.oracles import console as console_oracle
 from harness.oracles.verdict import Violation
 from harness.storage.backends import BACKENDS, BY_FS
 from harness.vm import accel as accel_mod
@@ -21,7 +22,6 @@ from harness.vm.qemu import Disk, MachineConfig
 from harness.writelog.checker import (
     BOOT_TIMEOUT_S,
     STATE_SERIAL,
-    console_failures,
     run_checks,
     state_device,
 )
@@ -65,8 +65,7 @@ def check_image(image: Path, kernel: str | None = None, before: str = "") -> Ima
     images = ensure_images(kernel)
     with tempfile.TemporaryDirectory(prefix="crashtest-check-") as td:
         overlay = Path(td) / "state.qcow2"
-        hosttools.run(["qemu-img", "create", "-q", "-f", "qcow2", "-b", str(image.resolve()),
-                       "-F", fmt, str(overlay)], "qemu-img create of the check overlay")
+        hosttools.qcow2_overlay(image, overlay, fmt)
         config = MachineConfig(
             kernel=images.kernel.vmlinuz, initrd=images.initrd, accel=accel,
             cpus=accel_mod.default_cpus(accel),
@@ -82,7 +81,8 @@ def check_image(image: Path, kernel: str | None = None, before: str = "") -> Ima
                                  f"(one of {', '.join(BY_FS)} expected)")
             backend = BACKENDS[BY_FS[fs]]
             report = ImageReport(str(image), fs, backend.name, images.kernel.version)
-            mark = vm.console.mark() if vm.console else 0
+            mark = vm.console_mark()
             report.violations = run_checks(vm, backend, str(image), [], before, full=True)
-            report.violations += console_failures(vm, mark, str(image))
+            report.violations += console_oracle.violations(vm.console_since(mark),
+                                                             str(image))
     return report

@@ -9,6 +9,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from harness.oracles.verdict import Violation
+
 # (title template source, regex). The first group, if any, refines the title.
 _PATTERNS: tuple[tuple[str, str], ...] = (
     ("kernel BUG", r"kernel BUG at (\S+)"),
@@ -82,6 +84,16 @@ def failures(text: str) -> list[ConsoleFailure]:
         else:
             found[title] = ConsoleFailure(title, line, lineno)
     return list(found.values())
+
+
+IN_RECOVERY = "the kernel reports no failure in recovery"
+
+
+def violations(text: str, state: str, promise: str = IN_RECOVERY) -> list[Violation]:
+    """One fs-corruption verdict per distinct kernel failure in `text`."""
+    return [Violation("fs-corruption", state, promise,
+                      {"console": excerpt(text, f.lineno), "failure": f"{f.title} (x{f.count})"})
+            for f in failures(text)]
 
 
 def excerpt(text: str, lineno: int, before: int = 5, after: int = 15) -> str:

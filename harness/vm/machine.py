@@ -174,6 +174,15 @@ class Machine:
             time.sleep(1)
         return "\n".join(parts)
 
+    def console_since(self, mark: int) -> str:
+        """Console text printed after `mark` (from console.mark())."""
+        if self.console is None:
+            return ""
+        return "\n".join(line.text for line in self.console.since(mark))
+
+    def console_mark(self) -> int:
+        return self.console.mark() if self.console else 0
+
     def console_tail(self, n: int = 40) -> str:
         return self.console.tail(n) if self.console else ""
 

@@ -71,16 +71,6 @@ def run_checks(vm: Machine, backend: Backend, state_id: str, promises: list[Prom
     return found
 
 
-def console_failures(vm: Machine, mark: int, state_id: str) -> list[Violation]:
-    if vm.console is None:
-        return []
-    text = "\n".join(line.text for line in vm.console.since(mark))
-    return [Violation("fs-corruption", state_id, "the kernel reports no failure in recovery",
-                      {"console": console_oracle.excerpt(text, f.lineno),
-                       "failure": f"{f.title} (x{f.count})"})
-            for f in console_oracle.failures(text)]
-
-
 def check_by_reboot(config: MachineConfig, backend: Backend, state_id: str, disk: Path,
                     promises: list[Promise], console_log: Path) -> list[Violation]:
     """The slow baseline: a fresh guest boot per state, the state disk attached at boot."""
@@ -88,8 +78,9 @@ def check_by_reboot(config: MachineConfig, backend: Backend, state_id: str, disk
     with Machine(replace(config, disks=(*config.disks, data)), console_log,
                  name=f"{backend.name}-reboot") as vm:
         vm.wait_booted(BOOT_TIMEOUT_S)
-        mark = vm.console.mark() if vm.console else 0
-        return run_checks(vm, backend, state_id, promises) + console_failures(vm, mark, state_id)
+        mark = vm.console_mark()
+        found = run_checks(vm, backend, state_id, promises)
+        return found + console_oracle.violations(vm.console_since(mark), state_id)
 
 
 class Checker:
@@ -152,7 +143,7 @@ class Checker:
         vm = self._ensure_vm()
         self._seq += 1
         node, dev_id = f"state{self._seq}", f"statedev{self._seq}"
-        mark = vm.console.mark() if vm.console else 0
+        mark = vm.console_mark()
         vm.qmp("blockdev-add", **{"driver": "qcow2", "node-name": node,
                                   "file": {"driver": "file", "filename": str(disk)}})
         vm.qmp("device_add", driver="virtio-blk-pci", id=dev_id, drive=node,
@@ -184,4 +175,4 @@ class Checker:
                                    {"error": str(e), "console": vm.console_tail()}))
             self.close()
             return found
-        return found + console_failures(vm, mark, state_id)
+        return found + console_oracle.violations(vm.console_since(mark), state_id)

@@ -99,8 +99,7 @@ class Replayer:
         """A qcow2 overlay holding the crash state; the base and the log stay as they are."""
         epoch = eps[state.epoch]
         self.advance(eps, state.epoch)
-        hosttools.run(["qemu-img", "create", "-q", "-f", "qcow2", "-b", str(self.base.resolve()),
-                       "-F", "raw", str(out)], "qemu-img create of a crash state")
+        hosttools.qcow2_overlay(self.base, out)
         cmds: list[str] = []
         written = 0
         for e, sectors in state.kept(epoch):

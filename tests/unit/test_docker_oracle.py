@@ -1,6 +1,8 @@
 """The live docker oracle's decisions, against a scripted guest (the real-VM tests
 show the same checks on real docker)."""
 
+import pytest
+
 from harness.guest.agent import Result
 from harness.oracles.docker import check_promises
 from harness.storage.backends import BACKENDS
@@ -71,3 +73,17 @@ def test_object_listed_at_the_durability_point_and_gone_is_lost() -> None:
     assert [(v.cls, v.evidence["missing"]) for v in found] == [("docker-lost", "sha256:b")]
     assert check_inventory(agent, "s", "commit",  # type: ignore[arg-type]
                            {"images": ["sha256:a"], "containers": ["writer"]}) == []
+
+
+@pytest.mark.parametrize(("failing_cmd", "promise"), [
+    ("mount -t btrfs", "the filesystem mounts after the cut"),
+    ("btrfs check", "btrfs fsck is clean after recovery"),
+    ("btrfs scrub", "every btrfs checksum verifies (scrub)"),
+])
+def test_filesystem_oracle_reports_each_failing_step(failing_cmd: str, promise: str) -> None:
+    from harness.oracles.filesystem import recover_and_fsck
+
+    agent = ScriptedAgent({"serial": (0, "/dev/vdb\n"), failing_cmd: (1, "damage\n")})
+    found = recover_and_fsck(agent, BACKENDS["btrfs"], "s")  # type: ignore[arg-type]
+    assert [(v.cls, v.promise) for v in found] == [("fs-corruption", promise)]
+    assert "damage" in found[0].evidence["output"]
