@@ -93,8 +93,9 @@ def run_bench(out: Path, backend_name: str = "ext4-overlay2", states: int = 12,
         t0 = time.monotonic()
         for st in chosen[:reboot_states]:
             disk = replayer.build(eps, st, work / "reboot-state.qcow2")
+            ep = eps[st.epoch]
             check_by_reboot(base, backend, st.id, disk,
-                            rec.promises_at(eps[st.epoch].first_entry), work / "reboot.log")
+                            rec.promises_at(ep.first_entry, ep.end_entry), work / "reboot.log")
             disk.unlink()
         reboot_s = time.monotonic() - t0
 

@@ -87,8 +87,10 @@ def run_until_cut(vm: Machine, workload: Workload, plan: CutPlan,
 
     for step in workload.steps:
         timer = None
-        if step.deletes:
+        if step.removes:
+            # docker rmi also drops untagged parents: the inventory may shrink.
             out.inventory = None
+            out.ledger.revoke(step.removes)
         if plan.kind == "during" and step.name == plan.step:
             timer = threading.Timer(plan.delay_s, cut)
             timer.start()

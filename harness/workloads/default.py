@@ -51,7 +51,11 @@ class Step:
     name: str
     run: Callable[[AgentClient], None]
     promises: list[Promise] = field(default_factory=list)
-    deletes: bool = False  # removes docker objects (an inventory may then shrink)
+
+    @property
+    def removes(self) -> list[str]:
+        """Keys of the objects this step removes (it promises their absence)."""
+        return [p.key() for p in self.promises if p.kind.startswith("absent-")]
 
 
 def _must(agent: AgentClient, cmd: str, step: str, timeout: float = 300) -> Result:
@@ -200,7 +204,6 @@ def default_workload(seed: int) -> Workload:
                   f"{verify} && echo '{out_sha}  /data/out/layer.bin' | sha256sum -c -s",
                   app_manifest + out_line)]),
         Step("churn", churn, [Promise("absent-container", temp, "churn", "sync"),
-                              Promise("absent-image", scratch, "churn", "sync")],
-             deletes=True),
+                              Promise("absent-image", scratch, "churn", "sync")]),
     ]
     return Workload(seed, steps, ctx)

@@ -1,7 +1,9 @@
 """What a workload promises at its durability points, and the ledger of kept promises.
 
 A promise is granted only when the step that makes it durable (a `sync`, an
-fsync'd write) has returned in the guest before the power cut.
+fsync'd write) has returned in the guest before the power cut. A step that removes
+an object withdraws every promise about it from the moment it starts: until its own
+durability point, the object may or may not be there.
 """
 
 from __future__ import annotations
@@ -50,6 +52,10 @@ class Ledger:
             self.promises[p.key()] = p
         if promises:
             self.last_point = step
+
+    def revoke(self, keys: list[str]) -> None:
+        for k in keys:
+            self.promises.pop(k, None)
 
     def in_force(self) -> list[Promise]:
         return list(self.promises.values())

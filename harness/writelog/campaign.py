@@ -63,7 +63,7 @@ def check_recording(cfg: CampaignConfig, backend: Backend, rec: Recording, log: 
         for st in states:
             t = time.monotonic()
             epoch = eps[st.epoch]
-            promises = rec.promises_at(epoch.first_entry)
+            promises = rec.promises_at(epoch.first_entry, epoch.end_entry)
             res = StateResult(f"{backend.name}/replay/{st.id}", backend.name,
                               f"lost cache in epoch {st.epoch} ({len(epoch.entries)} writes): "
                               f"keep {st.subset}", kind="replay", actual="replayed",

@@ -24,6 +24,8 @@ class Event:
     step: str
     entry: int  # number of log entries when the step had returned
     promises: list[Promise] = field(default_factory=list)
+    started: int = 0  # log entries before the step's first write
+    removes: list[str] = field(default_factory=list)  # promise keys the step withdraws
 
 
 @dataclass
@@ -37,10 +39,17 @@ class Recording:
     def parse(self) -> WriteLog:
         return read_recorded_log(self.log)
 
-    def promises_at(self, entry: int) -> list[Promise]:
-        """Promises in force for a state holding every log entry before `entry`."""
+    def promises_at(self, entry: int, end: int | None = None) -> list[Promise]:
+        """Promises in force for a state holding every log entry before `entry` and
+        perhaps some before `end`: a step's promises count once it had returned
+        within `entry`; a removing step withdraws its objects' promises as soon
+        as the state may hold one of its writes."""
+        end = entry if end is None else end
         current: dict[str, Promise] = {}
         for ev in self.events:
+            if ev.removes and ev.started < end:
+                for k in ev.removes:
+                    current.pop(k, None)
             if ev.entry <= entry:
                 for p in ev.promises:
                     current[p.key()] = p
@@ -91,10 +100,14 @@ def record(base_config: MachineConfig, backend: Backend, workload: Workload, wor
             raise StepFailed("dockerd did not start on a fresh disk:\n"
                              + docker.dockerd_log(vm.agent)[-2000:])
         t0 = time.monotonic()
+        position = 0
         for step in workload.steps:
+            started = position  # read before the step ran: no write of it is earlier
             step.run(vm.agent)
             if with_log:
-                events.append(Event(step.name, log_position(log), list(step.promises)))
+                position = log_position(log)
+                events.append(Event(step.name, position, list(step.promises), started,
+                                    step.removes))
         workload_s = time.monotonic() - t0
         vm.power_cut()
     return Recording(origin, disk, log, events, workload_s)

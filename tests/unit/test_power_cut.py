@@ -87,9 +87,13 @@ def test_inventory_at_the_last_durability_point_only() -> None:
     assert out.inventory == {"images": ["i1"], "containers": []} and len(calls) == 1
 
 
-def test_a_deleting_step_drops_the_inventory() -> None:
+def test_a_removing_step_withdraws_promises_and_the_inventory_while_it_runs() -> None:
     wl = make_workload()
-    wl.steps[1].deletes = True
+    # "two" removes image "one": while it runs, "one" may or may not be there.
+    wl.steps[1].promises = [Promise("absent-image", "one", "two", "sync")]
     out = run_until_cut(FakeVM(), wl, CutPlan("during", "two", 0.2),  # type: ignore[arg-type]
                         lambda: {"images": ["x"], "containers": []})
     assert out.inventory is None
+    assert out.ledger.in_force() == []
+    done = run_until_cut(FakeVM(), wl, CutPlan("after", "two"))  # type: ignore[arg-type]
+    assert [p.kind for p in done.ledger.in_force()] == ["absent-image"]

@@ -170,3 +170,19 @@ def test_never_flushed_log_needs_its_sector_size(tmp_path: Path) -> None:
     with pytest.raises(LogError, match="offset 0: bad magic 0x0"):
         read_log(path)
     assert len(read_log(path, unflushed_sectorsize=SS).entries) == 2
+
+
+def test_a_removal_in_flight_withdraws_the_promise_for_replayed_states() -> None:
+    from harness.workloads.promises import Promise
+    from harness.writelog.record import Event, Recording
+
+    img = Promise("image", "scratch", "build", "sync", check="true")
+    gone = Promise("absent-image", "scratch", "churn", "sync")
+    rec = Recording(Path("o"), Path("d"), Path("l"), [
+        Event("build", 10, [img], started=0),
+        Event("churn", 30, [gone], started=20, removes=[gone.key()]),
+    ], 0.0)
+    assert rec.promises_at(15, 20) == [img]  # churn's writes cannot be in the state
+    assert rec.promises_at(15, 25) == []  # they may be: exists or not, both fine
+    assert rec.promises_at(20, 29) == []
+    assert rec.promises_at(30, 40) == [gone]  # churn's sync is in: it stays removed
