@@ -12,6 +12,9 @@ KERNEL_MODULES ?=
 CUT_AT ?=
 MOUNT_OPTS ?=
 MKFS_OPTS ?=
+KERNELS ?=
+JOBS ?= 1
+SHARD ?=
 PYTEST_ARGS ?=
 
 RUN_ARGS := --backends '$(BACKENDS)' --cuts '$(CUTS)' --states '$(STATES)' --seed '$(SEED)' --out '$(OUT)'
@@ -20,6 +23,8 @@ RUN_ARGS += $(if $(KERNEL_MODULES),--kernel-modules '$(KERNEL_MODULES)')
 RUN_ARGS += $(if $(CUT_AT),--cut-at '$(CUT_AT)')
 RUN_ARGS += $(if $(MOUNT_OPTS),--mount-options '$(MOUNT_OPTS)')
 RUN_ARGS += $(if $(MKFS_OPTS),--mkfs-options '$(MKFS_OPTS)')
+RUN_ARGS += $(if $(KERNELS),--kernels '$(KERNELS)')
+RUN_ARGS += --jobs '$(JOBS)' $(if $(SHARD),--shard '$(SHARD)')
 
 .PHONY: crashtest test unit lint bench images host-deps clean
 

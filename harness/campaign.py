@@ -8,6 +8,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from harness import hosttools
 from harness.errors import GuestError, GuestPanic, GuestTimeout, HarnessError
@@ -19,6 +20,7 @@ from harness.oracles.docker import check_inventory, check_promises
 from harness.oracles.filesystem import recover_and_fsck
 from harness.oracles.verdict import Violation
 from harness.power.cut import CutOutcome, CutPlan, run_until_cut
+from harness.repro.capture import live_bundle, qemu_argv
 from harness.storage.backends import Backend, make_test_disk
 from harness.vm.accel import default_cpus
 from harness.vm.machine import Machine
@@ -40,6 +42,7 @@ class CampaignConfig:
     memory_mb: int = 2048
     cpus: int = 0  # 0: the accelerator's safe default
     keep_disks: bool = False
+    minimize_tests: int = 40  # checks spent shrinking each new failing lost-cache state
     # Test hook: damage the recovered disk on purpose before the oracles run.
     tamper: Tamper | None = None
 
@@ -57,6 +60,7 @@ class StateResult:
     harness_error: str = ""
     wall_s: float = 0.0
     timings: dict[str, float] = field(default_factory=dict)
+    bundle: str = ""  # reproducer bundle, relative to the run directory
 
     def to_json(self) -> dict[str, object]:
         return {
@@ -65,7 +69,15 @@ class StateResult:
             "promises": self.promises, "verdict": self.verdict,
             "violations": [v.to_json() for v in self.violations],
             "harness_error": self.harness_error, "wall_s": self.wall_s, "timings": self.timings,
+            "bundle": self.bundle,
         }
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> StateResult:
+        return cls(d["state"], d["backend"], d["plan"], d["kind"], d["actual"],
+                   d["last_durability_point"], d["promises"],
+                   [Violation.from_json(v) for v in d["violations"]], d["harness_error"],
+                   d["wall_s"], d["timings"], d.get("bundle", ""))
 
     @property
     def verdict(self) -> str:
@@ -186,6 +198,12 @@ def run_state(cfg: CampaignConfig, backend: Backend, index: int, plan: CutPlan,
                        "steps": sum(outcome.step_seconds.values())}
         (logdir / "ledger.json").write_text(json.dumps(
             [p.to_json() for p in outcome.ledger.in_force()], indent=1) + "\n")
+        if res.verdict == "violation":
+            dest = cfg.run_dir / "bundles" / state.replace("/", "-")
+            argv = qemu_argv(machine_config(cfg, Disk(Path("disk.img"), "data")))
+            live_bundle(dest, cfg, backend, res, argv, outcome, disk,
+                        sorted(logdir.glob("*.log")))
+            res.bundle = str(dest.relative_to(cfg.run_dir))
     except (HarnessError, GuestError) as e:
         res.harness_error = f"{type(e).__name__}: {e}"
         tail = getattr(e, "console_tail", "")

@@ -17,6 +17,10 @@ from harness.bench import run_bench
 from harness.errors import CrashtestError, InputError
 from harness.images import ensure_images
 from harness.oracles.check_image import check_image
+from harness.report.html import write_report
+from harness.report.merge import merge_all, merge_runs
+from harness.repro.bundle import BundleError, load_bundle
+from harness.repro.reproduce import reproduce
 from harness.run import INJECTIONS, RunOptions, run_campaign
 from harness.storage.backends import BACKENDS, DEFAULT_BACKENDS
 from harness.vm.machine import kill_all
@@ -57,6 +61,19 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--inject", choices=INJECTIONS, default=None,
                      help="self-test: damage the recovered disk on purpose before checking")
     run.add_argument("--memory", type=_positive_int, default=2048, help="guest MiB")
+    run.add_argument("--kernels", default=None,
+                     help="comma list of kernels (as --kernel): run the campaign on each")
+    run.add_argument("--jobs", type=_positive_int, default=1,
+                     help="units (live cuts, lost-cache replays) run in parallel")
+    run.add_argument("--shard", default=None,
+                     help="i/N: run only this job's share of the campaign (merge later)")
+
+    mrg = sub.add_parser("merge", help="join the shards of one campaign into one run")
+    mrg.add_argument("out", type=Path, help="the merged run directory to create")
+    mrg.add_argument("shards", type=Path, nargs="+")
+    mrg.add_argument("--all", action="store_true",
+                     help="SHARDS are directories holding shard runs of many campaigns: "
+                          "merge each campaign into its own run under OUT")
 
     bench = sub.add_parser("bench", help="measure checker speed, replay bytes, record overhead")
     bench.add_argument("--out", type=Path, default=Path("results/bench.json"))
@@ -74,6 +91,22 @@ def build_parser() -> argparse.ArgumentParser:
     st.add_argument("--seed", type=_positive_int, default=1)
     st.add_argument("--budget", type=_positive_int, default=24)
 
+    rep = sub.add_parser("repro", help="rebuild and recheck a reproducer bundle")
+    rep.add_argument("bundle", type=Path)
+    rep.add_argument("--runs", type=_positive_int, default=3,
+                     help="checks of a lost-cache state, or live cuts to repeat")
+    rep.add_argument("--kernel", default=None,
+                     help="check on this kernel instead of the bundle's (bisecting, fixes)")
+    rep.add_argument("--json", action="store_true", help="print the report as JSON")
+    rep.add_argument("--bisect", action="store_true",
+                     help="exit as `git bisect run` wants: 0 good, 1 bad, 125 cannot test")
+
+    rpt = sub.add_parser("report", help="write a static HTML report from result directories")
+    rpt.add_argument("dirs", type=Path, nargs="+",
+                     help="run directories, or directories holding runs (e.g. results/)")
+    rpt.add_argument("-o", "--output", type=Path, default=None,
+                     help="HTML file (default: report.html in the run, or in the first DIR)")
+
     img = sub.add_parser("images", help="build (or find cached) guest images, print manifests")
     img.add_argument("--kernel", default=None)
     img.add_argument("--kernel-modules", default=None)
@@ -82,6 +115,37 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _interrupt(signum: int, frame: FrameType | None) -> None:
     raise KeyboardInterrupt
+
+
+def _repro(args: argparse.Namespace) -> int:
+    """Exit 1 when the bundle's violation came back, 0 when it did not."""
+    try:
+        bundle = load_bundle(args.bundle)
+        report = reproduce(bundle, args.runs, args.kernel,
+                           progress=lambda m: print(m, file=sys.stderr, flush=True))
+    except CrashtestError as e:
+        if not args.bisect:
+            raise
+        if isinstance(e, BundleError):  # no revision can be tested: stop the bisection
+            print(f"crashtest: bad input: {e}", file=sys.stderr)
+            return 128
+        print(f"crashtest: cannot test this revision: {e}", file=sys.stderr)
+        return 125
+    if args.json:
+        print(json.dumps(report.to_json(), indent=1))
+    else:
+        print(f"crashtest: {report.kind} state {report.state} on kernel "
+              f"{report.kernel['version']}: reproduced {report.reproduced}/{report.runs} "
+              f"(rate {report.rate:.2f}); expected {report.expected}")
+        for a in report.attempts:
+            if a.what not in ("original", "live cut"):
+                print(f"  {a.what} {a.state}: {'REPRODUCED' if a.reproduced else 'not reproduced'}"
+                      f" {a.signature or ''}")
+    if report.reproduced:
+        return 1
+    if report.harness_errors:
+        return 125 if args.bisect else 2
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -116,6 +180,21 @@ def main(argv: list[str] | None = None) -> int:
                 "flushes": sum(1 for e in log.entries if e.is_flush), "epochs": len(eps),
                 "states": [s.id for s in states]}, indent=1))
             return 0
+        if args.command == "merge":
+            merged = (merge_all(args.out, args.shards) if args.all
+                      else [merge_runs(args.out, args.shards)])
+            worst = 0
+            for m in merged:
+                totals = json.loads((m / "summary.json").read_text())["totals"]
+                print(f"crashtest: merged into {m}: {totals}")
+                rc = 1 if totals["violations"] else 2 if totals["harness_errors"] else 0
+                worst = rc if worst == 0 or rc == 1 else worst
+            return worst
+        if args.command == "report":
+            print(f"crashtest: report written to {write_report(args.dirs, args.output)}")
+            return 0
+        if args.command == "repro":
+            return _repro(args)
         if args.command == "bench":
             doc = run_bench(args.out, args.backend, args.states, args.reboot_states)
             print(json.dumps({k: v for k, v in doc.items() if k != "verdicts"}, indent=1))
@@ -126,7 +205,8 @@ def main(argv: list[str] | None = None) -> int:
             kernel_modules=args.kernel_modules, seed=args.seed, out=args.out,
             accel=args.accel, cut_at=args.cut_at, mkfs_options=args.mkfs_options,
             mount_options=args.mount_options, keep_disks=args.keep_disks,
-            inject=args.inject, memory_mb=args.memory,
+            inject=args.inject, memory_mb=args.memory, kernels=args.kernels, jobs=args.jobs,
+            shard=args.shard,
         )
         run_dir = run_campaign(opts)
         summary = json.loads((run_dir / "summary.json").read_text())

@@ -21,6 +21,8 @@ PACKAGES = {
     "mkfs.btrfs": "btrfs-progs",
     "mkfs.xfs": "xfsprogs",
     "setpriv": "util-linux",
+    "zstd": "zstd",
+    "make": "make",
 }
 
 

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import io
 import json
 import lzma
+import os
 import re
 import shutil
 import subprocess
@@ -38,13 +40,66 @@ class KernelBundle:
 
 
 def ensure_kernel(spec: str | None, modules_dir: str | None = None) -> KernelBundle:
-    """Resolve KERNEL (a Debian package, `suite:package`, or a bzImage path)."""
+    """Resolve KERNEL (a Debian package, `suite:package`, a bzImage path, or a
+    kernel source tree)."""
     spec = spec or DEFAULT_KERNEL
     path = Path(spec)
+    if path.is_dir():
+        return _from_bzimage(build_source_tree(path), None)
     if "/" in spec or path.exists():
         return _from_bzimage(path, Path(modules_dir) if modules_dir else None)
     suite, _, package = spec.rpartition(":")
     return _from_debian(suite or "trixie", package)
+
+
+# ---------------------------------------------------------------- source tree
+
+CONFIG_FRAGMENT = RECIPES / "kernel.config"
+BUILD_TIMEOUT_S = 4 * 3600
+
+
+def _tree_state(tree: Path) -> str:
+    """The tree's revision plus any uncommitted change (git), else its path and mtime."""
+    head = subprocess.run(["git", "-C", str(tree), "rev-parse", "HEAD"], capture_output=True,
+                          text=True, check=False)
+    if head.returncode == 0:
+        diff = subprocess.run(["git", "-C", str(tree), "diff", "HEAD"], capture_output=True,
+                              check=False).stdout
+        return head.stdout.strip() + ":" + hashlib.sha256(diff).hexdigest()
+    return f"{tree.resolve()}:{(tree / 'Makefile').stat().st_mtime_ns}"
+
+
+def build_source_tree(tree: Path) -> Path:
+    """Build a bzImage out of tree (the source stays clean, so `git bisect` can move
+    it): defconfig + images/kernel.config, everything needed built in. Cached per
+    revision; a tree that does not build is an InputError (bisect: skip it)."""
+    if not (tree / "Makefile").is_file() or not (tree / "Kconfig").is_file():
+        raise InputError(f"KERNEL {tree}: a directory, but not a kernel source tree "
+                         "(no Makefile and Kconfig)")
+    hosttools.require("make")  # the build names any other missing tool itself
+    digest = recipe_digest("src-v1", _tree_state(tree), CONFIG_FRAGMENT)
+    out = cache_root() / f"kbuild-{digest}"
+    image = out / "arch" / "x86" / "boot" / "bzImage"
+    if image.exists():
+        return image
+    out.mkdir(parents=True, exist_ok=True)
+    make = ["make", "-C", str(tree.resolve()), f"O={out}", "ARCH=x86_64"]
+    print(f"crashtest: building the kernel in {tree} (out of tree: {out})", flush=True)
+    steps = [
+        ([*make, "defconfig"], "make defconfig"),
+        ([str(tree.resolve() / "scripts/kconfig/merge_config.sh"), "-m", "-O", str(out),
+          str(out / ".config"), str(CONFIG_FRAGMENT)], "merging images/kernel.config"),
+        ([*make, "olddefconfig"], "make olddefconfig"),
+        ([*make, f"-j{os.cpu_count() or 1}", "bzImage"], "make bzImage"),
+    ]
+    for argv, what in steps:
+        try:
+            hosttools.run(argv, f"kernel build: {what}", timeout=BUILD_TIMEOUT_S)
+        except HarnessError as e:
+            raise InputError(str(e)) from e
+    if not image.exists():
+        raise InputError(f"KERNEL {tree}: the build made no arch/x86/boot/bzImage")
+    return image
 
 
 # ---------------------------------------------------------------- bzImage
@@ -251,4 +306,52 @@ def _write_modules_cpio(moddir: Path | None, out: Path) -> list[str]:
 
 def _load(final: Path) -> KernelBundle:
     info = json.loads((final / "kernel.json").read_text())
+    if "build_id" not in info:  # bundles cached before identities were recorded
+        info.update(kernel_identity(final / "vmlinuz"))
+        (final / "kernel.json").write_text(json.dumps(info, indent=1) + "\n")
     return KernelBundle(final / "vmlinuz", final / "modules.cpio", info)
+
+
+# ---------------------------------------------------------------- identity
+
+_PAYLOAD_MAGIC = {b"\x28\xb5\x2f\xfd": "zstd", b"\xfd7zXZ": "xz", b"\x1f\x8b": "gzip"}
+_BUILD_ID_NOTE = re.compile(rb"\x04\0\0\0\x14\0\0\0\x03\0\0\0GNU\0(.{20})", re.S)
+
+
+def _vmlinux(vmlinuz: Path) -> bytes:
+    """The ELF kernel inside an x86 bzImage (its compressed payload), or b""."""
+    data = vmlinuz.read_bytes()
+    if len(data) < 0x250 or data[0x202:0x206] != b"HdrS":
+        return b""
+    setup = ((data[0x1F1] or 4) + 1) * 512
+    offset = int.from_bytes(data[0x248:0x24C], "little")
+    length = int.from_bytes(data[0x24C:0x250], "little")
+    payload = data[setup + offset:setup + offset + length]
+    kind = next((k for m, k in _PAYLOAD_MAGIC.items() if payload.startswith(m)), "")
+    try:
+        if kind == "xz":
+            return lzma.LZMADecompressor().decompress(payload)
+        if kind == "gzip":
+            return gzip.GzipFile(fileobj=io.BytesIO(payload)).read()
+        if kind == "zstd" and shutil.which("zstd"):
+            # The kernel appends the uncompressed size: zstd then exits 1 after the frame.
+            return subprocess.run(["zstd", "-dc"], input=payload, capture_output=True,
+                                  check=False).stdout
+    except (lzma.LZMAError, OSError, EOFError):
+        return b""
+    return b""
+
+
+def kernel_identity(vmlinuz: Path) -> dict[str, str]:
+    """GNU build id of the kernel, and the hash of its embedded config (IKCONFIG) if any."""
+    elf = _vmlinux(vmlinuz)
+    m = _BUILD_ID_NOTE.search(elf) if elf.startswith(b"\x7fELF") else None
+    out = {"build_id": m.group(1).hex() if m else "unknown"}
+    start, end = elf.find(b"IKCFG_ST"), elf.find(b"IKCFG_ED")
+    if 0 <= start < end:
+        try:
+            config = gzip.decompress(elf[start + 8:end])
+            out["embedded_config_sha256"] = hashlib.sha256(config).hexdigest()
+        except (OSError, EOFError):
+            pass
+    return out

@@ -30,5 +30,11 @@ class Violation:
         d["class"] = d.pop("cls")
         return d
 
+    @classmethod
+    def from_json(cls, d: dict[str, object]) -> Violation:
+        ev = d.get("evidence") or {}
+        return cls(str(d["class"]), str(d["state"]), str(d["promise"]),
+                   {str(k): str(v) for k, v in dict(ev).items()})  # type: ignore[call-overload]
+
     def headline(self) -> str:
         return f"[{self.cls}] {self.state}: {self.promise}"

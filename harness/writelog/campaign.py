@@ -3,19 +3,25 @@ states within a budget, replay each forward from the log, check it in the checke
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 import time
 from pathlib import Path
+from typing import Any
 
 from harness.campaign import CampaignConfig, Progress, StateResult, machine_config
 from harness.errors import GuestError, HarnessError
+from harness.repro.bundle import compress_disk, compress_log, signature
+from harness.repro.capture import qemu_argv, replay_bundle
+from harness.repro.minimize import Minimized, minimize
 from harness.storage.backends import Backend
+from harness.workloads.promises import Promise
 from harness.writelog.checker import Checker
 from harness.writelog.format import WriteLog
 from harness.writelog.record import Event, Recording, record
 from harness.writelog.replay import Replayer, ReplayStats
-from harness.writelog.states import crash_states, epochs
+from harness.writelog.states import CrashState, Epoch, crash_states, epochs
 
 
 def run_replay(cfg: CampaignConfig, backend: Backend, budget: int,
@@ -60,6 +66,7 @@ def check_recording(cfg: CampaignConfig, backend: Backend, rec: Recording, log: 
     results: list[StateResult] = []
     t0 = time.monotonic()
     with Checker(machine_config(cfg, None), backend, workdir) as checker:
+        bundler = _Bundler(cfg, backend, rec, eps, replayer, checker, workdir, progress)
         for st in states:
             t = time.monotonic()
             epoch = eps[st.epoch]
@@ -77,10 +84,17 @@ def check_recording(cfg: CampaignConfig, backend: Backend, rec: Recording, log: 
                 res.harness_error = f"{type(e).__name__}: {e}"
             finally:
                 disk.unlink(missing_ok=True)
+            if res.verdict == "violation":
+                progress(f"  {res.state}: VIOLATION; writing its reproducer")
+                try:
+                    bundler.capture(res, st, promises)
+                except (HarnessError, GuestError) as e:
+                    res.harness_error = f"reproducer: {type(e).__name__}: {e}"
             res.wall_s = round(time.monotonic() - t, 2)
             results.append(res)
             if res.verdict != "pass":
                 progress(f"  {res.state}: {res.verdict.upper()}")
+        bundler.close()
     shutil.rmtree(workdir / "work", ignore_errors=True)
     return results, _replay_stats(replayer.stats, checker.boots, time.monotonic() - t0)
 
@@ -93,3 +107,66 @@ def _last_step(events: list[Event], entry: int) -> str:
 def _replay_stats(s: ReplayStats, boots: int, wall: float) -> dict[str, object]:
     return {"states": s.states, "replay_bytes": s.replay_bytes, "naive_replay_bytes":
             s.naive_bytes, "checker_boots": boots, "check_wall_s": round(wall, 1)}
+
+
+def _short(subset: str) -> str:
+    """Random-subset masks of big epochs are long; a bundle's directory name is not."""
+    if len(subset) <= 16:
+        return subset
+    return subset[0] + hashlib.sha256(subset.encode()).hexdigest()[:12]
+
+
+MINIMIZE_SIGNATURES = 2  # per recording: each distinct broken-promise set costs checks
+
+
+class _Bundler:
+    """Reproducer bundles for failing states. The first state to break a given set
+    of promises is minimized; bundles of one recording share its compressed log."""
+
+    def __init__(self, cfg: CampaignConfig, backend: Backend, rec: Recording, eps: list[Epoch],
+                 replayer: Replayer, checker: Checker, workdir: Path, progress: Progress) -> None:
+        self.cfg, self.backend, self.rec, self.eps = cfg, backend, rec, eps
+        self.replayer, self.checker, self.progress = replayer, checker, progress
+        self.shared = workdir / "bundle-shared"
+        self.minimized: set[tuple[str, ...]] = set()
+
+    def _artifacts(self) -> tuple[Path, Path]:
+        log, origin = self.shared / "writes.log.zst", self.shared / "origin.qcow2"
+        if not log.exists():
+            self.shared.mkdir(parents=True, exist_ok=True)
+            compress_log(self.rec.log, log)
+            compress_disk(self.rec.origin, origin)
+        return log, origin
+
+    def _check(self, st: CrashState, promises: list[Promise]) -> list[dict[str, Any]]:
+        disk = self.replayer.build(self.eps, st, self.shared / "candidate.qcow2")
+        try:
+            return [v.to_json() for v in self.checker.check(st.id, disk, promises)]
+        finally:
+            disk.unlink(missing_ok=True)
+
+    def capture(self, res: StateResult, st: CrashState, promises: list[Promise]) -> None:
+        want = signature([v.to_json() for v in res.violations])
+        minimal: Minimized | None = None
+        minimal_found: list[dict[str, Any]] = []
+        if (self.cfg.minimize_tests and tuple(want) not in self.minimized
+                and len(self.minimized) < MINIMIZE_SIGNATURES):
+            self.minimized.add(tuple(want))
+            self.shared.mkdir(parents=True, exist_ok=True)
+            minimal = minimize(
+                st, self.eps[st.epoch],
+                lambda cand: set(want) <= set(signature(self._check(cand, promises))),
+                self.cfg.minimize_tests)
+            if minimal is not None:
+                minimal_found = self._check(minimal.state, promises)  # its evidence
+                self.progress(f"  minimized: drops {len(minimal.dropped)} of "
+                              f"{minimal.original_dropped} writes ({minimal.tests} checks)")
+        log, origin = self._artifacts()
+        dest = self.cfg.run_dir / "bundles" / f"{self.backend.name}-e{st.epoch}-{_short(st.subset)}"
+        argv = qemu_argv(machine_config(self.cfg, None))
+        replay_bundle(dest, self.cfg, self.backend, res, argv, st.id, promises, log, origin,
+                      [self.checker.console_log], minimal, minimal_found)
+        res.bundle = str(dest.relative_to(self.cfg.run_dir))
+
+    def close(self) -> None:
+        shutil.rmtree(self.shared, ignore_errors=True)

@@ -103,10 +103,15 @@ class Checker:
             self.vm.kill()
             self.vm = None
 
+    @property
+    def console_log(self) -> Path:
+        """The console log of the current (or last) checker guest."""
+        return self.logdir / f"checker{max(self.boots, 1)}.console.log"
+
     def _ensure_vm(self) -> Machine:
         if self.vm is None:
             self.boots += 1
-            vm = Machine(self.config, self.logdir / f"checker{self.boots}.console.log",
+            vm = Machine(self.config, self.console_log,
                          name=f"{self.backend.name}-checker{self.boots}")
             vm.__enter__()
             try:

@@ -7,6 +7,7 @@ keeps every write of epochs < k and some of epoch k's writes:
   p<j>         the first j writes, in order
   d<i>         all but write i
   s<hex>       a seeded random subset (bit i = write i kept)
+  x<i>.<j>...  all but the listed writes (what minimization leaves)
   t<i>.<n>     writes before i, plus only the first n log sectors of write i (torn,
                at 4 KiB boundaries)
 State ids are `<log digest>:e<k>:<subset>`: enough to rebuild the state later.
@@ -56,6 +57,9 @@ class CrashState:
         if kind == "d":
             drop = int(arg)
             return [(e, None) for i, e in enumerate(epoch.entries) if i != drop]
+        if kind == "x":
+            drops = {int(x) for x in arg.split(".")}
+            return [(e, None) for i, e in enumerate(epoch.entries) if i not in drops]
         if kind == "s":
             mask = int(arg, 16)
             return [(e, None) for i, e in enumerate(epoch.entries) if mask >> i & 1]

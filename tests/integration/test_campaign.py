@@ -11,6 +11,7 @@ import pytest
 
 from harness.cli import main
 from harness.images import GuestImages
+from harness.repro.bundle import load_bundle
 
 
 @pytest.mark.parametrize("backend", ["btrfs", "ext4-overlay2"])
@@ -40,8 +41,9 @@ def test_power_cut_cycle_on_each_backend(images: GuestImages, tmp_path: Path, ba
     assert state["state"] in junit
 
 
-def test_layer_file_zeroed_between_cut_and_check_is_caught(images: GuestImages, tmp_path: Path,
-                                                           no_leftovers: None) -> None:
+def test_layer_file_zeroed_between_cut_and_check_is_caught(
+        images: GuestImages, tmp_path: Path, no_leftovers: None,
+        capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "results"
     rc = main(["run", "--backends", "ext4-overlay2", "--cuts", "1", "--states", "0", "--cut-at",
                "after:build-app", "--inject", "zero-layer-file", "--out", str(out)])
@@ -53,8 +55,18 @@ def test_layer_file_zeroed_between_cut_and_check_is_caught(images: GuestImages, 
     assert "file integrity checksum failed" in outputs  # docker save names the file
     assert "/data/l3/" in outputs and "FAILED" in outputs  # the in-image manifest check
     assert all(v["state"] == "ext4-overlay2/cut0/after-build-app" for v in b["violations"])
-    # the cut disk is kept as evidence
+    # the cut disk is kept as evidence, and a bundle can check the cut again
     assert (out / "latest" / "ext4-overlay2" / "cut0" / "disk.img").exists()
+    bundle = out / "latest" / b["states"][0]["bundle"]
+    assert load_bundle(bundle).kind == "live"
+    capsys.readouterr()
+    # The damage was injected by the harness after the cut, not made by the stack: the
+    # bundle's cut disk rechecks clean and a fresh cut does not reproduce it.
+    assert main(["repro", str(bundle), "--runs", "1", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert [(a["what"], a["reproduced"]) for a in report["attempts"]] == [
+        ("cut disk", False), ("live cut", False)]
+    assert report["rate"] == 0 and report["expected"]
 
 
 def test_ctrl_c_stops_and_cleans_up(images: GuestImages, tmp_path: Path,
@@ -74,3 +86,26 @@ def test_ctrl_c_stops_and_cleans_up(images: GuestImages, tmp_path: Path,
     assert proc.returncode == 130, err
     assert "interrupted" in err
     assert not out.exists() or list(out.iterdir()) == []
+
+
+def test_shards_merge_to_the_totals_of_one_parallel_run(images: GuestImages, tmp_path: Path,
+                                                        no_leftovers: None) -> None:
+    """The same campaign and seed: once unsharded with two guests at a time, once as
+    two shards merged afterwards; then one HTML report over all of it."""
+    args = ["run", "--backends", "ext4-overlay2", "--cuts", "1", "--states", "3",
+            "--seed", "5", "--cut-at", "after:build-scratch"]
+    assert main([*args, "--jobs", "2", "--out", str(tmp_path / "whole")]) == 0
+    for i in (1, 2):
+        assert main([*args, "--shard", f"{i}/2", "--out", str(tmp_path / f"shard{i}")]) == 0
+    shards = [(tmp_path / f"shard{i}" / "latest").resolve() for i in (1, 2)]
+    assert main(["merge", str(tmp_path / "merged"), *map(str, shards)]) == 0
+    whole = json.loads((tmp_path / "whole" / "latest" / "summary.json").read_text())
+    merged = json.loads((tmp_path / "merged" / "summary.json").read_text())
+    assert merged["totals"] == whole["totals"]
+    assert merged["totals"]["states_checked"] == 4
+    parts = [json.loads((s / "summary.json").read_text())["shard"]["units"] for s in shards]
+    assert sorted(parts[0] + parts[1]) == [0, 1] and parts[0] != parts[1]
+    assert main(["merge", str(tmp_path / "again"), str(shards[0])]) == 2  # a shard missing
+    assert main(["report", str(tmp_path / "whole"), str(tmp_path / "merged"),
+                 "-o", str(tmp_path / "report.html")]) == 0
+    assert "ext4-overlay2" in (tmp_path / "report.html").read_text()

@@ -1,12 +1,15 @@
 """Lost-cache crash states on real guests: a configuration that honours flushes
 passes every state; one that never flushes is caught; replay is deterministic."""
 
+import shutil
 from pathlib import Path
 
 import pytest
 
 from harness.campaign import CampaignConfig, machine_config
 from harness.images import GuestImages
+from harness.repro.bundle import load_bundle, signature
+from harness.repro.reproduce import reproduce
 from harness.storage.backends import BACKENDS, parse_backends
 from harness.vm import accel
 from harness.workloads.default import default_workload
@@ -57,11 +60,13 @@ def test_flush_honouring_config_passes_and_replay_is_deterministic(
     assert any(r.promises for r in first)  # later states carry the workload's promises
 
 
-def test_config_that_never_flushes_is_caught(images: GuestImages, tmp_path: Path,
-                                             no_leftovers: None) -> None:
-    """ext4 with barrier=0 issues no flushes: losing the disk cache breaks it."""
+def test_config_that_never_flushes_is_caught_minimized_and_reproduced(
+        images: GuestImages, tmp_path: Path, no_leftovers: None) -> None:
+    """ext4 with barrier=0 issues no flushes: losing the disk cache breaks it. The
+    failing state becomes a bundle, minimized, that still reproduces once moved."""
     backend = parse_backends("ext4-overlay2", mount_options="barrier=0")[0]
     cfg = config(images, tmp_path)
+    cfg.minimize_tests = 30
     rec = record(machine_config(cfg, None), backend, cfg.workload, tmp_path / "rec")
     log = rec.parse()
     # the only flush is the one QEMU logs when the power cut stops the VM, at the end
@@ -71,3 +76,17 @@ def test_config_that_never_flushes_is_caught(images: GuestImages, tmp_path: Path
     caught = [v for r in results for v in r.violations if v.cls == "fs-corruption"]
     assert caught, [r.to_json() for r in results]
     assert all(v.evidence for v in caught)
+
+    bundled = [r for r in results if r.bundle]
+    assert {r.state for r in bundled} == {r.state for r in results if r.verdict == "violation"}
+    moved = Path(shutil.move(tmp_path / bundled[0].bundle, tmp_path / "elsewhere"))
+    bundle = load_bundle(moved)
+    assert bundle.meta["kernel"]["build_id"] == images.kernel.info["build_id"] != "unknown"
+    assert bundle.meta["backend"]["mount_options"] == "barrier=0"
+    assert bundle.meta["qemu_argv"][0] == "qemu-system-x86_64"
+    minimal = bundle.meta["minimal"]
+    assert minimal and 0 < len(minimal["dropped_entries"]) < minimal["original_dropped"]
+    assert signature(minimal["violations"]) == bundle.signature()
+    report = reproduce(bundle, runs=2)
+    assert report.runs == 2 and report.reproduced == 2 and report.kernel_matches
+    assert [a.reproduced for a in report.attempts if a.what == "minimal"] == [True]

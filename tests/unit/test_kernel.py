@@ -3,7 +3,14 @@ from pathlib import Path
 import pytest
 
 from harness.errors import InputError
-from harness.images.kernel import bzimage_version, load_order, module_name, parse_modules_dep
+from harness.images.kernel import (
+    build_source_tree,
+    bzimage_version,
+    ensure_kernel,
+    load_order,
+    module_name,
+    parse_modules_dep,
+)
 
 DEP = """kernel/fs/btrfs/btrfs.ko.xz: kernel/crypto/xor.ko.xz kernel/lib/raid6/raid6_pq.ko.xz \
 kernel/lib/libcrc32c.ko.xz
@@ -47,3 +54,60 @@ def test_load_order_puts_dependencies_first_once() -> None:
     deps = parse_modules_dep(DEP)
     order = [module_name(p) for p in load_order(deps, ["pvpanic-pci", "btrfs", "xfs", "ext4"])]
     assert order == ["pvpanic", "pvpanic_pci", "xor", "raid6_pq", "libcrc32c", "btrfs", "xfs"]
+
+
+FAKE_MAKEFILE = """\
+# Stands in for Kbuild: honours O=, the three targets the harness calls, and
+# leaves the source tree untouched.
+defconfig:
+\techo CONFIG_DEFAULT=y > $(O)/.config
+olddefconfig:
+\techo olddefconfig >> $(O)/steps
+bzImage:
+\ttest -z "$(BROKEN)"
+\tmkdir -p $(O)/arch/x86/boot
+\tcp $(CURDIR)/image.bin $(O)/arch/x86/boot/bzImage
+\techo build >> $(O)/steps
+"""
+FAKE_MERGE = """#!/bin/sh
+# merge_config.sh -m -O DIR BASE FRAGMENT
+cat "$5" >> "$3/.config"
+"""
+
+
+def fake_tree(root: Path) -> Path:
+    tree = root / "linux"
+    (tree / "scripts" / "kconfig").mkdir(parents=True)
+    (tree / "Makefile").write_text(FAKE_MAKEFILE)
+    (tree / "Kconfig").write_text("# fake\n")
+    merge = tree / "scripts" / "kconfig" / "merge_config.sh"
+    merge.write_text(FAKE_MERGE)
+    merge.chmod(0o755)
+    fake_bzimage(tree / "image.bin", b"6.15.0-dev (me@box) #1 SMP\0")
+    return tree
+
+
+def test_source_tree_is_built_out_of_tree_with_the_fragment_and_cached(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CRASHTEST_CACHE", str(tmp_path / "cache"))
+    tree = fake_tree(tmp_path)
+    before = sorted(p.name for p in tree.rglob("*"))
+    bundle = ensure_kernel(str(tree))
+    assert bundle.version == "6.15.0-dev"
+    out = build_source_tree(tree).parents[3]
+    config = (out / ".config").read_text()
+    assert "CONFIG_DEFAULT=y" in config and "CONFIG_BTRFS_FS=y" in config
+    assert "CONFIG_VIRTIO_BLK=y" in config
+    assert (out / "steps").read_text().count("build") == 1  # the second call hit the cache
+    assert sorted(p.name for p in tree.rglob("*")) == before  # the tree stays clean
+
+
+def test_a_tree_that_does_not_build_is_input_error(tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CRASHTEST_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("BROKEN", "1")
+    with pytest.raises(InputError, match="make bzImage failed"):
+        build_source_tree(fake_tree(tmp_path))
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(InputError, match="not a kernel source tree"):
+        ensure_kernel(str(tmp_path / "empty"))

@@ -1,0 +1,84 @@
+"""Turn a failing state of a campaign into a reproducer bundle."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from harness.images import GuestImages
+from harness.power.cut import CutOutcome
+from harness.repro.bundle import compress_disk, write_bundle
+from harness.repro.minimize import Minimized
+from harness.storage.backends import Backend
+from harness.vm.qemu import MachineConfig, Sockets, build_argv
+from harness.workloads.promises import Promise
+
+if TYPE_CHECKING:  # the campaign calls into this module
+    from harness.campaign import CampaignConfig, StateResult
+
+
+def kernel_meta(images: GuestImages) -> dict[str, str]:
+    """Identity, and how to get the same kernel again (`spec` is a KERNEL value)."""
+    info = dict(images.kernel.info)
+    source = info.get("source", "")
+    # A Debian source reads `suite:package=version`; the versioned package name is
+    # stable, the sha256 tells whether the archive still serves the same build.
+    info["spec"] = source.split("=")[0]
+    return info
+
+
+def qemu_argv(config: MachineConfig) -> list[str]:
+    """The guest's command line, with placeholder socket paths."""
+    sockets = Sockets(Path("qmp.sock"), Path("console.sock"), Path("agent.sock"))
+    return build_argv(config, sockets)
+
+
+def _common(cfg: CampaignConfig, backend: Backend, res: StateResult, kind: str,
+            argv: list[str]) -> dict[str, Any]:
+    return {
+        "kind": kind, "state": res.state, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ",
+                                                                   time.gmtime()),
+        "kernel": kernel_meta(cfg.images), "image": cfg.images.root.manifest_id,
+        "image_packages": cfg.images.root.key_packages(), "accel": cfg.accel,
+        "qemu_argv": argv, "backend": backend.describe(), "workload": "default",
+        "seed": cfg.seed, "steps": cfg.workload.step_names, "verdict": res.to_json(),
+    }
+
+
+def replay_bundle(dest: Path, cfg: CampaignConfig, backend: Backend, res: StateResult,
+                  argv: list[str], state_id: str, promises: list[Promise], log_zst: Path,
+                  origin_qcow2: Path, logs: list[Path], minimal: Minimized | None,
+                  minimal_verdict: list[dict[str, Any]] | None) -> Path:
+    digest, epoch, subset = state_id.split(":")
+    meta = _common(cfg, backend, res, "replay", argv)
+    meta.update({
+        "state_id": state_id, "log_digest": digest, "epoch": int(epoch[1:]), "subset": subset,
+        "promises": [p.to_json() for p in promises],
+        "checker": "the state is hot-plugged into a guest booted with qemu_argv "
+                   "(QMP blockdev-add qcow2 + device_add virtio-blk-pci serial=state)",
+        "minimal": None if minimal is None else {
+            "state_id": minimal.state.id, "dropped_entries": minimal.dropped,
+            "original_dropped": minimal.original_dropped, "tests": minimal.tests,
+            "complete": minimal.complete, "violations": minimal_verdict or []},
+    })
+    return write_bundle(dest, meta, {"writes.log.zst": log_zst, "origin.qcow2": origin_qcow2},
+                        logs)
+
+
+def live_bundle(dest: Path, cfg: CampaignConfig, backend: Backend, res: StateResult,
+                argv: list[str], outcome: CutOutcome, disk: Path, logs: list[Path]) -> Path:
+    meta = _common(cfg, backend, res, "live", argv)
+    meta.update({
+        "cut": {"kind": outcome.plan.kind, "step": outcome.plan.step,
+                "delay_s": outcome.plan.delay_s},
+        "actual": outcome.actual, "last_durability_point": outcome.ledger.last_point,
+        "promises": [p.to_json() for p in outcome.ledger.in_force()],
+        "inventory": outcome.inventory,
+    })
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.parent / f".{dest.name}.disk.qcow2"
+    try:
+        return write_bundle(dest, meta, {"disk.qcow2": compress_disk(disk, tmp)}, logs)
+    finally:
+        tmp.unlink(missing_ok=True)

@@ -1,0 +1,186 @@
+"""`crashtest repro BUNDLE`: rebuild a bundle's state and check it again.
+
+A lost-cache state is rebuilt from the bundle's write log and origin disk and
+checked `runs` times (it must give the same verdict every time), together with
+its minimal state. A live cut is checked again on the bundle's cut disk (a
+deterministic recheck) and then repeated `runs` times from a fresh disk: the
+reproduction rate says how often the same promise breaks again.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from harness.campaign import CampaignConfig, machine_config, run_state, verify
+from harness.images import GuestImages, ensure_images
+from harness.power.cut import CutOutcome, CutPlan
+from harness.repro.bundle import Bundle, BundleError, signature, unpack_disk, unpack_log
+from harness.vm import accel as accel_mod
+from harness.workloads.default import default_workload
+from harness.workloads.promises import Ledger
+from harness.writelog.checker import Checker
+from harness.writelog.record import read_recorded_log
+from harness.writelog.replay import Replayer
+from harness.writelog.states import epochs, parse_state_id
+
+Progress = Any  # Callable[[str], None]
+
+
+@dataclass
+class Attempt:
+    what: str  # "original", "minimal", "cut disk", "live cut"
+    state: str
+    signature: list[str]
+    reproduced: bool
+    harness_error: str = ""
+    wall_s: float = 0.0
+
+
+@dataclass
+class ReproReport:
+    bundle: str
+    kind: str
+    state: str
+    expected: list[str]
+    kernel: dict[str, str]
+    kernel_matches: bool
+    attempts: list[Attempt] = field(default_factory=list)
+
+    @property
+    def runs(self) -> int:
+        return sum(1 for a in self.attempts if a.what in ("original", "live cut"))
+
+    @property
+    def reproduced(self) -> int:
+        return sum(1 for a in self.attempts
+                   if a.what in ("original", "live cut") and a.reproduced)
+
+    @property
+    def rate(self) -> float:
+        return self.reproduced / self.runs if self.runs else 0.0
+
+    @property
+    def harness_errors(self) -> int:
+        return sum(1 for a in self.attempts if a.harness_error)
+
+    def to_json(self) -> dict[str, object]:
+        return {"bundle": self.bundle, "kind": self.kind, "state": self.state,
+                "expected": self.expected, "kernel": self.kernel,
+                "kernel_matches": self.kernel_matches, "runs": self.runs,
+                "reproduced": self.reproduced, "rate": round(self.rate, 3),
+                "attempts": [a.__dict__ for a in self.attempts]}
+
+
+def _images(bundle: Bundle, kernel: str | None) -> tuple[GuestImages, bool]:
+    spec = kernel or bundle.meta["kernel"].get("spec") or None
+    if kernel is None and spec and "/" in spec and not Path(spec).exists():
+        raise BundleError(f"bundle {bundle.path}: its kernel {spec} is not on this machine; "
+                          "pass --kernel")
+    images = ensure_images(spec)
+    same = images.kernel.info.get("sha256") == bundle.meta["kernel"].get("sha256")
+    return images, same
+
+
+def _config(bundle: Bundle, images: GuestImages, work: Path) -> CampaignConfig:
+    return CampaignConfig(images=images, accel=accel_mod.choose()[0],
+                          workload=default_workload(bundle.seed), seed=bundle.seed,
+                          run_dir=work)
+
+
+def reproduce(bundle: Bundle, runs: int, kernel: str | None = None,
+              progress: Progress = print) -> ReproReport:
+    if runs < 1:
+        raise BundleError(f"--runs must be at least 1, got {runs}")
+    images, same = _images(bundle, kernel)
+    report = ReproReport(str(bundle.path), bundle.kind, bundle.state, bundle.signature(),
+                         {"version": images.kernel.version,
+                          "build_id": images.kernel.info.get("build_id", "")}, same)
+    if not same:
+        progress(f"crashtest: note: kernel {images.kernel.version} differs from the bundle's "
+                 f"({bundle.meta['kernel'].get('version')})")
+    work = Path(tempfile.mkdtemp(prefix="crashtest-repro-"))
+    try:
+        if bundle.kind == "replay":
+            _replay(bundle, images, work, runs, report, progress)
+        else:
+            _live(bundle, images, work, runs, report, progress)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return report
+
+
+def _replay(bundle: Bundle, images: GuestImages, work: Path, runs: int,
+            report: ReproReport, progress: Progress) -> None:
+    log = read_recorded_log(unpack_log(bundle, work / "writes.log"))
+    if log.digest != bundle.meta["log_digest"]:
+        raise BundleError(f"bundle {bundle.path}: write log digest {log.digest} is not the "
+                          f"state's ({bundle.meta['log_digest']})")
+    origin = unpack_disk(bundle, "origin.qcow2", work / "origin.img")
+    eps = epochs(log)
+    todo = [("original", parse_state_id(bundle.meta["state_id"]), report.expected)]
+    minimal = bundle.meta.get("minimal")
+    if minimal:
+        todo.append(("minimal", parse_state_id(minimal["state_id"]),
+                     signature(minimal["violations"])))
+    for _, st, _ in todo:
+        if st.epoch >= len(eps):
+            raise BundleError(f"bundle {bundle.path}: state {st.id} lies past the log's end")
+    cfg = _config(bundle, images, work)
+    backend = bundle.backend()
+    replayer = Replayer(log, origin, work / "replay")
+    with Checker(machine_config(cfg, None), backend, work) as checker:
+        for run in range(runs):
+            for what, st, expected in todo:
+                if what == "minimal" and run > 0:
+                    continue  # the minimal state is confirmed once; the original N times
+                t0 = time.monotonic()
+                disk = replayer.build(eps, st, work / "state.qcow2")
+                try:
+                    found = checker.check(st.id, disk, bundle.promises())
+                finally:
+                    disk.unlink(missing_ok=True)
+                got = signature([v.to_json() for v in found])
+                a = Attempt(what, st.id, got, bool(expected) and set(expected) <= set(got),
+                            wall_s=round(time.monotonic() - t0, 2))
+                report.attempts.append(a)
+                progress(f"  {what} {st.id}: {'REPRODUCED' if a.reproduced else 'not reproduced'}"
+                         + (f" {got}" if got else ""))
+
+
+def _live(bundle: Bundle, images: GuestImages, work: Path, runs: int,
+          report: ReproReport, progress: Progress) -> None:
+    cfg = _config(bundle, images, work)
+    backend = bundle.backend()
+    cut = bundle.meta.get("cut") or {}
+    try:
+        plan = CutPlan(str(cut["kind"]), str(cut["step"]), float(cut.get("delay_s", 0.0)))
+    except (KeyError, ValueError) as e:
+        raise BundleError(f"bundle {bundle.path}: bad cut plan {cut!r}") from e
+    if plan.step not in cfg.workload.step_names:
+        raise BundleError(f"bundle {bundle.path}: cut step {plan.step!r} is not a workload step")
+    ledger = Ledger({p.key(): p for p in bundle.promises()},
+                    str(bundle.meta.get("last_durability_point", "")))
+    outcome = CutOutcome(plan, ledger, inventory=bundle.meta.get("inventory"))
+    disk = unpack_disk(bundle, "disk.qcow2", work / "disk.img")
+    t0 = time.monotonic()
+    (work / "recheck").mkdir()
+    found, _ = verify(cfg, backend, outcome, disk, work / "recheck", bundle.state)
+    got = signature([v.to_json() for v in found])
+    report.attempts.append(Attempt("cut disk", bundle.state, got,
+                                   set(report.expected) <= set(got),
+                                   wall_s=round(time.monotonic() - t0, 1)))
+    progress(f"  recheck of the cut disk: {got or 'clean'}")
+    disk.unlink()
+    for i in range(runs):
+        progress(f"  live cut {i + 1}/{runs}: {plan.describe()}")
+        res = run_state(cfg, backend, i, plan, progress)
+        got = signature([v.to_json() for v in res.violations])
+        report.attempts.append(Attempt("live cut", res.state, got,
+                                       bool(report.expected) and set(report.expected) <= set(got),
+                                       res.harness_error, res.wall_s))
+        progress(f"  => {'REPRODUCED' if report.attempts[-1].reproduced else 'not reproduced'}")

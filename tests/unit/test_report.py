@@ -1,0 +1,73 @@
+"""The static HTML report, from summaries written by the real result writer."""
+
+from html.parser import HTMLParser
+from pathlib import Path
+
+import pytest
+
+from harness.campaign import StateResult
+from harness.cli import main
+from harness.oracles.verdict import Violation
+from harness.report.html import write_report
+from harness.report.results import BackendSummary, write_summary
+
+
+def make_run(root: Path, name: str, kernel: str, broken: bool) -> Path:
+    run = root / name
+    run.mkdir(parents=True)
+    states = [StateResult("btrfs/cut0/after-x", "btrfs", "after x", wall_s=40),
+              StateResult("btrfs/replay/d:e3:none", "btrfs", "lost cache", kind="replay",
+                          wall_s=2)]
+    if broken:
+        states[1].violations = [Violation("fs-corruption", states[1].state, "fsck is clean",
+                                          {"output": "<inode 12> has bad extent"})]
+        states[1].bundle = "bundles/btrfs-e3-none"
+    backends = [BackendSummary("btrfs", kernel, "img1", "tcg", 1, {}, states, 50),
+                BackendSummary("ext4-overlay2", kernel, "img1", "tcg", 1, {},
+                               [StateResult("ext4-overlay2/cut0/after-x", "ext4-overlay2",
+                                            "after x", wall_s=50)], 60)]
+    write_summary(run, {"run_id": name, "workload": "default"}, backends)
+    return run
+
+
+class Cells(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.td_classes: list[str] = []
+        self.svgs = 0
+        self.text: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag == "td" and dict(attrs).get("class"):
+            self.td_classes.append(str(dict(attrs)["class"]))
+        self.svgs += tag == "svg"
+
+    def handle_data(self, data: str) -> None:
+        self.text.append(data)
+
+
+def test_report_matrix_violations_and_plots(tmp_path: Path) -> None:
+    make_run(tmp_path / "results", "r1", "6.1.0-amd64", broken=False)
+    make_run(tmp_path / "results", "r2", "6.12.1-amd64", broken=True)
+    (tmp_path / "results" / "latest").symlink_to("r2")
+    out = write_report([tmp_path / "results"])
+    parsed = Cells()
+    parsed.feed(out.read_text())
+    text = "".join(parsed.text)
+    # 2 kernels x 2 backends: only 6.12 on btrfs fails
+    assert sorted(parsed.td_classes) == ["fail", "pass", "pass", "pass"]
+    assert "<inode 12> has bad extent" in text  # evidence, escaped and shown
+    assert f"crashtest repro {tmp_path / 'results' / 'r2' / 'bundles/btrfs-e3-none'}" in text
+    assert parsed.svgs == 3
+    assert "2 run(s): r1, r2" in text  # the latest link is not counted twice
+
+
+def test_report_cli_bad_input(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["report", str(tmp_path / "missing")]) == 2
+    assert main(["report", str(tmp_path)]) == 2
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "summary.json").write_text("{}")
+    assert main(["report", str(tmp_path / "bad")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 3 and all(line.startswith("crashtest: bad input: report:") for line in err)
+    assert not list(tmp_path.rglob("*.html"))

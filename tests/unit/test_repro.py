@@ -1,0 +1,121 @@
+"""Reproducer bundles and minimization, without a guest."""
+
+import json
+import random
+import shutil
+from pathlib import Path
+
+import pytest
+
+from harness.cli import main
+from harness.repro.bundle import BundleError, load_bundle, write_bundle
+from harness.repro.minimize import ddmin, dropped_positions, minimize, state_dropping
+from harness.writelog.format import read_log
+from harness.writelog.states import CrashState, epochs
+from tests.logfactory import LogBuilder
+
+
+@pytest.mark.parametrize("cause", [[7], [3, 41], [0, 1, 2], [63]])
+def test_ddmin_finds_the_writes_that_matter(cause: list[int]) -> None:
+    items = list(range(64))
+    calls: list[list[int]] = []
+
+    def fails(cand: list[int]) -> bool:
+        calls.append(cand)
+        return set(cause) <= set(cand)
+
+    found, tests, complete = ddmin(items, fails, budget=200)
+    assert sorted(found) == sorted(cause) and complete
+    assert tests == len(calls) < 64  # far fewer than trying each write
+
+
+def test_ddmin_stops_at_its_budget_with_a_failing_subset() -> None:
+    rng = random.Random(3)
+    cause = set(rng.sample(range(200), 9))
+    found, tests, complete = ddmin(list(range(200)), lambda c: cause <= set(c), budget=10)
+    assert tests <= 10 and not complete and cause <= set(found)
+
+
+def test_minimize_expresses_the_result_as_a_rebuildable_state(tmp_path: Path) -> None:
+    b = LogBuilder()
+    for i in range(10):
+        b.write(i * 8, bytes([i]) * 4096)
+    b.flush()
+    log = read_log(b.save(tmp_path / "w.log"))
+    ep = epochs(log)[0]
+    original = CrashState(log.digest, 0, "p2")  # keeps 2 writes, drops 8
+    assert dropped_positions(original, ep) == list(range(2, 10))
+    # the failure needs write 5 to be lost
+    m = minimize(original, ep, lambda st: ep.entries[5].index not in
+                 {e.index for e, _ in st.kept(ep)})
+    assert m is not None and m.dropped == [ep.entries[5].index] and m.complete
+    assert m.state.subset == "d5"
+    assert m.original_dropped == 8
+    assert {e.index for e, _ in m.state.kept(ep)} == {e.index for e in ep.entries} - {
+        ep.entries[5].index}
+    assert state_dropping(original, ep, []).subset == "all"
+    assert state_dropping(original, ep, list(range(10))).subset == "none"
+    both = state_dropping(original, ep, [3, 7])
+    assert both.subset == "x3.7"
+    assert [e.index for e, _ in both.kept(ep)] == [e.index for i, e in enumerate(ep.entries)
+                                                   if i not in (3, 7)]
+    assert minimize(CrashState(log.digest, 0, "t3.8"), ep, lambda st: True) is None
+
+
+def make_bundle(tmp: Path) -> Path:
+    art = tmp / "writes.log.zst"
+    art.write_bytes(b"not really zstd")
+    origin = tmp / "origin.qcow2"
+    origin.write_bytes(b"disk")
+    meta = {"kind": "replay", "state": "ext4-overlay2/replay/abc:e1:none",
+            "backend": {"name": "ext4-overlay2", "mkfs_options": "", "mount_options": ""},
+            "kernel": {"version": "6.12", "spec": "trixie:linux-image-cloud-amd64"},
+            "image": "x", "workload": "default", "seed": 1,
+            "verdict": {"violations": [{"class": "fs-corruption", "promise": "fsck is clean"}]},
+            "state_id": "abc:e1:none", "log_digest": "abc"}
+    return write_bundle(tmp / "bundle", meta, {"writes.log.zst": art, "origin.qcow2": origin},
+                        [])
+
+
+def test_a_bundle_moved_elsewhere_still_loads(tmp_path: Path) -> None:
+    src = make_bundle(tmp_path)
+    moved = shutil.move(src, tmp_path / "elsewhere")
+    b = load_bundle(Path(moved))
+    assert b.kind == "replay" and b.signature() == ["[fs-corruption] fsck is clean"]
+    assert b.backend().name == "ext4-overlay2"
+    assert not list(tmp_path.glob(".*partial"))
+
+
+@pytest.mark.parametrize("damage,message", [
+    (lambda b: (b / "writes.log.zst").write_bytes(b"flipped"), "writes.log.zst is corrupted"),
+    (lambda b: (b / "origin.qcow2").unlink(), "origin.qcow2 is missing"),
+    (lambda b: (b / "bundle.json").unlink(), "no readable bundle.json"),
+    (lambda b: (b / "bundle.json").write_text("{"), "not JSON"),
+    (lambda b: (b / "bundle.json").write_text('{"format": "other"}'), "is not a crashtest-bundle"),
+    (lambda b: _edit(b, version=9), "version 9"),
+    (lambda b: _edit(b, kind="sideways"), "unknown kind"),
+    (lambda b: _edit(b, seed=None, drop="seed"), "lacks seed"),
+])
+def test_corrupted_or_incomplete_bundles_are_clear_errors(tmp_path: Path, damage, message,
+                                                          capsys: pytest.CaptureFixture[str]
+                                                          ) -> None:
+    b = make_bundle(tmp_path)
+    damage(b)
+    with pytest.raises(BundleError, match=message):
+        load_bundle(b)
+    assert main(["repro", str(b)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message.split()[0] in err[0]
+    assert main(["repro", "--bisect", str(b)]) == 128  # stops a bisection
+
+
+def _edit(bundle: Path, drop: str = "", **changes: object) -> None:
+    doc = json.loads((bundle / "bundle.json").read_text())
+    doc.update(changes)
+    doc.pop(drop, None)
+    (bundle / "bundle.json").write_text(json.dumps(doc))
+
+
+def test_not_a_bundle(tmp_path: Path) -> None:
+    with pytest.raises(BundleError, match="not a directory"):
+        load_bundle(tmp_path / "nope")
