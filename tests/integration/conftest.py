@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import pytest
 
 from harness.images import GuestImages, ensure_images
@@ -10,5 +12,8 @@ def images() -> GuestImages:
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    # The hook sees every collected test, not only this directory's.
+    here = Path(__file__).parent
     for item in items:
-        item.add_marker(pytest.mark.vm)
+        if here in item.path.parents:
+            item.add_marker(pytest.mark.vm)
