@@ -7,6 +7,7 @@ import multiprocessing
 import os
 import platform
 import shutil
+import sys
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -166,7 +167,9 @@ def _run_unit(index: int) -> UnitResult:
     t0 = time.monotonic()
 
     def say(msg: str) -> None:
-        print(f"[{u.label()}] {msg.strip()}", flush=True)
+        # One write per line: parallel workers share stdout.
+        sys.stdout.write(f"[{u.label()}] {msg.strip()}\n")
+        sys.stdout.flush()
 
     if u.kind == "live":
         assert u.plan is not None

@@ -306,7 +306,7 @@ def _write_modules_cpio(moddir: Path | None, out: Path) -> list[str]:
 
 def _load(final: Path) -> KernelBundle:
     info = json.loads((final / "kernel.json").read_text())
-    if "build_id" not in info:  # bundles cached before identities were recorded
+    if info.get("build_id", "unknown") == "unknown":  # cached before identities were read
         info.update(kernel_identity(final / "vmlinuz"))
         (final / "kernel.json").write_text(json.dumps(info, indent=1) + "\n")
     return KernelBundle(final / "vmlinuz", final / "modules.cpio", info)
@@ -314,7 +314,8 @@ def _load(final: Path) -> KernelBundle:
 
 # ---------------------------------------------------------------- identity
 
-_PAYLOAD_MAGIC = {b"\x28\xb5\x2f\xfd": "zstd", b"\xfd7zXZ": "xz", b"\x1f\x8b": "gzip"}
+_PAYLOAD_MAGIC = {b"\x28\xb5\x2f\xfd": "zstd", b"\xfd7zXZ": "xz", b"\x1f\x8b": "gzip",
+                  b"\x02\x21\x4c\x18": "lz4"}
 _BUILD_ID_NOTE = re.compile(rb"\x04\0\0\0\x14\0\0\0\x03\0\0\0GNU\0(.{20})", re.S)
 
 
@@ -333,9 +334,9 @@ def _vmlinux(vmlinuz: Path) -> bytes:
             return lzma.LZMADecompressor().decompress(payload)
         if kind == "gzip":
             return gzip.GzipFile(fileobj=io.BytesIO(payload)).read()
-        if kind == "zstd" and shutil.which("zstd"):
-            # The kernel appends the uncompressed size: zstd then exits 1 after the frame.
-            return subprocess.run(["zstd", "-dc"], input=payload, capture_output=True,
+        if kind in ("zstd", "lz4") and shutil.which(kind):
+            # The kernel appends the uncompressed size: the tool then exits 1 after the data.
+            return subprocess.run([kind, "-dc"], input=payload, capture_output=True,
                                   check=False).stdout
     except (lzma.LZMAError, OSError, EOFError):
         return b""

@@ -79,7 +79,9 @@ def check_recording(cfg: CampaignConfig, backend: Backend, rec: Recording, log: 
             disk = workdir / "state.qcow2"
             try:
                 replayer.build(eps, st, disk)
+                res.timings["replay_build_s"] = round(time.monotonic() - t, 3)
                 res.violations = checker.check(st.id, disk, promises)
+                res.timings.update(checker.last_times)
             except (HarnessError, GuestError) as e:
                 res.harness_error = f"{type(e).__name__}: {e}"
             finally:

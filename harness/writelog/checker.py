@@ -39,7 +39,8 @@ def state_device(vm: Machine) -> str:
 
 
 def run_checks(vm: Machine, backend: Backend, state_id: str, promises: list[Promise],
-               before: str = "", full: bool = False) -> list[Violation]:
+               before: str = "", full: bool = False,
+               times: dict[str, float] | None = None) -> list[Violation]:
     """Every oracle on the state disk (serial "state") in one call inside the guest.
     `before`: a guest command run first, {dev} standing for the disk (self-tests
     damage the disk with it). `full`: check every image and report leaks (a disk
@@ -57,6 +58,10 @@ def run_checks(vm: Machine, backend: Backend, state_id: str, promises: list[Prom
         raise HarnessError(f"state checker returned {type(records).__name__}, not a list")
     found = []
     for r in records:
+        if r["check"] == "timings":
+            if times is not None:
+                times.update({f"guest_{k}_s": round(v, 3) for k, v in r["times"].items()})
+            continue
         if not r["ok"]:
             promise = r.get("promise") or {
                 "mount": "the filesystem mounts (recovery) in this crash state",
@@ -91,6 +96,7 @@ class Checker:
         self.vm: Machine | None = None
         self.boots = 0
         self._seq = 0
+        self.last_times: dict[str, float] = {}  # phases of the last check, seconds
 
     def __enter__(self) -> Checker:
         return self
@@ -149,16 +155,22 @@ class Checker:
         self._seq += 1
         node, dev_id = f"state{self._seq}", f"statedev{self._seq}"
         mark = vm.console_mark()
+        t = self.last_times = {}
+        t0 = time.monotonic()
         vm.qmp("blockdev-add", **{"driver": "qcow2", "node-name": node,
                                   "file": {"driver": "file", "filename": str(disk)}})
         vm.qmp("device_add", driver="virtio-blk-pci", id=dev_id, drive=node,
                serial=STATE_SERIAL)
+        t["plug_s"] = round(time.monotonic() - t0, 3)
         found: list[Violation] = []
         try:
-            found = run_checks(vm, self.backend, state_id, promises, before, full)
+            found = run_checks(vm, self.backend, state_id, promises, before, full, t)
+            t["checks_s"] = round(time.monotonic() - t0 - t["plug_s"], 3)
+            t1 = time.monotonic()
             vm.qmp("device_del", id=dev_id)
             self._wait_deleted(vm, dev_id)
             vm.qmp("blockdev-del", **{"node-name": node})
+            t["unplug_s"] = round(time.monotonic() - t1, 3)
         except GuestPanic as e:
             found.append(Violation("fs-corruption", state_id,
                                    "the kernel survives recovery of this crash state",

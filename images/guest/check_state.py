@@ -31,6 +31,9 @@ def sh(cmd, timeout=300):
         return 124, "timed out after %ds" % timeout
 
 
+_sh = sh  # check() wraps it to time each command
+
+
 def sha256(path):
     h = hashlib.sha256()
     with open(path, "rb") as f:
@@ -175,9 +178,19 @@ def find_device(serial, timeout=10.0):
 def check(req):
     """One state, all oracles. `req` names the disk by serial; commands may use
     {dev}. Returns the list of check records."""
+    t0 = time.monotonic()
     dev = find_device(req["serial"])
     req = {k: v.replace("{dev}", dev) if isinstance(v, str) else v for k, v in req.items()}
     results = []
+    times = {"find_device": time.monotonic() - t0}
+
+    def sh(cmd, timeout=300):
+        start = time.monotonic()
+        try:
+            return _sh(cmd, timeout)
+        finally:
+            key = cmd.split()[0]
+            times[key] = times.get(key, 0.0) + time.monotonic() - start
     if req.get("before"):
         rc, out = sh(req["before"])
         if rc != 0:
@@ -201,6 +214,7 @@ def check(req):
             if req.get("scrub"):
                 rc, out = sh(req["scrub"], timeout=600)
                 record("scrub", rc, req["scrub"], out)
+            t_store = time.monotonic()
             try:
                 store = Store(req["driver"] or DockerStore(ROOT).driver)
             except ValueError as e:
@@ -229,7 +243,9 @@ def check(req):
                     results.append({"check": "store", "ok": False, "class": f["cls"],
                                     "promise": f["what"], "command": "offline store check",
                                     "output": "%s: %s" % (f["path"], f["detail"])})
+            times["store"] = time.monotonic() - t_store
             sh("umount " + ROOT)
+    results.append({"check": "timings", "ok": True, "times": times})
     return results
 
 

@@ -109,3 +109,22 @@ def test_shards_merge_to_the_totals_of_one_parallel_run(images: GuestImages, tmp
     assert main(["report", str(tmp_path / "whole"), str(tmp_path / "merged"),
                  "-o", str(tmp_path / "report.html")]) == 0
     assert "ext4-overlay2" in (tmp_path / "report.html").read_text()
+
+
+def test_kernel_matrix_in_one_campaign(images: GuestImages, tmp_path: Path,
+                                       no_leftovers: None) -> None:
+    """Debian 6.1 and 6.12 in one campaign, two guests at a time, one report."""
+    kernels = "bookworm:linux-image-cloud-amd64,trixie:linux-image-cloud-amd64"
+    out = tmp_path / "results"
+    assert main(["run", "--kernels", kernels, "--backends", "ext4-overlay2", "--cuts", "0",
+                 "--states", "2", "--jobs", "2", "--out", str(out)]) == 0
+    summary = json.loads((out / "latest" / "summary.json").read_text())
+    got = sorted(b["kernel"].split(".")[:2] for b in summary["backends"])
+    assert got == [["6", "1"], ["6", "12"]]
+    assert all(b["states_checked"] == 2 for b in summary["backends"])
+    assert all(k["build_id"] != "unknown" for k in summary["kernels"])
+    for b in summary["backends"]:  # each kernel's results in its own directory
+        assert (out / "latest" / b["kernel"] / "ext4-overlay2" / "replay" / "replay.json").exists()
+    assert main(["report", str(out)]) == 0
+    page = (out / "latest" / "report.html").read_text()
+    assert all(b["kernel"] in page for b in summary["backends"])

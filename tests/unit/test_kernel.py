@@ -1,3 +1,4 @@
+import hashlib
 from pathlib import Path
 
 import pytest
@@ -7,6 +8,7 @@ from harness.images.kernel import (
     build_source_tree,
     bzimage_version,
     ensure_kernel,
+    kernel_identity,
     load_order,
     module_name,
     parse_modules_dep,
@@ -111,3 +113,27 @@ def test_a_tree_that_does_not_build_is_input_error(tmp_path: Path,
     (tmp_path / "empty").mkdir()
     with pytest.raises(InputError, match="not a kernel source tree"):
         ensure_kernel(str(tmp_path / "empty"))
+
+
+@pytest.mark.parametrize("compress", ["xz", "gzip"])
+def test_kernel_identity_reads_the_build_id_inside_the_payload(tmp_path: Path,
+                                                               compress: str) -> None:
+    import gzip
+    import lzma
+
+    build_id = bytes(range(20))
+    config = b"CONFIG_BTRFS_FS=y\n"
+    elf = (b"\x7fELF" + bytes(60) + b"\x04\0\0\0\x14\0\0\0\x03\0\0\0GNU\0" + build_id
+           + b"IKCFG_ST" + gzip.compress(config) + b"IKCFG_ED")
+    payload = lzma.compress(elf, format=lzma.FORMAT_XZ) if compress == "xz" else \
+        gzip.compress(elf)
+    data = bytearray(fake_bzimage(tmp_path / "k", b"6.16.0 (x@y)\0").read_bytes())
+    data[0x1F1] = 3  # setup sectors: the payload offset counts from (3 + 1) * 512
+    data[0x248:0x24C] = (0x100).to_bytes(4, "little")
+    data[0x24C:0x250] = len(payload).to_bytes(4, "little")
+    data = data[:4 * 512 + 0x100] + payload + b"\0\0\0\0"
+    (tmp_path / "k").write_bytes(bytes(data))
+    ident = kernel_identity(tmp_path / "k")
+    assert ident["build_id"] == build_id.hex()
+    assert ident["embedded_config_sha256"] == hashlib.sha256(config).hexdigest()
+    assert kernel_identity(fake_bzimage(tmp_path / "plain", b"6.16\0")) == {"build_id": "unknown"}
