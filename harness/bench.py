@@ -73,7 +73,7 @@ def _phase_means(results: list[StateResult]) -> dict[str, float]:
                                                    / max(1, len(results)), 3)}
 
 
-def run_bench(out: Path, backend_name: str = "ext4-overlay2", states: int = 12,
+def run_bench(out: Path, backend_name: str = "ext4-overlay2", states: int = 48,
               reboot_states: int = 3, seed: int = 1) -> dict[str, Any]:
     say = print
     backend = BACKENDS[backend_name]

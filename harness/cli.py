@@ -78,7 +78,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench = sub.add_parser("bench", help="measure checker speed, replay bytes, record overhead")
     bench.add_argument("--out", type=Path, default=Path("results/bench.json"))
     bench.add_argument("--backend", default="ext4-overlay2", choices=list(BACKENDS))
-    bench.add_argument("--states", type=_positive_int, default=12)
+    bench.add_argument("--states", type=_positive_int, default=48,
+                       help="states for the checker (a campaign checks 24-48 per boot)")
     bench.add_argument("--reboot-states", type=_positive_int, default=3)
 
     chk = sub.add_parser("check", help="run every oracle on an existing test-disk image")

@@ -56,7 +56,8 @@ def replay_bundle(dest: Path, cfg: CampaignConfig, backend: Backend, res: StateR
         "state_id": state_id, "log_digest": digest, "epoch": int(epoch[1:]), "subset": subset,
         "promises": [p.to_json() for p in promises],
         "checker": "the state is hot-plugged into a guest booted with qemu_argv "
-                   "(QMP blockdev-add qcow2 + device_add virtio-blk-pci serial=state)",
+                   "(a virtio-blk-pci disk, serial=state, over a raw node whose file child "
+                   "is each state's qcow2, swapped with QMP blockdev-reopen)",
         "minimal": None if minimal is None else {
             "state_id": minimal.state.id, "dropped_entries": minimal.dropped,
             "original_dropped": minimal.original_dropped, "tests": minimal.tests,

@@ -6,14 +6,16 @@ from pathlib import Path
 
 import pytest
 
+from harness import hosttools
 from harness.campaign import CampaignConfig, machine_config
 from harness.images import GuestImages
 from harness.repro.bundle import load_bundle, signature
 from harness.repro.reproduce import reproduce
-from harness.storage.backends import BACKENDS, parse_backends
+from harness.storage.backends import BACKENDS, make_test_disk, parse_backends
 from harness.vm import accel
 from harness.workloads.default import default_workload
 from harness.writelog.campaign import check_recording
+from harness.writelog.checker import Checker
 from harness.writelog.record import Recording, record
 from harness.writelog.states import epochs
 
@@ -90,3 +92,24 @@ def test_config_that_never_flushes_is_caught_minimized_and_reproduced(
     report = reproduce(bundle, runs=2)
     assert report.runs == 2 and report.reproduced == 2 and report.kernel_matches
     assert [a.reproduced for a in report.attempts if a.what == "minimal"] == [True]
+
+
+def test_checker_sees_each_state_not_a_cached_one(images: GuestImages, tmp_path: Path,
+                                                  no_leftovers: None) -> None:
+    """States are swapped under one guest device (blockdev-reopen): a clean disk, a
+    disk whose superblock is gone, the clean one again: pass, fail, pass, fail."""
+    backend = BACKENDS["ext4-overlay2"]
+    clean = make_test_disk(backend, tmp_path / "clean.img")
+    broken = make_test_disk(backend, tmp_path / "broken.img")
+    with broken.open("r+b") as f:  # the primary superblock lives at byte 1024
+        f.seek(1024)
+        f.write(bytes(1024))
+    cfg = config(images, tmp_path)
+    verdicts = []
+    with Checker(machine_config(cfg, None), backend, tmp_path) as checker:
+        for i, disk in enumerate([clean, broken, clean, broken]):
+            overlay = hosttools.qcow2_overlay(disk, tmp_path / f"s{i}.qcow2")
+            found = checker.check(f"s{i}", overlay, [])
+            verdicts.append(sorted({v.cls for v in found}))
+        assert checker.boots == 1
+    assert verdicts == [[], ["fs-corruption"], [], ["fs-corruption"]]
