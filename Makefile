@@ -15,6 +15,7 @@ MKFS_OPTS ?=
 KERNELS ?=
 JOBS ?= 1
 SHARD ?=
+MINIMIZE_STEPS ?= 0
 PYTEST_ARGS ?=
 
 RUN_ARGS := --backends '$(BACKENDS)' --cuts '$(CUTS)' --states '$(STATES)' --seed '$(SEED)' --out '$(OUT)'
@@ -24,7 +25,7 @@ RUN_ARGS += $(if $(CUT_AT),--cut-at '$(CUT_AT)')
 RUN_ARGS += $(if $(MOUNT_OPTS),--mount-options '$(MOUNT_OPTS)')
 RUN_ARGS += $(if $(MKFS_OPTS),--mkfs-options '$(MKFS_OPTS)')
 RUN_ARGS += $(if $(KERNELS),--kernels '$(KERNELS)')
-RUN_ARGS += --jobs '$(JOBS)' $(if $(SHARD),--shard '$(SHARD)')
+RUN_ARGS += --jobs '$(JOBS)' $(if $(SHARD),--shard '$(SHARD)') --minimize-steps '$(MINIMIZE_STEPS)'
 
 .PHONY: crashtest test unit lint bench images host-deps clean
 

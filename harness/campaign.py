@@ -4,9 +4,10 @@ reboot on the cut disk → oracles), with results written as evidence."""
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,9 @@ from harness.oracles.docker import check_inventory, check_promises
 from harness.oracles.filesystem import recover_and_fsck
 from harness.oracles.verdict import Violation
 from harness.power.cut import CutOutcome, CutPlan, run_until_cut
+from harness.repro.bundle import signature
 from harness.repro.capture import live_bundle, qemu_argv
+from harness.repro.minimize import MinimalSteps, minimize_steps
 from harness.storage.backends import Backend, make_test_disk
 from harness.vm.accel import default_cpus
 from harness.vm.machine import Machine
@@ -43,6 +46,8 @@ class CampaignConfig:
     cpus: int = 0  # 0: the accelerator's safe default
     keep_disks: bool = False
     minimize_tests: int = 40  # checks spent shrinking each new failing lost-cache state
+    minimize_steps: int = 0  # live cycles spent shrinking a failing live cut's workload
+    bundles: bool = True  # write a reproducer bundle for each state with a violation
     # Test hook: damage the recovered disk on purpose before the oracles run.
     tamper: Tamper | None = None
 
@@ -174,6 +179,31 @@ def _verify_once(cfg: CampaignConfig, backend: Backend, outcome: CutOutcome, dis
     return found, t
 
 
+def _minimize_workload(cfg: CampaignConfig, backend: Backend, index: int, plan: CutPlan,
+                       res: StateResult, logdir: Path, progress: Progress) -> MinimalSteps:
+    """Repeat the cut with fewer workload steps while the same promises still break."""
+    want = set(signature([v.to_json() for v in res.violations]))
+    work = logdir / "minimize"
+    tries = 0
+
+    def fails(workload: Workload) -> bool:
+        nonlocal tries
+        tries += 1
+        progress(f"  minimizing steps, try {tries}: {', '.join(workload.step_names)}")
+        sub = replace(cfg, workload=workload, run_dir=work / f"try{tries}", minimize_steps=0,
+                      bundles=False, keep_disks=False)
+        got = run_state(sub, backend, index, plan, lambda _: None)
+        return want <= set(signature([v.to_json() for v in got.violations]))
+
+    try:
+        minimal = minimize_steps(cfg.workload, plan.step, fails, cfg.minimize_steps)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    progress(f"  minimal workload: {len(minimal.steps)} of {len(minimal.original)} steps "
+             f"({minimal.tests} live cycles)")
+    return minimal
+
+
 def run_state(cfg: CampaignConfig, backend: Backend, index: int, plan: CutPlan,
               progress: Progress) -> StateResult:
     state = f"{backend.name}/cut{index}/{plan.slug()}"
@@ -198,11 +228,13 @@ def run_state(cfg: CampaignConfig, backend: Backend, index: int, plan: CutPlan,
                        "steps": sum(outcome.step_seconds.values())}
         (logdir / "ledger.json").write_text(json.dumps(
             [p.to_json() for p in outcome.ledger.in_force()], indent=1) + "\n")
-        if res.verdict == "violation":
+        if res.verdict == "violation" and cfg.bundles:
+            minimal = (_minimize_workload(cfg, backend, index, plan, res, logdir, progress)
+                       if cfg.minimize_steps else None)
             dest = cfg.run_dir / "bundles" / state.replace("/", "-")
             argv = qemu_argv(machine_config(cfg, Disk(Path("disk.img"), "data")))
             live_bundle(dest, cfg, backend, res, argv, outcome, disk,
-                        sorted(logdir.glob("*.log")))
+                        sorted(logdir.glob("*.log")), minimal)
             res.bundle = str(dest.relative_to(cfg.run_dir))
     except (HarnessError, GuestError) as e:
         res.harness_error = f"{type(e).__name__}: {e}"

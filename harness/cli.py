@@ -65,6 +65,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="comma list of kernels (as --kernel): run the campaign on each")
     run.add_argument("--jobs", type=_positive_int, default=1,
                      help="units (live cuts, lost-cache replays) run in parallel")
+    run.add_argument("--minimize-steps", type=_positive_int, default=0,
+                     help="live cycles to spend shrinking the workload of a failing live "
+                          "cut (0: off)")
     run.add_argument("--shard", default=None,
                      help="i/N: run only this job's share of the campaign (merge later)")
 
@@ -207,7 +210,7 @@ def main(argv: list[str] | None = None) -> int:
             accel=args.accel, cut_at=args.cut_at, mkfs_options=args.mkfs_options,
             mount_options=args.mount_options, keep_disks=args.keep_disks,
             inject=args.inject, memory_mb=args.memory, kernels=args.kernels, jobs=args.jobs,
-            shard=args.shard,
+            shard=args.shard, minimize_steps=args.minimize_steps,
         )
         run_dir = run_campaign(opts)
         summary = json.loads((run_dir / "summary.json").read_text())

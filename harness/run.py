@@ -48,6 +48,7 @@ class RunOptions:
     kernels: str | None = None  # comma list: run the campaign on each kernel
     jobs: int = 1  # units run in parallel, each with its own guests
     shard: str | None = None  # "i/N": run only this job's share of the units
+    minimize_steps: int = 0  # live cycles to shrink a failing live cut's workload
 
 
 def parse_cut_at(spec: str, steps: list[str]) -> CutPlan:
@@ -237,7 +238,8 @@ def run_campaign(opts: RunOptions, progress: Progress | None = None) -> Path:
     kdirs = [""] if len(all_images) == 1 else list(versions)
     cfgs = [CampaignConfig(images=images, accel=accel, workload=workload, seed=opts.seed,
                            run_dir=partial / kd, memory_mb=opts.memory_mb,
-                           keep_disks=opts.keep_disks, tamper=tamper)
+                           keep_disks=opts.keep_disks, tamper=tamper,
+                           minimize_steps=opts.minimize_steps)
             for images, kd in zip(all_images, kdirs, strict=True)]
     units = plan_units(opts, backends, len(all_images), workload, fixed)
     mine = [u.index for u in units if u.index % shard_n == shard_i - 1]

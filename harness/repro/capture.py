@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 from harness.images import GuestImages
 from harness.power.cut import CutOutcome
 from harness.repro.bundle import compress_disk, write_bundle
-from harness.repro.minimize import Minimized
+from harness.repro.minimize import MinimalSteps, Minimized
 from harness.storage.backends import Backend
 from harness.vm.qemu import MachineConfig, Sockets, build_argv
 from harness.workloads.promises import Promise
@@ -68,7 +68,8 @@ def replay_bundle(dest: Path, cfg: CampaignConfig, backend: Backend, res: StateR
 
 
 def live_bundle(dest: Path, cfg: CampaignConfig, backend: Backend, res: StateResult,
-                argv: list[str], outcome: CutOutcome, disk: Path, logs: list[Path]) -> Path:
+                argv: list[str], outcome: CutOutcome, disk: Path, logs: list[Path],
+                minimal: MinimalSteps | None = None) -> Path:
     meta = _common(cfg, backend, res, "live", argv)
     meta.update({
         "cut": {"kind": outcome.plan.kind, "step": outcome.plan.step,
@@ -76,6 +77,9 @@ def live_bundle(dest: Path, cfg: CampaignConfig, backend: Backend, res: StateRes
         "actual": outcome.actual, "last_durability_point": outcome.ledger.last_point,
         "promises": [p.to_json() for p in outcome.ledger.in_force()],
         "inventory": outcome.inventory,
+        "minimal": None if minimal is None else {
+            "steps": minimal.steps, "original_steps": minimal.original,
+            "tests": minimal.tests, "complete": minimal.complete},
     })
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = dest.parent / f".{dest.name}.disk.qcow2"

@@ -1,8 +1,9 @@
-"""Minimization: shrink the writes a failing crash state drops to the few that matter.
+"""Minimization: shrink a failing state to what matters.
 
 A lost-cache state keeps some writes of one epoch and drops the rest. Delta
 debugging (Zeller's ddmin) over the dropped writes finds a smaller set whose loss
 still breaks the same promise: usually one or two journal or metadata blocks.
+A live cut is shrunk over the workload steps before the cut instead.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from harness.workloads.default import Workload
 from harness.writelog.states import CrashState, Epoch
 
 
@@ -101,3 +103,37 @@ def minimize(state: CrashState, epoch: Epoch, fails: Callable[[CrashState], bool
         positions, lambda cand: fails(state_dropping(state, epoch, cand)), budget)
     return Minimized(state_dropping(state, epoch, subset),
                      [epoch.entries[i].index for i in subset], len(positions), tests, complete)
+
+
+@dataclass
+class MinimalSteps:
+    steps: list[str]  # the workload steps the minimal reproducer runs, in order
+    original: list[str]
+    tests: int
+    complete: bool
+
+
+def minimize_steps(workload: Workload, cut_step: str, fails: Callable[[Workload], bool],
+                   budget: int = 8) -> MinimalSteps:
+    """The fewest workload steps before `cut_step` (plus what they need) with which
+    a live cut at the same point still breaks the same promise. Each test is a
+    whole live cycle, so the budget is small."""
+    names = workload.step_names
+    before = names[:names.index(cut_step)]
+    tests = 0
+
+    def run(keep: list[str]) -> bool:
+        nonlocal tests
+        tests += 1
+        return fails(workload.keeping({*keep, cut_step}))
+
+    if run([]):
+        kept: list[str] = []
+        complete = True
+    else:
+        # ddmin counts its own tests; `run` counts every one, including the first.
+        idx, _, complete = ddmin(list(range(len(before))),
+                                 lambda i: run([before[j] for j in i]), budget - 1)
+        kept = [before[i] for i in idx]
+    minimal = workload.keeping({*kept, cut_step}).step_names
+    return MinimalSteps(minimal, names[:names.index(cut_step) + 1], tests, complete)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import shutil
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -176,11 +176,17 @@ def _live(bundle: Bundle, images: GuestImages, work: Path, runs: int,
                                    wall_s=round(time.monotonic() - t0, 1)))
     progress(f"  recheck of the cut disk: {got or 'clean'}")
     disk.unlink()
-    for i in range(runs):
-        progress(f"  live cut {i + 1}/{runs}: {plan.describe()}")
-        res = run_state(cfg, backend, i, plan, progress)
+    cfg.bundles = False
+    tries = [("live cut", cfg.workload)] * runs
+    minimal = bundle.meta.get("minimal")
+    if minimal:
+        tries.append(("minimal", cfg.workload.keeping(set(minimal["steps"]))))
+    for i, (what, workload) in enumerate(tries):
+        progress(f"  {what} {i + 1}/{len(tries)}: {plan.describe()} with "
+                 f"{len(workload.steps)} steps")
+        res = run_state(replace(cfg, workload=workload), backend, i, plan, progress)
         got = signature([v.to_json() for v in res.violations])
-        report.attempts.append(Attempt("live cut", res.state, got,
+        report.attempts.append(Attempt(what, res.state, got,
                                        bool(report.expected) and set(report.expected) <= set(got),
                                        res.harness_error, res.wall_s))
         progress(f"  => {'REPRODUCED' if report.attempts[-1].reproduced else 'not reproduced'}")

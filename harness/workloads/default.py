@@ -51,6 +51,7 @@ class Step:
     name: str
     run: Callable[[AgentClient], None]
     promises: list[Promise] = field(default_factory=list)
+    needs: tuple[str, ...] = ()  # steps that must have run before this one
 
     @property
     def removes(self) -> list[str]:
@@ -78,6 +79,18 @@ class Workload:
     @property
     def step_names(self) -> list[str]:
         return [s.name for s in self.steps]
+
+    def keeping(self, names: set[str]) -> Workload:
+        """The workload with only these steps and the steps they need, in order."""
+        by_name = {s.name: s for s in self.steps}
+        keep: set[str] = set()
+        todo = [n for n in names if n in by_name]
+        while todo:
+            n = todo.pop()
+            if n not in keep:
+                keep.add(n)
+                todo.extend(by_name[n].needs)
+        return Workload(self.seed, [s for s in self.steps if s.name in keep], self.context)
 
 
 def build_context(rng: random.Random, seed: int) -> tuple[dict[str, bytes], str]:
@@ -184,26 +197,30 @@ def default_workload(seed: int) -> Workload:
 
     steps = [
         Step("import-base", import_base, [img(BASE, "import-base", "true")]),
-        Step("build-app", build_app, [img(app, "build-app", verify, app_manifest)]),
+        Step("build-app", build_app, [img(app, "build-app", verify, app_manifest)],
+             needs=("import-base",)),
         Step("build-scratch", build_scratch,
-             [img(scratch, "build-scratch", "cat /scratch.txt", scratch_line)]),
+             [img(scratch, "build-scratch", "cat /scratch.txt", scratch_line)],
+             needs=("import-base",)),
         Step("create-writer", create_writer,
-             [Promise("container", writer, "create-writer", "sync")]),
-        Step("start-writer", start_writer),
+             [Promise("container", writer, "create-writer", "sync")], needs=("build-app",)),
+        Step("start-writer", start_writer, needs=("create-writer",)),
         Step("fsync-layer", fsync_layer,
              [Promise("file", f"container:{writer}:/data/out/layer.bin", "fsync-layer",
-                      "fsync", sha256=out_sha)]),
+                      "fsync", sha256=out_sha)], needs=("start-writer",)),
         Step("fsync-volume", fsync_volume,
              [Promise("file", f"volume:{volume}:/vol.bin", "fsync-volume", "fsync",
-                      sha256=out_sha)]),
+                      sha256=out_sha)], needs=("start-writer",)),
         # The writer was running when `sync` made its state durable: after a power cut
         # dockerd must bring it back as exited with code 255.
         Step("commit", commit,
              [Promise("container", writer, "commit", "sync", check="exited 255"),
               img(committed, "commit",
                   f"{verify} && echo '{out_sha}  /data/out/layer.bin' | sha256sum -c -s",
-                  app_manifest + out_line)]),
+                  app_manifest + out_line)],
+             needs=("fsync-layer",)),  # the committed image must hold the fsync'd file
         Step("churn", churn, [Promise("absent-container", temp, "churn", "sync"),
-                              Promise("absent-image", scratch, "churn", "sync")]),
+                              Promise("absent-image", scratch, "churn", "sync")],
+             needs=("build-app", "build-scratch")),
     ]
     return Workload(seed, steps, ctx)

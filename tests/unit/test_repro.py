@@ -119,3 +119,36 @@ def _edit(bundle: Path, drop: str = "", **changes: object) -> None:
 def test_not_a_bundle(tmp_path: Path) -> None:
     with pytest.raises(BundleError, match="not a directory"):
         load_bundle(tmp_path / "nope")
+
+
+def test_workload_keeping_adds_what_steps_need() -> None:
+    from harness.workloads.default import default_workload
+
+    wl = default_workload(1)
+    assert wl.keeping({"commit"}).step_names == [
+        "import-base", "build-app", "create-writer", "start-writer", "fsync-layer", "commit"]
+    assert wl.keeping({"churn"}).step_names == [
+        "import-base", "build-app", "build-scratch", "churn"]
+    assert wl.keeping(set(wl.step_names)).step_names == wl.step_names
+
+
+@pytest.mark.parametrize("needed,expected_tests", [(set(), 1), ({"fsync-volume"}, None)])
+def test_minimize_steps_keeps_only_steps_the_failure_needs(needed: set[str],
+                                                           expected_tests: int | None) -> None:
+    from harness.repro.minimize import minimize_steps
+    from harness.workloads.default import default_workload
+
+    wl = default_workload(1)
+    runs: list[list[str]] = []
+
+    def fails(w: object) -> bool:
+        names = w.step_names  # type: ignore[attr-defined]
+        runs.append(names)
+        return needed <= set(names)
+
+    m = minimize_steps(wl, "commit", fails, budget=8)
+    assert set(m.steps) == set(wl.keeping({"commit", *needed}).step_names)
+    assert m.original == wl.step_names[:wl.step_names.index("commit") + 1]
+    assert m.tests == len(runs) <= 8 and all("commit" in r for r in runs)
+    if expected_tests is not None:
+        assert m.tests == expected_tests
