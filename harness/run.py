@@ -127,9 +127,9 @@ class Unit:
     cut: int = 0
     plan: CutPlan | None = None
 
-    def label(self) -> str:
-        what = f"cut {self.cut}" if self.kind == "live" else "lost cache"
-        return f"k{self.kernel} {self.backend.name} {what}"
+    def label(self, kernel: str = "") -> str:
+        what = f"cut {self.cut + 1}" if self.kind == "live" else "lost cache"
+        return " ".join(x for x in (kernel, self.backend.name, what) if x)
 
 
 def plan_units(opts: RunOptions, backends: list[Backend], nkernels: int,
@@ -167,9 +167,11 @@ def _run_unit(index: int) -> UnitResult:
     cfg = cfgs[u.kernel]
     t0 = time.monotonic()
 
+    label = u.label(cfg.images.kernel.version if len(cfgs) > 1 else "")
+
     def say(msg: str) -> None:
         # One write per line: parallel workers share stdout.
-        sys.stdout.write(f"[{u.label()}] {msg.strip()}\n")
+        sys.stdout.write(f"[{label}] {msg.strip()}\n")
         sys.stdout.flush()
 
     if u.kind == "live":

@@ -14,6 +14,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, TextIO
 
+from qemu.qmp import ExecuteError
 from qemu.qmp.legacy import QEMUMonitorProtocol
 
 from harness import hosttools
@@ -150,7 +151,10 @@ class Machine:
         with self._qmp_lock:
             if self._qmp is None:
                 raise HarnessError(f"{self.name}: QMP not connected")
-            res = self._qmp.cmd(cmd, **args)
+            try:
+                res = self._qmp.cmd(cmd, **args)
+            except ExecuteError as e:  # QEMU refused: our request or host state is wrong
+                raise HarnessError(f"{self.name}: QMP {cmd} failed: {e}") from e
             self.events.extend(self._qmp.get_events(wait=False))
             self._qmp.clear_events()
             return res

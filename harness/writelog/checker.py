@@ -89,6 +89,15 @@ def check_by_reboot(config: MachineConfig, backend: Backend, state_id: str, disk
         return found + console_oracle.violations(vm.console_since(mark), state_id)
 
 
+def qcow2_size(path: Path) -> int:
+    """The virtual size a qcow2 image declares in its header."""
+    with path.open("rb") as f:
+        head = f.read(32)
+    if len(head) < 32 or head[:4] != b"QFI\xfb":
+        raise HarnessError(f"{path}: not a qcow2 image")
+    return int.from_bytes(head[24:32], "big")
+
+
 class Checker:
     def __init__(self, config: MachineConfig, backend: Backend, logdir: Path) -> None:
         self.config = config
@@ -132,23 +141,35 @@ class Checker:
         return self.vm
 
     def _attach(self, vm: Machine, disk: Path) -> None:
-        """Show `disk` to the guest as its state disk. The first state hot-plugs a
-        virtio disk over a raw node; later ones only swap that node's file child
-        (QMP blockdev-reopen): no PCI hot-plug, the guest sees the same /dev/vdX
-        and drops its page cache of it (BLKFLSBUF) before each check."""
+        """Show `disk` (qcow2) to the guest as its state disk. The first state
+        hot-plugs a virtio disk over a raw node; later ones only swap that node's
+        file child (QMP blockdev-reopen): no PCI hot-plug, the guest keeps the same
+        /dev/vdX and drops its cache of it before each check. The old state is
+        closed before the new one opens (through an idle null node), so a file may
+        be checked twice."""
         self._seq += 1
         node = f"state{self._seq}"
+
+        def point_at(child: str) -> None:
+            vm.qmp("blockdev-reopen",
+                   options=[{"driver": "raw", "node-name": "statedisk", "file": child}])
+
+        plugged = self._state_node is not None
+        if self._state_node is not None:
+            point_at("stateidle")
+            vm.qmp("blockdev-del", **{"node-name": self._state_node})
+            self._state_node = None
         vm.qmp("blockdev-add", **{"driver": "qcow2", "node-name": node,
                                   "file": {"driver": "file", "filename": str(disk)}})
-        if self._state_node is None:
+        self._state_node = node
+        if not plugged:
+            vm.qmp("blockdev-add", **{"driver": "null-co", "node-name": "stateidle",
+                                      "size": qcow2_size(disk), "read-zeroes": True})
             vm.qmp("blockdev-add", **{"driver": "raw", "node-name": "statedisk", "file": node})
             vm.qmp("device_add", driver="virtio-blk-pci", id="statedev", drive="statedisk",
                    serial=STATE_SERIAL)
         else:
-            vm.qmp("blockdev-reopen",
-                   options=[{"driver": "raw", "node-name": "statedisk", "file": node}])
-            vm.qmp("blockdev-del", **{"node-name": self._state_node})
-        self._state_node = node
+            point_at(node)
 
     def check(self, state_id: str, disk: Path, promises: list[Promise],
               before: str = "", full: bool = False) -> list[Violation]:

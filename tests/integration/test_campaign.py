@@ -81,14 +81,15 @@ def test_layer_file_zeroed_between_cut_and_check_is_caught(
 
 def test_ctrl_c_stops_and_cleans_up(images: GuestImages, tmp_path: Path,
                                     no_leftovers: None) -> None:
+    """With two guests at a time (worker processes): Ctrl-C stops them all."""
     out = tmp_path / "results"
     proc = subprocess.Popen([sys.executable, "-m", "harness.cli", "run", "--backends", "btrfs",
-                             "--cuts", "1", "--states", "0", "--out", str(out)],
+                             "--cuts", "2", "--states", "0", "--jobs", "2", "--out", str(out)],
                             stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
     assert proc.stdout is not None
     for line in proc.stdout:
-        if line.startswith("[btrfs 1/1]"):
+        if line.startswith("[btrfs cut 1] cut"):
             break
     time.sleep(8)  # inside the workload VM
     proc.send_signal(signal.SIGINT)
