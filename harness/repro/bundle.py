@@ -7,6 +7,8 @@
     writes.log.zst    the recorded write log          (lost-cache states)
     origin.qcow2      the disk before the workload    (lost-cache states)
     disk.qcow2        the disk as the power cut left it (live cuts)
+    kernel/bzImage    the kernel, when it is not a Debian package (a user's bzImage
+                      or a source-tree build, with everything built in)
     console/*.log     console and agent transcripts of the failing check
 """
 
@@ -120,6 +122,7 @@ def write_bundle(dest: Path, meta: dict[str, Any], artifacts: dict[str, Path],
     (tmp / "console").mkdir(parents=True)
     try:
         for name, src in artifacts.items():
+            (tmp / name).parent.mkdir(parents=True, exist_ok=True)
             try:
                 os.link(src, tmp / name)
             except OSError:

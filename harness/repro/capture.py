@@ -28,6 +28,14 @@ def kernel_meta(images: GuestImages) -> dict[str, str]:
     return info
 
 
+def kernel_artifacts(images: GuestImages) -> dict[str, Path]:
+    """A kernel that no archive serves travels in the bundle (if it needs no modules)."""
+    info = images.kernel.info
+    if "=" in info.get("source", "") or info.get("modules"):
+        return {}
+    return {"kernel/bzImage": images.kernel.vmlinuz}
+
+
 def qemu_argv(config: MachineConfig) -> list[str]:
     """The guest's command line, with placeholder socket paths."""
     sockets = Sockets(Path("qmp.sock"), Path("console.sock"), Path("agent.sock"))
@@ -63,8 +71,8 @@ def replay_bundle(dest: Path, cfg: CampaignConfig, backend: Backend, res: StateR
             "original_dropped": minimal.original_dropped, "tests": minimal.tests,
             "complete": minimal.complete, "violations": minimal_verdict or []},
     })
-    return write_bundle(dest, meta, {"writes.log.zst": log_zst, "origin.qcow2": origin_qcow2},
-                        logs)
+    return write_bundle(dest, meta, {"writes.log.zst": log_zst, "origin.qcow2": origin_qcow2,
+                                     **kernel_artifacts(cfg.images)}, logs)
 
 
 def live_bundle(dest: Path, cfg: CampaignConfig, backend: Backend, res: StateResult,
@@ -84,6 +92,7 @@ def live_bundle(dest: Path, cfg: CampaignConfig, backend: Backend, res: StateRes
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = dest.parent / f".{dest.name}.disk.qcow2"
     try:
-        return write_bundle(dest, meta, {"disk.qcow2": compress_disk(disk, tmp)}, logs)
+        return write_bundle(dest, meta, {"disk.qcow2": compress_disk(disk, tmp),
+                                         **kernel_artifacts(cfg.images)}, logs)
     finally:
         tmp.unlink(missing_ok=True)

@@ -78,6 +78,8 @@ class ReproReport:
 
 def _images(bundle: Bundle, kernel: str | None) -> tuple[GuestImages, bool]:
     spec = kernel or bundle.meta["kernel"].get("spec") or None
+    if kernel is None and "kernel/bzImage" in bundle.meta["files"]:
+        spec = str(bundle.file("kernel/bzImage").resolve())  # the bundle's own kernel
     if kernel is None and spec and "/" in spec and not Path(spec).exists():
         raise BundleError(f"bundle {bundle.path}: its kernel {spec} is not on this machine; "
                           "pass --kernel")

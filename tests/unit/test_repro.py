@@ -152,3 +152,36 @@ def test_minimize_steps_keeps_only_steps_the_failure_needs(needed: set[str],
     assert m.tests == len(runs) <= 8 and all("commit" in r for r in runs)
     if expected_tests is not None:
         assert m.tests == expected_tests
+
+
+def test_a_kernel_no_archive_serves_travels_in_the_bundle(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from types import SimpleNamespace
+
+    from harness.repro import reproduce
+    from harness.repro.capture import kernel_artifacts
+
+    vmlinuz = tmp_path / "vmlinuz"
+    vmlinuz.write_bytes(b"kernel")
+
+    def images(info: dict[str, str]) -> SimpleNamespace:
+        return SimpleNamespace(kernel=SimpleNamespace(info=info, vmlinuz=vmlinuz))
+
+    debian = {"source": "trixie:linux-image-x=6.12-1", "modules": "btrfs"}
+    built = {"source": "/src/linux/arch/x86/boot/bzImage", "modules": "", "sha256": "k"}
+    assert kernel_artifacts(images(debian)) == {}  # type: ignore[arg-type]
+    assert kernel_artifacts(images(built)) == {"kernel/bzImage": vmlinuz}  # type: ignore[arg-type]
+
+    src = make_bundle(tmp_path)
+    doc = json.loads((src / "bundle.json").read_text())
+    bundle = write_bundle(tmp_path / "with-kernel", {k: v for k, v in doc.items()
+                                                     if k not in ("format", "version", "files")},
+                          {"writes.log.zst": src / "writes.log.zst",
+                           "origin.qcow2": src / "origin.qcow2", "kernel/bzImage": vmlinuz}, [])
+    moved = load_bundle(Path(shutil.move(bundle, tmp_path / "moved")))
+    asked: list[str | None] = []
+    monkeypatch.setattr(reproduce, "ensure_images",
+                        lambda spec: asked.append(spec) or images(built))
+    reproduce._images(moved, None)
+    reproduce._images(moved, "/other/bzImage")
+    assert asked == [str((tmp_path / "moved" / "kernel" / "bzImage").resolve()), "/other/bzImage"]
