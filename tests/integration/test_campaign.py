@@ -112,7 +112,10 @@ def test_shards_merge_to_the_totals_of_one_parallel_run(images: GuestImages, tmp
     assert main(["merge", str(tmp_path / "merged"), *map(str, shards)]) == 0
     whole = json.loads((tmp_path / "whole" / "latest" / "summary.json").read_text())
     merged = json.loads((tmp_path / "merged" / "summary.json").read_text())
-    assert merged["totals"] == whole["totals"]
+    # Leaks depend on when the recording's writes landed (each run records its own
+    # log), so they are not part of the comparison.
+    same = ("states_checked", "violations", "harness_errors")
+    assert {k: merged["totals"][k] for k in same} == {k: whole["totals"][k] for k in same}
     assert merged["totals"]["states_checked"] == 4
     parts = [json.loads((s / "summary.json").read_text())["shard"]["units"] for s in shards]
     assert sorted(parts[0] + parts[1]) == [0, 1] and parts[0] != parts[1]
