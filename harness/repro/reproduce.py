@@ -14,9 +14,8 @@ import tempfile
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
 
-from harness.campaign import CampaignConfig, machine_config, run_state, verify
+from harness.campaign import CampaignConfig, Progress, machine_config, run_state, verify
 from harness.images import GuestImages, ensure_images
 from harness.power.cut import CutOutcome, CutPlan
 from harness.repro.bundle import Bundle, BundleError, signature, unpack_disk, unpack_log
@@ -27,8 +26,6 @@ from harness.writelog.checker import Checker
 from harness.writelog.record import read_recorded_log
 from harness.writelog.replay import Replayer
 from harness.writelog.states import epochs, parse_state_id
-
-Progress = Any  # Callable[[str], None]
 
 
 @dataclass
