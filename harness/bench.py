@@ -17,11 +17,12 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from harness.campaign import CampaignConfig, StateResult, machine_config
+from harness.campaign import CampaignConfig, machine_config
 from harness.errors import HarnessError
 from harness.guest import docker
 from harness.images import ensure_images
 from harness.images.rootfs import BASE_TAR_IN_GUEST
+from harness.report.results import mean_timings
 from harness.storage.backends import BACKENDS, Backend, make_test_disk
 from harness.vm import accel as accel_mod
 from harness.vm.machine import Machine
@@ -63,14 +64,6 @@ def _store_oracle_time(base: MachineConfig, backend: Backend, workdir: Path,
             raise HarnessError(f"bench: store oracle failed: {res.evidence(400)}")
     out: dict[str, Any] = json.loads(res.stdout)
     return out
-
-
-def _phase_means(results: list[StateResult]) -> dict[str, float]:
-    """Where a checked state's time goes: host replay, hot-plug, each guest command."""
-    keys = sorted({k for r in results for k in r.timings})
-    return {k: round(sum(r.timings.get(k, 0.0) for r in results) / len(results), 3)
-            for k in keys} | {"state_wall": round(sum(r.wall_s for r in results)
-                                                   / max(1, len(results)), 3)}
 
 
 def run_bench(out: Path, backend_name: str = "ext4-overlay2", states: int = 48,
@@ -130,7 +123,8 @@ def run_bench(out: Path, backend_name: str = "ext4-overlay2", states: int = 48,
             "store_oracle_images": store["images"],
             "store_oracle_layers": store["layers"],
             "store_oracle_s": store["seconds"],
-            "checker_phase_mean_s": _phase_means(results),
+            # where a checked state's time goes: host replay, attach, each guest step
+            "checker_phase_mean_s": mean_timings(results, digits=3),
             "verdicts": {r.state: r.verdict for r in results},
         }
     finally:

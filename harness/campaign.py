@@ -21,7 +21,7 @@ from harness.oracles.docker import check_inventory, check_promises
 from harness.oracles.filesystem import recover_and_fsck
 from harness.oracles.verdict import Violation
 from harness.power.cut import CutOutcome, CutPlan, run_until_cut
-from harness.repro.bundle import signature
+from harness.repro.bundle import reproduces, signature_of
 from harness.repro.capture import live_bundle, qemu_argv
 from harness.repro.minimize import MinimalSteps, minimize_steps
 from harness.storage.backends import Backend, make_test_disk
@@ -182,7 +182,7 @@ def _verify_once(cfg: CampaignConfig, backend: Backend, outcome: CutOutcome, dis
 def _minimize_workload(cfg: CampaignConfig, backend: Backend, index: int, plan: CutPlan,
                        res: StateResult, logdir: Path, progress: Progress) -> MinimalSteps:
     """Repeat the cut with fewer workload steps while the same promises still break."""
-    want = set(signature([v.to_json() for v in res.violations]))
+    want = signature_of(res.violations)
     work = logdir / "minimize"
     tries = 0
 
@@ -193,7 +193,7 @@ def _minimize_workload(cfg: CampaignConfig, backend: Backend, index: int, plan: 
         sub = replace(cfg, workload=workload, run_dir=work / f"try{tries}", minimize_steps=0,
                       bundles=False, keep_disks=False)
         got = run_state(sub, backend, index, plan, lambda _: None)
-        return want <= set(signature([v.to_json() for v in got.violations]))
+        return reproduces(want, signature_of(got.violations))
 
     try:
         minimal = minimize_steps(cfg.workload, plan.step, fails, cfg.minimize_steps)

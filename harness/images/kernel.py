@@ -306,13 +306,15 @@ def _write_modules_cpio(moddir: Path | None, out: Path) -> list[str]:
 
 def _load(final: Path) -> KernelBundle:
     info = json.loads((final / "kernel.json").read_text())
-    if info.get("build_id", "unknown") == "unknown":  # cached before identities were read
-        info.update(kernel_identity(final / "vmlinuz"))
+    if info.get("identity") != IDENTITY_VERSION:  # cached before this reader: read it once
+        info.update(kernel_identity(final / "vmlinuz"), identity=IDENTITY_VERSION)
         (final / "kernel.json").write_text(json.dumps(info, indent=1) + "\n")
     return KernelBundle(final / "vmlinuz", final / "modules.cpio", info)
 
 
 # ---------------------------------------------------------------- identity
+
+IDENTITY_VERSION = 2  # bump when kernel_identity learns to read more kernels
 
 _PAYLOAD_MAGIC = {b"\x28\xb5\x2f\xfd": "zstd", b"\xfd7zXZ": "xz", b"\x1f\x8b": "gzip",
                   b"\x02\x21\x4c\x18": "lz4"}

@@ -39,18 +39,20 @@ class BackendSummary:
             "replay": self.replay,
             "states": [s.to_json() for s in self.states],
         }
-
-
     def mean_timings(self) -> dict[str, float]:
-        """Mean of each timing over the states that have it, plus the cycle wall time."""
-        keys = sorted({k for s in self.states for k in s.timings})
-        out = {k: round(sum(s.timings[k] for s in self.states if k in s.timings)
-                        / sum(1 for s in self.states if k in s.timings), 2) for k in keys}
-        for kind, key in (("live", "live_cycle_wall_s"), ("replay", "replay_state_wall_s")):
-            walls = [s.wall_s for s in self.states if s.kind == kind]
-            if walls:
-                out[key] = round(sum(walls) / len(walls), 2)
-        return out
+        return mean_timings(self.states)
+
+
+def mean_timings(states: list[StateResult], digits: int = 2) -> dict[str, float]:
+    """Mean of each timing over the states that have it, plus the cycle wall time."""
+    keys = sorted({k for s in states for k in s.timings})
+    out = {k: round(sum(s.timings[k] for s in states if k in s.timings)
+                    / sum(1 for s in states if k in s.timings), digits) for k in keys}
+    for kind, key in (("live", "live_cycle_wall_s"), ("replay", "replay_state_wall_s")):
+        walls = [s.wall_s for s in states if s.kind == kind]
+        if walls:
+            out[key] = round(sum(walls) / len(walls), digits)
+    return out
 
 
 def write_summary(run_dir: Path, meta: dict[str, Any], backends: list[BackendSummary]) -> Path:

@@ -25,6 +25,7 @@ from typing import Any
 
 from harness import hosttools
 from harness.errors import HarnessError, InputError
+from harness.oracles.verdict import Violation
 from harness.storage.backends import BACKENDS, Backend
 from harness.workloads.promises import Promise
 
@@ -77,6 +78,15 @@ class Bundle:
 def signature(violations: list[dict[str, Any]]) -> list[str]:
     """Violation classes and broken promises, without state-specific detail."""
     return sorted({f"[{v['class']}] {v['promise']}" for v in violations if v["class"] != "leak"})
+
+
+def signature_of(found: list[Violation]) -> list[str]:
+    return signature([v.to_json() for v in found])
+
+
+def reproduces(expected: list[str], got: list[str]) -> bool:
+    """The same promises broke again (a state with nothing expected never reproduces)."""
+    return bool(expected) and set(expected) <= set(got)
 
 
 def _sha256(path: Path) -> str:

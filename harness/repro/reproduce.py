@@ -18,7 +18,15 @@ from pathlib import Path
 from harness.campaign import CampaignConfig, Progress, machine_config, run_state, verify
 from harness.images import GuestImages, ensure_images
 from harness.power.cut import CutOutcome, CutPlan
-from harness.repro.bundle import Bundle, BundleError, signature, unpack_disk, unpack_log
+from harness.repro.bundle import (
+    Bundle,
+    BundleError,
+    reproduces,
+    signature,
+    signature_of,
+    unpack_disk,
+    unpack_log,
+)
 from harness.vm import accel as accel_mod
 from harness.workloads.default import default_workload
 from harness.workloads.promises import Ledger
@@ -143,8 +151,8 @@ def _replay(bundle: Bundle, images: GuestImages, work: Path, runs: int,
                     found = checker.check(st.id, disk, bundle.promises())
                 finally:
                     disk.unlink(missing_ok=True)
-                got = signature([v.to_json() for v in found])
-                a = Attempt(what, st.id, got, bool(expected) and set(expected) <= set(got),
+                got = signature_of(found)
+                a = Attempt(what, st.id, got, reproduces(expected, got),
                             wall_s=round(time.monotonic() - t0, 2))
                 report.attempts.append(a)
                 progress(f"  {what} {st.id}: {'REPRODUCED' if a.reproduced else 'not reproduced'}"
@@ -169,9 +177,9 @@ def _live(bundle: Bundle, images: GuestImages, work: Path, runs: int,
     t0 = time.monotonic()
     (work / "recheck").mkdir()
     found, _ = verify(cfg, backend, outcome, disk, work / "recheck", bundle.state)
-    got = signature([v.to_json() for v in found])
+    got = signature_of(found)
     report.attempts.append(Attempt("cut disk", bundle.state, got,
-                                   set(report.expected) <= set(got),
+                                   reproduces(report.expected, got),
                                    wall_s=round(time.monotonic() - t0, 1)))
     progress(f"  recheck of the cut disk: {got or 'clean'}")
     disk.unlink()
@@ -184,8 +192,7 @@ def _live(bundle: Bundle, images: GuestImages, work: Path, runs: int,
         progress(f"  {what} {i + 1}/{len(tries)}: {plan.describe()} with "
                  f"{len(workload.steps)} steps")
         res = run_state(replace(cfg, workload=workload), backend, i, plan, progress)
-        got = signature([v.to_json() for v in res.violations])
-        report.attempts.append(Attempt(what, res.state, got,
-                                       bool(report.expected) and set(report.expected) <= set(got),
+        got = signature_of(res.violations)
+        report.attempts.append(Attempt(what, res.state, got, reproduces(report.expected, got),
                                        res.harness_error, res.wall_s))
         progress(f"  => {'REPRODUCED' if report.attempts[-1].reproduced else 'not reproduced'}")

@@ -12,7 +12,7 @@ from typing import Any
 
 from harness.campaign import CampaignConfig, Progress, StateResult, machine_config
 from harness.errors import GuestError, HarnessError
-from harness.repro.bundle import compress_disk, compress_log, signature
+from harness.repro.bundle import compress_disk, compress_log, reproduces, signature, signature_of
 from harness.repro.capture import qemu_argv, replay_bundle
 from harness.repro.minimize import Minimized, minimize
 from harness.storage.backends import Backend
@@ -148,7 +148,7 @@ class _Bundler:
             disk.unlink(missing_ok=True)
 
     def capture(self, res: StateResult, st: CrashState, promises: list[Promise]) -> None:
-        want = signature([v.to_json() for v in res.violations])
+        want = signature_of(res.violations)
         minimal: Minimized | None = None
         minimal_found: list[dict[str, Any]] = []
         if (self.cfg.minimize_tests and tuple(want) not in self.minimized
@@ -157,7 +157,7 @@ class _Bundler:
             self.shared.mkdir(parents=True, exist_ok=True)
             minimal = minimize(
                 st, self.eps[st.epoch],
-                lambda cand: set(want) <= set(signature(self._check(cand, promises))),
+                lambda cand: reproduces(want, signature(self._check(cand, promises))),
                 self.cfg.minimize_tests)
             if minimal is not None:
                 minimal_found = self._check(minimal.state, promises)  # its evidence
