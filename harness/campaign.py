@@ -17,7 +17,8 @@ from harness.guest import docker
 from harness.guest.agent import AgentClient
 from harness.images import GuestImages
 from harness.oracles import console as console_oracle
-from harness.oracles.docker import check_inventory, check_promises
+from harness.oracles import offline
+from harness.oracles.docker import check_inventory, check_promises, what_docker_says
 from harness.oracles.filesystem import recover_and_fsck
 from harness.oracles.verdict import Violation
 from harness.power.cut import CutOutcome, CutPlan, run_until_cut
@@ -157,7 +158,13 @@ def _verify_once(cfg: CampaignConfig, backend: Backend, outcome: CutOutcome, dis
                 if not any("mounts" in v.promise for v in found):
                     if cfg.tamper is not None:
                         cfg.tamper(vm.agent, backend)
+                    promised = [p.target for p in outcome.ledger.in_force()
+                                if p.kind == "image"]
+                    registered = offline.check_registered(vm.agent, backend, state, promised)
                     docker_found, log = check_promises(vm.agent, backend, state, outcome.ledger)
+                    if not any(v.promise.startswith("dockerd starts") for v in docker_found):
+                        registered = what_docker_says(vm.agent, registered)
+                    found += registered
                     found += docker_found
                     if outcome.inventory is not None and not any(
                             v.promise.startswith("dockerd starts") for v in docker_found):

@@ -54,7 +54,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--out", type=Path, default=Path("results"))
     run.add_argument("--accel", default=None, help="auto (default), kvm or tcg")
     run.add_argument("--cut-at", default=None,
-                     help="cut every cycle at STEP, after:STEP or during:STEP:SECONDS")
+                     help="cut every cycle at STEP, after:STEP, during:STEP:SECONDS or "
+                          "returned:STEP (after its docker command, before its sync)")
     run.add_argument("--mkfs-options", default="", help="extra mkfs options for every backend")
     run.add_argument("--mount-options", default="", help="mount options for every backend")
     run.add_argument("--keep-disks", action="store_true", help="keep cut disks of passing states")
@@ -169,7 +170,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"crashtest: {args.image}: {report.fs} ({report.backend}), "
                       f"kernel {report.kernel}")
                 for v in report.violations:
-                    print(f"  [{v.cls}] {v.promise}")
+                    print(f"  [{v.cls}, fault: {v.fault}] {v.promise}")
                     for key, val in v.evidence.items():
                         print(f"      {key}: {val.strip().splitlines()[0] if val.strip() else ''}")
                 print("crashtest: clean" if not report.failing else
@@ -215,9 +216,10 @@ def main(argv: list[str] | None = None) -> int:
         run_dir = run_campaign(opts)
         summary = json.loads((run_dir / "summary.json").read_text())
         totals = summary["totals"]
+        faults = ", ".join(f"{n} {f}'s fault" for f, n in totals.get("faults", {}).items())
         print(f"crashtest: {totals['states_checked']} states checked, "
-              f"{totals['violations']} violations, {totals['harness_errors']} harness errors; "
-              f"results in {run_dir}/summary.json")
+              f"{totals['violations']} violations{f' ({faults})' if faults else ''}, "
+              f"{totals['harness_errors']} harness errors; results in {run_dir}/summary.json")
         if totals["violations"]:
             return 1
         return 2 if totals["harness_errors"] else 0

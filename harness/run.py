@@ -51,13 +51,21 @@ class RunOptions:
     minimize_steps: int = 0  # live cycles to shrink a failing live cut's workload
 
 
-def parse_cut_at(spec: str, steps: list[str]) -> CutPlan:
-    """`STEP`, `after:STEP` or `during:STEP:SECONDS`."""
+def parse_cut_at(spec: str, workload: Workload) -> CutPlan:
+    """`STEP`, `after:STEP`, `during:STEP:SECONDS` or `returned:STEP`."""
+    steps = workload.step_names
+    kinds = ("after", "during", "returned")
     parts = spec.split(":")
-    kind = parts[0] if parts[0] in ("after", "during") else "after"
-    rest = parts[1:] if parts[0] in ("after", "during") else parts
+    kind = parts[0] if parts[0] in kinds else "after"
+    rest = parts[1:] if parts[0] in kinds else parts
     if not rest or rest[0] not in steps:
         raise InputError(f"CUT_AT {spec!r}: step must be one of {', '.join(steps)}")
+    if kind == "returned":
+        synced = [s.name for s in workload.steps if s.sync]
+        if rest[0] not in synced:
+            raise InputError(f"CUT_AT {spec!r}: only a step that ends in its own sync can "
+                             f"be cut before it: {', '.join(synced)}")
+        return CutPlan("returned", rest[0])
     if kind == "during":
         try:
             delay = float(rest[1]) if len(rest) > 1 else 1.0
@@ -139,7 +147,8 @@ def plan_units(opts: RunOptions, backends: list[Backend], nkernels: int,
     for k in range(nkernels):
         for b in backends:
             plans = [fixed] * opts.cuts if fixed else plan_cuts(
-                opts.seed, b.name, opts.cuts, workload.step_names)
+                opts.seed, b.name, opts.cuts, workload.step_names,
+                [s.name for s in workload.steps if s.sync])
             for i, plan in enumerate(plans):
                 units.append(Unit(len(units), k, b, "live", i, plan))
             if opts.states:
@@ -180,7 +189,7 @@ def _run_unit(index: int) -> UnitResult:
         res = run_state(cfg, u.backend, u.cut, u.plan, say)
         detail = res.harness_error or "; ".join(
             f"{n}x {h}" for h, n in Counter(
-                f"[{v.cls}] {v.promise}" for v in res.violations).items())
+                f"[{v.cls}, fault: {v.fault}] {v.promise}" for v in res.violations).items())
         say(f"=> {res.verdict.upper()} in {res.wall_s:.0f}s" + (f": {detail}" if detail else ""))
         return UnitResult(index, [res], wall_s=time.monotonic() - t0)
     say("recording the workload's writes")
@@ -217,7 +226,7 @@ def run_campaign(opts: RunOptions, progress: Progress | None = None) -> Path:
     backends = validate(opts)
     shard_i, shard_n = parse_shard(opts.shard)
     workload = default_workload(opts.seed)
-    fixed = parse_cut_at(opts.cut_at, workload.step_names) if opts.cut_at else None
+    fixed = parse_cut_at(opts.cut_at, workload) if opts.cut_at else None
     tamper = _tamper_for(opts.inject, workload)
     accel, why = accel_mod.choose(opts.accel)
     specs = kernel_specs(opts)

@@ -87,13 +87,27 @@ def failures(text: str) -> list[ConsoleFailure]:
 
 
 IN_RECOVERY = "the kernel reports no failure in recovery"
+_FS_TITLES = ("EXT4-fs", "JBD2", "btrfs", "BTRFS", "transaction aborted", "XFS", "busy inodes")
+# A generic BUG/Oops/WARNING is the filesystem's when its report names filesystem code.
+_FS_CODE = re.compile(r"\b(?:ext4|jbd2|btrfs|xfs|ovl|overlayfs)_\w+|fs/(?:ext4|jbd2|btrfs|"
+                      r"xfs|overlayfs)/")
+
+
+def fault_of(failure: ConsoleFailure, context: str) -> str:
+    if failure.title.startswith(_FS_TITLES) or _FS_CODE.search(context):
+        return "filesystem"
+    return "kernel"
 
 
 def violations(text: str, state: str, promise: str = IN_RECOVERY) -> list[Violation]:
     """One fs-corruption verdict per distinct kernel failure in `text`."""
-    return [Violation("fs-corruption", state, promise,
-                      {"console": excerpt(text, f.lineno), "failure": f"{f.title} (x{f.count})"})
-            for f in failures(text)]
+    found = []
+    for f in failures(text):
+        context = excerpt(text, f.lineno)
+        found.append(Violation("fs-corruption", state, promise,
+                               {"console": context, "failure": f"{f.title} (x{f.count})"},
+                               fault_of(f, context)))
+    return found
 
 
 def excerpt(text: str, lineno: int, before: int = 5, after: int = 15) -> str:

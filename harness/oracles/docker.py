@@ -91,7 +91,8 @@ def check_promises(a: AgentClient, backend: Backend, state: str,
         log = dockerd_log(a)
         return [Violation("docker-corruption", state, "dockerd starts on the recovered disk",
                           {"command": started.cmd, "output": started.evidence(),
-                           "dockerd_log_tail": "\n".join(log.splitlines()[-30:])})], log
+                           "dockerd_log_tail": "\n".join(log.splitlines()[-30:])},
+                          "docker")], log
     found: list[Violation] = []
     for p in ledger.in_force():
         if p.kind == "container":
@@ -102,14 +103,18 @@ def check_promises(a: AgentClient, backend: Backend, state: str,
                 st = a.run("docker inspect --format '{{.State.Status}} {{.State.ExitCode}}' "
                            + shlex.quote(p.target), timeout=60)
                 if st.stdout.strip() != p.check:
-                    found.append(_v("docker-corruption", state, p, st, expected=p.check))
+                    # restoring a container's state after a crash is dockerd's job
+                    found.append(Violation("docker-corruption", state, p.describe(),
+                                           {"command": st.cmd, "output": st.evidence(),
+                                            "expected": p.check}, "docker"))
         else:
             found.extend(CHECKS[p.kind](a, state, p))
     log = dockerd_log(a)
     signs = log_signs(log)
     if signs:
         # Evidence, not verdicts: half-written objects nobody was promised show here too.
-        found = [Violation(v.cls, v.state, v.promise, {**v.evidence, "dockerd_log": signs})
+        found = [Violation(v.cls, v.state, v.promise, {**v.evidence, "dockerd_log": signs},
+                           v.fault)
                  if v.cls.startswith("docker-") else v for v in found]
     return found, log
 
@@ -135,3 +140,24 @@ def log_signs(log: str, limit: int = 20) -> str:
     """The dockerd log lines that carry one of LOG_SIGNS, first `limit` of them."""
     lines = [line for line in log.splitlines() if any(s in line for s in LOG_SIGNS)]
     return "\n".join(lines[:limit])
+
+
+def what_docker_says(a: AgentClient, found: list[Violation]) -> list[Violation]:
+    """For each damaged image the offline check found, what the running dockerd
+    makes of it: it lists the image as usable, and `docker save` (which re-hashes
+    every layer) is the only thing that notices."""
+    out = []
+    for v in found:
+        image = v.evidence.get("image", "")
+        if not image:
+            out.append(v)
+            continue
+        ref = shlex.quote(image)
+        listed = a.run(f"docker image inspect --format '{{{{.Id}}}} {{{{.RepoTags}}}}' {ref}",
+                       timeout=60)
+        save = a.run(f"docker save -o {SAVE_TMP} {ref}; rc=$?; rm -f {SAVE_TMP}; exit $rc",
+                     timeout=120)
+        out.append(Violation(v.cls, v.state, v.promise, {
+            **v.evidence,
+            "docker_lists_it": listed.evidence(), "docker_save": save.evidence()}, v.fault))
+    return out

@@ -19,7 +19,9 @@ MAX_DELAY_S = 4.0
 
 @dataclass(frozen=True)
 class CutPlan:
-    """Cut right after `step` returns ("after"), or `delay_s` into it ("during")."""
+    """Cut right after `step` returns ("after"), `delay_s` into it ("during"), or
+    right after its docker command returned and before its own `sync` ("returned":
+    what docker alone made durable, the moment users lose images in)."""
 
     kind: str
     step: str
@@ -28,6 +30,8 @@ class CutPlan:
     def describe(self) -> str:
         if self.kind == "after":
             return f"after {self.step}"
+        if self.kind == "returned":
+            return f"after {self.step}'s docker command returned, before its sync"
         return f"during {self.step} +{self.delay_s:.2f}s"
 
     def slug(self) -> str:
@@ -35,14 +39,19 @@ class CutPlan:
                                              else "")
 
 
-def plan_cuts(seed: int, backend: str, count: int, steps: list[str]) -> list[CutPlan]:
-    """The same seed, backend and steps always give the same plans."""
+def plan_cuts(seed: int, backend: str, count: int, steps: list[str],
+              synced: list[str] | None = None) -> list[CutPlan]:
+    """The same seed, backend and steps always give the same plans. `synced`: the
+    steps that end in a sync of their own (they may be cut before it)."""
     rng = random.Random(f"crashtest-cuts:{seed}:{backend}")
     plans = []
     for i in range(count):
         step = rng.choice(steps)
-        # Alternate the two kinds so even a small campaign has both.
-        if i % 2 == 0:
+        # Rotate the kinds so even a small campaign has each.
+        kind = ("during", "after", "returned")[i % 3]
+        if kind == "returned" and synced:
+            plans.append(CutPlan("returned", rng.choice(synced)))
+        elif kind == "during":
             plans.append(CutPlan("during", step, round(rng.uniform(0.0, MAX_DELAY_S), 2)))
         else:
             plans.append(CutPlan("after", step))
@@ -97,6 +106,12 @@ def run_until_cut(vm: Machine, workload: Workload, plan: CutPlan,
         started = time.monotonic()
         try:
             step.run(vm.agent)
+            if plan.kind == "returned" and step.name == plan.step:
+                cut()
+                out.cut_in = step.name
+                out.actual = plan.describe()
+                return out
+            step.finish(vm.agent)
         except PowerCut:
             out.cut_in = step.name
             out.actual = f"during {step.name} +{time.monotonic() - started:.2f}s"

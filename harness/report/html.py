@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.errors import InputError
-from harness.oracles.verdict import CLASSES
+from harness.oracles.verdict import CLASSES, FAULTS
 
 
 @dataclass
@@ -129,8 +129,11 @@ def _violations(cells: list[Cell]) -> str:
                 cmd = f"crashtest repro {c.run_dir / s['bundle']}"
                 out.append(f"<p>reproduce: <code>{html.escape(cmd)}</code></p>")
             for v in bad:
+                fault = v.get("fault", "")
                 out.append(f'<p><span class="cls">{html.escape(v["class"])}</span> '
-                           f'{html.escape(v["promise"])}</p>')
+                           f'{html.escape(v["promise"])} <span class="fault" title="'
+                           f'{html.escape(FAULTS.get(fault, ""))}">fault: '
+                           f'{html.escape(fault)}</span></p>')
                 for key, val in v.get("evidence", {}).items():
                     out.append(f"<details><summary>{html.escape(key)}</summary>"
                                f"<pre>{html.escape(str(val)[-6000:])}</pre></details>")
@@ -165,6 +168,7 @@ td.pass{background:#d8f0d8}td.fail{background:#f6caca}td.error{background:#f6e7b
 td.none{color:#888}.bar{fill:#4a78b5}svg text{font:12px sans-serif}
 .violation{border-left:4px solid #c33;padding-left:1em;margin:1em 0}
 .cls{background:#c33;color:#fff;padding:1px 6px;border-radius:3px}
+.fault{color:#555;font-style:italic}
 pre{background:#f4f4f4;padding:6px;overflow:auto;max-height:24em}
 figure{display:inline-block;margin:0 2em 1em 0}figcaption{font-weight:bold}"""
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import xml.etree.ElementTree as ET
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -64,6 +65,9 @@ def write_summary(run_dir: Path, meta: dict[str, Any], backends: list[BackendSum
         "leaks": sum(1 for b in doc["backends"] for v in b["violations"]
                      if v["class"] == "leak"),
         "harness_errors": sum(len(b["harness_errors"]) for b in doc["backends"]),
+        # violations by whose fault they are (see oracles/verdict.py FAULTS)
+        "faults": dict(sorted(Counter(v["fault"] for b in doc["backends"]
+                                      for v in b["violations"] if v["class"] != "leak").items())),
     }
     path = run_dir / "summary.json"
     path.write_text(json.dumps(doc, indent=1) + "\n")
@@ -86,7 +90,8 @@ def write_junit(run_dir: Path, backends: list[BackendSummary]) -> Path:
                 if v.cls == "leak":
                     ET.SubElement(case, "system-out").text = f"leak: {v.promise}: {v.evidence}"
                     continue
-                fail = ET.SubElement(case, "failure", type=v.cls, message=v.promise)
+                fail = ET.SubElement(case, "failure", type=v.cls,
+                                     message=f"{v.promise} (fault: {v.fault})")
                 fail.text = "\n\n".join(f"{k}:\n{val}" for k, val in v.evidence.items())
             if s.verdict == "harness-error":
                 ET.SubElement(case, "error", type="harness-error", message=s.harness_error)

@@ -48,6 +48,13 @@ class Backend:
         """Verify every checksum of a mounted filesystem (btrfs only); "" if none."""
         return f"btrfs scrub start -B -r {target}" if self.fs == "btrfs" else ""
 
+    def flushes_off(self) -> str:
+        """The mount option that stops the filesystem flushing the disk cache, if any."""
+        for o in self.mount_options.split(","):
+            if o.strip() in ("barrier=0", "nobarrier", "barrier=off"):
+                return o.strip()
+        return ""
+
     def describe(self) -> dict[str, str]:
         return {"name": self.name, "fs": self.fs, "storage_driver": self.driver,
                 "mkfs_options": " ".join(self.mkfs_options), "mount_options": self.mount_options}

@@ -52,6 +52,17 @@ class Step:
     run: Callable[[AgentClient], None]
     promises: list[Promise] = field(default_factory=list)
     needs: tuple[str, ...] = ()  # steps that must have run before this one
+    # Ends in a `sync` of its own, run apart from `run` so a power cut can land right
+    # after docker's command returned and before the sync (CutPlan "returned").
+    sync: bool = False
+
+    def finish(self, agent: AgentClient) -> None:
+        if self.sync:
+            _must(agent, "sync", self.name)
+
+    def execute(self, agent: AgentClient) -> None:
+        self.run(agent)
+        self.finish(agent)
 
     @property
     def removes(self) -> list[str]:
@@ -151,23 +162,23 @@ def default_workload(seed: int) -> Workload:
     verify = "/bin/sh /crashtest/verify.sh"
 
     def import_base(a: AgentClient) -> None:
-        _must(a, f"docker import {BASE_TAR_IN_GUEST} {BASE} && sync", "import-base")
+        _must(a, f"docker import {BASE_TAR_IN_GUEST} {BASE}", "import-base")
 
     def build_app(a: AgentClient) -> None:
         a.put(f"{CTX_DIR}.tar", _tar(ctx))
         _must(a, f"rm -rf {CTX_DIR} && mkdir -p {CTX_DIR} && tar -xf {CTX_DIR}.tar -C {CTX_DIR}",
               "build-app")
-        _must(a, f"DOCKER_BUILDKIT=0 docker build -q --network none -t {app} {CTX_DIR} && sync",
+        _must(a, f"DOCKER_BUILDKIT=0 docker build -q --network none -t {app} {CTX_DIR}",
               "build-app")
 
     def build_scratch(a: AgentClient) -> None:
         df = f"FROM {BASE}\nRUN echo scratch-{seed} > /scratch.txt\n"
         _must(a, f"printf %s {shlex.quote(df)} | DOCKER_BUILDKIT=0 docker build -q "
-                 f"--network none -t {scratch} - && sync", "build-scratch")
+                 f"--network none -t {scratch} -", "build-scratch")
 
     def create_writer(a: AgentClient) -> None:
         _must(a, f"docker create --name {writer} --network none -v {volume}:/vol {app} "
-                 "sleep 100000 && sync", "create-writer")
+                 "sleep 100000", "create-writer")
 
     def start_writer(a: AgentClient) -> None:
         _must(a, f"docker start {writer}", "start-writer")
@@ -181,11 +192,11 @@ def default_workload(seed: int) -> Workload:
                  "sync /vol/vol.bin /vol'", "fsync-volume")
 
     def commit(a: AgentClient) -> None:
-        _must(a, f"docker commit {writer} {committed} && sync", "commit")
+        _must(a, f"docker commit {writer} {committed}", "commit")
 
     def churn(a: AgentClient) -> None:
         _must(a, f"docker run --name {temp} --network none {app} true && docker rm {temp} "
-                 f"&& docker rmi {scratch} && sync", "churn")
+                 f"&& docker rmi {scratch}", "churn")
 
     def img(ref: str, step: str, check: str, manifest: str = "") -> Promise:
         return Promise("image", ref, step, "sync", check=check, manifest=manifest)
@@ -196,14 +207,15 @@ def default_workload(seed: int) -> Workload:
     out_line = f"{out_sha}  /data/out/layer.bin\n"
 
     steps = [
-        Step("import-base", import_base, [img(BASE, "import-base", "true")]),
+        Step("import-base", import_base, [img(BASE, "import-base", "true")], sync=True),
         Step("build-app", build_app, [img(app, "build-app", verify, app_manifest)],
-             needs=("import-base",)),
+             needs=("import-base",), sync=True),
         Step("build-scratch", build_scratch,
              [img(scratch, "build-scratch", "cat /scratch.txt", scratch_line)],
-             needs=("import-base",)),
+             needs=("import-base",), sync=True),
         Step("create-writer", create_writer,
-             [Promise("container", writer, "create-writer", "sync")], needs=("build-app",)),
+             [Promise("container", writer, "create-writer", "sync")], needs=("build-app",),
+             sync=True),
         Step("start-writer", start_writer, needs=("create-writer",)),
         Step("fsync-layer", fsync_layer,
              [Promise("file", f"container:{writer}:/data/out/layer.bin", "fsync-layer",
@@ -218,9 +230,9 @@ def default_workload(seed: int) -> Workload:
               img(committed, "commit",
                   f"{verify} && echo '{out_sha}  /data/out/layer.bin' | sha256sum -c -s",
                   app_manifest + out_line)],
-             needs=("fsync-layer",)),  # the committed image must hold the fsync'd file
+             needs=("fsync-layer",), sync=True),  # the image must hold the fsync'd file
         Step("churn", churn, [Promise("absent-container", temp, "churn", "sync"),
                               Promise("absent-image", scratch, "churn", "sync")],
-             needs=("build-app", "build-scratch")),
+             needs=("build-app", "build-scratch"), sync=True),
     ]
     return Workload(seed, steps, ctx)

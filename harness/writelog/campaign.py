@@ -12,6 +12,7 @@ from typing import Any
 
 from harness.campaign import CampaignConfig, Progress, StateResult, machine_config
 from harness.errors import GuestError, HarnessError
+from harness.oracles.verdict import blame_configuration
 from harness.repro.bundle import compress_disk, compress_log, reproduces, signature, signature_of
 from harness.repro.capture import qemu_argv, replay_bundle
 from harness.repro.minimize import Minimized, minimize
@@ -80,7 +81,8 @@ def check_recording(cfg: CampaignConfig, backend: Backend, rec: Recording, log: 
             try:
                 replayer.build(eps, st, disk)
                 res.timings["replay_build_s"] = round(time.monotonic() - t, 3)
-                res.violations = checker.check(st.id, disk, promises)
+                res.violations = blame_configuration(checker.check(st.id, disk, promises),
+                                                     backend.flushes_off())
                 res.timings.update(checker.last_times)
             except (HarnessError, GuestError) as e:
                 res.harness_error = f"{type(e).__name__}: {e}"
@@ -98,7 +100,8 @@ def check_recording(cfg: CampaignConfig, backend: Backend, rec: Recording, log: 
                 progress(f"  {res.state}: {res.verdict.upper()}")
         bundler.close()
     shutil.rmtree(workdir / "work", ignore_errors=True)
-    return results, _replay_stats(replayer.stats, checker.boots, time.monotonic() - t0)
+    return results, _replay_stats(replayer.stats, len(results), checker.boots,
+                                  time.monotonic() - t0)
 
 
 def _last_step(events: list[Event], entry: int) -> str:
@@ -106,9 +109,12 @@ def _last_step(events: list[Event], entry: int) -> str:
     return done[-1] if done else "(none)"
 
 
-def _replay_stats(s: ReplayStats, boots: int, wall: float) -> dict[str, object]:
-    return {"states": s.states, "replay_bytes": s.replay_bytes, "naive_replay_bytes":
-            s.naive_bytes, "checker_boots": boots, "check_wall_s": round(wall, 1)}
+def _replay_stats(s: ReplayStats, checked: int, boots: int,
+                  wall: float) -> dict[str, object]:
+    """`states`: the campaign's states; `states_built` also counts minimization's."""
+    return {"states": checked, "states_built": s.states, "replay_bytes": s.replay_bytes,
+            "naive_replay_bytes": s.naive_bytes, "checker_boots": boots,
+            "check_wall_s": round(wall, 1)}
 
 
 def _short(subset: str) -> str:

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from harness.errors import GuestError, GuestPanic, GuestTimeout, HarnessError
 from harness.oracles import console as console_oracle
+from harness.oracles import offline
 from harness.oracles.verdict import Violation
 from harness.storage.backends import Backend
 from harness.vm.machine import Machine
@@ -20,7 +21,6 @@ from harness.workloads.promises import Promise
 
 STATE_SERIAL = "state"
 BOOT_TIMEOUT_S = 120.0
-CHECK_TIMEOUT_S = 600.0
 FIND_STATE_DISK = (
     "for i in $(seq 100); do for s in /sys/block/vd*; do "
     f'[ "$(cat $s/serial 2>/dev/null)" = "{STATE_SERIAL}" ] && echo /dev/${{s##*/}} && exit 0; '
@@ -52,29 +52,10 @@ def run_checks(vm: Machine, backend: Backend, state_id: str, promises: list[Prom
         "driver": None if full else backend.driver, "full": full,
         "mount": backend.mount_cmd(dev), "fsck": backend.fsck_cmd(dev),
         "scrub": backend.scrub_cmd(),
-        "promises": promise_request(promises),
+        "promises": promise_request(promises), "registered": True,
     }
-    records = vm.agent.call("check_state", "check", req, timeout=CHECK_TIMEOUT_S)
-    if not isinstance(records, list):
-        raise HarnessError(f"state checker returned {type(records).__name__}, not a list")
-    found = []
-    for r in records:
-        if r["check"] == "timings":
-            if times is not None:
-                times.update({f"guest_{k}_s": round(v, 3) for k, v in r["times"].items()})
-            continue
-        if not r["ok"]:
-            promise = r.get("promise") or {
-                "mount": "the filesystem mounts (recovery) in this crash state",
-                "umount": "the recovered filesystem unmounts",
-                "fsck": f"{backend.fs} fsck is clean after recovery",
-                "remount": "the recovered filesystem remounts read-only",
-                "scrub": "every btrfs checksum verifies (scrub)",
-                "store": "the disk holds a docker image store",
-            }[r["check"]]
-            found.append(Violation(r["class"], state_id, promise,
-                                   {"command": r["command"], "output": r["output"]}))
-    return found
+    records = vm.agent.call("check_state", "check", req, timeout=offline.CHECK_TIMEOUT_S)
+    return offline.verdicts(records, backend, state_id, times)
 
 
 def check_by_reboot(config: MachineConfig, backend: Backend, state_id: str, disk: Path,

@@ -103,7 +103,7 @@ def record(base_config: MachineConfig, backend: Backend, workload: Workload, wor
         position = 0
         for step in workload.steps:
             started = position  # read before the step ran: no write of it is earlier
-            step.run(vm.agent)
+            step.execute(vm.agent)
             if with_log:
                 position = log_position(log)
                 events.append(Event(step.name, position, list(step.promises), started,

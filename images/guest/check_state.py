@@ -213,7 +213,10 @@ def find_device(serial, timeout=10.0):
 
 
 def check_store(req, results, times):
-    """Promises and docker's store, offline, on the read-only recovered tree."""
+    """Promises and docker's store, offline, on the recovered tree (dockerd not
+    running, so nothing has rewritten the evidence). A workload promise was made by
+    sync/fsync: breaking it is the filesystem's fault. Docker's own promise (an image
+    it restores is intact) is docker's."""
     t_store = time.monotonic()
     try:
         store = Store(req["driver"] or DockerStore(ROOT).driver)
@@ -227,23 +230,45 @@ def check_store(req, results, times):
         except (OSError, ValueError, KeyError) as e:
             cls, msg = "docker-corruption", "%s: %s" % (type(e).__name__, e)
         results.append({"check": "promise", "ok": cls is None, "class": cls,
-                        "promise": p["describe"], "command": "offline check",
-                        "output": msg})
-    # Structure and content of every promised image and container.
+                        "fault": "filesystem", "promise": p["describe"],
+                        "command": "offline check", "output": msg})
+    # Structure and content of every promised image and container, then of every
+    # other image docker would restore.
     refs = {p["target"] for p in req["promises"] if p["kind"] == "image"}
     names = {p["target"] for p in req["promises"] if p["kind"] == "container"}
-    if refs or names or req.get("full"):
-        try:
-            findings = DockerStore(ROOT, req["driver"]).check(
-                True, None if req.get("full") else refs, names)
-        except (OSError, ValueError) as e:
-            findings = [{"cls": "docker-corruption", "what": "docker's store is "
-                         "readable", "path": ROOT, "detail": str(e)}]
-        for f in findings:
-            results.append({"check": "store", "ok": False, "class": f["cls"],
-                            "promise": f["what"], "command": "offline store check",
-                            "output": "%s: %s" % (f["path"], f["detail"])})
+    full = req.get("full")
+    try:
+        ds = DockerStore(ROOT, store.driver)
+        if refs or names or full:
+            for f in ds.check(True, None if full else refs, names):
+                f["fault"] = "unknown" if full else "filesystem"
+        if req.get("registered") and not full:
+            promised = set()
+            for ref in refs | set(req.get("skip_refs", ())):
+                try:
+                    promised.add(store.image_id(ref))
+                except (OSError, ValueError, KeyError):
+                    pass
+            ds.check_registered(promised - {None})
+        findings = ds.findings
+    except (OSError, ValueError) as e:
+        findings = [{"cls": "docker-corruption", "what": "docker's store is readable",
+                     "path": ROOT, "detail": str(e), "fault": ""}]
+    for f in findings:
+        results.append({"check": "store", "ok": False, "class": f["cls"],
+                        "fault": "docker" if f["cls"] == "leak" else f["fault"],
+                        "promise": f["what"], "command": "offline store check",
+                        "output": "%s: %s" % (f["path"], f["detail"]),
+                        "image": f.get("image", "")})
     times["store"] = time.monotonic() - t_store
+
+
+def check_tree(req):
+    """The offline store checks on the tree already mounted at /var/lib/docker
+    (live cuts: after recovery and fsck, before dockerd starts)."""
+    results, times = [], {}
+    check_store(req, results, times)
+    return results
 
 
 def check(req):

@@ -20,6 +20,7 @@ def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
     (["--cuts", "0", "--states", "0"], "must be >= 0 and not both 0"),
     (["--cut-at", "after:nonsense"], "step must be one of"),
     (["--cut-at", "during:build-app:soon"], "delay must be a number"),
+    (["--cut-at", "returned:start-writer"], "only a step that ends in its own sync"),
     (["--accel", "hvf"], "accelerator 'hvf'"),
 ])
 def test_bad_input_is_one_line_exit_2(tmp_path: Path, args: list[str], message: str) -> None:

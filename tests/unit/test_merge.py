@@ -34,7 +34,7 @@ def test_merge_sums_states_and_keeps_bundles(tmp_path: Path) -> None:
     out = merge_runs(tmp_path / "merged", runs)
     doc = json.loads((out / "summary.json").read_text())
     assert doc["totals"] == {"states_checked": 2, "violations": 1, "leaks": 0,
-                             "harness_errors": 0}
+                             "harness_errors": 0, "faults": {"filesystem": 1}}
     assert doc["backends"][0]["wall_s"] == 20
     assert (out / "bundles" / "b2" / "bundle.json").exists()
     assert (out / "junit.xml").exists()

@@ -2,6 +2,7 @@ import threading
 import time
 
 from harness.errors import PowerCut
+from harness.guest.agent import Result
 from harness.power.cut import CutPlan, plan_cuts, run_until_cut
 from harness.workloads.default import Step, Workload
 from harness.workloads.promises import Promise
@@ -13,11 +14,19 @@ def test_plans_are_seeded_and_mixed() -> None:
     assert p1 == plan_cuts(5, "btrfs", 6, steps)
     assert p1 != plan_cuts(6, "btrfs", 6, steps)
     assert {p.kind for p in p1} == {"during", "after"}
+    with_synced = plan_cuts(5, "btrfs", 6, steps, ["b"])
+    assert {p.kind for p in with_synced} == {"during", "after", "returned"}
+    assert {p.step for p in with_synced if p.kind == "returned"} == {"b"}
 
 
 class FakeAgent:
     def __init__(self) -> None:
         self.cut = threading.Event()
+        self.commands: list[str] = []
+
+    def run(self, cmd: str, timeout: float = 0) -> Result:
+        self.commands.append(cmd)
+        return Result(cmd, 0, "", "", 0.0)
 
 
 class FakeVM:
@@ -97,3 +106,16 @@ def test_a_removing_step_withdraws_promises_and_the_inventory_while_it_runs() ->
     assert out.ledger.in_force() == []
     done = run_until_cut(FakeVM(), wl, CutPlan("after", "two"))  # type: ignore[arg-type]
     assert [p.kind for p in done.ledger.in_force()] == ["absent-image"]
+
+
+def test_returned_cuts_after_dockers_command_before_the_sync() -> None:
+    ran: list[str] = []
+    steps = [Step("one", lambda a: ran.append("one"), [Promise("image", "one", "one", "sync")],
+                  sync=True),
+             Step("two", lambda a: ran.append("two"), [Promise("image", "two", "two", "sync")],
+                  sync=True)]
+    vm = FakeVM()
+    out = run_until_cut(vm, Workload(1, steps, {}), CutPlan("returned", "two"))  # type: ignore[arg-type]
+    assert ran == ["one", "two"] and vm.agent.commands == ["sync"]  # only step one synced
+    assert [p.target for p in out.ledger.in_force()] == ["one"]  # two's sync never ran
+    assert vm.cuts == 1 and "before its sync" in out.actual

@@ -26,9 +26,10 @@ def test_summary_has_the_promised_fields(tmp_path: Path) -> None:
     assert b["states_checked"] == 2
     assert b["violations"][0] == {"class": "docker-lost", "state": "btrfs/cut1/after-y",
                                   "promise": "image a exists",
-                                  "evidence": {"command": "docker image inspect a"}}
+                                  "evidence": {"command": "docker image inspect a"},
+                                  "fault": "filesystem"}
     assert doc["totals"] == {"states_checked": 2, "violations": 1, "leaks": 0,
-                             "harness_errors": 1}
+                             "harness_errors": 1, "faults": {"filesystem": 1}}
 
 
 def test_junit_one_case_per_state(tmp_path: Path) -> None:
