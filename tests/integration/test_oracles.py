@@ -65,15 +65,28 @@ def test_truncated_repositories_json(store_disk: tuple[str, Path], no_leftovers:
             "otherwise)") in failing(report)
 
 
-def test_empty_overlay2_link(store_disk: tuple[str, Path], no_leftovers: None) -> None:
+# The base image layer: the only overlay2 layer directory without a `lower` file.
+EMPTY_BASE_LINK = ("for d in /mnt/overlay2/*/; do [ -f $d/link ] && [ ! -f $d/lower ] && "
+                   ": > $d/link && break; done")
+# A layer two above the base, remade as a snapshot of the base (skipping its parent).
+RESNAPSHOT_LAYER = (
+    "cd /mnt/image/btrfs/layerdb/sha256 && for l in *; do [ -f $l/parent ] || "
+    "{ B=$(cat $l/cache-id); continue; }; p=$(cut -d: -f2 $l/parent); "
+    "[ -f $p/parent ] && C=$(cat $l/cache-id); done; cd /mnt/btrfs/subvolumes && "
+    "btrfs subvolume delete $C >/dev/null && btrfs subvolume snapshot $B $C >/dev/null && cd /")
+
+
+def test_driver_layer_links(store_disk: tuple[str, Path], no_leftovers: None) -> None:
+    """overlay2: an emptied `link`; btrfs: a layer that is not a snapshot of its parent."""
     backend, disk = store_disk
-    if backend != "ext4-overlay2":
-        pytest.skip("overlay2 only")
-    # the base image layer: the only layer directory without a `lower` file
-    report = check_image(disk, before=MOUNT + "for d in /mnt/overlay2/*/; do "
-                         "[ -f $d/link ] && [ ! -f $d/lower ] && : > $d/link && break; done"
-                         + UMOUNT)
-    assert ("docker-corruption", "overlay2 link is a 26-character id") in failing(report)
+    if backend == "ext4-overlay2":
+        report = check_image(disk, before=MOUNT + EMPTY_BASE_LINK + UMOUNT)
+        assert ("docker-corruption", "overlay2 link is a 26-character id") in failing(report)
+    else:
+        report = check_image(disk, before=MOUNT + RESNAPSHOT_LAYER + UMOUNT)
+        found = [v for v in report.violations
+                 if v.promise == "btrfs layer is a snapshot of the layer below"]
+        assert found and "parent uuid" in found[0].evidence["output"], failing(report)
 
 
 def test_orphan_layer_is_a_leak_not_corruption(store_disk: tuple[str, Path],

@@ -35,6 +35,14 @@ def test_zeroed_file_is_named_by_crc(tmp_path: Path) -> None:
     assert "file data/a.bin has 0 bytes, tar-split says 3000" in found[0]["detail"]
 
 
+def test_missing_file_is_named_as_missing(tmp_path: Path) -> None:
+    ids = make_store(tmp_path)
+    (tmp_path / "overlay2" / ids["cache"] / "diff/data/a.bin").unlink()
+    found = ds.DockerStore(str(tmp_path)).check()
+    assert "file data/a.bin is unreadable (No such file or directory), tar-split says " \
+           "3000 bytes" in found[0]["detail"]
+
+
 def test_same_size_different_bytes_is_caught_by_crc(tmp_path: Path) -> None:
     ids = make_store(tmp_path)
     (tmp_path / "overlay2" / ids["cache"] / "diff/data/b.txt").write_bytes(b"HELLO\n")
