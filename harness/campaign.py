@@ -162,12 +162,11 @@ def _verify_once(cfg: CampaignConfig, backend: Backend, outcome: CutOutcome, dis
                                 if p.kind == "image"]
                     registered = offline.check_registered(vm.agent, backend, state, promised)
                     docker_found, log = check_promises(vm.agent, backend, state, outcome.ledger)
-                    if not any(v.promise.startswith("dockerd starts") for v in docker_found):
+                    up = not any(v.promise.startswith("dockerd starts") for v in docker_found)
+                    if up:
                         registered = what_docker_says(vm.agent, registered)
-                    found += registered
-                    found += docker_found
-                    if outcome.inventory is not None and not any(
-                            v.promise.startswith("dockerd starts") for v in docker_found):
+                    found += registered + docker_found
+                    if outcome.inventory is not None and up:
                         found += check_inventory(vm.agent, state, outcome.ledger.last_point,
                                                  outcome.inventory)
                     (logdir / f"dockerd{suffix}.log").write_text(log)
