@@ -26,9 +26,16 @@ LOG_SIGNS = (
 COPY_TMP = "/tmp/crashtest-copy.bin"
 
 
-def _v(cls: str, state: str, p: Promise, res: Result, **extra: str) -> Violation:
+def _v(cls: str, state: str, p: Promise, res: Result, fault: str = "",
+       **extra: str) -> Violation:
     return Violation(cls, state, p.describe(), {"command": res.cmd, "output": res.evidence(),
-                                                **extra})
+                                                **extra}, fault)
+
+
+def _save(a: AgentClient, ref: str) -> Result:
+    """`docker save` re-hashes every layer of the image against its diffID."""
+    return a.run(f"docker save -o {SAVE_TMP} {ref}; rc=$?; rm -f {SAVE_TMP}; exit $rc",
+                 timeout=120)
 
 
 def _check_image(a: AgentClient, state: str, p: Promise) -> list[Violation]:
@@ -37,8 +44,7 @@ def _check_image(a: AgentClient, state: str, p: Promise) -> list[Violation]:
     if not res.ok:
         return [_v("docker-lost", state, p, res)]
     found = []
-    save = a.run(f"docker save -o {SAVE_TMP} {ref}; rc=$?; rm -f {SAVE_TMP}; exit $rc",
-                 timeout=120)
+    save = _save(a, ref)
     if not save.ok:
         found.append(_v("docker-corruption", state, p, save))
     run = a.run(f"docker run --rm --network none {ref} sh -c {shlex.quote(p.check)}",
@@ -104,9 +110,8 @@ def check_promises(a: AgentClient, backend: Backend, state: str,
                            + shlex.quote(p.target), timeout=60)
                 if st.stdout.strip() != p.check:
                     # restoring a container's state after a crash is dockerd's job
-                    found.append(Violation("docker-corruption", state, p.describe(),
-                                           {"command": st.cmd, "output": st.evidence(),
-                                            "expected": p.check}, "docker"))
+                    found.append(_v("docker-corruption", state, p, st, "docker",
+                                    expected=p.check))
         else:
             found.extend(CHECKS[p.kind](a, state, p))
     log = dockerd_log(a)
@@ -155,8 +160,7 @@ def what_docker_says(a: AgentClient, found: list[Violation]) -> list[Violation]:
         ref = shlex.quote(image)
         listed = a.run(f"docker image inspect --format '{{{{.Id}}}} {{{{.RepoTags}}}}' {ref}",
                        timeout=60)
-        save = a.run(f"docker save -o {SAVE_TMP} {ref}; rc=$?; rm -f {SAVE_TMP}; exit $rc",
-                     timeout=120)
+        save = _save(a, ref)
         out.append(Violation(v.cls, v.state, v.promise, {
             **v.evidence,
             "docker_lists_it": listed.evidence(), "docker_save": save.evidence()}, v.fault))

@@ -377,7 +377,7 @@ class DockerStore:
         ids = set(self.repositories().values())
         config_dir = os.path.join(self.img, "imagedb/content/sha256")
         if os.path.isdir(config_dir):
-            ids |= {"sha256:" + d for d in os.listdir(config_dir) if HEX64.match(d)}
+            ids |= {"sha256:" + d for d in os.listdir(config_dir)}
         return ids
 
     def check_registered(self, skip=()):
@@ -424,9 +424,7 @@ class DockerStore:
         config_dir = os.path.join(self.img, "imagedb/content/sha256")
         if only_refs is not None:
             refs = {r: i for r, i in refs.items() if r in only_refs}
-        image_ids = set(refs.values())
-        if only_refs is None and os.path.isdir(config_dir):
-            image_ids |= {"sha256:" + d for d in os.listdir(config_dir)}
+        image_ids = set(refs.values()) if only_refs is not None else self.image_ids()
         for ref, image_id in sorted(refs.items()):
             if not os.path.exists(os.path.join(config_dir, image_id.split(":", 1)[-1])):
                 self.add("docker-lost", "tagged image %s exists" % ref, config_dir, image_id)
