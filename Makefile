@@ -16,6 +16,7 @@ KERNELS ?=
 JOBS ?= 1
 SHARD ?=
 MINIMIZE_STEPS ?= 0
+WORKLOAD ?= default
 PYTEST_ARGS ?=
 
 RUN_ARGS := --backends '$(BACKENDS)' --cuts '$(CUTS)' --states '$(STATES)' --seed '$(SEED)' --out '$(OUT)'
@@ -26,11 +27,32 @@ RUN_ARGS += $(if $(MOUNT_OPTS),--mount-options '$(MOUNT_OPTS)')
 RUN_ARGS += $(if $(MKFS_OPTS),--mkfs-options '$(MKFS_OPTS)')
 RUN_ARGS += $(if $(KERNELS),--kernels '$(KERNELS)')
 RUN_ARGS += --jobs '$(JOBS)' $(if $(SHARD),--shard '$(SHARD)') --minimize-steps '$(MINIMIZE_STEPS)'
+RUN_ARGS += --workload '$(WORKLOAD)'
+
+# `make crashtest` exits as crashtest does: 0 pass, 1 findings, 2 harness, host or
+# input failure, 130 interrupted. A failed recipe would make make exit 2 whatever
+# happened, so the campaign runs while this file is read, its output going straight
+# to make's own stdout, and make then exits with its status: `-q` makes a phony
+# goal exit 1, a SIGINT to make exits 130.
+ifeq ($(MAKECMDGOALS),crashtest)
+_out := >>/proc/$$PPID/fd/1
+_run := $(shell { scripts/install-host-deps && \
+                  $(MAKE) --no-print-directory -s $(VENV)/.installed && \
+                  $(VENV)/bin/crashtest run $(RUN_ARGS); } $(_out))
+CRASHTEST_STATUS := $(.SHELLSTATUS)
+ifeq ($(CRASHTEST_STATUS),1)
+MAKEFLAGS += -q
+else ifeq ($(CRASHTEST_STATUS),130)
+$(shell kill -INT $$PPID)
+else ifneq ($(CRASHTEST_STATUS),0)
+$(error crashtest exited $(CRASHTEST_STATUS): the harness, the host or the input failed)
+endif
+endif
 
 .PHONY: crashtest test unit lint bench images host-deps clean
 
-crashtest: host-deps $(VENV)/.installed
-	$(VENV)/bin/crashtest run $(RUN_ARGS)
+crashtest:  # ran while the Makefile was read (above)
+	@:
 
 test: host-deps $(VENV)/.installed lint
 	$(PY) -m pytest $(PYTEST_ARGS)

@@ -17,19 +17,19 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from harness.campaign import CampaignConfig, machine_config
+from harness.campaign.context import CampaignConfig, machine_config
+from harness.campaign.lost_cache import check_recording
 from harness.errors import HarnessError
 from harness.guest import docker
 from harness.images import ensure_images
 from harness.images.rootfs import BASE_TAR_IN_GUEST
+from harness.oracles.checker import check_by_reboot
 from harness.report.results import mean_timings
 from harness.storage.backends import BACKENDS, Backend, make_test_disk
 from harness.vm import accel as accel_mod
 from harness.vm.machine import Machine
 from harness.vm.qemu import Disk, MachineConfig
-from harness.workloads.default import default_workload
-from harness.writelog.campaign import check_recording
-from harness.writelog.checker import check_by_reboot
+from harness.workloads.default import workload as default_workload
 from harness.writelog.record import record
 from harness.writelog.replay import Replayer
 from harness.writelog.states import crash_states
@@ -75,7 +75,7 @@ def run_bench(out: Path, backend_name: str = "ext4-overlay2", states: int = 48,
     work = Path(tempfile.mkdtemp(prefix="crashtest-bench-"))
     try:
         cfg = CampaignConfig(images=images, accel=accel, workload=default_workload(seed),
-                             seed=seed, run_dir=work)
+                             run_dir=work)
         base = machine_config(cfg, None)
         say("bench: workload without write log")
         plain = record(base, backend, cfg.workload, work / "plain", with_log=False)

@@ -10,29 +10,37 @@ import argparse
 import json
 import signal
 import sys
+import time
+import traceback
 from pathlib import Path
 from types import FrameType
 
 from harness.bench import run_bench
+from harness.campaign import RunOptions, run_campaign
+from harness.campaign.reproduce import reproduce
 from harness.errors import CrashtestError, InputError
 from harness.images import ensure_images
+from harness.images.cache import cache_root
 from harness.oracles.check_image import check_image
 from harness.report.html import write_report
 from harness.report.merge import merge_all, merge_runs
 from harness.repro.bundle import BundleError, load_bundle
-from harness.repro.reproduce import reproduce
-from harness.run import INJECTIONS, RunOptions, run_campaign
 from harness.storage.backends import BACKENDS, DEFAULT_BACKENDS
+from harness.storage.damage import INJECTIONS
 from harness.vm.machine import kill_all
+from harness.workloads.load import load_workload, registered
 from harness.writelog.format import read_log
 from harness.writelog.states import crash_states
 
 
-def _positive_int(text: str) -> int:
+def _whole(text: str) -> int:
     try:
-        return int(text)
+        value = int(text)
     except ValueError as e:
         raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from e
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must not be negative: {text!r}")
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -43,14 +51,17 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="run a power-cut campaign")
     run.add_argument("--backends", default=",".join(DEFAULT_BACKENDS),
                      help=f"comma list of: {', '.join(BACKENDS)}")
-    run.add_argument("--cuts", type=_positive_int, default=3, help="live power cuts per backend")
-    run.add_argument("--states", type=_positive_int, default=24,
+    run.add_argument("--cuts", type=_whole, default=3, help="live power cuts per backend")
+    run.add_argument("--states", type=_whole, default=24,
                      help="lost-cache crash states replayed from the write log, per backend")
     run.add_argument("--kernel", default=None,
                      help="Debian kernel package ([suite:]name) or a bzImage path")
     run.add_argument("--kernel-modules", default=None,
                      help="modules directory for a bzImage (lib/modules/VERSION)")
-    run.add_argument("--seed", type=_positive_int, default=1)
+    run.add_argument("--seed", type=_whole, default=1)
+    run.add_argument("--workload", default="default",
+                     help="a registered workload name, or a workload file (.py or .toml); "
+                          "`crashtest workloads` lists the names")
     run.add_argument("--out", type=Path, default=Path("results"))
     run.add_argument("--accel", default=None, help="auto (default), kvm or tcg")
     run.add_argument("--cut-at", default=None,
@@ -61,12 +72,12 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--keep-disks", action="store_true", help="keep cut disks of passing states")
     run.add_argument("--inject", choices=INJECTIONS, default=None,
                      help="self-test: damage the recovered disk on purpose before checking")
-    run.add_argument("--memory", type=_positive_int, default=2048, help="guest MiB")
+    run.add_argument("--memory", type=_whole, default=2048, help="guest MiB")
     run.add_argument("--kernels", default=None,
                      help="comma list of kernels (as --kernel): run the campaign on each")
-    run.add_argument("--jobs", type=_positive_int, default=1,
+    run.add_argument("--jobs", type=_whole, default=1,
                      help="units (live cuts, lost-cache replays) run in parallel")
-    run.add_argument("--minimize-steps", type=_positive_int, default=0,
+    run.add_argument("--minimize-steps", type=_whole, default=0,
                      help="live cycles to spend shrinking the workload of a failing live "
                           "cut (0: off)")
     run.add_argument("--shard", default=None,
@@ -82,9 +93,9 @@ def build_parser() -> argparse.ArgumentParser:
     bench = sub.add_parser("bench", help="measure checker speed, replay bytes, record overhead")
     bench.add_argument("--out", type=Path, default=Path("results/bench.json"))
     bench.add_argument("--backend", default="ext4-overlay2", choices=list(BACKENDS))
-    bench.add_argument("--states", type=_positive_int, default=48,
+    bench.add_argument("--states", type=_whole, default=48,
                        help="states for the checker (a campaign checks 24-48 per boot)")
-    bench.add_argument("--reboot-states", type=_positive_int, default=3)
+    bench.add_argument("--reboot-states", type=_whole, default=3)
 
     chk = sub.add_parser("check", help="run every oracle on an existing test-disk image")
     chk.add_argument("image", type=Path)
@@ -93,12 +104,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     st = sub.add_parser("states", help="read a write log and list its crash states")
     st.add_argument("log", type=Path)
-    st.add_argument("--seed", type=_positive_int, default=1)
-    st.add_argument("--budget", type=_positive_int, default=24)
+    st.add_argument("--seed", type=_whole, default=1)
+    st.add_argument("--budget", type=_whole, default=24)
 
     rep = sub.add_parser("repro", help="rebuild and recheck a reproducer bundle")
     rep.add_argument("bundle", type=Path)
-    rep.add_argument("--runs", type=_positive_int, default=3,
+    rep.add_argument("--runs", type=_whole, default=3,
                      help="checks of a lost-cache state, or live cuts to repeat")
     rep.add_argument("--kernel", default=None,
                      help="check on this kernel instead of the bundle's (bisecting, fixes)")
@@ -111,6 +122,11 @@ def build_parser() -> argparse.ArgumentParser:
                      help="run directories, or directories holding runs (e.g. results/)")
     rpt.add_argument("-o", "--output", type=Path, default=None,
                      help="HTML file (default: report.html in the run, or in the first DIR)")
+
+    wls = sub.add_parser("workloads", help="list registered workloads, or check a workload "
+                                           "file and show its steps")
+    wls.add_argument("workload", nargs="?", default=None, help="a name or a .py/.toml file")
+    wls.add_argument("--seed", type=_whole, default=1)
 
     img = sub.add_parser("images", help="build (or find cached) guest images, print manifests")
     img.add_argument("--kernel", default=None)
@@ -153,76 +169,35 @@ def _repro(args: argparse.Namespace) -> int:
     return 0
 
 
+def _workloads(args: argparse.Namespace) -> int:
+    if args.workload is None:
+        for name, ref in sorted(registered().items()):
+            print(f"{name}\t{ref}")
+        return 0
+    wl = load_workload(args.workload, args.seed)
+    print(json.dumps({
+        "name": wl.name, "source": wl.source, "digest": wl.digest, "seed": wl.seed,
+        "steps": [{"name": s.name, "barrier": s.barrier or "none", "needs": list(s.needs),
+                   "promises": [p.describe() for p in s.promises]} for s in wl.steps],
+        "invariants": [i.describe() for i in wl.invariants]}, indent=1))
+    return 0
+
+
+def _error_log(args: argparse.Namespace) -> Path:
+    """Where an unexpected exception's traceback goes: the run's output directory,
+    else the cache."""
+    out = getattr(args, "out", None)
+    base = out if args.command == "run" and isinstance(out, Path) and out.is_dir() else (
+        cache_root() / "errors")
+    base.mkdir(parents=True, exist_ok=True)
+    return base / f"crashtest-error-{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}.log"
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     signal.signal(signal.SIGTERM, _interrupt)
     try:
-        if args.command == "images":
-            images = ensure_images(args.kernel, args.kernel_modules)
-            print(json.dumps({"kernel": images.kernel.info, "rootfs": images.root.manifest,
-                              "initrd": str(images.initrd)}, indent=1))
-            return 0
-        if args.command == "check":
-            report = check_image(args.image, args.kernel)
-            if args.json:
-                print(json.dumps(report.to_json(), indent=1))
-            else:
-                print(f"crashtest: {args.image}: {report.fs} ({report.backend}), "
-                      f"kernel {report.kernel}")
-                for v in report.violations:
-                    print(f"  [{v.cls}, fault: {v.fault}] {v.promise}")
-                    for key, val in v.evidence.items():
-                        print(f"      {key}: {val.strip().splitlines()[0] if val.strip() else ''}")
-                print("crashtest: clean" if not report.failing else
-                      f"crashtest: {len(report.failing)} violations")
-            return 1 if report.failing else 0
-        if args.command == "states":
-            log = read_log(args.log)
-            eps, states = crash_states(log, args.seed, args.budget)
-            print(json.dumps({
-                "log": str(args.log), "digest": log.digest, "sector_size": log.sectorsize,
-                "entries": len(log.entries), "superblock_entries": log.nr_entries_super,
-                "flushes": sum(1 for e in log.entries if e.is_flush), "epochs": len(eps),
-                "states": [s.id for s in states]}, indent=1))
-            return 0
-        if args.command == "merge":
-            merged = (merge_all(args.out, args.shards) if args.all
-                      else [merge_runs(args.out, args.shards)])
-            worst = 0
-            for m in merged:
-                totals = json.loads((m / "summary.json").read_text())["totals"]
-                print(f"crashtest: merged into {m}: {totals}")
-                rc = 1 if totals["violations"] else 2 if totals["harness_errors"] else 0
-                worst = rc if worst == 0 or rc == 1 else worst
-            return worst
-        if args.command == "report":
-            print(f"crashtest: report written to {write_report(args.dirs, args.output)}")
-            return 0
-        if args.command == "repro":
-            return _repro(args)
-        if args.command == "bench":
-            doc = run_bench(args.out, args.backend, args.states, args.reboot_states)
-            print(json.dumps({k: v for k, v in doc.items() if k != "verdicts"}, indent=1))
-            print(f"crashtest: benchmark written to {args.out}")
-            return 0
-        opts = RunOptions(
-            backends=args.backends, cuts=args.cuts, states=args.states, kernel=args.kernel,
-            kernel_modules=args.kernel_modules, seed=args.seed, out=args.out,
-            accel=args.accel, cut_at=args.cut_at, mkfs_options=args.mkfs_options,
-            mount_options=args.mount_options, keep_disks=args.keep_disks,
-            inject=args.inject, memory_mb=args.memory, kernels=args.kernels, jobs=args.jobs,
-            shard=args.shard, minimize_steps=args.minimize_steps,
-        )
-        run_dir = run_campaign(opts)
-        summary = json.loads((run_dir / "summary.json").read_text())
-        totals = summary["totals"]
-        faults = ", ".join(f"{n} {f}'s fault" for f, n in totals.get("faults", {}).items())
-        print(f"crashtest: {totals['states_checked']} states checked, "
-              f"{totals['violations']} violations{f' ({faults})' if faults else ''}, "
-              f"{totals['harness_errors']} harness errors; results in {run_dir}/summary.json")
-        if totals["violations"]:
-            return 1
-        return 2 if totals["harness_errors"] else 0
+        return _dispatch(args)
     except KeyboardInterrupt:
         kill_all()
         print("crashtest: interrupted; guests stopped and partial results removed",
@@ -233,8 +208,87 @@ def main(argv: list[str] | None = None) -> int:
         kind = "bad input" if isinstance(e, InputError) else "error"
         print(f"crashtest: {kind}: {e}", file=sys.stderr)
         return e.exit_code
+    except Exception as e:
+        # A bug in crashtest, never a finding: one line here, the traceback in a file.
+        kill_all()
+        log = _error_log(args)
+        log.write_text(traceback.format_exc())
+        print(f"crashtest: internal error: {type(e).__name__}: {e} (traceback in {log})",
+              file=sys.stderr)
+        return 2
     finally:
         kill_all()
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    if args.command == "images":
+        images = ensure_images(args.kernel, args.kernel_modules)
+        print(json.dumps({"kernel": images.kernel.info, "rootfs": images.root.manifest,
+                          "initrd": str(images.initrd)}, indent=1))
+        return 0
+    if args.command == "check":
+        report = check_image(args.image, args.kernel)
+        if args.json:
+            print(json.dumps(report.to_json(), indent=1))
+        else:
+            print(f"crashtest: {args.image}: {report.fs} ({report.backend}), "
+                  f"kernel {report.kernel}")
+            for v in report.violations:
+                print(f"  [{v.cls}, fault: {v.fault}] {v.promise}")
+                for key, val in v.evidence.items():
+                    print(f"      {key}: {val.strip().splitlines()[0] if val.strip() else ''}")
+            print("crashtest: clean" if not report.failing else
+                  f"crashtest: {len(report.failing)} violations")
+        return 1 if report.failing else 0
+    if args.command == "states":
+        log = read_log(args.log)
+        eps, states = crash_states(log, args.seed, args.budget)
+        print(json.dumps({
+            "log": str(args.log), "digest": log.digest, "sector_size": log.sectorsize,
+            "entries": len(log.entries), "superblock_entries": log.nr_entries_super,
+            "flushes": sum(1 for e in log.entries if e.is_flush), "epochs": len(eps),
+            "states": [s.id for s in states]}, indent=1))
+        return 0
+    if args.command == "merge":
+        merged = (merge_all(args.out, args.shards) if args.all
+                  else [merge_runs(args.out, args.shards)])
+        worst = 0
+        for m in merged:
+            totals = json.loads((m / "summary.json").read_text())["totals"]
+            print(f"crashtest: merged into {m}: {totals}")
+            rc = 1 if totals["violations"] else 2 if totals["harness_errors"] else 0
+            worst = rc if worst == 0 or rc == 1 else worst
+        return worst
+    if args.command == "report":
+        print(f"crashtest: report written to {write_report(args.dirs, args.output)}")
+        return 0
+    if args.command == "repro":
+        return _repro(args)
+    if args.command == "workloads":
+        return _workloads(args)
+    if args.command == "bench":
+        doc = run_bench(args.out, args.backend, args.states, args.reboot_states)
+        print(json.dumps({k: v for k, v in doc.items() if k != "verdicts"}, indent=1))
+        print(f"crashtest: benchmark written to {args.out}")
+        return 0
+    opts = RunOptions(
+        backends=args.backends, cuts=args.cuts, states=args.states, kernel=args.kernel,
+        kernel_modules=args.kernel_modules, seed=args.seed, out=args.out,
+        accel=args.accel, cut_at=args.cut_at, mkfs_options=args.mkfs_options,
+        mount_options=args.mount_options, keep_disks=args.keep_disks,
+        inject=args.inject, memory_mb=args.memory, kernels=args.kernels, jobs=args.jobs,
+        shard=args.shard, minimize_steps=args.minimize_steps, workload=args.workload,
+    )
+    run_dir = run_campaign(opts)
+    summary = json.loads((run_dir / "summary.json").read_text())
+    totals = summary["totals"]
+    faults = ", ".join(f"{n} {f}'s fault" for f, n in totals.get("faults", {}).items())
+    print(f"crashtest: {totals['states_checked']} states checked, "
+          f"{totals['violations']} violations{f' ({faults})' if faults else ''}, "
+          f"{totals['harness_errors']} harness errors; results in {run_dir}/summary.json")
+    if totals["violations"]:
+        return 1
+    return 2 if totals["harness_errors"] else 0
 
 
 if __name__ == "__main__":

@@ -34,6 +34,11 @@ class GuestBootError(GuestError):
     """The guest did not reach its agent in time."""
 
 
+class GuestSetupError(GuestBootError):
+    """The guest cannot boot at all with this kernel and image (its init said why):
+    the same in every unit, so the campaign stops."""
+
+
 class GuestTimeout(GuestError):
     """A guest command did not answer in time (hung guest)."""
 

@@ -5,9 +5,27 @@ from pathlib import Path
 import pytest
 
 
-def qemu_pids() -> set[str]:
+def _ppid(pid: int) -> int:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return 0
+    return int(stat.rsplit(")", 1)[1].split()[1])
+
+
+def qemu_pids() -> set[int]:
+    """QEMU processes started by this test process or its children (other QEMU
+    processes on the machine are not ours to count)."""
     out = subprocess.run(["pgrep", "-f", "qemu-system-x86_64"], capture_output=True, text=True)
-    return set(out.stdout.split())
+    me, mine = os.getpid(), set()
+    for pid in map(int, out.stdout.split()):
+        p = pid
+        while p > 1:
+            p = _ppid(p)
+            if p == me:
+                mine.add(pid)
+                break
+    return mine
 
 
 @pytest.fixture

@@ -6,23 +6,24 @@ import json
 import shlex
 import time
 
-from harness.errors import GuestTimeout
+from harness.errors import GuestTimeout, HarnessError
 from harness.guest.agent import AgentClient, Result
 from harness.storage.backends import DATA_SERIAL, DOCKER_ROOT, Backend
 
 DOCKERD_LOG = "/run/dockerd.log"
-FIND_DATA_DISK = (
-    'for s in /sys/block/vd*; do [ "$(cat $s/serial 2>/dev/null)" = '
-    f'"{DATA_SERIAL}" ] && echo /dev/${{s##*/}}; done'
-)
+
+
+def device_by_serial(agent: AgentClient, serial: str = DATA_SERIAL) -> str:
+    """The guest's block device for a virtio disk serial (the one lookup, shared
+    with the in-guest checker)."""
+    try:
+        return str(agent.call("check_state", "find_device", serial, timeout=30))
+    except HarnessError as e:
+        raise GuestTimeout(f"guest sees no disk with virtio serial {serial!r} ({e})") from e
 
 
 def data_device(agent: AgentClient) -> str:
-    res = agent.run(FIND_DATA_DISK, timeout=10)
-    dev = res.stdout.strip()
-    if not dev:
-        raise GuestTimeout("guest sees no test disk (virtio serial 'data')")
-    return dev
+    return device_by_serial(agent, DATA_SERIAL)
 
 
 def daemon_config(backend: Backend) -> dict[str, object]:
@@ -62,6 +63,17 @@ def mount_data(agent: AgentClient, backend: Backend) -> Result:
     dev = data_device(agent)
     return agent.run(f"mkdir -p {DOCKER_ROOT} && {backend.mount_cmd(shlex.quote(dev))}",
                      timeout=120)
+
+
+def start_on_fresh_disk(agent: AgentClient, backend: Backend) -> None:
+    """Mount the freshly made test disk and start dockerd on it, before a workload."""
+    mount = mount_data(agent, backend)
+    if not mount.ok:
+        raise HarnessError(f"mounting the fresh test disk failed: {mount.evidence(400)}")
+    started = start_dockerd(agent, backend)
+    if not started.ok:
+        raise HarnessError(f"dockerd did not start on a fresh disk: {started.evidence(400)}\n"
+                           + dockerd_log(agent)[-2000:])
 
 
 def inventory(agent: AgentClient) -> dict[str, list[str]]:

@@ -13,7 +13,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from harness import hosttools
-from harness.images.cache import RECIPES, building, cache_root, read_list, recipe_digest
+from harness.errors import HarnessError
+from harness.images.cache import (
+    RECIPES,
+    building,
+    cache_root,
+    read_list,
+    recipe_digest,
+    sha256_file,
+)
 
 DEFAULT_SUITE = "trixie"
 MIRROR = "http://deb.debian.org/debian"
@@ -83,7 +91,31 @@ def ensure_rootfs(suite: str = DEFAULT_SUITE, log: bool = True) -> RootImage:
         with building(final) as tmp:
             _build(suite, tmp)
     manifest = json.loads((final / "manifest.json").read_text())
+    verify_root(final, manifest)
     return RootImage(final / "root.img", final / "busybox", manifest)
+
+
+def verify_root(final: Path, manifest: dict[str, object]) -> None:
+    """The cached root disk is the one that was built: a damaged image would fail
+    in the guest with misleading errors (say, containerd timing out). The sha256 is
+    read again only when the file's size or mtime changed since the last look."""
+    img = final / "root.img"
+    rebuild = f"remove {final} and run `make images` (or `crashtest images`) to rebuild it"
+    try:
+        st = img.stat()
+    except OSError as e:
+        raise HarnessError(f"guest root image {img} is missing ({e.strerror}): {rebuild}") from e
+    stamp = [st.st_size, st.st_mtime_ns]
+    if manifest.get("root_stamp") == stamp:
+        return
+    digest = sha256_file(img)
+    if manifest.get("root_sha256", digest) != digest:
+        raise HarnessError(f"guest root image {img} is damaged (its sha256 is not the one "
+                           f"recorded when it was built): {rebuild}")
+    manifest.update(root_sha256=digest, root_stamp=stamp)
+    tmp = final / ".manifest.json.tmp"
+    tmp.write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n")
+    os.replace(tmp, final / "manifest.json")
 
 
 def _build(suite: str, out: Path) -> None:
@@ -126,5 +158,8 @@ def _build(suite: str, out: Path) -> None:
         "build_s": round(time.monotonic() - started, 1),
         "built_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
+    root = out / "root.img"
+    manifest.update(root_sha256=sha256_file(root),
+                    root_stamp=[root.stat().st_size, root.stat().st_mtime_ns])
     (out / "manifest.json").write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n")
     os.sync()

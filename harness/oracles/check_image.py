@@ -12,19 +12,15 @@ from pathlib import Path
 
 from harness import hosttools
 from harness.errors import InputError
+from harness.guest.docker import device_by_serial
 from harness.images import ensure_images
+from harness.model import Violation
 from harness.oracles import console as console_oracle
-from harness.oracles.verdict import Violation
+from harness.oracles.checker import BOOT_TIMEOUT_S, STATE_SERIAL, run_checks
 from harness.storage.backends import BACKENDS, BY_FS
 from harness.vm import accel as accel_mod
 from harness.vm.machine import Machine
 from harness.vm.qemu import Disk, MachineConfig
-from harness.writelog.checker import (
-    BOOT_TIMEOUT_S,
-    STATE_SERIAL,
-    run_checks,
-    state_device,
-)
 
 
 @dataclass
@@ -74,7 +70,7 @@ def check_image(image: Path, kernel: str | None = None, before: str = "") -> Ima
                                         Disk(overlay, STATE_SERIAL, fmt="qcow2")))
         with Machine(config, Path(td) / "console.log", name="check") as vm:
             vm.wait_booted(BOOT_TIMEOUT_S)
-            dev = state_device(vm)
+            dev = device_by_serial(vm.agent, STATE_SERIAL)
             fs = vm.agent.run(f"blkid -o value -s TYPE {dev}", timeout=30).stdout.strip()
             if fs not in BY_FS:
                 raise InputError(f"IMAGE {image}: filesystem {fs or 'unknown'!r} "
@@ -82,7 +78,8 @@ def check_image(image: Path, kernel: str | None = None, before: str = "") -> Ima
             backend = BACKENDS[BY_FS[fs]]
             report = ImageReport(str(image), fs, backend.name, images.kernel.version)
             mark = vm.console_mark()
-            report.violations = run_checks(vm, backend, str(image), [], before, full=True)
+            report.violations = run_checks(vm, backend, str(image), [], before=before,
+                                           full=True)
             report.violations += console_oracle.violations(vm.console_since(mark),
                                                              str(image))
     return report

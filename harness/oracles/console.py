@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from harness.oracles.verdict import Violation
+from harness.model import Violation
 
 # (title template source, regex). The first group, if any, refines the title.
 _PATTERNS: tuple[tuple[str, str], ...] = (
@@ -106,7 +106,7 @@ def violations(text: str, state: str, promise: str = IN_RECOVERY) -> list[Violat
         context = excerpt(text, f.lineno)
         found.append(Violation("fs-corruption", state, promise,
                                {"console": context, "failure": f"{f.title} (x{f.count})"},
-                               fault_of(f, context)))
+                               fault_of(f, context), "kernel.console", f.title))
     return found
 
 

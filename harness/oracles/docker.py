@@ -1,6 +1,4 @@
-"""Docker oracle, through a live dockerd on the recovered disk: it starts, and every
-promise in force holds (images exist, save and run; containers exist; fsync'd files
-have their content; removed objects stay removed)."""
+"""The daemon stage of the check sequence: a live dockerd on the recovered disk."""
 
 from __future__ import annotations
 
@@ -8,9 +6,9 @@ import shlex
 
 from harness.guest.agent import AgentClient, Result
 from harness.guest.docker import dockerd_log, inventory, start_dockerd
-from harness.oracles.verdict import Violation
+from harness.model import InvariantKind, Promise, PromiseKind, Stage, Violation
 from harness.storage.backends import Backend
-from harness.workloads.promises import Ledger, Promise
+from harness.workloads.api import Invariant
 
 SAVE_TMP = "/tmp/crashtest-save.tar"
 # dockerd log lines that reveal damage it handled quietly (some only at debug level).
@@ -23,13 +21,12 @@ LOG_SIGNS = (
     "directory not empty", "panic: invalid page type", "invalid freelist page",
     "unexpected end of JSON input", "Error starting daemon",
 )
-COPY_TMP = "/tmp/crashtest-copy.bin"
 
 
-def _v(cls: str, state: str, p: Promise, res: Result, fault: str = "",
+def _v(cls: str, state: str, p: Promise, res: Result, check: str, fault: str = "",
        **extra: str) -> Violation:
     return Violation(cls, state, p.describe(), {"command": res.cmd, "output": res.evidence(),
-                                                **extra}, fault)
+                                                **extra}, fault, check, p.key())
 
 
 def _save(a: AgentClient, ref: str) -> Result:
@@ -42,86 +39,72 @@ def _check_image(a: AgentClient, state: str, p: Promise) -> list[Violation]:
     ref = shlex.quote(p.target)
     res = a.run(f"docker image inspect --format '{{{{.Id}}}}' {ref}", timeout=60)
     if not res.ok:
-        return [_v("docker-lost", state, p, res)]
+        return [_v("docker-lost", state, p, res, "docker.image-listed")]
     found = []
     save = _save(a, ref)
     if not save.ok:
-        found.append(_v("docker-corruption", state, p, save))
-    run = a.run(f"docker run --rm --network none {ref} sh -c {shlex.quote(p.check)}",
+        found.append(_v("docker-corruption", state, p, save, "docker.save"))
+    run = a.run(f"docker run --rm --network none {ref} sh -c {shlex.quote(p.run or 'true')}",
                 timeout=120)
     if not run.ok:
-        found.append(_v("docker-corruption", state, p, run))
+        found.append(_v("docker-corruption", state, p, run, "docker.run"))
     return found
 
 
-def _check_exists(a: AgentClient, kind: str, name: str) -> Result:
-    return a.run(f"docker {kind} inspect --format '{{{{.Name}}}}' {shlex.quote(name)}",
-                 timeout=60)
-
-
-def _check_file(a: AgentClient, state: str, p: Promise) -> list[Violation]:
-    where, name, path = p.target.split(":", 2)
-    if where == "container":
-        owner = _check_exists(a, "container", name)
-        src = f"{shlex.quote(name)}:{shlex.quote(path)}"
-        read = f"docker cp {src} {COPY_TMP} && sha256sum {COPY_TMP}"
-    else:
-        owner = _check_exists(a, "volume", name)
-        read = (f"docker run --rm --network none -v {shlex.quote(name)}:/v crashtest/base "
-                f"sha256sum /v{shlex.quote(path)}")
-    if not owner.ok:
-        return [_v("docker-lost", state, p, owner)]
-    res = a.run(f"rm -f {COPY_TMP}; {read}", timeout=120)
-    got = res.stdout.split()[0] if res.ok and res.stdout.split() else ""
-    if got != p.sha256:
-        return [_v("fs-durability", state, p, res, expected=p.sha256, got=got or "(unreadable)")]
+def _check_container_state(a: AgentClient, state: str, p: Promise) -> list[Violation]:
+    st = a.run("docker inspect --format '{{.State.Status}} {{.State.ExitCode}}' "
+               + shlex.quote(p.target), timeout=60)
+    if not st.ok:
+        return [_v("docker-lost", state, p, st, "docker.container-listed")]
+    if st.stdout.strip() != p.state:
+        # restoring a container's state after a crash is dockerd's job
+        return [_v("docker-corruption", state, p, st, "docker.container-state", "docker",
+                   expected=p.state)]
     return []
 
 
-def _check_absent(a: AgentClient, state: str, p: Promise) -> list[Violation]:
-    kind = "image" if p.kind == "absent-image" else "container"
-    res = _check_exists(a, kind, p.target)
-    return [_v("fs-durability", state, p, res)] if res.ok else []
-
-
-CHECKS = {"image": _check_image, "file": _check_file,
-          "absent-image": _check_absent, "absent-container": _check_absent}
-
-
-def check_promises(a: AgentClient, backend: Backend, state: str,
-                   ledger: Ledger) -> tuple[list[Violation], str]:
-    """Start dockerd and check every promise in force. Returns violations and the
-    dockerd log (evidence)."""
+def daemon_checks(a: AgentClient, backend: Backend, state: str, promises: list[Promise],
+                  invariants: tuple[Invariant, ...],
+                  offline_found: list[Violation]) -> tuple[list[Violation], str, bool]:
+    """The daemon stage: dockerd starts on the recovered disk (mounted read-write),
+    then what only a running dockerd shows: promised images save (a re-hash of every
+    layer) and run their command, containers come back in their promised state, and
+    the workload's daemon invariants hold. Files and removed objects were settled
+    offline; an object the offline stage already found broken gets docker's view
+    as evidence instead of a second verdict. Returns verdicts, the dockerd log and
+    whether dockerd is up."""
     started = start_dockerd(a, backend)
     if not started.ok:
         log = dockerd_log(a)
+        if not any(i.kind == InvariantKind.DOCKERD_STARTS for i in invariants):
+            return [], log, False
         return [Violation("docker-corruption", state, "dockerd starts on the recovered disk",
                           {"command": started.cmd, "output": started.evidence(),
                            "dockerd_log_tail": "\n".join(log.splitlines()[-30:])},
-                          "docker")], log
+                          "docker", "invariant.dockerd-starts", "dockerd")], log, False
+    broken = {v.subject for v in offline_found}
     found: list[Violation] = []
-    for p in ledger.in_force():
-        if p.kind == "container":
-            res = _check_exists(a, "container", p.target)
+    for p in promises:
+        if p.key() in broken:
+            continue
+        if p.kind == PromiseKind.IMAGE:
+            found.extend(_check_image(a, state, p))
+        elif p.kind == PromiseKind.CONTAINER and p.state:
+            found.extend(_check_container_state(a, state, p))
+    for inv in invariants:
+        if inv.kind == InvariantKind.COMMAND and inv.stage == Stage.DAEMON:
+            res = a.run(inv.command, timeout=300)
             if not res.ok:
-                found.append(_v("docker-lost", state, p, res))
-            elif p.check:
-                st = a.run("docker inspect --format '{{.State.Status}} {{.State.ExitCode}}' "
-                           + shlex.quote(p.target), timeout=60)
-                if st.stdout.strip() != p.check:
-                    # restoring a container's state after a crash is dockerd's job
-                    found.append(_v("docker-corruption", state, p, st, "docker",
-                                    expected=p.check))
-        else:
-            found.extend(CHECKS[p.kind](a, state, p))
+                found.append(Violation(inv.cls, state, inv.describe(),
+                                       {"command": res.cmd, "output": res.evidence()},
+                                       "", inv.id, inv.command))
     log = dockerd_log(a)
     signs = log_signs(log)
     if signs:
         # Evidence, not verdicts: half-written objects nobody was promised show here too.
-        found = [Violation(v.cls, v.state, v.promise, {**v.evidence, "dockerd_log": signs},
-                           v.fault)
-                 if v.cls.startswith("docker-") else v for v in found]
-    return found, log
+        found = [v.with_evidence(dockerd_log=signs) if v.cls.startswith("docker-") else v
+                 for v in found]
+    return found, log, True
 
 
 def check_inventory(a: AgentClient, state: str, point: str,
@@ -137,7 +120,7 @@ def check_inventory(a: AgentClient, state: str, point: str,
                 "docker-lost", state, f"every {kind[:-1]} docker listed at the durability "
                 f"point {point} is still listed",
                 {"missing": "\n".join(gone), "before": "\n".join(before[kind]),
-                 "after": "\n".join(after[kind])}))
+                 "after": "\n".join(after[kind])}, check="docker.inventory", subject=kind))
     return found
 
 
@@ -148,9 +131,9 @@ def log_signs(log: str, limit: int = 20) -> str:
 
 
 def what_docker_says(a: AgentClient, found: list[Violation]) -> list[Violation]:
-    """For each damaged image the offline check found, what the running dockerd
-    makes of it: it lists the image as usable, and `docker save` (which re-hashes
-    every layer) is the only thing that notices."""
+    """For each damaged image the offline stage found, what the running dockerd
+    makes of it: it may list the image as usable, and `docker save` (which
+    re-hashes every layer) is the only thing that notices."""
     out = []
     for v in found:
         image = v.evidence.get("image", "")
@@ -161,7 +144,6 @@ def what_docker_says(a: AgentClient, found: list[Violation]) -> list[Violation]:
         listed = a.run(f"docker image inspect --format '{{{{.Id}}}} {{{{.RepoTags}}}}' {ref}",
                        timeout=60)
         save = _save(a, ref)
-        out.append(Violation(v.cls, v.state, v.promise, {
-            **v.evidence,
-            "docker_lists_it": listed.evidence(), "docker_save": save.evidence()}, v.fault))
+        out.append(v.with_evidence(docker_lists_it=listed.evidence(),
+                                   docker_save=save.evidence()))
     return out

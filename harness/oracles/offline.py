@@ -1,21 +1,66 @@
-"""The in-guest offline checker (images/guest/check_state.py): its records as
-verdicts, and its store checks on a tree a live cut's guest has mounted."""
+"""The offline stage of the one check sequence, run inside a guest by
+images/guest/check_state.py: mount (recovery), remount read-only, scrub, docker's
+store and the promises, the workload's offline invariants, unmount, fsck. Here:
+the request it is given, and its records turned into verdicts with stable ids."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from harness.errors import HarnessError
-from harness.guest.agent import AgentClient
-from harness.oracles.verdict import Violation
+from harness.errors import HarnessError, InputError
+from harness.model import Fault, InvariantKind, Promise, Stage, Violation, ViolationClass
 from harness.storage.backends import Backend
+from harness.workloads.api import Invariant
 
 CHECK_TIMEOUT_S = 600.0
+
+# Check ids of the filesystem records, and the promise each one stands for.
+FS_CHECKS = {
+    "mount": ("fs.mount", "the filesystem mounts (recovery) in this crash state"),
+    "umount": ("fs.umount", "the recovered filesystem unmounts"),
+    "remount": ("fs.remount", "the recovered filesystem remounts read-only"),
+    "scrub": ("fs.scrub", "every btrfs checksum verifies (scrub)"),
+    "fsck": ("fs.fsck", "{fs} fsck is clean after recovery"),
+    "store": ("store.present", "the disk holds a docker image store"),
+}
+
+
+def offline_request(backend: Backend, serial: str, promises: list[Promise],
+                    invariants: tuple[Invariant, ...], before: str = "", after_mount: str = "",
+                    full: bool = False) -> dict[str, Any]:
+    """`before`: a command run on the raw disk ({dev}) first; `after_mount`: one run
+    on the recovered tree before the checks (self-tests damage the state with them).
+    `full`: check every image and report leaks (a disk with no promises)."""
+    dev = "{dev}"
+    return {
+        "serial": serial, "before": before, "after_mount": after_mount,
+        "driver": None if full else backend.driver, "full": full,
+        "mount": backend.mount_cmd(dev), "fsck": backend.fsck_cmd(dev),
+        "scrub": backend.scrub_cmd(),
+        "promises": [{**p.to_json(), "describe": p.describe(), "key": p.key()}
+                     for p in promises],
+        "registered": any(i.kind == InvariantKind.DOCKER_INTACT for i in invariants),
+        "commands": [{"id": i.id, "command": i.command, "class": i.cls,
+                      "promise": i.describe()}
+                     for i in invariants
+                     if i.kind == InvariantKind.COMMAND and i.stage == Stage.OFFLINE],
+    }
+
+
+def _store_ids(r: dict[str, Any]) -> tuple[str, str]:
+    """Check id and subject of a store finding: docker's own promise, a leak, or
+    the structure/content of a promised object."""
+    subject = str(r.get("promise") or "")  # names tags, never ids (ids differ per run)
+    if r["class"] == ViolationClass.LEAK:
+        return "store.leak", subject
+    if r.get("fault") == Fault.DOCKER:
+        return "invariant.docker-intact", subject
+    return "store.structure", subject
 
 
 def verdicts(records: object, backend: Backend, state: str,
              times: dict[str, float] | None = None) -> list[Violation]:
-    """Failed check records as violations; the timings record into `times`."""
+    """Failed check records as violations; the timings record goes into `times`."""
     if not isinstance(records, list):
         raise HarnessError(f"state checker returned {type(records).__name__}, not a list")
     found = []
@@ -24,28 +69,34 @@ def verdicts(records: object, backend: Backend, state: str,
             if times is not None:
                 times.update({f"guest_{k}_s": round(v, 3) for k, v in r["times"].items()})
             continue
-        if not r["ok"]:
-            promise = r.get("promise") or {
-                "mount": "the filesystem mounts (recovery) in this crash state",
-                "umount": "the recovered filesystem unmounts",
-                "fsck": f"{backend.fs} fsck is clean after recovery",
-                "remount": "the recovered filesystem remounts read-only",
-                "scrub": "every btrfs checksum verifies (scrub)",
-                "store": "the disk holds a docker image store",
-            }[r["check"]]
-            evidence = {"command": r["command"], "output": r["output"]}
-            if r.get("image"):
-                evidence["image"] = r["image"]
-            found.append(Violation(r["class"], state, promise, evidence, r.get("fault") or ""))
+        if r["ok"]:
+            continue
+        if r["check"] == "promise":
+            check, subject = f"promise.{r['kind']}", str(r["subject"])
+        elif r["check"] == "invariant":
+            check, subject = str(r["id"]), str(r["command"])
+        elif r["check"] == "store" and "promise" in r:
+            check, subject = _store_ids(r)
+        else:
+            check, text = FS_CHECKS[r["check"]]
+            r = {**r, "promise": text.format(fs=backend.fs)}
+            subject = backend.fs
+        evidence = {"command": r["command"], "output": r["output"]}
+        if r.get("image"):
+            evidence["image"] = r["image"]
+        elif check == "promise.image":  # the daemon stage adds what docker says of it
+            evidence["image"] = subject.split(":", 1)[1]
+        found.append(Violation(r["class"], state, r["promise"], evidence,
+                               r.get("fault") or "", check, subject))
     return found
 
 
-def check_registered(agent: AgentClient, backend: Backend, state: str,
-                     promised_refs: list[str]) -> list[Violation]:
-    """Docker's own promise on the mounted, recovered tree before dockerd starts:
-    every image it will restore has intact layers. Images in `promised_refs` are
-    left to the workload-promise oracles."""
-    req: dict[str, Any] = {"driver": backend.driver, "promises": [], "registered": True,
-                           "skip_refs": promised_refs}
-    records = agent.call("check_state", "check_tree", req, timeout=CHECK_TIMEOUT_S)
-    return verdicts(records, backend, state)
+def no_docker_trace(records: object) -> bool:
+    """The state's disk has no trace of docker at all (wrong disk, not a finding)."""
+    return isinstance(records, list) and any(
+        r.get("check") == "store" and r.get("no_trace") for r in records)
+
+
+def wrong_disk(what: str) -> InputError:
+    return InputError(f"{what}: the filesystem holds no trace of docker (no image/, "
+                      "containers/ or driver directory): not a docker data disk")

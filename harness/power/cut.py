@@ -10,9 +10,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from harness.errors import PowerCut
+from harness.model import CutKind, Ledger
 from harness.vm.machine import Machine
-from harness.workloads.default import Workload
-from harness.workloads.promises import Ledger
+from harness.workloads.api import Workload
+from harness.workloads.runner import StepRunner
 
 MAX_DELAY_S = 4.0
 
@@ -23,20 +24,20 @@ class CutPlan:
     right after its docker command returned and before its own `sync` ("returned":
     what docker alone made durable, the moment users lose images in)."""
 
-    kind: str
+    kind: str  # a CutKind
     step: str
     delay_s: float = 0.0
 
     def describe(self) -> str:
-        if self.kind == "after":
+        if self.kind == CutKind.AFTER:
             return f"after {self.step}"
-        if self.kind == "returned":
+        if self.kind == CutKind.RETURNED:
             return f"after {self.step}'s docker command returned, before its sync"
         return f"during {self.step} +{self.delay_s:.2f}s"
 
     def slug(self) -> str:
-        return f"{self.kind}-{self.step}" + (f"-{self.delay_s:.2f}s" if self.kind == "during"
-                                             else "")
+        return f"{self.kind}-{self.step}" + (f"-{self.delay_s:.2f}s"
+                                             if self.kind == CutKind.DURING else "")
 
 
 def plan_cuts(seed: int, backend: str, count: int, steps: list[str],
@@ -48,13 +49,14 @@ def plan_cuts(seed: int, backend: str, count: int, steps: list[str],
     for i in range(count):
         step = rng.choice(steps)
         # Rotate the kinds so even a small campaign has each.
-        kind = ("during", "after", "returned")[i % 3]
-        if kind == "returned" and synced:
-            plans.append(CutPlan("returned", rng.choice(synced)))
-        elif kind == "during":
-            plans.append(CutPlan("during", step, round(rng.uniform(0.0, MAX_DELAY_S), 2)))
+        kind = (CutKind.DURING, CutKind.AFTER, CutKind.RETURNED)[i % 3]
+        if kind == CutKind.RETURNED and synced:
+            plans.append(CutPlan(str(CutKind.RETURNED), rng.choice(synced)))
+        elif kind == CutKind.DURING:
+            plans.append(CutPlan(str(CutKind.DURING), step,
+                                 round(rng.uniform(0.0, MAX_DELAY_S), 2)))
         else:
-            plans.append(CutPlan("after", step))
+            plans.append(CutPlan(str(CutKind.AFTER), step))
     return plans
 
 
@@ -80,13 +82,15 @@ def _may_be_last_point(workload: Workload, plan: CutPlan) -> set[str]:
     return set(points[-1:]) | {plan.step}
 
 
-def run_until_cut(vm: Machine, workload: Workload, plan: CutPlan,
+def run_until_cut(vm: Machine, workload: Workload, plan: CutPlan, driver: str,
                   inventory: Callable[[], dict[str, list[str]]] | None = None) -> CutOutcome:
-    """Run steps in order, granting each step's promises when it returns, and cut
-    the power as planned. The VM is stopped (vCPUs frozen) on return. `inventory`
-    is called at the durability points that may be the last before the cut."""
+    """Run steps in order, granting each step's promises (with the values derived
+    on the live guest) when its barrier has returned, and cut the power as planned.
+    The VM is stopped (vCPUs frozen) on return. `inventory` is called at the
+    durability points that may be the last before the cut."""
     out = CutOutcome(plan, Ledger())
     wanted = _may_be_last_point(workload, plan) if inventory else set()
+    runner = StepRunner(vm.agent, driver)
     fired = threading.Event()
 
     def cut() -> None:
@@ -100,18 +104,18 @@ def run_until_cut(vm: Machine, workload: Workload, plan: CutPlan,
             # docker rmi also drops untagged parents: the inventory may shrink.
             out.inventory = None
             out.ledger.revoke(step.removes)
-        if plan.kind == "during" and step.name == plan.step:
+        if plan.kind == CutKind.DURING and step.name == plan.step:
             timer = threading.Timer(plan.delay_s, cut)
             timer.start()
         started = time.monotonic()
         try:
-            step.run(vm.agent)
-            if plan.kind == "returned" and step.name == plan.step:
+            runner.run(step)
+            if plan.kind == CutKind.RETURNED and step.name == plan.step:
                 cut()
                 out.cut_in = step.name
                 out.actual = plan.describe()
                 return out
-            step.finish(vm.agent)
+            runner.finish(step)
         except PowerCut:
             out.cut_in = step.name
             out.actual = f"during {step.name} +{time.monotonic() - started:.2f}s"
@@ -120,9 +124,14 @@ def run_until_cut(vm: Machine, workload: Workload, plan: CutPlan,
             if timer is not None:
                 timer.cancel()
         out.step_seconds[step.name] = round(time.monotonic() - started, 2)
+        if fired.is_set():  # a "during" cut that landed as the step returned
+            out.cut_in = step.name
+            out.actual = f"during {step.name} +{time.monotonic() - started:.2f}s"
+            return out
+        promises = runner.settle(step)
         out.steps_done.append(step.name)
-        out.ledger.grant(step.name, step.promises)
-        if step.promises:
+        out.ledger.grant(step.name, promises)
+        if promises:
             out.inventory = inventory() if inventory and step.name in wanted else None
         if step.name == plan.step:
             # "after", or a "during" whose step finished before its delay: cut now.

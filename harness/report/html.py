@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.errors import InputError
-from harness.oracles.verdict import CLASSES, FAULTS
+from harness.model import CLASSES, FAULTS
 
 
 @dataclass

@@ -10,8 +10,8 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from harness.campaign import StateResult
 from harness.errors import InputError
+from harness.model import StateResult
 from harness.report.results import BackendSummary, write_junit, write_summary
 
 

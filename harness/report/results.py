@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from harness.campaign import StateResult
+from harness.model import StateResult
 
 
 @dataclass
@@ -65,7 +65,7 @@ def write_summary(run_dir: Path, meta: dict[str, Any], backends: list[BackendSum
         "leaks": sum(1 for b in doc["backends"] for v in b["violations"]
                      if v["class"] == "leak"),
         "harness_errors": sum(len(b["harness_errors"]) for b in doc["backends"]),
-        # violations by whose fault they are (see oracles/verdict.py FAULTS)
+        # violations by whose fault they are (see model.FAULTS)
         "faults": dict(sorted(Counter(v["fault"] for b in doc["backends"]
                                       for v in b["violations"] if v["class"] != "leak").items())),
     }

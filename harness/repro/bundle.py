@@ -7,6 +7,8 @@
     writes.log.zst    the recorded write log          (lost-cache states)
     origin.qcow2      the disk before the workload    (lost-cache states)
     disk.qcow2        the disk as the power cut left it (live cuts)
+    workload.json     the workload's steps, promises and invariants, as data: the
+                      bundle replays it after the file that wrote it is gone
     kernel/bzImage    the kernel, when it is not a Debian package (a user's bzImage
                       or a source-tree build, with everything built in)
     console/*.log     console and agent transcripts of the failing check
@@ -25,9 +27,8 @@ from typing import Any
 
 from harness import hosttools
 from harness.errors import HarnessError, InputError
-from harness.oracles.verdict import Violation
+from harness.model import Promise, Violation
 from harness.storage.backends import BACKENDS, Backend
-from harness.workloads.promises import Promise
 
 FORMAT = "crashtest-bundle"
 VERSION = 1
@@ -68,20 +69,30 @@ class Bundle:
                        b["mount_options"])
 
     def promises(self) -> list[Promise]:
-        return [Promise(**p) for p in self.meta.get("promises", [])]
+        return [Promise.from_json(p) for p in self.meta.get("promises", [])]
+
+    @property
+    def legacy(self) -> bool:
+        """Made before verdicts had check ids: it matches by promise text."""
+        return any(not v.get("check") for v in self.meta["verdict"]["violations"])
 
     def signature(self) -> list[str]:
         """What must break again for the state to count as reproduced."""
-        return signature(self.meta["verdict"]["violations"])
+        return signature(self.meta["verdict"]["violations"], self.legacy)
 
 
-def signature(violations: list[dict[str, Any]]) -> list[str]:
-    """Violation classes and broken promises, without state-specific detail."""
-    return sorted({f"[{v['class']}] {v['promise']}" for v in violations if v["class"] != "leak"})
+def signature(violations: list[dict[str, Any]], legacy: bool = False) -> list[str]:
+    """The checks that failed and what they were about, without state-specific detail:
+    `[class] check-id subject`. Leaks never count."""
+    if legacy:
+        return sorted({f"[{v['class']}] {v['promise']}" for v in violations
+                       if v["class"] != "leak"})
+    return sorted({f"[{v['class']}] {v['check']} {v['subject']}" for v in violations
+                   if v["class"] != "leak"})
 
 
-def signature_of(found: list[Violation]) -> list[str]:
-    return signature([v.to_json() for v in found])
+def signature_of(found: list[Violation], legacy: bool = False) -> list[str]:
+    return signature([v.to_json() for v in found], legacy)
 
 
 def reproduces(expected: list[str], got: list[str]) -> bool:
@@ -124,9 +135,10 @@ def unpack_disk(bundle: Bundle, name: str, out: Path) -> Path:
 
 
 def write_bundle(dest: Path, meta: dict[str, Any], artifacts: dict[str, Path],
-                 logs: list[Path]) -> Path:
+                 logs: list[Path], docs: dict[str, str] | None = None) -> Path:
     """Write a bundle atomically. `artifacts` are already compressed (hard-linked
-    when possible: several bundles of one run share one write log)."""
+    when possible: several bundles of one run share one write log); `docs` are
+    small text files written as they are."""
     tmp = dest.with_name(f".{dest.name}.partial")
     shutil.rmtree(tmp, ignore_errors=True)
     (tmp / "console").mkdir(parents=True)
@@ -140,6 +152,8 @@ def write_bundle(dest: Path, meta: dict[str, Any], artifacts: dict[str, Path],
         for log in logs:
             if log.exists():
                 shutil.copy2(log, tmp / "console" / log.name)
+        for name, text in (docs or {}).items():
+            (tmp / name).write_text(text)
         files = sorted(p for p in tmp.rglob("*") if p.is_file())
         doc = {"format": FORMAT, "version": VERSION, **meta,
                "files": {str(p.relative_to(tmp)): {"sha256": _sha256(p), "bytes": p.stat().st_size}

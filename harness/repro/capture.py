@@ -2,20 +2,32 @@
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from harness.images import GuestImages
+from harness.model import Promise, StateResult
 from harness.power.cut import CutOutcome
 from harness.repro.bundle import compress_disk, write_bundle
 from harness.repro.minimize import MinimalSteps, Minimized
 from harness.storage.backends import Backend
 from harness.vm.qemu import MachineConfig, Sockets, build_argv
-from harness.workloads.promises import Promise
+from harness.workloads.api import Workload
 
-if TYPE_CHECKING:  # the campaign calls into this module
-    from harness.campaign import CampaignConfig, StateResult
+
+class Origin(Protocol):
+    """What made a failing state: enough to make it again (a campaign's config)."""
+
+    @property
+    def images(self) -> GuestImages: ...
+
+    @property
+    def accel(self) -> str: ...
+
+    @property
+    def workload(self) -> Workload: ...
 
 
 def kernel_meta(images: GuestImages) -> dict[str, str]:
@@ -37,24 +49,29 @@ def kernel_artifacts(images: GuestImages) -> dict[str, Path]:
 
 
 def qemu_argv(config: MachineConfig) -> list[str]:
-    """The guest's command line, with placeholder socket paths."""
-    sockets = Sockets(Path("qmp.sock"), Path("console.sock"), Path("agent.sock"))
-    return build_argv(config, sockets)
+    """The guest's command line, with placeholder channel descriptors."""
+    return build_argv(config, Sockets(3, 4, 5))
 
 
-def _common(cfg: CampaignConfig, backend: Backend, res: StateResult, kind: str,
+def _common(cfg: Origin, backend: Backend, res: StateResult, kind: str,
             argv: list[str]) -> dict[str, Any]:
+    wl = cfg.workload
     return {
         "kind": kind, "state": res.state, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ",
                                                                    time.gmtime()),
         "kernel": kernel_meta(cfg.images), "image": cfg.images.root.manifest_id,
         "image_packages": cfg.images.root.key_packages(), "accel": cfg.accel,
-        "qemu_argv": argv, "backend": backend.describe(), "workload": "default",
-        "seed": cfg.seed, "steps": cfg.workload.step_names, "verdict": res.to_json(),
+        "qemu_argv": argv, "backend": backend.describe(),
+        "workload": {"name": wl.name, "source": wl.source, "digest": wl.digest},
+        "seed": wl.seed, "steps": wl.step_names, "verdict": res.to_json(),
     }
 
 
-def replay_bundle(dest: Path, cfg: CampaignConfig, backend: Backend, res: StateResult,
+def _workload_doc(cfg: Origin) -> dict[str, str]:
+    return {"workload.json": json.dumps(cfg.workload.to_json(), indent=1) + "\n"}
+
+
+def replay_bundle(dest: Path, cfg: Origin, backend: Backend, res: StateResult,
                   argv: list[str], state_id: str, promises: list[Promise], log_zst: Path,
                   origin_qcow2: Path, logs: list[Path], minimal: Minimized | None,
                   minimal_verdict: list[dict[str, Any]] | None) -> Path:
@@ -72,10 +89,10 @@ def replay_bundle(dest: Path, cfg: CampaignConfig, backend: Backend, res: StateR
             "complete": minimal.complete, "violations": minimal_verdict or []},
     })
     return write_bundle(dest, meta, {"writes.log.zst": log_zst, "origin.qcow2": origin_qcow2,
-                                     **kernel_artifacts(cfg.images)}, logs)
+                                     **kernel_artifacts(cfg.images)}, logs, _workload_doc(cfg))
 
 
-def live_bundle(dest: Path, cfg: CampaignConfig, backend: Backend, res: StateResult,
+def live_bundle(dest: Path, cfg: Origin, backend: Backend, res: StateResult,
                 argv: list[str], outcome: CutOutcome, disk: Path, logs: list[Path],
                 minimal: MinimalSteps | None = None) -> Path:
     meta = _common(cfg, backend, res, "live", argv)
@@ -93,6 +110,7 @@ def live_bundle(dest: Path, cfg: CampaignConfig, backend: Backend, res: StateRes
     tmp = dest.parent / f".{dest.name}.disk.qcow2"
     try:
         return write_bundle(dest, meta, {"disk.qcow2": compress_disk(disk, tmp),
-                                         **kernel_artifacts(cfg.images)}, logs)
+                                         **kernel_artifacts(cfg.images)}, logs,
+                            _workload_doc(cfg))
     finally:
         tmp.unlink(missing_ok=True)

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from harness.workloads.default import Workload
+from harness.workloads.api import Workload
 from harness.writelog.states import CrashState, Epoch
 
 

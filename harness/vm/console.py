@@ -1,5 +1,5 @@
 """The serial console: drained to a log file by one thread that owns a pexpect
-spawn on the console socket, with boot markers and kernel failures noted live."""
+spawn on the console socket, with boot markers noted live."""
 
 from __future__ import annotations
 
@@ -13,8 +13,6 @@ from pathlib import Path
 
 import pexpect
 import pexpect.fdpexpect
-
-from harness.oracles.console import FAILURE_RE
 
 MARKERS = {
     "stage1": "crashtest: stage1",
@@ -40,7 +38,6 @@ class ConsoleWatcher:
         )
         self._spawn.logfile_read = self._log
         self.lines: list[ConsoleLine] = []
-        self.failures: list[ConsoleLine] = []
         self.markers: dict[str, float] = {}
         self._lock = threading.Lock()
         self._start = time.monotonic()
@@ -70,8 +67,6 @@ class ConsoleWatcher:
             for name, marker in MARKERS.items():
                 if marker in text and name not in self.markers:
                     self.markers[name] = line.t
-            if FAILURE_RE.search(text):
-                self.failures.append(line)
             if "Kernel panic - not syncing" in text:
                 self.panicked.set()
 

@@ -4,10 +4,8 @@ agent, run, and always end with no QEMU process and no socket left behind."""
 from __future__ import annotations
 
 import contextlib
-import shutil
 import socket
 import subprocess
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -18,12 +16,18 @@ from qemu.qmp import ExecuteError
 from qemu.qmp.legacy import QEMUMonitorProtocol
 
 from harness import hosttools
-from harness.errors import GuestBootError, GuestError, GuestPanic, HarnessError
+from harness.errors import (
+    GuestBootError,
+    GuestError,
+    GuestPanic,
+    GuestSetupError,
+    HarnessError,
+)
 from harness.guest.agent import AgentClient
 from harness.vm.console import ConsoleWatcher
 from harness.vm.qemu import MachineConfig, Sockets, build_argv
 
-SOCKET_WAIT_S = 10.0
+BOOT_TIMEOUT_S = 120.0
 EVENT_POLL_S = 2.0  # how often a waiting agent call also asks QMP for a panic event
 
 # Every live Machine, so a Ctrl-C or fatal signal can kill them all.
@@ -43,9 +47,9 @@ class Machine:
         self.config = config
         self.name = name
         self.console_log = console_log
-        self._tmp = Path(tempfile.mkdtemp(prefix=f"crashtest-{name}-"))
-        self.sockets = Sockets(self._tmp / "qmp.sock", self._tmp / "con.sock",
-                               self._tmp / "agent.sock")
+        # (our end, QEMU's end) per channel; QEMU's ends are closed once it has them.
+        self._pairs = [socket.socketpair() for _ in range(3)]
+        self.sockets = Sockets(*(theirs.fileno() for _, theirs in self._pairs))
         self.stderr_log = console_log.with_suffix(".qemu-stderr.log")
         self.argv = build_argv(config, self.sockets)
         self._proc: subprocess.Popen[bytes] | None = None
@@ -80,15 +84,26 @@ class Machine:
         with self.stderr_log.open("wb") as err:
             # setpriv --pdeathsig: QEMU dies with the harness, even if the harness is
             # SIGKILLed; the new session keeps a terminal's Ctrl-C for the harness.
-            self._proc = subprocess.Popen(["setpriv", "--pdeathsig", "KILL", *self.argv],
-                                          stdin=subprocess.DEVNULL, stdout=err, stderr=err,
-                                          start_new_session=True)
-        self._qmp = QEMUMonitorProtocol(str(self._wait_socket(self.sockets.qmp)))
-        self._qmp.connect(negotiate=True)
-        self.console = ConsoleWatcher(self._connect(self.sockets.console), self.console_log)
+            try:
+                self._proc = subprocess.Popen(
+                    ["setpriv", "--pdeathsig", "KILL", *self.argv],
+                    stdin=subprocess.DEVNULL, stdout=err, stderr=err, start_new_session=True,
+                    pass_fds=[theirs.fileno() for _, theirs in self._pairs])
+            except OSError as e:
+                raise HarnessError(f"{self.name}: cannot start QEMU: {e}") from e
+        for _, theirs in self._pairs:
+            theirs.close()
+        (qmp_sock, _), (con_sock, _), (agent_sock, _) = self._pairs
+        self._qmp = QEMUMonitorProtocol(qmp_sock)
+        try:
+            self._qmp.connect(negotiate=True)
+        except Exception as e:  # the channel closed: QEMU refused its command line or died
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self._proc.wait(timeout=10)
+            raise HarnessError(f"QEMU failed to start ({self.exited() or e})") from e
+        self.console = ConsoleWatcher(con_sock, self.console_log)
         self._transcript = self.console_log.with_suffix(".agent.log").open("w")
-        self._agent = AgentClient(self._connect(self.sockets.agent), self.health,
-                                  self._transcript)
+        self._agent = AgentClient(agent_sock, self.health, self._transcript)
         self.qmp("cont")
 
     def exited(self) -> str | None:
@@ -113,27 +128,17 @@ class Machine:
                 raise GuestPanic(f"{self.name}: guest kernel panicked (pvpanic)",
                                  self.console_tail())
 
-    def _wait_socket(self, path: Path) -> Path:
-        deadline = time.monotonic() + SOCKET_WAIT_S
-        while not path.exists():
-            dead = self.exited()
-            if dead:
-                raise HarnessError(f"QEMU failed to start ({dead})")
-            if time.monotonic() > deadline:
-                raise HarnessError(f"QEMU did not create {path.name} within {SOCKET_WAIT_S}s")
-            time.sleep(0.02)
-        return path
-
-    def _connect(self, path: Path) -> socket.socket:
-        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        s.connect(str(self._wait_socket(path)))
-        return s
-
-    def wait_booted(self, timeout: float) -> float:
+    def wait_booted(self, timeout: float = BOOT_TIMEOUT_S) -> float:
         """Wait for the guest agent; return the guest's uptime when it got there."""
         try:
             self.boot_s = self.agent.wait_ready(timeout)
         except (GuestError, HarnessError) as e:
+            fatal = [line for line in self.console_tail(200).splitlines()
+                     if "crashtest: FATAL " in line]
+            if fatal:  # the guest's own init said why it could not go on
+                raise GuestSetupError(
+                    f"{self.name}: the guest could not boot: "
+                    f"{fatal[-1].split('crashtest: FATAL ', 1)[1]}", self.console_tail()) from e
             raise GuestBootError(
                 f"{self.name}: guest did not boot within {timeout:.0f}s ({e}; "
                 f"last console line: {self.console_tail(1) or 'none'})",
@@ -216,6 +221,8 @@ class Machine:
         if self._transcript is not None:
             self._transcript.close()
             self._transcript = None
-        shutil.rmtree(self._tmp, ignore_errors=True)
+        for pair in self._pairs:
+            for sock in pair:
+                sock.close()
         with _LIVE_LOCK:
             _LIVE.discard(self)

@@ -34,9 +34,12 @@ class MachineConfig:
 
 @dataclass(frozen=True)
 class Sockets:
-    qmp: Path
-    console: Path
-    agent: Path
+    """File descriptors QEMU inherits, one end of a socketpair each: the harness
+    holds the other end before QEMU starts, so no connection can race QEMU."""
+
+    qmp: int
+    console: int
+    agent: int
 
 
 BASE_CMDLINE = (
@@ -82,11 +85,11 @@ def build_argv(config: MachineConfig, sockets: Sockets) -> list[str]:
         "-append", kernel_cmdline(config),
         # Start paused: every channel is connected before the first byte is printed.
         "-S", "-no-reboot",
-        "-chardev", f"socket,id=qmp0,path={sockets.qmp},server=on,wait=off",
+        "-chardev", f"socket,id=qmp0,fd={sockets.qmp}",
         "-mon", "chardev=qmp0,mode=control",
-        "-chardev", f"socket,id=con0,path={sockets.console},server=on,wait=off",
+        "-chardev", f"socket,id=con0,fd={sockets.console}",
         "-serial", "chardev:con0",
-        "-chardev", f"socket,id=agent0,path={sockets.agent},server=on,wait=off",
+        "-chardev", f"socket,id=agent0,fd={sockets.agent}",
         "-device", "virtio-serial-pci,id=vser0",
         "-device", f"virtserialport,bus=vser0.0,chardev=agent0,name={AGENT_PORT}",
         # A guest panic becomes a QMP event (GUEST_PANICKED). The guest keeps running

@@ -14,13 +14,22 @@ import io
 import random
 import shlex
 import tarfile
-from collections.abc import Callable
-from dataclasses import dataclass, field
 
-from harness.errors import HarnessError
-from harness.guest.agent import AgentClient, Result
 from harness.images.rootfs import BASE_TAR_IN_GUEST
-from harness.workloads.promises import Promise
+from harness.model import Barrier
+from harness.workloads.api import (
+    DEFAULT_INVARIANTS,
+    GuestFile,
+    Step,
+    Workload,
+    absent_container,
+    absent_image,
+    container,
+    file,
+    image,
+)
+
+SYNC, FSYNC = Barrier.SYNC, Barrier.FSYNC
 
 BASE = "crashtest/base:latest"
 CTX_DIR = "/tmp/crashtest-ctx"
@@ -40,68 +49,6 @@ stat -c '%n %F %a %u %g %h %N' $(cat /crashtest/meta.list) >/tmp/meta.now 2>&1
 diff /crashtest/manifest.meta /tmp/meta.now || rc=1
 exit $rc
 """
-
-
-class StepFailed(HarnessError):
-    """A workload step failed before any power cut: the harness or guest is broken."""
-
-
-@dataclass
-class Step:
-    name: str
-    run: Callable[[AgentClient], None]
-    promises: list[Promise] = field(default_factory=list)
-    needs: tuple[str, ...] = ()  # steps that must have run before this one
-    # Ends in a `sync` of its own, run apart from `run` so a power cut can land right
-    # after docker's command returned and before the sync (CutPlan "returned").
-    sync: bool = False
-
-    def finish(self, agent: AgentClient) -> None:
-        if self.sync:
-            _must(agent, "sync", self.name)
-
-    def execute(self, agent: AgentClient) -> None:
-        self.run(agent)
-        self.finish(agent)
-
-    @property
-    def removes(self) -> list[str]:
-        """Keys of the objects this step removes (it promises their absence)."""
-        return [p.key() for p in self.promises if p.kind.startswith("absent-")]
-
-
-def _must(agent: AgentClient, cmd: str, step: str, timeout: float = 300) -> Result:
-    res = agent.run(cmd, timeout=timeout)
-    if not res.ok:
-        raise StepFailed(f"workload step {step} failed: {res.evidence(600)}")
-    return res
-
-
-def _sha(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
-@dataclass
-class Workload:
-    seed: int
-    steps: list[Step]
-    context: dict[str, bytes]  # build context files of the app image
-
-    @property
-    def step_names(self) -> list[str]:
-        return [s.name for s in self.steps]
-
-    def keeping(self, names: set[str]) -> Workload:
-        """The workload with only these steps and the steps they need, in order."""
-        by_name = {s.name: s for s in self.steps}
-        keep: set[str] = set()
-        todo = [n for n in names if n in by_name]
-        while todo:
-            n = todo.pop()
-            if n not in keep:
-                keep.add(n)
-                todo.extend(by_name[n].needs)
-        return Workload(self.seed, [s for s in self.steps if s.name in keep], self.context)
 
 
 def build_context(rng: random.Random, seed: int) -> tuple[dict[str, bytes], str]:
@@ -141,6 +88,10 @@ RUN stat -c '%n %F %a %u %g %h %N' $(cat /crashtest/meta.list) > /crashtest/mani
     return files, _sha(out)
 
 
+def _sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
 def _tar(files: dict[str, bytes]) -> bytes:
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w") as tar:
@@ -151,7 +102,7 @@ def _tar(files: dict[str, bytes]) -> bytes:
     return buf.getvalue()
 
 
-def default_workload(seed: int) -> Workload:
+def workload(seed: int) -> Workload:
     rng = random.Random(f"crashtest-workload:{seed}")
     ctx, out_sha = build_context(rng, seed)
     app = f"crashtest/app:s{seed}"
@@ -160,79 +111,47 @@ def default_workload(seed: int) -> Workload:
     writer, temp, volume = "writer", "temp", "crashtest-vol"
     l2 = " ".join(f"/data/l2/f{i}.bin" for i in range(5))
     verify = "/bin/sh /crashtest/verify.sh"
-
-    def import_base(a: AgentClient) -> None:
-        _must(a, f"docker import {BASE_TAR_IN_GUEST} {BASE}", "import-base")
-
-    def build_app(a: AgentClient) -> None:
-        a.put(f"{CTX_DIR}.tar", _tar(ctx))
-        _must(a, f"rm -rf {CTX_DIR} && mkdir -p {CTX_DIR} && tar -xf {CTX_DIR}.tar -C {CTX_DIR}",
-              "build-app")
-        _must(a, f"DOCKER_BUILDKIT=0 docker build -q --network none -t {app} {CTX_DIR}",
-              "build-app")
-
-    def build_scratch(a: AgentClient) -> None:
-        df = f"FROM {BASE}\nRUN echo scratch-{seed} > /scratch.txt\n"
-        _must(a, f"printf %s {shlex.quote(df)} | DOCKER_BUILDKIT=0 docker build -q "
-                 f"--network none -t {scratch} -", "build-scratch")
-
-    def create_writer(a: AgentClient) -> None:
-        _must(a, f"docker create --name {writer} --network none -v {volume}:/vol {app} "
-                 "sleep 100000", "create-writer")
-
-    def start_writer(a: AgentClient) -> None:
-        _must(a, f"docker start {writer}", "start-writer")
-
-    def fsync_layer(a: AgentClient) -> None:
-        _must(a, f"docker exec {writer} sh -c 'cat {l2} > /data/out/layer.bin && "
-                 "sync /data/out/layer.bin /data/out'", "fsync-layer")
-
-    def fsync_volume(a: AgentClient) -> None:
-        _must(a, f"docker exec {writer} sh -c 'cat {l2} > /vol/vol.bin && "
-                 "sync /vol/vol.bin /vol'", "fsync-volume")
-
-    def commit(a: AgentClient) -> None:
-        _must(a, f"docker commit {writer} {committed}", "commit")
-
-    def churn(a: AgentClient) -> None:
-        _must(a, f"docker run --name {temp} --network none {app} true && docker rm {temp} "
-                 f"&& docker rmi {scratch}", "churn")
-
-    def img(ref: str, step: str, check: str, manifest: str = "") -> Promise:
-        return Promise("image", ref, step, "sync", check=check, manifest=manifest)
-
+    scratch_df = f"FROM {BASE}\nRUN echo scratch-{seed} > /scratch.txt\n"
     app_manifest = ctx["manifest.sha256"].decode()
     scratch_sha = _sha(f"scratch-{seed}\n".encode())
     scratch_line = f"{scratch_sha}  /scratch.txt\n"
     out_line = f"{out_sha}  /data/out/layer.bin\n"
+    # The largest file of the app image's top data layer: never empty, so zeroing shows.
+    layer3 = {k: v for k, v in ctx.items() if k.startswith("layer3/")}
+    damage = "/data/l3/" + max(layer3, key=lambda k: len(layer3[k])).split("/", 1)[1]
 
     steps = [
-        Step("import-base", import_base, [img(BASE, "import-base", "true")], sync=True),
-        Step("build-app", build_app, [img(app, "build-app", verify, app_manifest)],
-             needs=("import-base",), sync=True),
-        Step("build-scratch", build_scratch,
-             [img(scratch, "build-scratch", "cat /scratch.txt", scratch_line)],
-             needs=("import-base",), sync=True),
-        Step("create-writer", create_writer,
-             [Promise("container", writer, "create-writer", "sync")], needs=("build-app",),
-             sync=True),
-        Step("start-writer", start_writer, needs=("create-writer",)),
-        Step("fsync-layer", fsync_layer,
-             [Promise("file", f"container:{writer}:/data/out/layer.bin", "fsync-layer",
-                      "fsync", sha256=out_sha)], needs=("start-writer",)),
-        Step("fsync-volume", fsync_volume,
-             [Promise("file", f"volume:{volume}:/vol.bin", "fsync-volume", "fsync",
-                      sha256=out_sha)], needs=("start-writer",)),
+        Step("import-base", f"docker import {BASE_TAR_IN_GUEST} {BASE}", SYNC,
+             promises=[image(BASE)]),
+        Step("build-app", (f"rm -rf {CTX_DIR} && mkdir -p {CTX_DIR} && "
+                           f"tar -xf {CTX_DIR}.tar -C {CTX_DIR}",
+                           f"DOCKER_BUILDKIT=0 docker build -q --network none -t {app} {CTX_DIR}"),
+             SYNC, ("import-base",), [image(app, verify, app_manifest)],
+             files=[GuestFile(f"{CTX_DIR}.tar", _tar(ctx))]),
+        Step("build-scratch", f"printf %s {shlex.quote(scratch_df)} | DOCKER_BUILDKIT=0 "
+                              f"docker build -q --network none -t {scratch} -", SYNC,
+             ("import-base",), [image(scratch, "cat /scratch.txt", scratch_line)]),
+        Step("create-writer", f"docker create --name {writer} --network none "
+                              f"-v {volume}:/vol {app} sleep 100000", SYNC, ("build-app",),
+             [container(writer)]),
+        Step("start-writer", f"docker start {writer}", needs=("create-writer",)),
+        Step("fsync-layer", f"docker exec {writer} sh -c 'cat {l2} > /data/out/layer.bin && "
+                            "sync /data/out/layer.bin /data/out'", FSYNC, ("start-writer",),
+             [file(f"container:{writer}:/data/out/layer.bin", out_sha)]),
+        Step("fsync-volume", f"docker exec {writer} sh -c 'cat {l2} > /vol/vol.bin && "
+                             "sync /vol/vol.bin /vol'", FSYNC, ("start-writer",),
+             [file(f"volume:{volume}:/vol.bin", out_sha)]),
         # The writer was running when `sync` made its state durable: after a power cut
-        # dockerd must bring it back as exited with code 255.
-        Step("commit", commit,
-             [Promise("container", writer, "commit", "sync", check="exited 255"),
-              img(committed, "commit",
-                  f"{verify} && echo '{out_sha}  /data/out/layer.bin' | sha256sum -c -s",
-                  app_manifest + out_line)],
-             needs=("fsync-layer",), sync=True),  # the image must hold the fsync'd file
-        Step("churn", churn, [Promise("absent-container", temp, "churn", "sync"),
-                              Promise("absent-image", scratch, "churn", "sync")],
-             needs=("build-app", "build-scratch"), sync=True),
+        # dockerd must bring it back as exited with code 255. The committed image
+        # must hold the fsync'd file.
+        Step("commit", f"docker commit {writer} {committed}", SYNC, ("fsync-layer",),
+             [container(writer, "exited 255"),
+              image(committed, f"{verify} && echo '{out_sha}  /data/out/layer.bin' | "
+                               "sha256sum -c -s", app_manifest + out_line)]),
+        Step("churn", f"docker run --name {temp} --network none {app} true && docker rm {temp} "
+                      f"&& docker rmi {scratch}", SYNC, ("build-app", "build-scratch"),
+             [absent_container(temp), absent_image(scratch)]),
     ]
-    return Workload(seed, steps, ctx)
+    return Workload("default", tuple(steps), seed, DEFAULT_INVARIANTS,
+                    "import, build, run, fsync, commit and remove: docker's everyday "
+                    "operations on a seeded multi-layer image", damage)

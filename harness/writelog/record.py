@@ -9,14 +9,13 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from harness.guest import docker
-from harness.storage.backends import DISK_SIZE, Backend, make_test_disk
+from harness.model import Promise
+from harness.storage.backends import DATA_SERIAL, DISK_SIZE, Backend, make_test_disk
 from harness.vm.machine import Machine
 from harness.vm.qemu import LOG_SECTOR_SIZE, Disk, MachineConfig
-from harness.workloads.default import StepFailed, Workload
-from harness.workloads.promises import Promise
+from harness.workloads.api import Workload
+from harness.workloads.runner import StepRunner
 from harness.writelog.format import WriteLog, read_log
-
-BOOT_TIMEOUT_S = 120.0
 
 
 @dataclass
@@ -88,26 +87,21 @@ def record(base_config: MachineConfig, backend: Backend, workload: Workload, wor
     subprocess.run(["cp", "--sparse=always", str(disk), str(origin)], check=True)
     log = workdir / "writes.log"
     log.write_bytes(b"")
-    data = Disk(disk, "data", write_log=log if with_log else None)
+    data = Disk(disk, DATA_SERIAL, write_log=log if with_log else None)
     config = replace(base_config, disks=(*base_config.disks, data))
     events: list[Event] = []
     with Machine(config, workdir / "record.console.log", name=f"{backend.name}-record") as vm:
-        vm.wait_booted(BOOT_TIMEOUT_S)
-        mount = docker.mount_data(vm.agent, backend)
-        if not mount.ok:
-            raise StepFailed(f"mounting the fresh test disk failed: {mount.evidence(400)}")
-        if not docker.start_dockerd(vm.agent, backend).ok:
-            raise StepFailed("dockerd did not start on a fresh disk:\n"
-                             + docker.dockerd_log(vm.agent)[-2000:])
+        vm.wait_booted()
+        docker.start_on_fresh_disk(vm.agent, backend)
+        runner = StepRunner(vm.agent, backend.driver)
         t0 = time.monotonic()
         position = 0
         for step in workload.steps:
             started = position  # read before the step ran: no write of it is earlier
-            step.execute(vm.agent)
+            promises = runner.execute(step)
             if with_log:
                 position = log_position(log)
-                events.append(Event(step.name, position, list(step.promises), started,
-                                    step.removes))
+                events.append(Event(step.name, position, promises, started, step.removes))
         workload_s = time.monotonic() - t0
         vm.power_cut()
     return Recording(origin, disk, log, events, workload_s)

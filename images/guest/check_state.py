@@ -23,6 +23,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from docker_store import DockerStore  # noqa: E402
 
 ROOT = "/var/lib/docker"
+# What docker leaves at its root: a disk with none of these never held docker.
+DOCKER_TRACES = ("image", "containers", "overlay2", "btrfs", "volumes", "buildkit", "network")
 
 
 def sh(cmd, timeout=300):
@@ -72,8 +74,13 @@ def drop_cache(dev):
 
 
 def sha256(path):
+    # O_NOATIME: reading on a live guest must not write (a recording logs every write).
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOATIME)
+    except PermissionError:
+        fd = os.open(path, os.O_RDONLY)
     h = hashlib.sha256()
-    with open(path, "rb") as f:
+    with os.fdopen(fd, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
@@ -144,6 +151,49 @@ class Store:
                 return None
         return None
 
+    def file_path(self, target):
+        """The path on the test filesystem of a file promise's target; None when
+        its container is gone."""
+        if target.startswith("disk:"):
+            return os.path.join(ROOT, target[len("disk:"):].lstrip("/"))
+        where, name, path = target.split(":", 2)
+        if where == "container":
+            base = self.container_dir(name)
+            if base is None:
+                return None
+        else:
+            base = os.path.join(ROOT, "volumes", name, "_data")
+        return os.path.join(base, path.lstrip("/"))
+
+    def visible_files(self, dirs):
+        """Every regular file a container of the image sees: path -> file in a layer."""
+        if self.driver == "btrfs":  # each layer is a full snapshot
+            dirs = dirs[-1:]
+        visible, seen_dirs = {}, set()
+
+        def drop_below(rel):
+            for k in [k for k in visible if k.startswith(rel + "/")]:
+                del visible[k]
+
+        for d in dirs:
+            for top, subdirs, names in os.walk(d):
+                rel_top = "" if top == d else "/" + os.path.relpath(top, d)
+                if os.path.lexists(os.path.join(top, ".wh..wh..opq")):
+                    drop_below(rel_top)
+                for n in subdirs + names:
+                    rel, full = rel_top + "/" + n, os.path.join(top, n)
+                    st = os.lstat(full)
+                    if stat.S_ISDIR(st.st_mode):
+                        seen_dirs.add(rel)
+                        continue
+                    if rel in seen_dirs:  # a file or whiteout hides a directory below
+                        drop_below(rel)
+                        seen_dirs.discard(rel)
+                    visible.pop(rel, None)  # whiteout, or a newer copy
+                    if stat.S_ISREG(st.st_mode) and n != ".wh..wh..opq":
+                        visible[rel] = full
+        return visible
+
     def container_dir(self, name):
         cdir = os.path.join(ROOT, "containers")
         for cid in os.listdir(cdir):
@@ -163,6 +213,8 @@ def check_promise(store, p):
         image_id = store.image_id(target)
         if image_id is None:
             return "docker-lost", "repositories.json has no %s" % target
+        if p.get("image_id") and image_id != p["image_id"]:
+            return "fs-durability", "%s names %s, not %s" % (target, image_id, p["image_id"])
         dirs = store.layers(image_id)
         bad = []
         for line in p.get("manifest", "").splitlines():
@@ -178,14 +230,9 @@ def check_promise(store, p):
         return (None, "found") if store.container_dir(target) else (
             "docker-lost", "no container named %s" % target)
     if kind == "file":
-        where, name, path = target.split(":", 2)
-        if where == "container":
-            base = store.container_dir(name)
-            if base is None:
-                return "docker-lost", "no container named %s" % name
-        else:
-            base = os.path.join(ROOT, "volumes", name, "_data")
-        f = os.path.join(base, path.lstrip("/"))
+        f = store.file_path(target)
+        if f is None:
+            return "docker-lost", "no container named %s" % target.split(":", 2)[1]
         got = sha256(f) if os.path.isfile(f) else "(missing)"
         if got != p["sha256"]:
             return "fs-durability", "%s: want %s got %s" % (f, p["sha256"], got)
@@ -195,6 +242,41 @@ def check_promise(store, p):
                    else store.container_dir(target))
         return ("fs-durability", "%s is back" % target) if present else (None, "still gone")
     return "harness-error", "unknown promise kind %s" % kind
+
+
+def _derive_one(store, p):
+    kind, target = p["kind"], p["target"]
+    if kind == "file":
+        f = store.file_path(target)
+        if f is None:
+            return {"error": "no container named %s" % target.split(":", 2)[1]}
+        if not os.path.isfile(f):
+            return {"error": "%s is not a regular file on the live guest" % f}
+        return {"sha256": sha256(f)}
+    if kind == "image":
+        image_id = store.image_id(target)
+        if image_id is None:
+            return {"error": "repositories.json has no %s on the live guest" % target}
+        if p.get("manifest"):
+            return {"image_id": image_id}
+        files = store.visible_files(store.layers(image_id))
+        paths = [x.rstrip("/") for x in p.get("paths") or ()]
+        lines = ["%s  %s" % (sha256(full), path) for path, full in sorted(files.items())
+                 if not paths or any(path == x or path.startswith(x + "/") for x in paths)]
+        return {"image_id": image_id, "manifest": "".join(line + "\n" for line in lines)}
+    return {}
+
+
+def derive(req):
+    """What each promise expects, read from the live guest's store (read-only)."""
+    store = Store(req["driver"])
+    out = []
+    for p in req["promises"]:
+        try:
+            out.append(_derive_one(store, p))
+        except (OSError, ValueError, KeyError) as e:
+            out.append({"error": "%s: %s" % (type(e).__name__, e)})
+    return out
 
 
 def find_device(serial, timeout=10.0):
@@ -221,8 +303,10 @@ def check_store(req, results, times):
     try:
         store = Store(req["driver"] or DockerStore(ROOT).driver)
     except ValueError as e:
+        traces = [n for n in DOCKER_TRACES if os.path.lexists(os.path.join(ROOT, n))]
         results.append({"check": "store", "ok": False, "class": "docker-lost",
-                        "command": "detect docker's store", "output": str(e)})
+                        "command": "detect docker's store", "output": str(e),
+                        "no_trace": not traces})
         return
     for p in req["promises"]:
         try:
@@ -231,6 +315,7 @@ def check_store(req, results, times):
             cls, msg = "docker-corruption", "%s: %s" % (type(e).__name__, e)
         results.append({"check": "promise", "ok": cls is None, "class": cls,
                         "fault": "filesystem", "promise": p["describe"],
+                        "subject": p["key"], "kind": p["kind"],
                         "command": "offline check", "output": msg})
     # Structure and content of every promised image and container, then of every
     # other image docker would restore.
@@ -263,12 +348,16 @@ def check_store(req, results, times):
     times["store"] = time.monotonic() - t_store
 
 
-def check_tree(req):
-    """The offline store checks on the tree already mounted at /var/lib/docker
-    (live cuts: after recovery and fsck, before dockerd starts)."""
-    results, times = [], {}
-    check_store(req, results, times)
-    return results
+def check_commands(req, results, times):
+    """The workload's offline invariants: commands that must succeed on any
+    recovered disk, run with the store mounted read-only at /var/lib/docker."""
+    t = time.monotonic()
+    for c in req.get("commands", ()):
+        rc, out = sh(c["command"], timeout=c.get("timeout", 300))
+        results.append({"check": "invariant", "id": c["id"], "ok": rc == 0,
+                        "class": c["class"], "promise": c["promise"],
+                        "command": c["command"], "output": "(exit %d)\n%s" % (rc, out)})
+    times["commands"] = time.monotonic() - t
 
 
 def check(req):
@@ -312,12 +401,17 @@ def check(req):
     rc, out = sh(req["mount"])
     if not record("mount", rc, req["mount"], out):
         return results
+    if req.get("after_mount"):  # self-tests damage the recovered tree here
+        rc, out = sh(req["after_mount"])
+        if rc != 0:
+            raise RuntimeError("damaging the state failed (exit %d): %s" % (rc, out))
     rc, out = timed("remount", remount_ro, ROOT)
     if record("remount", rc, "mount -o remount,ro " + ROOT, out):
         if req.get("scrub"):
             rc, out = sh(req["scrub"], timeout=600)
             record("scrub", rc, req["scrub"], out)
         check_store(req, results, times)
+        check_commands(req, results, times)
     rc, out = timed("umount", umount, ROOT)
     if record("umount", rc, "umount " + ROOT, out):
         rc, out = sh(req["fsck"])

@@ -1,6 +1,7 @@
 """The whole product on real guests: workload, power cut, reboot, oracles, results."""
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -125,24 +126,35 @@ def test_cut_after_docker_commit_returned_finds_dockers_zero_byte_layer_file(
         ("cut disk", True), ("live cut", True)]
 
 
+def _default_sigint() -> None:
+    # A background job of a non-interactive shell ignores SIGINT, and a child
+    # inherits that: give crashtest the default handler a terminal user has.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_ctrl_c_stops_and_cleans_up(images: GuestImages, tmp_path: Path,
                                     no_leftovers: None) -> None:
     """With two guests at a time (worker processes): Ctrl-C stops them all."""
     out = tmp_path / "results"
     proc = subprocess.Popen([sys.executable, "-m", "harness.cli", "run", "--backends", "btrfs",
                              "--cuts", "2", "--states", "0", "--jobs", "2", "--out", str(out)],
-                            stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
-    assert proc.stdout is not None
-    for line in proc.stdout:
-        if line.startswith("[btrfs cut 1] cut"):
-            break
-    time.sleep(8)  # inside the workload VM
-    proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=60)
-    assert proc.returncode == 130, err
-    assert "interrupted" in err
-    assert not out.exists() or list(out.iterdir()) == []
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=_default_sigint, start_new_session=True)
+    try:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            if line.startswith("[btrfs cut 1] cut"):
+                break
+        time.sleep(8)  # inside the workload VM
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+        assert proc.returncode == 130, err
+        assert "interrupted" in err
+        assert not out.exists() or list(out.iterdir()) == []
+    finally:
+        if proc.poll() is None:  # a failed test stops what it started
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=30)
 
 
 def test_shards_merge_to_the_totals_of_one_parallel_run(images: GuestImages, tmp_path: Path,

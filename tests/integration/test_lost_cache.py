@@ -2,27 +2,28 @@
 passes every state; one that never flushes is caught; replay is deterministic."""
 
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from harness import hosttools
-from harness.campaign import CampaignConfig, machine_config
+from harness.campaign.context import CampaignConfig, machine_config
+from harness.campaign.lost_cache import check_recording
+from harness.campaign.reproduce import reproduce
 from harness.images import GuestImages
+from harness.oracles.checker import Checker
 from harness.repro.bundle import load_bundle, signature
-from harness.repro.reproduce import reproduce
 from harness.storage.backends import BACKENDS, make_test_disk, parse_backends
 from harness.vm import accel
-from harness.workloads.default import default_workload
-from harness.writelog.campaign import check_recording
-from harness.writelog.checker import Checker
+from harness.workloads.default import workload as default_workload
 from harness.writelog.record import Recording, record
 from harness.writelog.states import epochs
 
 
 def config(images: GuestImages, tmp: Path, seed: int = 1) -> CampaignConfig:
     return CampaignConfig(images=images, accel=accel.choose()[0],
-                          workload=default_workload(seed), seed=seed, run_dir=tmp)
+                          workload=default_workload(seed), run_dir=tmp)
 
 
 @pytest.fixture(scope="module")
@@ -66,8 +67,7 @@ def test_config_that_never_flushes_is_caught_minimized_and_reproduced(
     """ext4 with barrier=0 issues no flushes: losing the disk cache breaks it. The
     failing state becomes a bundle, minimized, that still reproduces once moved."""
     backend = parse_backends("ext4-overlay2", mount_options="barrier=0")[0]
-    cfg = config(images, tmp_path)
-    cfg.minimize_tests = 30
+    cfg = replace(config(images, tmp_path), minimize_tests=30)
     rec = record(machine_config(cfg, None), backend, cfg.workload, tmp_path / "rec")
     log = rec.parse()
     # the only flush is the one QEMU logs when the power cut stops the VM, at the end

@@ -6,14 +6,14 @@ from pathlib import Path
 
 import pytest
 
-from harness.campaign import CampaignConfig, machine_config
+from harness.campaign.context import CampaignConfig, machine_config
 from harness.images import GuestImages
+from harness.model import Ledger
 from harness.oracles.check_image import check_image
+from harness.oracles.checker import Checker
 from harness.storage.backends import BACKENDS
 from harness.vm import accel
-from harness.workloads.default import default_workload
-from harness.workloads.promises import Ledger
-from harness.writelog.checker import Checker
+from harness.workloads.default import workload as default_workload
 from harness.writelog.record import record
 
 MOUNT = "mount {dev} /mnt && "
@@ -26,7 +26,7 @@ def store_disk(request: pytest.FixtureRequest, images: GuestImages,
     """A test disk holding the default workload's images, containers and volume."""
     tmp = tmp_path_factory.mktemp(request.param)
     cfg = CampaignConfig(images=images, accel=accel.choose()[0], workload=default_workload(1),
-                         seed=1, run_dir=tmp)
+                         run_dir=tmp)
     rec = record(machine_config(cfg, None), BACKENDS[request.param], cfg.workload, tmp,
                  with_log=False)
     return request.param, rec.disk
@@ -112,9 +112,9 @@ def test_dropped_fsynced_file_breaks_its_promise(store_disk: tuple[str, Path], i
     wl = default_workload(1)
     ledger = Ledger()
     for step in wl.steps:
-        ledger.grant(step.name, step.promises)
+        ledger.grant(step.name, list(step.promises))
     promises = ledger.in_force()
-    cfg = CampaignConfig(images=images, accel=accel.choose()[0], workload=wl, seed=1,
+    cfg = CampaignConfig(images=images, accel=accel.choose()[0], workload=wl,
                          run_dir=tmp_path)
     overlay = tmp_path / "state.qcow2"
     subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-b", str(disk), "-F", "raw",

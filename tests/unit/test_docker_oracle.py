@@ -1,12 +1,11 @@
-"""The live docker oracle's decisions, against a scripted guest (the real-VM tests
-show the same checks on real docker)."""
-
-import pytest
+"""The daemon stage's decisions, against a scripted guest (the real-VM tests show
+the same checks on real docker)."""
 
 from harness.guest.agent import Result
-from harness.oracles.docker import check_promises
+from harness.model import Promise, Violation
+from harness.oracles.docker import check_inventory, daemon_checks
 from harness.storage.backends import BACKENDS
-from harness.workloads.promises import Ledger, Promise
+from harness.workloads.api import DEFAULT_INVARIANTS, command, docker_intact
 
 
 class ScriptedAgent:
@@ -25,65 +24,62 @@ class ScriptedAgent:
         return None
 
 
-def verdicts(answers: dict[str, tuple[int, str]], *promises: Promise) -> list[tuple[str, str]]:
-    led = Ledger()
-    led.grant("step", list(promises))
-    found, _ = check_promises(ScriptedAgent(answers), BACKENDS["btrfs"], "s",  # type: ignore[arg-type]
-                              led)
-    return [(v.cls, v.promise) for v in found]
+UP = {"docker version": (0, "26")}
+RUNNING = Promise("container", "writer", "commit", "sync", state="exited 255")
+IMAGE = Promise("image", "app:1", "build", "sync", run="/bin/check")
 
 
-RUNNING = Promise("container", "writer", "commit", "sync", check="exited 255")
+def verdicts(answers: dict[str, tuple[int, str]], *promises: Promise,
+             invariants: tuple[object, ...] = DEFAULT_INVARIANTS,
+             offline: list[Violation] | None = None) -> list[tuple[str, str, str]]:
+    found, _, _ = daemon_checks(ScriptedAgent({**UP, **answers}),  # type: ignore[arg-type]
+                                BACKENDS["btrfs"], "s", list(promises),
+                                invariants, offline or [])  # type: ignore[arg-type]
+    return [(v.cls, v.check, v.subject) for v in found]
 
 
 def test_container_back_as_exited_255_passes() -> None:
-    assert verdicts({"docker version": (0, "26"), "{{.State.Status}}": (0, "exited 255\n")},
-                    RUNNING) == []
+    assert verdicts({"{{.State.Status}}": (0, "exited 255\n")}, RUNNING) == []
 
 
-def test_container_with_another_state_is_corruption() -> None:
-    got = verdicts({"docker version": (0, "26"), "{{.State.Status}}": (0, "exited 0\n")},
-                   RUNNING)
-    assert got == [("docker-corruption", RUNNING.describe())]
+def test_container_with_another_state_is_dockers_corruption() -> None:
+    got = verdicts({"{{.State.Status}}": (0, "exited 0\n")}, RUNNING)
+    assert got == [("docker-corruption", "docker.container-state", "container:writer")]
 
 
-def test_missing_container_is_lost() -> None:
-    got = verdicts({"docker version": (0, "26"), "container inspect": (1, "No such")},
-                   RUNNING)
-    assert got == [("docker-lost", RUNNING.describe())]
+def test_image_that_does_not_save_or_run_is_corruption() -> None:
+    got = verdicts({"docker save": (1, "file integrity checksum failed"),
+                    "/bin/check": (1, "FAILED")}, IMAGE)
+    assert got == [("docker-corruption", "docker.save", "image:app:1"),
+                   ("docker-corruption", "docker.run", "image:app:1")]
+    assert verdicts({"image inspect": (1, "No such image")}, IMAGE) == [
+        ("docker-lost", "docker.image-listed", "image:app:1")]
 
 
-def test_file_with_other_content_is_a_durability_violation() -> None:
-    p = Promise("file", "volume:v:/f", "fsync-volume", "fsync", sha256="a" * 64)
-    got = verdicts({"docker version": (0, "26"), "sha256sum": (0, "b" * 64 + "  /v/f\n")}, p)
-    assert got == [("fs-durability", p.describe())]
+def test_an_object_the_offline_stage_found_broken_gets_no_second_verdict() -> None:
+    broken = Violation("docker-corruption", "s", "p", check="promise.image",
+                       subject="image:app:1")
+    assert verdicts({"docker save": (1, "bad")}, IMAGE, offline=[broken]) == []
 
 
-def test_dockerd_that_does_not_start_is_corruption() -> None:
-    got = verdicts({"docker version": (1, "Cannot connect"), "pidof": (1, "")}, RUNNING)
-    assert got == [("docker-corruption", "dockerd starts on the recovered disk")]
+def test_dockerd_that_does_not_start_breaks_the_invariant_only_if_declared() -> None:
+    down = {"docker version": (1, "Cannot connect"), "pidof": (1, "")}
+    assert verdicts(down, RUNNING) == [
+        ("docker-corruption", "invariant.dockerd-starts", "dockerd")]
+    assert verdicts(down, RUNNING, invariants=(docker_intact(),)) == []
+
+
+def test_a_daemon_stage_command_invariant() -> None:
+    inv = command("docker run --rm app:1 true", stage="daemon")
+    got = verdicts({"docker run --rm app:1 true": (1, "no")}, invariants=(inv,))
+    assert got == [("docker-corruption", inv.id, "docker run --rm app:1 true")]
+    assert verdicts({}, invariants=(inv,)) == []
 
 
 def test_object_listed_at_the_durability_point_and_gone_is_lost() -> None:
-    from harness.oracles.docker import check_inventory
-
     agent = ScriptedAgent({"docker images": (0, "sha256:a\n"), "docker ps": (0, "writer\n")})
     before = {"images": ["sha256:a", "sha256:b"], "containers": ["writer"]}
     found = check_inventory(agent, "s", "commit", before)  # type: ignore[arg-type]
     assert [(v.cls, v.evidence["missing"]) for v in found] == [("docker-lost", "sha256:b")]
     assert check_inventory(agent, "s", "commit",  # type: ignore[arg-type]
                            {"images": ["sha256:a"], "containers": ["writer"]}) == []
-
-
-@pytest.mark.parametrize(("failing_cmd", "promise"), [
-    ("mount -t btrfs", "the filesystem mounts after the cut"),
-    ("btrfs check", "btrfs fsck is clean after recovery"),
-    ("btrfs scrub", "every btrfs checksum verifies (scrub)"),
-])
-def test_filesystem_oracle_reports_each_failing_step(failing_cmd: str, promise: str) -> None:
-    from harness.oracles.filesystem import recover_and_fsck
-
-    agent = ScriptedAgent({"serial": (0, "/dev/vdb\n"), failing_cmd: (1, "damage\n")})
-    found = recover_and_fsck(agent, BACKENDS["btrfs"], "s")  # type: ignore[arg-type]
-    assert [(v.cls, v.promise) for v in found] == [("fs-corruption", promise)]
-    assert "damage" in found[0].evidence["output"]

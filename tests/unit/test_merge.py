@@ -5,10 +5,9 @@ from pathlib import Path
 
 import pytest
 
-from harness.campaign import StateResult
 from harness.cli import main
 from harness.errors import InputError
-from harness.oracles.verdict import Violation
+from harness.model import StateResult, Violation
 from harness.report.merge import merge_all, merge_runs
 from harness.report.results import BackendSummary, write_summary
 

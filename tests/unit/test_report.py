@@ -5,9 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from harness.campaign import StateResult
 from harness.cli import main
-from harness.oracles.verdict import Violation
+from harness.model import StateResult, Violation
 from harness.report.html import write_report
 from harness.report.results import BackendSummary, write_summary
 

@@ -122,7 +122,7 @@ def test_not_a_bundle(tmp_path: Path) -> None:
 
 
 def test_workload_keeping_adds_what_steps_need() -> None:
-    from harness.workloads.default import default_workload
+    from harness.workloads.default import workload as default_workload
 
     wl = default_workload(1)
     assert wl.keeping({"commit"}).step_names == [
@@ -136,7 +136,7 @@ def test_workload_keeping_adds_what_steps_need() -> None:
 def test_minimize_steps_keeps_only_steps_the_failure_needs(needed: set[str],
                                                            expected_tests: int | None) -> None:
     from harness.repro.minimize import minimize_steps
-    from harness.workloads.default import default_workload
+    from harness.workloads.default import workload as default_workload
 
     wl = default_workload(1)
     runs: list[list[str]] = []
@@ -158,7 +158,7 @@ def test_a_kernel_no_archive_serves_travels_in_the_bundle(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from types import SimpleNamespace
 
-    from harness.repro import reproduce
+    from harness.campaign import reproduce
     from harness.repro.capture import kernel_artifacts
 
     vmlinuz = tmp_path / "vmlinuz"

@@ -2,8 +2,7 @@ import json
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
-from harness.campaign import StateResult
-from harness.oracles.verdict import Violation
+from harness.model import StateResult, Violation
 from harness.report.results import BackendSummary, point_latest, write_junit, write_summary
 
 
@@ -27,7 +26,7 @@ def test_summary_has_the_promised_fields(tmp_path: Path) -> None:
     assert b["violations"][0] == {"class": "docker-lost", "state": "btrfs/cut1/after-y",
                                   "promise": "image a exists",
                                   "evidence": {"command": "docker image inspect a"},
-                                  "fault": "filesystem"}
+                                  "fault": "filesystem", "check": "", "subject": ""}
     assert doc["totals"] == {"states_checked": 2, "violations": 1, "leaks": 0,
                              "harness_errors": 1, "faults": {"filesystem": 1}}
 

@@ -7,9 +7,9 @@ from typing import Any
 
 import pytest
 
+from harness.model import Violation, blame_configuration
 from harness.oracles import console
 from harness.oracles.offline import verdicts
-from harness.oracles.verdict import Violation, blame_configuration
 from harness.storage.backends import BACKENDS, parse_backends
 from tests.storefactory import make_store
 
@@ -80,7 +80,8 @@ def test_promised_damage_is_the_filesystems_unpromised_is_dockers(tmp_path: Path
     assert [(v.cls, v.fault) for v in unpromised] == [("docker-corruption", "docker")]
     assert "t/app:1" in unpromised[0].promise and unpromised[0].evidence["image"]
     promise = {"kind": "image", "target": "t/app:1", "describe": "image t/app:1 exists",
-               "manifest": ""}
+               "manifest": "", "key": "image:t/app:1"}
     promised = run([promise])
     assert {v.fault for v in promised} == {"filesystem"}
+    assert {v.check for v in promised} <= {"promise.image", "store.structure"}
     assert any("data/a.bin has 0 bytes" in v.evidence["output"] for v in promised)

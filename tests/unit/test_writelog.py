@@ -173,10 +173,10 @@ def test_never_flushed_log_needs_its_sector_size(tmp_path: Path) -> None:
 
 
 def test_a_removal_in_flight_withdraws_the_promise_for_replayed_states() -> None:
-    from harness.workloads.promises import Promise
+    from harness.model import Promise
     from harness.writelog.record import Event, Recording
 
-    img = Promise("image", "scratch", "build", "sync", check="true")
+    img = Promise("image", "scratch", "build", "sync", run="true")
     gone = Promise("absent-image", "scratch", "churn", "sync")
     rec = Recording(Path("o"), Path("d"), Path("l"), [
         Event("build", 10, [img], started=0),

@@ -11,51 +11,44 @@ from dataclasses import replace
 from pathlib import Path
 
 from harness.errors import GuestError, GuestPanic, GuestTimeout, HarnessError
+from harness.model import Promise, Violation, ViolationClass
 from harness.oracles import console as console_oracle
 from harness.oracles import offline
-from harness.oracles.verdict import Violation
 from harness.storage.backends import Backend
 from harness.vm.machine import Machine
 from harness.vm.qemu import Disk, MachineConfig
-from harness.workloads.promises import Promise
+from harness.workloads.api import DEFAULT_INVARIANTS, Invariant
 
 STATE_SERIAL = "state"
 BOOT_TIMEOUT_S = 120.0
-FIND_STATE_DISK = (
-    "for i in $(seq 100); do for s in /sys/block/vd*; do "
-    f'[ "$(cat $s/serial 2>/dev/null)" = "{STATE_SERIAL}" ] && echo /dev/${{s##*/}} && exit 0; '
-    "done; sleep 0.05; done; exit 1"
-)
-
-
-def promise_request(promises: list[Promise]) -> list[dict[str, str]]:
-    return [{**p.to_json(), "describe": p.describe()} for p in promises]
-
-
-def state_device(vm: Machine) -> str:
-    dev = vm.agent.run(FIND_STATE_DISK, timeout=30).stdout.strip()
-    if not dev:
-        raise GuestError("the checker guest does not see the state disk", vm.console_tail())
-    return dev
 
 
 def run_checks(vm: Machine, backend: Backend, state_id: str, promises: list[Promise],
-               before: str = "", full: bool = False,
-               times: dict[str, float] | None = None) -> list[Violation]:
-    """Every oracle on the state disk (serial "state") in one call inside the guest.
-    `before`: a guest command run first, {dev} standing for the disk (self-tests
-    damage the disk with it). `full`: check every image and report leaks (a disk
-    with no promises)."""
-    dev = "{dev}"
-    req = {
-        "serial": STATE_SERIAL, "before": before,
-        "driver": None if full else backend.driver, "full": full,
-        "mount": backend.mount_cmd(dev), "fsck": backend.fsck_cmd(dev),
-        "scrub": backend.scrub_cmd(),
-        "promises": promise_request(promises), "registered": True,
-    }
+               invariants: tuple[Invariant, ...] = DEFAULT_INVARIANTS, *,
+               serial: str = STATE_SERIAL, before: str = "", after_mount: str = "",
+               full: bool = False, times: dict[str, float] | None = None) -> list[Violation]:
+    """The offline stage of the check sequence on the disk with this serial, in one
+    call inside the guest. A disk with no trace of docker is the wrong disk."""
+    req = offline.offline_request(backend, serial, promises, invariants, before, after_mount,
+                                  full)
     records = vm.agent.call("check_state", "check", req, timeout=offline.CHECK_TIMEOUT_S)
+    if full and offline.no_docker_trace(records):
+        raise offline.wrong_disk(state_id)
     return offline.verdicts(records, backend, state_id, times)
+
+
+def panic_verdict(state_id: str, console: str) -> Violation:
+    return Violation(ViolationClass.FS_CORRUPTION, state_id,
+                     "the kernel survives recovery of this crash state", {"console": console},
+                     check="kernel.panic", subject="panic")
+
+
+def hang_verdict(state_id: str, error: str, console: str) -> Violation:
+    """A guest that stops answering twice, on a fresh guest each time, while it
+    recovers and checks a state: the same verdict wherever the state came from."""
+    return Violation(ViolationClass.FS_CORRUPTION, state_id,
+                     "the guest stays responsive while checking this state",
+                     {"error": error, "console": console}, check="kernel.hang", subject="hang")
 
 
 def check_by_reboot(config: MachineConfig, backend: Backend, state_id: str, disk: Path,
@@ -153,17 +146,21 @@ class Checker:
             point_at(node)
 
     def check(self, state_id: str, disk: Path, promises: list[Promise],
-              before: str = "", full: bool = False) -> list[Violation]:
-        """Attach `disk` (qcow2), run every oracle on it, detach it. A guest that stops
-        answering is diagnosed, restarted and given the state once more before the
-        hang counts as a verdict."""
+              invariants: tuple[Invariant, ...] = DEFAULT_INVARIANTS, before: str = "",
+              full: bool = False, after_mount: str = "") -> list[Violation]:
+        """Attach `disk` (qcow2), run the offline checks on it, detach it. A guest that
+        stops answering is diagnosed, restarted and given the state once more before
+        the hang counts as a verdict."""
         try:
-            return self._check_once(state_id, disk, promises, before, full, last_try=False)
+            return self._check_once(state_id, disk, promises, invariants, before, full,
+                                    after_mount, last_try=False)
         except GuestTimeout:
-            return self._check_once(state_id, disk, promises, before, full, last_try=True)
+            return self._check_once(state_id, disk, promises, invariants, before, full,
+                                    after_mount, last_try=True)
 
-    def _check_once(self, state_id: str, disk: Path, promises: list[Promise], before: str,
-                    full: bool, last_try: bool) -> list[Violation]:
+    def _check_once(self, state_id: str, disk: Path, promises: list[Promise],
+                    invariants: tuple[Invariant, ...], before: str, full: bool,
+                    after_mount: str, last_try: bool) -> list[Violation]:
         vm = self._ensure_vm()
         mark = vm.console_mark()
         t = self.last_times = {}
@@ -172,12 +169,11 @@ class Checker:
         try:
             self._attach(vm, disk)
             t["attach_s"] = round(time.monotonic() - t0, 3)
-            found = run_checks(vm, self.backend, state_id, promises, before, full, t)
+            found = run_checks(vm, self.backend, state_id, promises, invariants, before=before,
+                               after_mount=after_mount, full=full, times=t)
             t["checks_s"] = round(time.monotonic() - t0 - t["attach_s"], 3)
         except GuestPanic as e:
-            found.append(Violation("fs-corruption", state_id,
-                                   "the kernel survives recovery of this crash state",
-                                   {"console": e.console_tail}))
+            found.append(panic_verdict(state_id, e.console_tail))
             self.close()
             return found
         except HarnessError:
@@ -190,9 +186,7 @@ class Checker:
                 if not last_try:
                     self.close()
                     raise
-            found.append(Violation("fs-corruption", state_id,
-                                   "the guest stays responsive while checking this state",
-                                   {"error": str(e), "console": vm.console_tail()}))
+            found.append(hang_verdict(state_id, str(e), vm.console_tail()))
             self.close()
             return found
         return found + console_oracle.violations(vm.console_since(mark), state_id)

@@ -10,22 +10,21 @@ import time
 from pathlib import Path
 from typing import Any
 
-from harness.campaign import CampaignConfig, Progress, StateResult, machine_config
-from harness.errors import GuestError, HarnessError
-from harness.oracles.verdict import blame_configuration
+from harness.campaign.context import CampaignConfig, Progress, machine_config
+from harness.errors import GuestError, GuestSetupError, HarnessError
+from harness.model import Promise, StateResult, UnitKind, blame_configuration
+from harness.oracles.checker import Checker
 from harness.repro.bundle import compress_disk, compress_log, reproduces, signature, signature_of
 from harness.repro.capture import qemu_argv, replay_bundle
 from harness.repro.minimize import Minimized, minimize
 from harness.storage.backends import Backend
-from harness.workloads.promises import Promise
-from harness.writelog.checker import Checker
 from harness.writelog.format import WriteLog
 from harness.writelog.record import Event, Recording, record
 from harness.writelog.replay import Replayer, ReplayStats
 from harness.writelog.states import CrashState, Epoch, crash_states, epochs
 
 
-def run_replay(cfg: CampaignConfig, backend: Backend, budget: int,
+def run_lost_cache(cfg: CampaignConfig, backend: Backend, budget: int,
                progress: Progress) -> tuple[list[StateResult], dict[str, object]]:
     """Returns one StateResult per crash state, and replay statistics."""
     workdir = cfg.run_dir / backend.name / "replay"
@@ -41,9 +40,11 @@ def run_replay(cfg: CampaignConfig, backend: Backend, budget: int,
                       "events": [{"step": e.step, "entry": e.entry} for e in rec.events]})
         progress(f"  recorded {len(log.entries)} log entries in {len(eps)} epochs; "
                  f"checking up to {budget} lost-cache states")
+    except GuestSetupError:
+        raise
     except (HarnessError, GuestError) as e:
         res = StateResult(f"{backend.name}/replay/record", backend.name, "record the workload",
-                          kind="replay", harness_error=f"{type(e).__name__}: {e}")
+                          kind=UnitKind.REPLAY, harness_error=f"{type(e).__name__}: {e}")
         return [res], stats
     results, rstats = check_recording(cfg, backend, rec, log, budget, progress, workdir)
     stats.update(rstats)
@@ -74,16 +75,20 @@ def check_recording(cfg: CampaignConfig, backend: Backend, rec: Recording, log: 
             promises = rec.promises_at(epoch.first_entry, epoch.end_entry)
             res = StateResult(f"{backend.name}/replay/{st.id}", backend.name,
                               f"lost cache in epoch {st.epoch} ({len(epoch.entries)} writes): "
-                              f"keep {st.subset}", kind="replay", actual="replayed",
+                              f"keep {st.subset}", kind=UnitKind.REPLAY, actual="replayed",
                               last_durability_point=_last_step(rec.events, epoch.first_entry),
                               promises=len(promises))
             disk = workdir / "state.qcow2"
             try:
                 replayer.build(eps, st, disk)
                 res.timings["replay_build_s"] = round(time.monotonic() - t, 3)
-                res.violations = blame_configuration(checker.check(st.id, disk, promises),
-                                                     backend.flushes_off())
+                res.violations = blame_configuration(
+                    checker.check(st.id, disk, promises, cfg.workload.invariants,
+                                  after_mount=cfg.damage),
+                    backend.flushes_off())
                 res.timings.update(checker.last_times)
+            except GuestSetupError:
+                raise
             except (HarnessError, GuestError) as e:
                 res.harness_error = f"{type(e).__name__}: {e}"
             finally:
@@ -149,7 +154,9 @@ class _Bundler:
     def _check(self, st: CrashState, promises: list[Promise]) -> list[dict[str, Any]]:
         disk = self.replayer.build(self.eps, st, self.shared / "candidate.qcow2")
         try:
-            return [v.to_json() for v in self.checker.check(st.id, disk, promises)]
+            return [v.to_json() for v in self.checker.check(
+                st.id, disk, promises, self.cfg.workload.invariants,
+                after_mount=self.cfg.damage)]
         finally:
             disk.unlink(missing_ok=True)
 

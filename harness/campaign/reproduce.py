@@ -9,14 +9,18 @@ reproduction rate says how often the same promise breaks again.
 
 from __future__ import annotations
 
+import json
 import shutil
 import tempfile
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from harness.campaign import CampaignConfig, Progress, machine_config, run_state, verify
+from harness.campaign.context import CampaignConfig, Progress, machine_config
+from harness.campaign.live import check_cut_disk, run_live_cut
 from harness.images import GuestImages, ensure_images
+from harness.model import Ledger
+from harness.oracles.checker import Checker
 from harness.power.cut import CutOutcome, CutPlan
 from harness.repro.bundle import (
     Bundle,
@@ -28,9 +32,8 @@ from harness.repro.bundle import (
     unpack_log,
 )
 from harness.vm import accel as accel_mod
-from harness.workloads.default import default_workload
-from harness.workloads.promises import Ledger
-from harness.writelog.checker import Checker
+from harness.workloads.api import Workload, WorkloadError
+from harness.workloads.load import load_workload
 from harness.writelog.record import read_recorded_log
 from harness.writelog.replay import Replayer
 from harness.writelog.states import epochs, parse_state_id
@@ -93,16 +96,32 @@ def _images(bundle: Bundle, kernel: str | None) -> tuple[GuestImages, bool]:
     return images, same
 
 
+def bundle_workload(bundle: Bundle) -> Workload:
+    """The workload as the bundle recorded it (no file or registry needed); a bundle
+    from before workloads were data names a registered workload instead."""
+    if "workload.json" in bundle.meta["files"]:
+        try:
+            return Workload.from_json(json.loads(bundle.file("workload.json").read_text()))
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            raise BundleError(f"bundle {bundle.path}: workload.json is not a workload "
+                              f"({type(e).__name__}: {e})") from e
+    name = bundle.meta["workload"]
+    try:
+        return load_workload(name if isinstance(name, str) else "default", bundle.seed)
+    except WorkloadError as e:
+        raise BundleError(f"bundle {bundle.path}: {e}") from e
+
+
 def _config(bundle: Bundle, images: GuestImages, work: Path) -> CampaignConfig:
     return CampaignConfig(images=images, accel=accel_mod.choose()[0],
-                          workload=default_workload(bundle.seed), seed=bundle.seed,
-                          run_dir=work)
+                          workload=bundle_workload(bundle), run_dir=work)
 
 
 def reproduce(bundle: Bundle, runs: int, kernel: str | None = None,
               progress: Progress = print) -> ReproReport:
     if runs < 1:
         raise BundleError(f"--runs must be at least 1, got {runs}")
+    bundle_workload(bundle)  # a bundle whose workload cannot be read fails before any boot
     images, same = _images(bundle, kernel)
     report = ReproReport(str(bundle.path), bundle.kind, bundle.state, bundle.signature(),
                          {"version": images.kernel.version,
@@ -133,7 +152,7 @@ def _replay(bundle: Bundle, images: GuestImages, work: Path, runs: int,
     minimal = bundle.meta.get("minimal")
     if minimal:
         todo.append(("minimal", parse_state_id(minimal["state_id"]),
-                     signature(minimal["violations"])))
+                     signature(minimal["violations"], bundle.legacy)))
     for _, st, _ in todo:
         if st.epoch >= len(eps):
             raise BundleError(f"bundle {bundle.path}: state {st.id} lies past the log's end")
@@ -148,10 +167,11 @@ def _replay(bundle: Bundle, images: GuestImages, work: Path, runs: int,
                 t0 = time.monotonic()
                 disk = replayer.build(eps, st, work / "state.qcow2")
                 try:
-                    found = checker.check(st.id, disk, bundle.promises())
+                    found = checker.check(st.id, disk, bundle.promises(),
+                                          cfg.workload.invariants)
                 finally:
                     disk.unlink(missing_ok=True)
-                got = signature_of(found)
+                got = signature_of(found, bundle.legacy)
                 a = Attempt(what, st.id, got, reproduces(expected, got),
                             wall_s=round(time.monotonic() - t0, 2))
                 report.attempts.append(a)
@@ -176,14 +196,14 @@ def _live(bundle: Bundle, images: GuestImages, work: Path, runs: int,
     disk = unpack_disk(bundle, "disk.qcow2", work / "disk.img")
     t0 = time.monotonic()
     (work / "recheck").mkdir()
-    found, _ = verify(cfg, backend, outcome, disk, work / "recheck", bundle.state)
-    got = signature_of(found)
+    found, _, _ = check_cut_disk(cfg, backend, outcome, disk, work / "recheck", bundle.state)
+    got = signature_of(found, bundle.legacy)
     report.attempts.append(Attempt("cut disk", bundle.state, got,
                                    reproduces(report.expected, got),
                                    wall_s=round(time.monotonic() - t0, 1)))
     progress(f"  recheck of the cut disk: {got or 'clean'}")
     disk.unlink()
-    cfg.bundles = False
+    cfg = replace(cfg, bundles=False)
     tries = [("live cut", cfg.workload)] * runs
     minimal = bundle.meta.get("minimal")
     if minimal:
@@ -191,8 +211,8 @@ def _live(bundle: Bundle, images: GuestImages, work: Path, runs: int,
     for i, (what, workload) in enumerate(tries):
         progress(f"  {what} {i + 1}/{len(tries)}: {plan.describe()} with "
                  f"{len(workload.steps)} steps")
-        res = run_state(replace(cfg, workload=workload), backend, i, plan, progress)
-        got = signature_of(res.violations)
+        res = run_live_cut(replace(cfg, workload=workload), backend, i, plan, progress)
+        got = signature_of(res.violations, bundle.legacy)
         report.attempts.append(Attempt(what, res.state, got, reproduces(report.expected, got),
                                        res.harness_error, res.wall_s))
         progress(f"  => {'REPRODUCED' if report.attempts[-1].reproduced else 'not reproduced'}")

@@ -1,0 +1,133 @@
+"""The plan of a campaign: its options checked once, and the units it is made of
+(each live cut, and each backend's lost-cache recording), in a fixed order."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from harness.errors import InputError
+from harness.model import CutKind, UnitKind
+from harness.power.cut import CutPlan, plan_cuts
+from harness.storage.backends import Backend, parse_backends
+from harness.workloads.api import Workload
+
+
+@dataclass
+class RunOptions:
+    backends: str | None = None
+    cuts: int = 3
+    states: int = 24  # lost-cache crash states per backend (0: live cuts only)
+    kernel: str | None = None
+    kernel_modules: str | None = None
+    seed: int = 1
+    out: Path = Path("results")
+    accel: str | None = None
+    cut_at: str | None = None
+    mkfs_options: str = ""
+    mount_options: str = ""
+    keep_disks: bool = False
+    inject: str | None = None
+    memory_mb: int = 2048
+    kernels: str | None = None  # comma list: run the campaign on each kernel
+    jobs: int = 1  # units run in parallel, each with its own guests
+    shard: str | None = None  # "i/N": run only this job's share of the units
+    minimize_steps: int = 0  # live cycles to shrink a failing live cut's workload
+    workload: str = "default"  # a registered name, or a .py / .toml file
+
+
+def parse_cut_at(spec: str, workload: Workload) -> CutPlan:
+    """`STEP`, `after:STEP`, `during:STEP:SECONDS` or `returned:STEP`."""
+    steps = workload.step_names
+    kinds = [k.value for k in CutKind]
+    parts = spec.split(":")
+    kind = parts[0] if parts[0] in kinds else CutKind.AFTER
+    rest = parts[1:] if parts[0] in kinds else parts
+    if not rest or rest[0] not in steps:
+        raise InputError(f"CUT_AT {spec!r}: step must be one of {', '.join(steps)}")
+    if kind == CutKind.RETURNED:
+        if rest[0] not in workload.synced:
+            raise InputError(f"CUT_AT {spec!r}: only a step that ends in its own sync can "
+                             f"be cut before it: {', '.join(workload.synced) or 'none'}")
+        return CutPlan(str(CutKind.RETURNED), rest[0])
+    if kind == CutKind.DURING:
+        try:
+            delay = float(rest[1]) if len(rest) > 1 else 1.0
+        except ValueError as e:
+            raise InputError(f"CUT_AT {spec!r}: delay must be a number of seconds") from e
+        return CutPlan(str(CutKind.DURING), rest[0], delay)
+    return CutPlan(str(CutKind.AFTER), rest[0])
+
+
+def validate(opts: RunOptions) -> list[Backend]:
+    if opts.cuts < 0 or opts.states < 0 or opts.cuts + opts.states == 0:
+        raise InputError(f"CUTS ({opts.cuts}) and STATES ({opts.states}) must be >= 0 "
+                         "and not both 0")
+    if opts.memory_mb < 512:
+        raise InputError(f"memory must be at least 512 MiB, got {opts.memory_mb}")
+    if opts.jobs < 1:
+        raise InputError(f"JOBS must be at least 1, got {opts.jobs}")
+    parse_shard(opts.shard)
+    return parse_backends(opts.backends, opts.mkfs_options, opts.mount_options)
+
+
+def parse_shard(spec: str | None) -> tuple[int, int]:
+    """`i/N` (1 <= i <= N): this job runs every N-th unit of the campaign, from the i-th."""
+    if not spec:
+        return 1, 1
+    try:
+        i, n = (int(x) for x in spec.split("/"))
+    except ValueError as e:
+        raise InputError(f"SHARD {spec!r}: expected i/N, e.g. 1/4") from e
+    if not 1 <= i <= n:
+        raise InputError(f"SHARD {spec!r}: i must be between 1 and N")
+    return i, n
+
+
+def kernel_specs(opts: RunOptions) -> list[str | None]:
+    if opts.kernels:
+        specs = [k.strip() for k in opts.kernels.split(",") if k.strip()]
+        if not specs:
+            raise InputError("KERNELS is empty")
+        return list(dict.fromkeys(specs))
+    return [opts.kernel]
+
+
+@dataclass(frozen=True)
+class Unit:
+    """One independent piece of a campaign: a live cut, or a backend's lost-cache replay."""
+
+    index: int
+    kernel: int  # index into the campaign's kernels
+    backend: Backend
+    kind: str  # a UnitKind
+    cut: int = 0
+    plan: CutPlan | None = None
+
+    def label(self, kernel: str = "") -> str:
+        what = f"cut {self.cut + 1}" if self.kind == UnitKind.LIVE else "lost cache"
+        return " ".join(x for x in (kernel, self.backend.name, what) if x)
+
+
+def plan_units(opts: RunOptions, backends: list[Backend], nkernels: int,
+               workload: Workload, fixed: CutPlan | None) -> list[Unit]:
+    """Every unit of the campaign, in a fixed order that depends only on the options."""
+    units: list[Unit] = []
+    for k in range(nkernels):
+        for b in backends:
+            plans = [fixed] * opts.cuts if fixed else plan_cuts(
+                opts.seed, b.name, opts.cuts, workload.step_names, workload.synced)
+            for i, plan in enumerate(plans):
+                units.append(Unit(len(units), k, b, str(UnitKind.LIVE), i, plan))
+            if opts.states:
+                units.append(Unit(len(units), k, b, str(UnitKind.REPLAY)))
+    return units
+
+
+def campaign_key(opts: RunOptions, backends: list[Backend], versions: list[str],
+                 workload: Workload) -> dict[str, object]:
+    """What makes two shards parts of the same campaign."""
+    return {"seed": opts.seed, "cuts": opts.cuts, "states": opts.states,
+            "backends": [b.describe() for b in backends], "kernels": versions,
+            "cut_at": opts.cut_at or "", "inject": opts.inject or "",
+            "workload": workload.name, "workload_digest": workload.digest}

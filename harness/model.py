@@ -1,0 +1,270 @@
+"""The nouns every layer shares, with no I/O: verdict classes and faults, promises
+and the ledger of promises in force, violations and state results.
+
+Everything here is plain data: it pickles (parallel units) and round-trips
+through JSON (summary.json, bundles).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+from enum import StrEnum
+from typing import Any
+
+
+class ViolationClass(StrEnum):
+    FS_CORRUPTION = "fs-corruption"  # fsck, scrub, mount or kernel console show damage
+    FS_DURABILITY = "fs-durability"  # something made durable (sync/fsync) is missing or differs
+    DOCKER_CORRUPTION = "docker-corruption"  # layer content or docker metadata is damaged
+    DOCKER_LOST = "docker-lost"  # a docker object promised durable is missing
+    LEAK = "leak"  # left-over state that wastes space but breaks nothing
+    HARNESS_ERROR = "harness-error"  # the harness could not decide
+
+
+class Fault(StrEnum):
+    FILESYSTEM = "filesystem"
+    KERNEL = "kernel"
+    DOCKER = "docker"
+    CONFIGURATION = "configuration"
+    HARNESS = "harness"
+    UNKNOWN = "unknown"
+
+
+class UnitKind(StrEnum):
+    LIVE = "live"  # a power cut of a running guest
+    REPLAY = "replay"  # lost-cache crash states replayed from a write log
+
+
+class CutKind(StrEnum):
+    AFTER = "after"  # right after the step returned (and its barrier)
+    DURING = "during"  # some seconds into the step
+    RETURNED = "returned"  # after the step's commands returned, before its own sync
+
+
+class Barrier(StrEnum):
+    """How a step makes its promises durable."""
+
+    NONE = ""  # it promises nothing
+    SYNC = "sync"  # the harness runs `sync` after the step's commands
+    FSYNC = "fsync"  # the step's own commands fsync what they promise
+
+
+class PromiseKind(StrEnum):
+    FILE = "file"
+    IMAGE = "image"
+    CONTAINER = "container"
+    ABSENT_IMAGE = "absent-image"
+    ABSENT_CONTAINER = "absent-container"
+
+
+class InvariantKind(StrEnum):
+    DOCKER_INTACT = "docker-intact"  # every image docker restores has intact layers
+    DOCKERD_STARTS = "dockerd-starts"  # dockerd starts on any recovered disk
+    COMMAND = "command"  # a user command succeeds on any recovered disk
+
+
+class Stage(StrEnum):
+    """Where a check runs on a recovered disk."""
+
+    OFFLINE = "offline"  # the store mounted read-only, no dockerd
+    DAEMON = "daemon"  # dockerd running on the recovered store
+
+
+CLASSES = tuple(c.value for c in ViolationClass)
+FAULTS: dict[str, str] = {
+    Fault.FILESYSTEM: "the filesystem lost or damaged what sync/fsync had made durable, or "
+                      "its recovery left it inconsistent",
+    Fault.KERNEL: "the kernel failed (BUG, Oops, panic, hung task) outside filesystem code",
+    Fault.DOCKER: "docker left an object it lists as usable with content or metadata that "
+                  "was never made durable, or did not restore or clean up its own state",
+    Fault.CONFIGURATION: "the filesystem was told not to flush the disk cache (barrier=0, "
+                         "nobarrier), so a power cut may lose anything written since mount",
+    Fault.HARNESS: "the harness could not decide",
+    Fault.UNKNOWN: "no durability point is known for this disk (crashtest check), so the "
+                   "damage cannot be laid at anyone's door",
+}
+# Whose promise a class breaks by default: a workload promise is made by sync/fsync,
+# so breaking it is the filesystem's fault; docker's own promises say so explicitly.
+_DEFAULT_FAULT = {
+    ViolationClass.FS_CORRUPTION: Fault.FILESYSTEM, ViolationClass.FS_DURABILITY: Fault.FILESYSTEM,
+    ViolationClass.DOCKER_CORRUPTION: Fault.FILESYSTEM,
+    ViolationClass.DOCKER_LOST: Fault.FILESYSTEM, ViolationClass.LEAK: Fault.DOCKER,
+    ViolationClass.HARNESS_ERROR: Fault.HARNESS,
+}
+
+
+@dataclass(frozen=True)
+class Violation:
+    """A broken promise. `check` is the stable id of the check that saw it
+    (`fs.mount`, `promise.file`, `docker.save`, ...) and `subject` the object it is
+    about: ids and subjects, never the prose, decide what matches on repro."""
+
+    cls: str
+    state: str
+    promise: str
+    evidence: dict[str, str] = field(default_factory=dict)
+    fault: str = ""  # a Fault; empty: the class's usual one
+    check: str = ""
+    subject: str = ""
+
+    def __post_init__(self) -> None:
+        if self.cls not in CLASSES:
+            raise ValueError(f"unknown verdict class {self.cls!r}")
+        object.__setattr__(self, "cls", ViolationClass(self.cls).value)
+        if not self.fault:
+            object.__setattr__(self, "fault", _DEFAULT_FAULT[ViolationClass(self.cls)].value)
+        if self.fault not in FAULTS:
+            raise ValueError(f"unknown fault {self.fault!r}")
+        object.__setattr__(self, "fault", Fault(self.fault).value)
+
+    def to_json(self) -> dict[str, object]:
+        d = asdict(self)
+        d["class"] = d.pop("cls")
+        return d
+
+    @classmethod
+    def from_json(cls, d: dict[str, object]) -> Violation:
+        ev = d.get("evidence") or {}
+        return cls(str(d["class"]), str(d["state"]), str(d["promise"]),
+                   {str(k): str(v) for k, v in dict(ev).items()},  # type: ignore[call-overload]
+                   str(d.get("fault") or ""), str(d.get("check") or ""),
+                   str(d.get("subject") or ""))
+
+    def headline(self) -> str:
+        return f"[{self.cls}, {self.fault}'s fault] {self.state}: {self.promise}"
+
+    def with_evidence(self, **extra: str) -> Violation:
+        return Violation(self.cls, self.state, self.promise, {**self.evidence, **extra},
+                         self.fault, self.check, self.subject)
+
+
+def blame_configuration(found: list[Violation], option: str) -> list[Violation]:
+    """A lost disk cache under `option` (which turns flushes off): what the
+    filesystem could not keep is the configuration's fault."""
+    if not option:
+        return found
+    return [Violation(v.cls, v.state, v.promise, {**v.evidence, "configuration": option},
+                      Fault.CONFIGURATION, v.check, v.subject)
+            if v.fault == Fault.FILESYSTEM else v for v in found]
+
+
+@dataclass(frozen=True)
+class Promise:
+    """What must survive once the step `step` and its barrier have returned.
+
+    Targets: an image ref (image, absent-image), a container name (container,
+    absent-container), or a file: `container:NAME:/path` (in the container's
+    writable layer), `volume:NAME:/path`, `disk:/path` (on the test filesystem).
+    Empty expected values (`sha256`, `manifest`) are derived on the live guest
+    when the barrier has returned."""
+
+    kind: str
+    target: str
+    step: str = ""
+    how: str = ""  # the barrier that made it durable: "sync" or "fsync"
+    sha256: str = ""  # file: its content
+    run: str = ""  # image: a command a fresh container of it must pass (daemon stage)
+    manifest: str = ""  # image: "sha256  /path" lines its files must match
+    paths: tuple[str, ...] = ()  # image: the paths a derived manifest covers (all: ())
+    image_id: str = ""  # image: the id the ref must still name (derived)
+    state: str = ""  # container: "STATUS EXITCODE" dockerd must restore, e.g. "exited 255"
+    origin: str = field(default="", compare=False)  # file:line that declared it
+
+    def key(self) -> str:
+        """Later promises about the same object replace earlier ones."""
+        return f"{self.kind.removeprefix('absent-')}:{self.target}"
+
+    @property
+    def removes(self) -> bool:
+        return self.kind in (PromiseKind.ABSENT_IMAGE, PromiseKind.ABSENT_CONTAINER)
+
+    def describe(self) -> str:
+        t = self.target
+        text = {
+            PromiseKind.IMAGE: f"image {t} exists, saves and runs",
+            PromiseKind.CONTAINER: f"container {t} exists"
+                                   + (f" ({self.state})" if self.state else ""),
+            PromiseKind.FILE: f"{t} has sha256 {self.sha256[:16]}",
+            PromiseKind.ABSENT_IMAGE: f"removed image {t} stays removed",
+            PromiseKind.ABSENT_CONTAINER: f"removed container {t} stays removed",
+        }[PromiseKind(self.kind)]
+        return f"{text} (after {self.how} in {self.step})"
+
+    def to_json(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["paths"] = list(self.paths)
+        return d
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> Promise:
+        d = dict(d)
+        if "check" in d:  # bundles before the split of `check` into run/state
+            check = d.pop("check")
+            d["state" if d.get("kind") == PromiseKind.CONTAINER else "run"] = check
+        names = {f.name for f in fields(cls)}
+        d["paths"] = tuple(d.get("paths") or ())
+        return cls(**{k: v for k, v in d.items() if k in names})
+
+
+@dataclass
+class Ledger:
+    """Promises in force: the latest one for each object."""
+
+    promises: dict[str, Promise] = field(default_factory=dict)
+    last_point: str = ""  # the last durability point reached
+
+    def grant(self, step: str, promises: list[Promise]) -> None:
+        for p in promises:
+            self.promises[p.key()] = p
+        if promises:
+            self.last_point = step
+
+    def revoke(self, keys: list[str]) -> None:
+        for k in keys:
+            self.promises.pop(k, None)
+
+    def in_force(self) -> list[Promise]:
+        return list(self.promises.values())
+
+
+@dataclass
+class StateResult:
+    state: str
+    backend: str
+    plan: str
+    kind: str = UnitKind.LIVE
+    actual: str = ""
+    last_durability_point: str = ""
+    promises: int = 0
+    violations: list[Violation] = field(default_factory=list)
+    harness_error: str = ""
+    wall_s: float = 0.0
+    timings: dict[str, float] = field(default_factory=dict)
+    bundle: str = ""  # reproducer bundle, relative to the run directory
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "state": self.state, "kind": str(self.kind), "backend": self.backend,
+            "plan": self.plan, "actual": self.actual,
+            "last_durability_point": self.last_durability_point,
+            "promises": self.promises, "verdict": self.verdict,
+            "violations": [v.to_json() for v in self.violations],
+            "harness_error": self.harness_error, "wall_s": self.wall_s, "timings": self.timings,
+            "bundle": self.bundle,
+        }
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> StateResult:
+        return cls(d["state"], d["backend"], d["plan"], d["kind"], d["actual"],
+                   d["last_durability_point"], d["promises"],
+                   [Violation.from_json(v) for v in d["violations"]], d["harness_error"],
+                   d["wall_s"], d["timings"], d.get("bundle", ""))
+
+    @property
+    def verdict(self) -> str:
+        """Leaks alone do not fail a state: they waste space but break no promise."""
+        if any(v.cls != ViolationClass.LEAK for v in self.violations):
+            return "violation"
+        if self.harness_error:
+            return "harness-error"
+        return "leak" if self.violations else "pass"
