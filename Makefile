@@ -17,6 +17,7 @@ JOBS ?= 1
 SHARD ?=
 MINIMIZE_STEPS ?= 0
 WORKLOAD ?= default
+DAEMON_CHECKS ?=
 PYTEST_ARGS ?=
 
 RUN_ARGS := --backends '$(BACKENDS)' --cuts '$(CUTS)' --states '$(STATES)' --seed '$(SEED)' --out '$(OUT)'
@@ -27,7 +28,7 @@ RUN_ARGS += $(if $(MOUNT_OPTS),--mount-options '$(MOUNT_OPTS)')
 RUN_ARGS += $(if $(MKFS_OPTS),--mkfs-options '$(MKFS_OPTS)')
 RUN_ARGS += $(if $(KERNELS),--kernels '$(KERNELS)')
 RUN_ARGS += --jobs '$(JOBS)' $(if $(SHARD),--shard '$(SHARD)') --minimize-steps '$(MINIMIZE_STEPS)'
-RUN_ARGS += --workload '$(WORKLOAD)'
+RUN_ARGS += --workload '$(WORKLOAD)' $(if $(DAEMON_CHECKS),--daemon-checks)
 
 # `make crashtest` exits as crashtest does: 0 pass, 1 findings, 2 harness, host or
 # input failure, 130 interrupted. A failed recipe would make make exit 2 whatever
@@ -61,7 +62,7 @@ unit: $(VENV)/.installed
 	$(PY) -m pytest -m 'not vm' $(PYTEST_ARGS)
 
 lint: $(VENV)/.installed
-	$(VENV)/bin/ruff check harness tests
+	$(VENV)/bin/ruff check harness crashtest_guest tests
 	$(VENV)/bin/mypy
 
 bench: host-deps $(VENV)/.installed

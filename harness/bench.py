@@ -55,8 +55,8 @@ def _store_oracle_time(base: MachineConfig, backend: Backend, workdir: Path,
         if not built.ok:
             raise HarnessError(f"bench: building images failed: {built.evidence(400)}")
         docker.stop_dockerd(a)
-        res = a.run("python3 -c 'import json,sys,time; sys.path.insert(0,\"/crashtest\"); "
-                    "from docker_store import DockerStore; t=time.monotonic(); "
+        res = a.run("cd /crashtest && python3 -c 'import json,time; "
+                    "from crashtest_guest.docker_store import DockerStore; t=time.monotonic(); "
                     "s=DockerStore(\"/var/lib/docker\"); f=s.check(); "
                     "print(json.dumps({**s.stats, \"findings\": len(f), "
                     "\"seconds\": round(time.monotonic()-t, 2)}))'", timeout=600)

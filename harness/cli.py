@@ -59,6 +59,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--kernel-modules", default=None,
                      help="modules directory for a bzImage (lib/modules/VERSION)")
     run.add_argument("--seed", type=_whole, default=1)
+    run.add_argument("--daemon-checks", action="store_true",
+                     help="run the daemon stage (dockerd on the recovered disk) on lost-cache "
+                          "states too, not only on live cuts (about 45 s a state under TCG)")
     run.add_argument("--workload", default="default",
                      help="a registered workload name, or a workload file (.py or .toml); "
                           "`crashtest workloads` lists the names")
@@ -278,6 +281,7 @@ def _dispatch(args: argparse.Namespace) -> int:
         mount_options=args.mount_options, keep_disks=args.keep_disks,
         inject=args.inject, memory_mb=args.memory, kernels=args.kernels, jobs=args.jobs,
         shard=args.shard, minimize_steps=args.minimize_steps, workload=args.workload,
+        daemon_checks=args.daemon_checks,
     )
     run_dir = run_campaign(opts)
     summary = json.loads((run_dir / "summary.json").read_text())

@@ -4,19 +4,13 @@ guest's store oracle module loaded on the host."""
 import base64
 import gzip
 import hashlib
-import importlib.util
 import io
 import json
 import os
 import tarfile
 from pathlib import Path
-from typing import Any
 
-SPEC = importlib.util.spec_from_file_location(
-    "docker_store", Path(__file__).parents[1] / "images" / "guest" / "docker_store.py")
-assert SPEC and SPEC.loader
-ds: Any = importlib.util.module_from_spec(SPEC)
-SPEC.loader.exec_module(ds)
+from crashtest_guest import docker_store as ds
 
 FILES = {"data/a.bin": b"A" * 3000, "data/b.txt": b"hello\n"}
 

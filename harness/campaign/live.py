@@ -15,8 +15,7 @@ from harness.errors import GuestError, GuestPanic, GuestSetupError, GuestTimeout
 from harness.guest import docker
 from harness.model import StateResult, Violation
 from harness.oracles import console as console_oracle
-from harness.oracles.checker import hang_verdict, panic_verdict, run_checks
-from harness.oracles.docker import check_inventory, daemon_checks, what_docker_says
+from harness.oracles.checker import hang_verdict, panic_verdict, run_checks, run_daemon_stage
 from harness.power.cut import CutOutcome, CutPlan, run_until_cut
 from harness.repro.bundle import reproduces, signature_of
 from harness.repro.capture import live_bundle, qemu_argv
@@ -24,7 +23,7 @@ from harness.repro.minimize import MinimalSteps, minimize_steps
 from harness.storage.backends import DATA_SERIAL, Backend, make_test_disk
 from harness.vm.machine import BOOT_TIMEOUT_S, Machine
 from harness.vm.qemu import Disk
-from harness.workloads.api import Invariant, Workload
+from harness.workloads.api import Workload
 
 
 def run_workload(cfg: CampaignConfig, backend: Backend, plan: CutPlan, disk: Path,
@@ -84,8 +83,10 @@ def _check_once(cfg: CampaignConfig, backend: Backend, outcome: CutOutcome, disk
                                    serial=DATA_SERIAL, after_mount=cfg.damage, times=t)
                 t["offline_s"] = round(time.monotonic() - t0 - t["boot_s"], 2)
                 if not any(v.check == "fs.mount" for v in found):
-                    found = _daemon_stage(vm, backend, state, outcome, invariants, found,
-                                          logdir / f"dockerd{suffix}.log")
+                    found = run_daemon_stage(
+                        vm, backend, state, promises, invariants, found, serial=DATA_SERIAL,
+                        inventory=outcome.inventory, last_point=outcome.ledger.last_point,
+                        log_file=logdir / f"dockerd{suffix}.log")
                     t["daemon_s"] = round(time.monotonic() - t0 - t["boot_s"]
                                           - t["offline_s"], 2)
             except GuestPanic as e:
@@ -101,27 +102,6 @@ def _check_once(cfg: CampaignConfig, backend: Backend, outcome: CutOutcome, disk
     finally:
         overlay.unlink(missing_ok=True)
     return found, t
-
-
-def _daemon_stage(vm: Machine, backend: Backend, state: str, outcome: CutOutcome,
-                  invariants: tuple[Invariant, ...], offline_found: list[Violation],
-                  log_file: Path) -> list[Violation]:
-    """dockerd on the recovered disk, mounted read-write again after fsck. Returns
-    every verdict so far: the offline ones with docker's view added, then its own."""
-    mount = docker.mount_data(vm.agent, backend)
-    if not mount.ok:
-        raise HarnessError(f"remounting the checked disk for dockerd failed: "
-                           f"{mount.evidence(400)}")
-    found, log, up = daemon_checks(vm.agent, backend, state, outcome.ledger.in_force(),
-                                   invariants, offline_found)
-    log_file.write_text(log)
-    if not up:
-        return offline_found + found
-    # The damage the offline stage found, as the running dockerd sees it.
-    found = what_docker_says(vm.agent, offline_found) + found
-    if outcome.inventory is not None:
-        found += check_inventory(vm.agent, state, outcome.ledger.last_point, outcome.inventory)
-    return found
 
 
 def _minimize_workload(cfg: CampaignConfig, backend: Backend, index: int, plan: CutPlan,

@@ -84,7 +84,7 @@ def check_recording(cfg: CampaignConfig, backend: Backend, rec: Recording, log: 
                 res.timings["replay_build_s"] = round(time.monotonic() - t, 3)
                 res.violations = blame_configuration(
                     checker.check(st.id, disk, promises, cfg.workload.invariants,
-                                  after_mount=cfg.damage),
+                                  after_mount=cfg.damage, daemon=cfg.daemon_checks),
                     backend.flushes_off())
                 res.timings.update(checker.last_times)
             except GuestSetupError:
@@ -156,7 +156,7 @@ class _Bundler:
         try:
             return [v.to_json() for v in self.checker.check(
                 st.id, disk, promises, self.cfg.workload.invariants,
-                after_mount=self.cfg.damage)]
+                after_mount=self.cfg.damage, daemon=self.cfg.daemon_checks)]
         finally:
             disk.unlink(missing_ok=True)
 

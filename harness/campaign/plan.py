@@ -34,6 +34,7 @@ class RunOptions:
     shard: str | None = None  # "i/N": run only this job's share of the units
     minimize_steps: int = 0  # live cycles to shrink a failing live cut's workload
     workload: str = "default"  # a registered name, or a .py / .toml file
+    daemon_checks: bool = False  # the daemon stage on lost-cache states too
 
 
 def parse_cut_at(spec: str, workload: Workload) -> CutPlan:

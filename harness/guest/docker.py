@@ -6,6 +6,7 @@ import json
 import shlex
 import time
 
+from crashtest_guest import CHECKER
 from harness.errors import GuestTimeout, HarnessError
 from harness.guest.agent import AgentClient, Result
 from harness.storage.backends import DATA_SERIAL, DOCKER_ROOT, Backend
@@ -17,7 +18,7 @@ def device_by_serial(agent: AgentClient, serial: str = DATA_SERIAL) -> str:
     """The guest's block device for a virtio disk serial (the one lookup, shared
     with the in-guest checker)."""
     try:
-        return str(agent.call("check_state", "find_device", serial, timeout=30))
+        return str(agent.call(CHECKER, "find_device", serial, timeout=30))
     except HarnessError as e:
         raise GuestTimeout(f"guest sees no disk with virtio serial {serial!r} ({e})") from e
 

@@ -18,7 +18,8 @@ from harness.errors import HarnessError
 from harness.images.cache import RECIPES, building, cache_root, recipe_digest
 from harness.images.rootfs import RootImage
 
-GUEST_FILES = ("init", "stage2", "agent.py", "check_state.py", "docker_store.py")
+BOOT_FILES = ("init", "stage2")
+GUEST_PACKAGE = Path(__file__).resolve().parents[2] / "crashtest_guest"
 
 
 def cpio_of(tree: Path) -> bytes:
@@ -37,7 +38,8 @@ def cpio_of(tree: Path) -> bytes:
 def boot_cpio(root: RootImage) -> Path:
     """busybox + stage-1 init + stage-2 + agent, cached by their content."""
     guest = RECIPES / "guest"
-    digest = recipe_digest("boot-v1", root.busybox, *(guest / f for f in GUEST_FILES))
+    package = sorted(GUEST_PACKAGE.glob("*.py"))
+    digest = recipe_digest("boot-v2", root.busybox, *(guest / f for f in BOOT_FILES), *package)
     final = cache_root() / f"boot-{digest}"
     if not (final / "boot.cpio").exists():
         with building(final) as tmp, tempfile.TemporaryDirectory() as td:
@@ -46,8 +48,10 @@ def boot_cpio(root: RootImage) -> Path:
                 (tree / d).mkdir()
             shutil.copy2(root.busybox, tree / "bin/busybox")
             shutil.copy2(guest / "init", tree / "init")
-            for f in GUEST_FILES[1:]:
-                shutil.copy2(guest / f, tree / "crashtest" / f)
+            shutil.copy2(guest / "stage2", tree / "crashtest" / "stage2")
+            (tree / "crashtest" / GUEST_PACKAGE.name).mkdir()
+            for f in package:
+                shutil.copy2(f, tree / "crashtest" / GUEST_PACKAGE.name / f.name)
             for exe in ("init", "bin/busybox", "crashtest/stage2"):
                 (tree / exe).chmod(0o755)
             (tmp / "boot.cpio").write_bytes(cpio_of(tree))

@@ -10,11 +10,14 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
+from crashtest_guest import CHECKER
 from harness.errors import GuestError, GuestPanic, GuestTimeout, HarnessError
+from harness.guest import docker
 from harness.model import Promise, Violation, ViolationClass
 from harness.oracles import console as console_oracle
 from harness.oracles import offline
-from harness.storage.backends import Backend
+from harness.oracles.docker import check_inventory, daemon_checks, what_docker_says
+from harness.storage.backends import DOCKER_ROOT, Backend
 from harness.vm.machine import Machine
 from harness.vm.qemu import Disk, MachineConfig
 from harness.workloads.api import DEFAULT_INVARIANTS, Invariant
@@ -31,10 +34,35 @@ def run_checks(vm: Machine, backend: Backend, state_id: str, promises: list[Prom
     call inside the guest. A disk with no trace of docker is the wrong disk."""
     req = offline.offline_request(backend, serial, promises, invariants, before, after_mount,
                                   full)
-    records = vm.agent.call("check_state", "check", req, timeout=offline.CHECK_TIMEOUT_S)
+    records = vm.agent.call(CHECKER, "check", req, timeout=offline.CHECK_TIMEOUT_S)
     if full and offline.no_docker_trace(records):
         raise offline.wrong_disk(state_id)
     return offline.verdicts(records, backend, state_id, times)
+
+
+def run_daemon_stage(vm: Machine, backend: Backend, state_id: str, promises: list[Promise],
+                     invariants: tuple[Invariant, ...], offline_found: list[Violation], *,
+                     serial: str = STATE_SERIAL, inventory: dict[str, list[str]] | None = None,
+                     last_point: str = "", log_file: Path | None = None) -> list[Violation]:
+    """The daemon stage on a disk the offline stage has checked (and unmounted):
+    mount it read-write, start dockerd, check. Returns every verdict so far: the
+    offline ones with what the running dockerd makes of them, then its own.
+    `inventory`: what docker listed at the last durability point (live cuts)."""
+    dev = docker.device_by_serial(vm.agent, serial)
+    mount = vm.agent.run(f"mkdir -p {DOCKER_ROOT} && {backend.mount_cmd(dev)}", timeout=300)
+    if not mount.ok:
+        raise HarnessError(f"mounting the checked disk read-write for dockerd failed: "
+                           f"{mount.evidence(400)}")
+    found, log, up = daemon_checks(vm.agent, backend, state_id, promises, invariants,
+                                   offline_found)
+    if log_file is not None:
+        log_file.write_text(log)
+    if not up:
+        return offline_found + found
+    found = what_docker_says(vm.agent, offline_found) + found
+    if inventory is not None:
+        found += check_inventory(vm.agent, state_id, last_point, inventory)
+    return found
 
 
 def panic_verdict(state_id: str, console: str) -> Violation:
@@ -147,20 +175,30 @@ class Checker:
 
     def check(self, state_id: str, disk: Path, promises: list[Promise],
               invariants: tuple[Invariant, ...] = DEFAULT_INVARIANTS, before: str = "",
-              full: bool = False, after_mount: str = "") -> list[Violation]:
-        """Attach `disk` (qcow2), run the offline checks on it, detach it. A guest that
+              full: bool = False, after_mount: str = "",
+              daemon: bool = False) -> list[Violation]:
+        """Attach `disk` (qcow2), run the offline checks on it (and with `daemon` the
+        daemon stage: dockerd on the state, tens of seconds), detach it. A guest that
         stops answering is diagnosed, restarted and given the state once more before
         the hang counts as a verdict."""
         try:
             return self._check_once(state_id, disk, promises, invariants, before, full,
-                                    after_mount, last_try=False)
+                                    after_mount, daemon, last_try=False)
         except GuestTimeout:
             return self._check_once(state_id, disk, promises, invariants, before, full,
-                                    after_mount, last_try=True)
+                                    after_mount, daemon, last_try=True)
+
+    def _leave_daemon(self, vm: Machine) -> None:
+        """Stop dockerd and unmount the state, so the next state can be swapped in."""
+        docker.stop_dockerd(vm.agent)
+        res = vm.agent.run(f"umount {DOCKER_ROOT} || umount -l {DOCKER_ROOT}", timeout=120)
+        if not res.ok:
+            raise HarnessError(f"unmounting a state after the daemon stage failed: "
+                               f"{res.evidence(400)}")
 
     def _check_once(self, state_id: str, disk: Path, promises: list[Promise],
                     invariants: tuple[Invariant, ...], before: str, full: bool,
-                    after_mount: str, last_try: bool) -> list[Violation]:
+                    after_mount: str, daemon: bool, last_try: bool) -> list[Violation]:
         vm = self._ensure_vm()
         mark = vm.console_mark()
         t = self.last_times = {}
@@ -172,6 +210,11 @@ class Checker:
             found = run_checks(vm, self.backend, state_id, promises, invariants, before=before,
                                after_mount=after_mount, full=full, times=t)
             t["checks_s"] = round(time.monotonic() - t0 - t["attach_s"], 3)
+            if daemon and not any(v.check == "fs.mount" for v in found):
+                found = run_daemon_stage(vm, self.backend, state_id, promises, invariants,
+                                         found)
+                self._leave_daemon(vm)
+                t["daemon_s"] = round(time.monotonic() - t0 - t["attach_s"] - t["checks_s"], 3)
         except GuestPanic as e:
             found.append(panic_verdict(state_id, e.console_tail))
             self.close()

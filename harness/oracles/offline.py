@@ -1,5 +1,5 @@
 """The offline stage of the one check sequence, run inside a guest by
-images/guest/check_state.py: mount (recovery), remount read-only, scrub, docker's
+crashtest_guest/check_state.py: mount (recovery), remount read-only, scrub, docker's
 store and the promises, the workload's offline invariants, unmount, fsck. Here:
 the request it is given, and its records turned into verdicts with stable ids."""
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
+from crashtest_guest import CHECKER
 from harness.errors import HarnessError
 from harness.guest.agent import AgentClient, Result
 from harness.guest.host import guest_host
@@ -80,7 +81,7 @@ def derive(agent: AgentClient, driver: str, promises: list[Promise],
     todo = [p for p in promises if needs_derive(p)]
     if not todo:
         return promises
-    got = agent.call("check_state", "derive",
+    got = agent.call(CHECKER, "derive",
                      {"driver": driver, "promises": [p.to_json() for p in todo]},
                      timeout=DERIVE_TIMEOUT_S)
     if not isinstance(got, list) or len(got) != len(todo):

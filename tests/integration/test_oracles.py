@@ -13,6 +13,7 @@ from harness.oracles.check_image import check_image
 from harness.oracles.checker import Checker
 from harness.storage.backends import BACKENDS
 from harness.vm import accel
+from harness.workloads.api import command
 from harness.workloads.default import workload as default_workload
 from harness.writelog.record import record
 
@@ -127,3 +128,30 @@ def test_dropped_fsynced_file_breaks_its_promise(store_disk: tuple[str, Path], i
     lost = [v for v in broken if v.cls == "fs-durability"]
     assert len(lost) == 1 and "volume:crashtest-vol:/vol.bin" in lost[0].promise
     assert "(missing)" in lost[0].evidence["output"]
+
+
+def test_daemon_stage_on_a_checked_state(store_disk: tuple[str, Path], images,  # type: ignore[no-untyped-def]
+                                         tmp_path: Path, no_leftovers: None) -> None:
+    """`--daemon-checks`: the checker runs dockerd on a state after its offline checks
+    (here a daemon invariant planted to fail, every real promise kept), then goes
+    on to the next state in the same guest."""
+    backend, disk = store_disk
+    wl = default_workload(1)
+    ledger = Ledger()
+    for step in wl.steps:
+        ledger.grant(step.name, list(step.promises))
+    planted = command("docker image inspect crashtest/never-built", stage="daemon")
+    cfg = CampaignConfig(images=images, accel=accel.choose()[0], workload=wl, run_dir=tmp_path)
+    overlay = tmp_path / "state.qcow2"
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-b", str(disk), "-F", "raw",
+                    str(overlay)], check=True)
+    with Checker(machine_config(cfg, None), BACKENDS[backend], tmp_path) as checker:
+        found = checker.check("daemon", overlay, ledger.in_force(),
+                              (*wl.invariants, planted), daemon=True)
+        assert checker.last_times["daemon_s"] > 0
+        after = checker.check("next", overlay, ledger.in_force())
+        assert checker.boots == 1
+    failing = [v for v in found if v.cls != "leak"]
+    assert [(v.check, v.subject) for v in failing] == [(planted.id, planted.command)]
+    assert "no such image" in failing[0].evidence["output"].lower()
+    assert [v for v in after if v.cls != "leak"] == []

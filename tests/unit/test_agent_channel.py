@@ -1,28 +1,17 @@
-"""The real guest agent (images/guest/agent.py) against the real host client, over a
+"""The real guest agent (crashtest_guest.agent) against the real host client, over a
 socketpair standing in for the virtio-serial port."""
 
-import importlib.util
 import socket
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from crashtest_guest import agent as guest_agent
 from harness.errors import GuestTimeout, HarnessError, PowerCut
 from harness.guest.agent import AgentClient
 from harness.guest.host import guest_host
-
-AGENT = Path(__file__).parents[2] / "images" / "guest" / "agent.py"
-
-
-def load_guest_agent():  # type: ignore[no-untyped-def]
-    spec = importlib.util.spec_from_file_location("guest_agent", AGENT)
-    assert spec and spec.loader
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    mod.uptime = lambda: 1.5  # the host's /proc/uptime is not the point here
-    return mod
-
 
 # The guest loop never exits (it waits for a host to reconnect), so its socket is
 # kept open for the whole session: a closed fd number could be reused by a later test.
@@ -30,11 +19,12 @@ _GUEST_ENDS: list[socket.socket] = []
 
 
 @pytest.fixture
-def client():  # type: ignore[no-untyped-def]
+def client(monkeypatch: pytest.MonkeyPatch) -> Iterator[AgentClient]:
     host_end, guest_end = socket.socketpair()
     _GUEST_ENDS.append(guest_end)
-    mod = load_guest_agent()
-    t = threading.Thread(target=mod.serve, args=(guest_end.fileno(),), daemon=True)
+    # the host's /proc/uptime is not the point here
+    monkeypatch.setattr(guest_agent, "uptime", lambda: 1.5)
+    t = threading.Thread(target=guest_agent.serve, args=(guest_end.fileno(),), daemon=True)
     t.start()
     c = AgentClient(host_end, lambda: None)
     yield c

@@ -1,4 +1,4 @@
-"""The offline store oracle (images/guest/docker_store.py, run in the guest) on small
+"""The offline store oracle (crashtest_guest.docker_store, run in the guest) on small
 synthetic stores built in a temp dir, laid out as docker 26 lays them out."""
 
 import json

@@ -3,6 +3,7 @@ the house reads as its flow (workload + config -> plan -> units -> checks ->
 results -> report) and no package cycle can come back."""
 
 import ast
+import sys
 from pathlib import Path
 
 HARNESS = Path(__file__).parents[2] / "harness"
@@ -63,3 +64,21 @@ def test_imports_point_down_only() -> None:
              for f, here, there in imports()
              if there != here and layer[there] >= layer[here]]
     assert wrong == []
+
+
+def test_guest_code_needs_only_the_standard_library() -> None:
+    """crashtest_guest runs on the guest's python3, where nothing else is installed."""
+    guest = HARNESS.parent / "crashtest_guest"
+    stdlib = set(sys.stdlib_module_names)
+    outside = []
+    for path in sorted(guest.glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                names = [node.module]
+            elif isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            else:
+                continue
+            top = {n.split(".")[0] for n in names}
+            outside += [f"{path.name}: {t}" for t in top - stdlib - {"crashtest_guest"}]
+    assert outside == []

@@ -44,7 +44,7 @@ class FakeAgent:
         self.commands.append(f"put {path}")
 
     def call(self, module: str, func: str, arg: Any, timeout: float = 0) -> object:
-        assert (module, func) == ("check_state", "derive")
+        assert (module, func) == ("crashtest_guest.check_state", "derive")
         self.derived.append(arg)
         return [{"sha256": "f" * 64} for _ in arg["promises"]]
 

@@ -1,19 +1,17 @@
 """Whose fault a verdict is: by class, by the promise broken, by configuration."""
 
-import importlib.util
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from crashtest_guest import check_state
 from harness.model import Violation, blame_configuration
 from harness.oracles import console
 from harness.oracles.offline import verdicts
 from harness.storage.backends import BACKENDS, parse_backends
 from tests.storefactory import make_store
 
-GUEST = Path(__file__).parents[2] / "images" / "guest"
 GOLDEN = Path(__file__).parents[1] / "golden"
 
 
@@ -49,25 +47,18 @@ def test_console_failure_in_filesystem_code_is_the_filesystems() -> None:
     assert [v.fault for v in console.violations(plain, "s")] == ["kernel"]
 
 
-def load_check_state(root: Path) -> Any:
-    sys.path.insert(0, str(GUEST))
-    try:
-        spec = importlib.util.spec_from_file_location("check_state", GUEST / "check_state.py")
-        assert spec and spec.loader
-        mod: Any = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(mod)
-    finally:
-        sys.path.remove(str(GUEST))
-    mod.ROOT = str(root)
-    return mod
+def load_check_state(root: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
+    monkeypatch.setattr(check_state, "ROOT", str(root))
+    return check_state
 
 
-def test_promised_damage_is_the_filesystems_unpromised_is_dockers(tmp_path: Path) -> None:
+def test_promised_damage_is_the_filesystems_unpromised_is_dockers(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The same zeroed layer file: after a sync that promised the image it is the
     filesystem's fault; in an image docker registered but nobody synced, docker's."""
     ids = make_store(tmp_path)
     (tmp_path / "overlay2" / ids["cache"] / "diff/data/a.bin").write_bytes(b"")
-    mod = load_check_state(tmp_path)
+    mod = load_check_state(tmp_path, monkeypatch)
     backend = BACKENDS["ext4-overlay2"]
 
     def run(promises: list[dict[str, str]]) -> list[Violation]:

@@ -18,22 +18,24 @@ import stat
 import subprocess
 import sys
 import time
+from collections.abc import Callable
+from typing import Any, TypeVar
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from docker_store import DockerStore  # noqa: E402
+from crashtest_guest.docker_store import DockerStore, Finding
 
 ROOT = "/var/lib/docker"
+T = TypeVar("T")
 # What docker leaves at its root: a disk with none of these never held docker.
 DOCKER_TRACES = ("image", "containers", "overlay2", "btrfs", "volumes", "buildkit", "network")
 
 
-def sh(cmd, timeout=300):
+def sh(cmd: str, timeout: float = 300) -> tuple[int, str]:
     try:
         p = subprocess.run(["/bin/sh", "-c", cmd], capture_output=True, timeout=timeout)
         out = (p.stdout + p.stderr).decode("utf-8", "replace")
         return p.returncode, out[-4000:]
     except subprocess.TimeoutExpired:
-        return 124, "timed out after %ds" % timeout
+        return 124, f"timed out after {timeout:.0f}s"
 
 
 _sh = sh  # check() wraps it to time each command
@@ -45,23 +47,23 @@ MS_RDONLY, MS_REMOUNT = 1, 32
 BLKFLSBUF = 0x1261
 
 
-def _syscall_result(rc):
+def _syscall_result(rc: int) -> tuple[int, str]:
     if rc == 0:
         return 0, ""
     err = ctypes.get_errno()
-    return 1, "%s: %s" % (errno.errorcode.get(err, err), os.strerror(err))
+    return 1, f"{errno.errorcode.get(err, err)}: {os.strerror(err)}"
 
 
-def remount_ro(target):
+def remount_ro(target: str) -> tuple[int, str]:
     return _syscall_result(_libc.mount(None, target.encode(), None,
                                        MS_REMOUNT | MS_RDONLY, None))
 
 
-def umount(target):
+def umount(target: str) -> tuple[int, str]:
     return _syscall_result(_libc.umount2(target.encode(), 0))
 
 
-def drop_cache(dev):
+def drop_cache(dev: str) -> tuple[int, str]:
     try:
         fd = os.open(dev, os.O_RDONLY)
         try:
@@ -73,7 +75,7 @@ def drop_cache(dev):
         return 1, str(e)
 
 
-def sha256(path):
+def sha256(path: str) -> str:
     # O_NOATIME: reading on a live guest must not write (a recording logs every write).
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOATIME)
@@ -86,7 +88,7 @@ def sha256(path):
     return h.hexdigest()
 
 
-def read(path):
+def read(path: str) -> str:
     with open(path) as f:
         return f.read().strip()
 
@@ -94,24 +96,25 @@ def read(path):
 class Store:
     """docker's on-disk store, read offline."""
 
-    def __init__(self, driver):
+    def __init__(self, driver: str) -> None:
         self.driver = driver
         self.img = os.path.join(ROOT, "image", driver)
 
-    def image_id(self, ref):
+    def image_id(self, ref: str) -> str | None:
         with open(os.path.join(self.img, "repositories.json")) as f:
             repos = json.load(f)["Repositories"]
         name = ref.rsplit(":", 1)[0]
-        return repos.get(name, {}).get(ref)
+        found = repos.get(name, {}).get(ref)
+        return str(found) if found is not None else None
 
-    def layers(self, image_id):
+    def layers(self, image_id: str) -> list[str]:
         """Driver directories of the image's layers, bottom first; raises on damage."""
         digest = image_id.split(":", 1)[1]
         path = os.path.join(self.img, "imagedb/content/sha256", digest)
         with open(path, "rb") as f:
             raw = f.read()
         if hashlib.sha256(raw).hexdigest() != digest:
-            raise ValueError("image config %s does not hash to its name" % path)
+            raise ValueError(f"image config {path} does not hash to its name")
         diff_ids = json.loads(raw)["rootfs"]["diff_ids"]
         chain, dirs = None, []
         for diff in diff_ids:
@@ -119,21 +122,21 @@ class Store:
                 (chain + " " + diff).encode()).hexdigest()
             ldir = os.path.join(self.img, "layerdb/sha256", chain.split(":", 1)[1])
             if read(os.path.join(ldir, "diff")) != diff:
-                raise ValueError("layer %s: diff does not match %s" % (ldir, diff))
+                raise ValueError(f"layer {ldir}: diff does not match {diff}")
             cache_id = read(os.path.join(ldir, "cache-id"))
             dirs.append(self.layer_dir(cache_id))
         return dirs
 
-    def layer_dir(self, cache_id):
+    def layer_dir(self, cache_id: str) -> str:
         if self.driver == "btrfs":
             d = os.path.join(ROOT, "btrfs/subvolumes", cache_id)
         else:
             d = os.path.join(ROOT, "overlay2", cache_id, "diff")
         if not os.path.isdir(d):
-            raise ValueError("layer directory %s is missing" % d)
+            raise ValueError(f"layer directory {d} is missing")
         return d
 
-    def lookup(self, dirs, path):
+    def lookup(self, dirs: list[str], path: str) -> str | None:
         """The file a container would see at `path`, or None if absent/deleted."""
         rel = path.lstrip("/")
         if self.driver == "btrfs":  # each layer is a full snapshot
@@ -151,7 +154,7 @@ class Store:
                 return None
         return None
 
-    def file_path(self, target):
+    def file_path(self, target: str) -> str | None:
         """The path on the test filesystem of a file promise's target; None when
         its container is gone."""
         if target.startswith("disk:"):
@@ -165,13 +168,14 @@ class Store:
             base = os.path.join(ROOT, "volumes", name, "_data")
         return os.path.join(base, path.lstrip("/"))
 
-    def visible_files(self, dirs):
+    def visible_files(self, dirs: list[str]) -> dict[str, str]:
         """Every regular file a container of the image sees: path -> file in a layer."""
         if self.driver == "btrfs":  # each layer is a full snapshot
             dirs = dirs[-1:]
-        visible, seen_dirs = {}, set()
+        visible: dict[str, str] = {}
+        seen_dirs: set[str] = set()
 
-        def drop_below(rel):
+        def drop_below(rel: str) -> None:
             for k in [k for k in visible if k.startswith(rel + "/")]:
                 del visible[k]
 
@@ -194,7 +198,7 @@ class Store:
                         visible[rel] = full
         return visible
 
-    def container_dir(self, name):
+    def container_dir(self, name: str) -> str | None:
         cdir = os.path.join(ROOT, "containers")
         for cid in os.listdir(cdir):
             try:
@@ -207,14 +211,14 @@ class Store:
         return None
 
 
-def check_promise(store, p):
+def check_promise(store: Store, p: dict[str, Any]) -> tuple[str | None, str]:
     kind, target = p["kind"], p["target"]
     if kind == "image":
         image_id = store.image_id(target)
         if image_id is None:
-            return "docker-lost", "repositories.json has no %s" % target
+            return "docker-lost", f"repositories.json has no {target}"
         if p.get("image_id") and image_id != p["image_id"]:
-            return "fs-durability", "%s names %s, not %s" % (target, image_id, p["image_id"])
+            return "fs-durability", "{} names {}, not {}".format(target, image_id, p["image_id"])
         dirs = store.layers(image_id)
         bad = []
         for line in p.get("manifest", "").splitlines():
@@ -222,52 +226,52 @@ def check_promise(store, p):
             f = store.lookup(dirs, path)
             got = sha256(f) if f and os.path.isfile(f) else "(missing)"
             if got != want:
-                bad.append("%s: want %s got %s" % (path, want[:16], got[:16]))
+                bad.append(f"{path}: want {want[:16]} got {got[:16]}")
         if bad:
             return "docker-corruption", "\n".join(bad)
-        return None, "image %s: %d layers intact" % (target, len(dirs))
+        return None, f"image {target}: {len(dirs)} layers intact"
     if kind == "container":
         return (None, "found") if store.container_dir(target) else (
-            "docker-lost", "no container named %s" % target)
+            "docker-lost", f"no container named {target}")
     if kind == "file":
         f = store.file_path(target)
         if f is None:
-            return "docker-lost", "no container named %s" % target.split(":", 2)[1]
+            return "docker-lost", "no container named {}".format(target.split(":", 2)[1])
         got = sha256(f) if os.path.isfile(f) else "(missing)"
         if got != p["sha256"]:
-            return "fs-durability", "%s: want %s got %s" % (f, p["sha256"], got)
-        return None, "%s intact" % f
+            return "fs-durability", "{}: want {} got {}".format(f, p["sha256"], got)
+        return None, f"{f} intact"
     if kind in ("absent-image", "absent-container"):
         present = (store.image_id(target) if kind == "absent-image"
                    else store.container_dir(target))
-        return ("fs-durability", "%s is back" % target) if present else (None, "still gone")
-    return "harness-error", "unknown promise kind %s" % kind
+        return ("fs-durability", f"{target} is back") if present else (None, "still gone")
+    return "harness-error", f"unknown promise kind {kind}"
 
 
-def _derive_one(store, p):
+def _derive_one(store: Store, p: dict[str, Any]) -> dict[str, str]:
     kind, target = p["kind"], p["target"]
     if kind == "file":
         f = store.file_path(target)
         if f is None:
-            return {"error": "no container named %s" % target.split(":", 2)[1]}
+            return {"error": "no container named {}".format(target.split(":", 2)[1])}
         if not os.path.isfile(f):
-            return {"error": "%s is not a regular file on the live guest" % f}
+            return {"error": f"{f} is not a regular file on the live guest"}
         return {"sha256": sha256(f)}
     if kind == "image":
         image_id = store.image_id(target)
         if image_id is None:
-            return {"error": "repositories.json has no %s on the live guest" % target}
+            return {"error": f"repositories.json has no {target} on the live guest"}
         if p.get("manifest"):
             return {"image_id": image_id}
         files = store.visible_files(store.layers(image_id))
         paths = [x.rstrip("/") for x in p.get("paths") or ()]
-        lines = ["%s  %s" % (sha256(full), path) for path, full in sorted(files.items())
+        lines = [f"{sha256(full)}  {path}" for path, full in sorted(files.items())
                  if not paths or any(path == x or path.startswith(x + "/") for x in paths)]
         return {"image_id": image_id, "manifest": "".join(line + "\n" for line in lines)}
     return {}
 
 
-def derive(req):
+def derive(req: dict[str, Any]) -> list[dict[str, str]]:
     """What each promise expects, read from the live guest's store (read-only)."""
     store = Store(req["driver"])
     out = []
@@ -275,26 +279,27 @@ def derive(req):
         try:
             out.append(_derive_one(store, p))
         except (OSError, ValueError, KeyError) as e:
-            out.append({"error": "%s: %s" % (type(e).__name__, e)})
+            out.append({"error": f"{type(e).__name__}: {e}"})
     return out
 
 
-def find_device(serial, timeout=10.0):
+def find_device(serial: str, timeout: float = 10.0) -> str:
     deadline = time.monotonic() + timeout
     while True:
         for name in os.listdir("/sys/block"):
             try:
-                with open("/sys/block/%s/serial" % name) as f:
+                with open(f"/sys/block/{name}/serial") as f:
                     if f.read().strip() == serial:
                         return "/dev/" + name
             except OSError:
                 continue
         if time.monotonic() > deadline:
-            raise RuntimeError("no disk with serial %r appeared" % serial)
+            raise RuntimeError(f"no disk with serial {serial!r} appeared")
         time.sleep(0.02)
 
 
-def check_store(req, results, times):
+def check_store(req: dict[str, Any], results: list[dict[str, Any]],
+                times: dict[str, float]) -> None:
     """Promises and docker's store, offline, on the recovered tree (dockerd not
     running, so nothing has rewritten the evidence). A workload promise was made by
     sync/fsync: breaking it is the filesystem's fault. Docker's own promise (an image
@@ -312,7 +317,7 @@ def check_store(req, results, times):
         try:
             cls, msg = check_promise(store, p)
         except (OSError, ValueError, KeyError) as e:
-            cls, msg = "docker-corruption", "%s: %s" % (type(e).__name__, e)
+            cls, msg = "docker-corruption", f"{type(e).__name__}: {e}"
         results.append({"check": "promise", "ok": cls is None, "class": cls,
                         "fault": "filesystem", "promise": p["describe"],
                         "subject": p["key"], "kind": p["kind"],
@@ -328,27 +333,29 @@ def check_store(req, results, times):
             for f in ds.check(True, None if full else refs, names):
                 f["fault"] = "unknown" if full else "filesystem"
         if req.get("registered") and not full:
-            promised = set()
-            for ref in refs | set(req.get("skip_refs", ())):
+            promised: set[str] = set()
+            for ref in refs:
                 try:
-                    promised.add(store.image_id(ref))
+                    image_id = store.image_id(ref)
                 except (OSError, ValueError, KeyError):
-                    pass
-            ds.check_registered(promised - {None})
+                    continue
+                if image_id is not None:
+                    promised.add(image_id)
+            ds.check_registered(promised)
         findings = ds.findings
     except (OSError, ValueError) as e:
-        findings = [{"cls": "docker-corruption", "what": "docker's store is readable",
-                     "path": ROOT, "detail": str(e), "fault": ""}]
+        findings = [Finding("docker-corruption", "docker's store is readable", ROOT, e)]
     for f in findings:
         results.append({"check": "store", "ok": False, "class": f["cls"],
                         "fault": "docker" if f["cls"] == "leak" else f["fault"],
                         "promise": f["what"], "command": "offline store check",
-                        "output": "%s: %s" % (f["path"], f["detail"]),
+                        "output": "{}: {}".format(f["path"], f["detail"]),
                         "image": f.get("image", "")})
     times["store"] = time.monotonic() - t_store
 
 
-def check_commands(req, results, times):
+def check_commands(req: dict[str, Any], results: list[dict[str, Any]],
+                   times: dict[str, float]) -> None:
     """The workload's offline invariants: commands that must succeed on any
     recovered disk, run with the store mounted read-only at /var/lib/docker."""
     t = time.monotonic()
@@ -356,11 +363,11 @@ def check_commands(req, results, times):
         rc, out = sh(c["command"], timeout=c.get("timeout", 300))
         results.append({"check": "invariant", "id": c["id"], "ok": rc == 0,
                         "class": c["class"], "promise": c["promise"],
-                        "command": c["command"], "output": "(exit %d)\n%s" % (rc, out)})
+                        "command": c["command"], "output": f"(exit {rc})\n{out}"})
     times["commands"] = time.monotonic() - t
 
 
-def check(req):
+def check(req: dict[str, Any]) -> list[dict[str, Any]]:
     """One state, all oracles. `req` names the disk by serial; commands may use
     {dev}. Returns the list of check records."""
     t0 = time.monotonic()
@@ -369,27 +376,27 @@ def check(req):
     results = []
     times = {"find_device": time.monotonic() - t0}
 
-    def timed(key, fn, *args):
+    def timed(key: str, fn: Callable[..., T], *args: Any) -> T:
         start = time.monotonic()
         try:
             return fn(*args)
         finally:
             times[key] = times.get(key, 0.0) + time.monotonic() - start
 
-    def sh(cmd, timeout=300):
+    def sh(cmd: str, timeout: float = 300) -> tuple[int, str]:
         return timed(cmd.split()[0], _sh, cmd, timeout)
     # The checker swaps the disk's content under the same device between states.
     # The kernel drops a block device's cache at its last close; drop it here too,
     # in case anything (udev, blkid) still holds the device open.
     rc, out = timed("drop_cache", drop_cache, dev)
     if rc != 0:
-        raise RuntimeError("dropping the cache of %s failed: %s" % (dev, out))
+        raise RuntimeError(f"dropping the cache of {dev} failed: {out}")
     if req.get("before"):
         rc, out = sh(req["before"])
         if rc != 0:
-            raise RuntimeError("preparing the state failed (exit %d): %s" % (rc, out))
+            raise RuntimeError(f"preparing the state failed (exit {rc}): {out}")
 
-    def record(check, rc, cmd, out, cls="fs-corruption"):
+    def record(check: str, rc: int, cmd: str, out: str, cls: str = "fs-corruption") -> bool:
         results.append({"check": check, "ok": rc == 0, "class": cls, "command": cmd,
                         "output": out})
         return rc == 0
@@ -404,7 +411,7 @@ def check(req):
     if req.get("after_mount"):  # self-tests damage the recovered tree here
         rc, out = sh(req["after_mount"])
         if rc != 0:
-            raise RuntimeError("damaging the state failed (exit %d): %s" % (rc, out))
+            raise RuntimeError(f"damaging the state failed (exit {rc}): {out}")
     rc, out = timed("remount", remount_ro, ROOT)
     if record("remount", rc, "mount -o remount,ro " + ROOT, out):
         if req.get("scrub"):

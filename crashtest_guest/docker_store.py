@@ -12,17 +12,21 @@ class, what (the promise broken), path and detail.
 """
 
 import base64
+import contextlib
 import fcntl
 import gzip
 import hashlib
 import json
 import os
 import re
+from collections.abc import Iterable
+from typing import Any
 
 LINK_RE = re.compile(r"^[A-Z2-7]{26}$")
 HEX64 = re.compile(r"^[a-f0-9]{64}$")
+Layer = tuple[str, str, str]  # chain id, diff id, cache id
 
-_CRC_TABLE = []
+_CRC_TABLE: list[int] = []
 for _i in range(256):
     _c = _i
     for _ in range(8):
@@ -30,7 +34,7 @@ for _i in range(256):
     _CRC_TABLE.append(_c)
 
 
-def crc64_iso(data, crc=0):
+def crc64_iso(data: bytes, crc: int = 0) -> int:
     crc = ~crc & 0xFFFFFFFFFFFFFFFF
     table = _CRC_TABLE
     for b in data:
@@ -44,7 +48,7 @@ def crc64_iso(data, crc=0):
 BTRFS_IOC_GET_SUBVOL_INFO = (2 << 30) | (504 << 16) | (0x94 << 8) | 60
 
 
-def subvolume_uuids(path):
+def subvolume_uuids(path: str) -> tuple[str, str]:
     """(uuid, parent_uuid) of the btrfs subvolume at `path`, as hex; raises OSError
     when it is not a subvolume."""
     buf = bytearray(504)
@@ -56,59 +60,61 @@ def subvolume_uuids(path):
     return bytes(buf[296:312]).hex(), bytes(buf[312:328]).hex()
 
 
-def _read(path):
+def _read(path: str) -> str:
     with open(path) as f:
         return f.read().strip()
 
 
-class Finding(dict):
-    def __init__(self, cls, what, path, detail="", fault=""):
+class Finding(dict[str, str]):
+    def __init__(self, cls: str, what: str, path: str, detail: object = "",
+                 fault: str = "") -> None:
         super().__init__(cls=cls, what=what, path=path, detail=str(detail)[:2000],
                          fault=fault)
 
 
 class DockerStore:
-    def __init__(self, root, driver=None):
+    def __init__(self, root: str, driver: str | None = None) -> None:
         self.root = root
         self.driver = driver or self._detect_driver()
         self.img = os.path.join(root, "image", self.driver)
-        self.findings = []
-        self.layers = {}  # chain id -> cache id
-        self.checked = {}  # chain id -> its content is intact
-        self.uuids = {}  # btrfs: cache id -> subvolume uuid
-        self._refs = None
+        self.findings: list[Finding] = []
+        self.layers: dict[str, str] = {}  # chain id -> cache id
+        self.checked: dict[str, bool] = {}  # chain id -> its content is intact
+        self.uuids: dict[str, str] = {}  # btrfs: cache id -> subvolume uuid
+        self._refs: dict[str, str] | None = None
         self.stats = {"images": 0, "layers": 0, "containers": 0, "bytes_hashed": 0}
 
-    def _detect_driver(self):
+    def _detect_driver(self) -> str:
         for drv in ("overlay2", "btrfs"):
             if os.path.isdir(os.path.join(self.root, "image", drv)):
                 return drv
         raise ValueError("no docker image store (image/overlay2 or image/btrfs) under "
                          + self.root)
 
-    def add(self, cls, what, path, detail=""):
+    def add(self, cls: str, what: str, path: str, detail: object = "") -> None:
         self.findings.append(Finding(cls, what, path, detail))
 
     # -------------------------------------------------------------- paths
 
-    def driver_dir(self, cache_id):
+    def driver_dir(self, cache_id: str) -> str:
         if self.driver == "btrfs":
             return os.path.join(self.root, "btrfs/subvolumes", cache_id)
         return os.path.join(self.root, "overlay2", cache_id)
 
-    def diff_dir(self, cache_id):
+    def diff_dir(self, cache_id: str) -> str:
         d = self.driver_dir(cache_id)
         return d if self.driver == "btrfs" else os.path.join(d, "diff")
 
     # -------------------------------------------------------------- structure
 
-    def repositories(self):
+    def repositories(self) -> dict[str, str]:
         """Tag -> image id (read once: a damaged file is one finding)."""
         if self._refs is None:
             self._refs = self._read_repositories()
-        return self._refs
+        refs: dict[str, str] = self._refs
+        return refs
 
-    def _read_repositories(self):
+    def _read_repositories(self) -> dict[str, str]:
         path = os.path.join(self.img, "repositories.json")
         try:
             with open(path) as f:
@@ -120,39 +126,42 @@ class DockerStore:
                      "otherwise)", path, e)
             return {}
         refs = {}
-        for name, tags in repos.items():
+        for _name, tags in repos.items():
             for ref, image_id in tags.items():
                 refs[ref] = image_id
         return refs
 
-    def image_config(self, image_id):
+    def image_config(self, image_id: str) -> dict[str, Any] | None:
         digest = image_id.split(":", 1)[-1]
         path = os.path.join(self.img, "imagedb/content/sha256", digest)
         try:
             with open(path, "rb") as f:
                 raw = f.read()
         except OSError as e:
-            self.add("docker-lost", "image config of %s exists" % image_id, path, e)
+            self.add("docker-lost", f"image config of {image_id} exists", path, e)
             return None
         if hashlib.sha256(raw).hexdigest() != digest:
             self.add("docker-corruption", "image config hashes to its name", path,
-                     "%d bytes, sha256 %s" % (len(raw), hashlib.sha256(raw).hexdigest()))
+                     f"{len(raw)} bytes, sha256 {hashlib.sha256(raw).hexdigest()}")
             return None
         try:
-            return json.loads(raw)
+            config: dict[str, Any] = json.loads(raw)
+            return config
         except ValueError as e:
             self.add("docker-corruption", "image config parses", path, e)
             return None
 
-    def check_layer_chain(self, image_id, config):
+    def check_layer_chain(self, image_id: str, config: dict[str, Any]) -> list[Layer]:
         """Walk the image's layers; returns [(chain, diff_id, cache_id)] bottom first."""
-        chain, parent, out = None, None, []
+        chain: str | None = None
+        parent: str | None = None
+        out: list[Layer] = []
         for diff in config.get("rootfs", {}).get("diff_ids", []):
             chain = diff if chain is None else "sha256:" + hashlib.sha256(
                 (chain + " " + diff).encode()).hexdigest()
             ldir = os.path.join(self.img, "layerdb/sha256", chain.split(":", 1)[1])
             if not os.path.isdir(ldir):
-                self.add("docker-lost", "layer %s of image %s exists" % (chain, image_id), ldir)
+                self.add("docker-lost", f"layer {chain} of image {image_id} exists", ldir)
                 return out
             try:
                 if _read(os.path.join(ldir, "diff")) != diff:
@@ -162,7 +171,7 @@ class DockerStore:
                               if os.path.exists(os.path.join(ldir, "parent")) else None)
                 if got_parent != parent:
                     self.add("docker-corruption", "layer parent is the previous chain ID",
-                             ldir, "want %s got %s" % (parent, got_parent))
+                             ldir, f"want {parent} got {got_parent}")
                 cache_id = _read(os.path.join(ldir, "cache-id"))
             except OSError as e:
                 self.add("docker-corruption", "layer metadata is readable", ldir, e)
@@ -182,7 +191,7 @@ class DockerStore:
             parent = chain
         return out
 
-    def check_subvolume(self, cache_id, below):
+    def check_subvolume(self, cache_id: str, below: list[Layer]) -> bool:
         """A btrfs layer is a subvolume, and a snapshot of the layer below it."""
         path = self.driver_dir(cache_id)
         try:
@@ -195,12 +204,12 @@ class DockerStore:
             want = self.uuids.get(below[-1][2])
             if want and parent_uuid != want:
                 self.add("docker-corruption", "btrfs layer is a snapshot of the layer below",
-                         path, "parent uuid %s, the layer below (%s) is %s"
-                         % (parent_uuid, below[-1][2][:12], want))
+                         path, f"parent uuid {parent_uuid}, the layer below "
+                         f"({below[-1][2][:12]}) is {want}")
                 return False
         return True
 
-    def check_link(self, cache_id):
+    def check_link(self, cache_id: str) -> str | None:
         """The layer's overlay2 short link and its l/ symlink; returns the link or None."""
         d = self.driver_dir(cache_id)
         try:
@@ -214,13 +223,13 @@ class DockerStore:
             return None
         lpath = os.path.join(self.root, "overlay2/l", link)
         target = os.readlink(lpath) if os.path.islink(lpath) else None
-        if target != "../%s/diff" % cache_id:
+        if target != f"../{cache_id}/diff":
             self.add("docker-corruption", "overlay2 l/ symlink points at the layer",
-                     lpath, "target %r" % target)
+                     lpath, f"target {target!r}")
         return link
 
-    def check_overlay_links(self, layers):
-        links = []
+    def check_overlay_links(self, layers: list[Layer]) -> None:
+        links: list[str] = []
         for _chain, _diff, cache_id in layers:
             d = self.driver_dir(cache_id)
             link = self.check_link(cache_id)
@@ -231,10 +240,11 @@ class DockerStore:
             got_lower = _read(lower_path) if os.path.exists(lower_path) else ""
             if got_lower != want_lower:
                 self.add("docker-corruption", "overlay2 lower lists the parent links",
-                         lower_path, "want %r got %r" % (want_lower, got_lower))
+                         lower_path, f"want {want_lower!r} got {got_lower!r}")
             links.append(link)
 
-    def check_tar_split(self, chain, diff_id, cache_id, content=True):
+    def check_tar_split(self, chain: str, diff_id: str, cache_id: str,
+                        content: bool = True) -> bool:
         """Rebuild the layer's tar stream; returns False if it does not match."""
         ldir = os.path.join(self.img, "layerdb/sha256", chain.split(":", 1)[1])
         ts = os.path.join(ldir, "tar-split.json.gz")
@@ -248,57 +258,57 @@ class DockerStore:
             return True
         base = self.diff_dir(cache_id)
         h = hashlib.sha256()
-        files = []
-        for e in entries:
-            if e.get("type") == 2:
-                h.update(base64.b64decode(e.get("payload") or ""))
-            elif e.get("type") == 1 and e.get("size", 0) > 0:
-                name = e.get("name") or base64.b64decode(e.get("name_raw", "")).decode(
+        files: list[tuple[str, str, bytes | OSError, dict[str, Any]]] = []
+        for entry in entries:
+            if entry.get("type") == 2:
+                h.update(base64.b64decode(entry.get("payload") or ""))
+            elif entry.get("type") == 1 and entry.get("size", 0) > 0:
+                name = entry.get("name") or base64.b64decode(entry.get("name_raw", "")).decode(
                     "utf-8", "surrogateescape")
                 path = os.path.join(base, name)
+                read: bytes | OSError
                 try:
-                    with open(path, "rb") as f:
-                        data = f.read(e["size"] + 1)
+                    with open(path, "rb") as fh:
+                        read = fh.read(entry["size"] + 1)
                 except OSError as err:
-                    data = err  # missing or unreadable
-                files.append((name, path, data, e))
-                if not isinstance(data, bytes):
-                    data = b""
-                h.update(data[: e["size"]] + bytes(max(0, e["size"] - len(data))))
+                    read = err  # missing or unreadable
+                files.append((name, path, read, entry))
+                data = read if isinstance(read, bytes) else b""
+                h.update(data[: entry["size"]] + bytes(max(0, entry["size"] - len(data))))
                 self.stats["bytes_hashed"] += len(data)
         if "sha256:" + h.hexdigest() == diff_id:
             return True
-        for name, path, data, e in files:
-            layer = "layer %s (cache %s): file %s" % (chain, cache_id, name)
-            if not isinstance(data, bytes):
+        for name, path, read, entry in files:
+            layer = f"layer {chain} (cache {cache_id}): file {name}"
+            if not isinstance(read, bytes):
                 self.add("docker-corruption", "layer files match their tar-split CRC64",
-                         path, "%s is unreadable (%s), tar-split says %d bytes"
-                         % (layer, data.strerror or data, e["size"]))
+                         path, f"{layer} is unreadable ({read.strerror or read}), "
+                         f"tar-split says {entry['size']} bytes")
                 return False
-            want = base64.b64decode(e.get("payload") or "")
-            got = crc64_iso(data).to_bytes(8, "big")
-            if len(data) != e["size"] or (want and got != want):
+            want = base64.b64decode(entry.get("payload") or "")
+            got = crc64_iso(read).to_bytes(8, "big")
+            if len(read) != entry["size"] or (want and got != want):
                 self.add("docker-corruption", "layer files match their tar-split CRC64",
-                         path, "%s has %d bytes, tar-split says %d%s"
-                         % (layer, len(data), e["size"], "" if got == want else
-                            ", CRC64 differs"))
+                         path, f"{layer} has {len(read)} bytes, tar-split says "
+                         f"{entry['size']}{'' if got == want else ', CRC64 differs'}")
                 return False
         self.add("docker-corruption", "layer tar stream hashes to its diffID",
-                 base, "layer %s: rebuilt stream does not match %s" % (chain, diff_id))
+                 base, f"layer {chain}: rebuilt stream does not match {diff_id}")
         return False
 
-    def layer_intact(self, chain, diff_id, cache_id, content=True):
+    def layer_intact(self, chain: str, diff_id: str, cache_id: str,
+                     content: bool = True) -> bool:
         """check_tar_split once per layer (images share layers)."""
         if chain not in self.checked:
             self.stats["layers"] += 1
             self.checked[chain] = self.check_tar_split(chain, diff_id, cache_id, content)
-        return self.checked[chain]
+        return bool(self.checked[chain])
 
-    def check_containers(self, names=None):
+    def check_containers(self, names: Iterable[str] | None = None) -> set[str]:
         """All containers, or with `names` only those (the others may be half-made:
         docker writes a container's mount-id without fsync)."""
         cdir = os.path.join(self.root, "containers")
-        mounts = set()
+        mounts: set[str] = set()
         if not os.path.isdir(cdir):
             return mounts
         for cid in sorted(os.listdir(cdir)):
@@ -311,9 +321,9 @@ class DockerStore:
                 except (OSError, ValueError):
                     continue
             self.stats["containers"] += 1
-            for f in os.listdir(os.path.join(cdir, cid)):
-                if f.startswith(".tmp-"):
-                    self.add("leak", "no leftover temp files", os.path.join(cdir, cid, f))
+            for entry in os.listdir(os.path.join(cdir, cid)):
+                if entry.startswith(".tmp-"):
+                    self.add("leak", "no leftover temp files", os.path.join(cdir, cid, entry))
             try:
                 with open(path) as f:
                     cfg = json.load(f)
@@ -328,31 +338,29 @@ class DockerStore:
                 try:
                     mid = _read(os.path.join(mdir, key))
                 except OSError as e:
-                    self.add("docker-corruption", "container %s is readable" % key, mdir, e)
+                    self.add("docker-corruption", f"container {key} is readable", mdir, e)
                     continue
                 if not HEX64.match(mid.replace("-init", "")):
-                    self.add("docker-corruption", "container %s is 64 hex digits" % key,
+                    self.add("docker-corruption", f"container {key} is 64 hex digits",
                              os.path.join(mdir, key), repr(mid))
                     continue
                 mounts.add(mid)
                 if not os.path.isdir(self.driver_dir(mid)):
                     self.add("docker-lost", "container layer directory exists",
-                             self.driver_dir(mid), "container %s" % cid)
+                             self.driver_dir(mid), f"container {cid}")
                 elif self.driver == "overlay2":
                     self.check_link(mid)
         return mounts
 
-    def check_leaks(self, used):
+    def check_leaks(self, used: set[str]) -> None:
         """`used`: driver directories of containers. Layers no image reaches, and driver
         directories no layer or container owns, are leaks."""
         ldb = os.path.join(self.img, "layerdb/sha256")
         for chain in sorted(os.listdir(ldb)) if os.path.isdir(ldb) else []:
             if "sha256:" + chain not in self.layers:
                 self.add("leak", "every layer belongs to an image", os.path.join(ldb, chain))
-            try:
+            with contextlib.suppress(OSError):
                 used.add(_read(os.path.join(ldb, chain, "cache-id")))
-            except OSError:
-                pass
         tmp = os.path.join(self.img, "layerdb/tmp")
         if os.path.isdir(tmp):
             for f in os.listdir(tmp):
@@ -372,7 +380,7 @@ class DockerStore:
 
     # -------------------------------------------------------------- docker's own
 
-    def image_ids(self):
+    def image_ids(self) -> set[str]:
         """Every image dockerd would try to restore: tagged or in the image db."""
         ids = set(self.repositories().values())
         config_dir = os.path.join(self.img, "imagedb/content/sha256")
@@ -380,7 +388,7 @@ class DockerStore:
             ids |= {"sha256:" + d for d in os.listdir(config_dir)}
         return ids
 
-    def check_registered(self, skip=()):
+    def check_registered(self, skip: Iterable[str] = ()) -> list[Finding]:
         """Docker's own promise, apart from any workload's: an image it restores at
         start is usable. dockerd silently drops an image whose config or a layer is
         missing or unreadable ("not restoring image"): nobody promised such an image,
@@ -406,7 +414,7 @@ class DockerStore:
             # Ids differ from run to run (timestamps): the verdict names tags only.
             name = "image " + ", ".join(tags) if tags else "an untagged image"
             for f in self.findings:
-                f["what"] = "%s, which docker restores, has intact layers (%s)" % (
+                f["what"] = "{}, which docker restores, has intact layers ({})".format(
                     name, f["what"])
                 f["fault"] = "docker"
                 f["image"] = image_id
@@ -416,7 +424,8 @@ class DockerStore:
 
     # -------------------------------------------------------------- all
 
-    def check(self, content=True, only_refs=None, only_containers=None):
+    def check(self, content: bool = True, only_refs: Iterable[str] | None = None,
+              only_containers: Iterable[str] | None = None) -> list[Finding]:
         """Check every image and container, or with `only_refs` just the images those
         tags name and the containers in `only_containers` (what a workload promised;
         the rest may legitimately be half-written)."""
@@ -427,7 +436,7 @@ class DockerStore:
         image_ids = set(refs.values()) if only_refs is not None else self.image_ids()
         for ref, image_id in sorted(refs.items()):
             if not os.path.exists(os.path.join(config_dir, image_id.split(":", 1)[-1])):
-                self.add("docker-lost", "tagged image %s exists" % ref, config_dir, image_id)
+                self.add("docker-lost", f"tagged image {ref} exists", config_dir, image_id)
         for image_id in sorted(image_ids):
             config = self.image_config(image_id)
             if config is None:

@@ -14,12 +14,13 @@ import signal
 import subprocess
 import time
 import traceback
+from typing import Any
 
 PORT_NAME = "org.crashtest.agent"
 MAX_GET = 64 * 1024 * 1024
 
 
-def find_port():
+def find_port() -> str:
     for name_file in glob.glob("/sys/class/virtio-ports/*/name"):
         with open(name_file) as f:
             if f.read().strip() == PORT_NAME:
@@ -27,16 +28,16 @@ def find_port():
     raise SystemExit("crashtest-agent: no virtio port named " + PORT_NAME)
 
 
-def b64(data):
+def b64(data: bytes) -> str:
     return base64.b64encode(data).decode("ascii")
 
 
-def uptime():
+def uptime() -> float:
     with open("/proc/uptime") as f:
         return float(f.read().split()[0])
 
 
-def handle(req):
+def handle(req: dict[str, Any]) -> dict[str, Any]:
     op = req.get("op")
     if op == "run":
         started = time.monotonic()
@@ -76,10 +77,10 @@ def handle(req):
     if op == "get":
         with open(req["path"], "rb") as f:
             return {"rc": 0, "data": b64(f.read(MAX_GET))}
-    return {"rc": 127, "stderr": b64(("unknown op %r\n" % op).encode())}
+    return {"rc": 127, "stderr": b64((f"unknown op {op!r}\n").encode())}
 
 
-def serve(fd):
+def serve(fd: int) -> None:
     buf = b""
     os.write(fd, (json.dumps({"event": "ready", "uptime": uptime()}) + "\n").encode())
     while True:
@@ -97,14 +98,14 @@ def serve(fd):
             try:
                 resp = handle(req)
             except Exception as e:  # report, never die: the host decides what it means
-                resp = {"rc": 126, "stderr": b64(("crashtest-agent: %r\n" % e).encode())}
+                resp = {"rc": 126, "stderr": b64((f"crashtest-agent: {e!r}\n").encode())}
             resp["id"] = req.get("id")
             data = (json.dumps(resp) + "\n").encode()
             while data:
                 data = data[os.write(fd, data):]
 
 
-def main():
+def main() -> None:
     fd = os.open(find_port(), os.O_RDWR)
     with open("/dev/kmsg", "w") as kmsg:
         kmsg.write("crashtest: agent ready\n")
