@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from crashtest_guest.docker_store import DockerStore, Finding
+from crashtest_guest.docker_store import HEX64, DockerStore, Finding
 
 ROOT = "/var/lib/docker"
 T = TypeVar("T")
@@ -199,26 +199,51 @@ class Store:
         return visible
 
     def container_dir(self, name: str) -> str | None:
+        """The writable layer of the container named `name`; None when no container
+        has that name; ValueError when one has it but its layer cannot be found."""
         cdir = os.path.join(ROOT, "containers")
-        for cid in os.listdir(cdir):
+        for cid in sorted(os.listdir(cdir)):
             try:
                 with open(os.path.join(cdir, cid, "config.v2.json")) as f:
-                    if json.load(f).get("Name") == "/" + name:
-                        mount = read(os.path.join(self.img, "layerdb/mounts", cid, "mount-id"))
-                        return self.layer_dir(mount)
+                    config = json.load(f)
             except (OSError, ValueError):
                 continue
+            if config.get("Name") != "/" + name:
+                continue
+            path = os.path.join(self.img, "layerdb/mounts", cid, "mount-id")
+            try:
+                mount = read(path)
+            except OSError as e:
+                raise ValueError(f"container {name}: {path} is unreadable ({e.strerror})") from e
+            if not HEX64.match(mount):
+                raise ValueError(f"container {name}: {path} holds {mount!r}, not a layer id")
+            return self.layer_dir(mount)
         return None
 
 
-def check_promise(store: Store, p: dict[str, Any]) -> tuple[str | None, str]:
+Outcome = tuple[str | None, str, str]  # class (None: kept), evidence, fault
+
+
+def _container_lost(name: str, promises: list[dict[str, Any]], why: str) -> Outcome:
+    """A container (or its writable layer) is not there: the filesystem's fault when
+    a sync had made the container durable (a container promise is in force),
+    docker's when only a file in it was fsync'd: docker writes a container's
+    metadata without fsync, so the file is durable and docker cannot find it."""
+    if any(q["kind"] == "container" and q["target"] == name for q in promises):
+        return "docker-lost", why, "filesystem"
+    return "docker-lost", why + " (nothing had synced the container; docker writes its " \
+        "metadata without fsync)", "docker"
+
+
+def check_promise(store: Store, p: dict[str, Any], promises: list[dict[str, Any]]) -> Outcome:
     kind, target = p["kind"], p["target"]
     if kind == "image":
         image_id = store.image_id(target)
         if image_id is None:
-            return "docker-lost", f"repositories.json has no {target}"
+            return "docker-lost", f"repositories.json has no {target}", "filesystem"
         if p.get("image_id") and image_id != p["image_id"]:
-            return "fs-durability", "{} names {}, not {}".format(target, image_id, p["image_id"])
+            return "fs-durability", f"{target} names {image_id}, not {p['image_id']}", \
+                "filesystem"
         dirs = store.layers(image_id)
         bad = []
         for line in p.get("manifest", "").splitlines():
@@ -228,24 +253,36 @@ def check_promise(store: Store, p: dict[str, Any]) -> tuple[str | None, str]:
             if got != want:
                 bad.append(f"{path}: want {want[:16]} got {got[:16]}")
         if bad:
-            return "docker-corruption", "\n".join(bad)
-        return None, f"image {target}: {len(dirs)} layers intact"
+            return "docker-corruption", "\n".join(bad), "filesystem"
+        return None, f"image {target}: {len(dirs)} layers intact", ""
     if kind == "container":
-        return (None, "found") if store.container_dir(target) else (
-            "docker-lost", f"no container named {target}")
+        try:
+            found = store.container_dir(target)
+        except ValueError as e:
+            return _container_lost(target, promises, str(e))
+        return (None, "found", "") if found else _container_lost(
+            target, promises, f"no container named {target}")
     if kind == "file":
-        f = store.file_path(target)
+        try:
+            f = store.file_path(target)
+        except ValueError as e:
+            return _container_lost(target.split(":", 2)[1], promises, str(e))
         if f is None:
-            return "docker-lost", "no container named {}".format(target.split(":", 2)[1])
+            name = target.split(":", 2)[1]
+            return _container_lost(name, promises, f"no container named {name}")
         got = sha256(f) if os.path.isfile(f) else "(missing)"
         if got != p["sha256"]:
-            return "fs-durability", "{}: want {} got {}".format(f, p["sha256"], got)
-        return None, f"{f} intact"
+            return "fs-durability", f"{f}: want {p['sha256']} got {got}", "filesystem"
+        return None, f"{f} intact", ""
     if kind in ("absent-image", "absent-container"):
-        present = (store.image_id(target) if kind == "absent-image"
-                   else store.container_dir(target))
-        return ("fs-durability", f"{target} is back") if present else (None, "still gone")
-    return "harness-error", f"unknown promise kind {kind}"
+        try:
+            present = (store.image_id(target) if kind == "absent-image"
+                       else store.container_dir(target))
+        except ValueError:
+            present = target  # its config is there: it is back, if half-made
+        return (("fs-durability", f"{target} is back", "filesystem") if present
+                else (None, "still gone", ""))
+    return "harness-error", f"unknown promise kind {kind}", "harness"
 
 
 def _derive_one(store: Store, p: dict[str, Any]) -> dict[str, str]:
@@ -315,11 +352,11 @@ def check_store(req: dict[str, Any], results: list[dict[str, Any]],
         return
     for p in req["promises"]:
         try:
-            cls, msg = check_promise(store, p)
+            cls, msg, fault = check_promise(store, p, req["promises"])
         except (OSError, ValueError, KeyError) as e:
-            cls, msg = "docker-corruption", f"{type(e).__name__}: {e}"
+            cls, msg, fault = "docker-corruption", f"{type(e).__name__}: {e}", "filesystem"
         results.append({"check": "promise", "ok": cls is None, "class": cls,
-                        "fault": "filesystem", "promise": p["describe"],
+                        "fault": fault, "promise": p["describe"],
                         "subject": p["key"], "kind": p["kind"],
                         "command": "offline check", "output": msg})
     # Structure and content of every promised image and container, then of every

@@ -81,3 +81,33 @@ def test_hung_guest_is_a_timeout(images: GuestImages, tmp_path: Path,
         with pytest.raises(GuestTimeout):
             vm.agent.run("true", timeout=1)
         assert time.monotonic() - t < 30
+
+
+def test_kernel_without_its_disk_drivers_says_which(images: GuestImages, tmp_path: Path,
+                                                    no_leftovers: None,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    """A Debian kernel given as a bare bzImage, without its modules: the guest's
+    init finds no root disk and names the driver the kernel lacks; the campaign
+    stops with that one line, exit 2."""
+    from harness.cli import main
+
+    bare = tmp_path / "vmlinuz"
+    bare.write_bytes(images.kernel.vmlinuz.read_bytes())
+    rc = main(["run", "--kernel", str(bare), "--backends", "ext4-overlay2", "--cuts", "1",
+               "--states", "0", "--out", str(tmp_path / "res")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1, err
+    assert "no root disk" in err[0] and "virtio_blk" in err[0] and "KERNEL_MODULES" in err[0]
+
+
+def test_check_of_a_disk_with_no_docker_is_the_wrong_disk(images: GuestImages, tmp_path: Path,
+                                                          no_leftovers: None,
+                                                          capsys: pytest.CaptureFixture[str]
+                                                          ) -> None:
+    from harness.cli import main
+    from harness.storage.backends import BACKENDS, make_test_disk
+
+    disk = make_test_disk(BACKENDS["ext4-overlay2"], tmp_path / "fresh.img")
+    assert main(["check", str(disk)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "holds no trace of docker" in err[0], err

@@ -1,5 +1,6 @@
 """Whose fault a verdict is: by class, by the promise broken, by configuration."""
 
+import hashlib
 from pathlib import Path
 from typing import Any
 
@@ -76,3 +77,84 @@ def test_promised_damage_is_the_filesystems_unpromised_is_dockers(
     assert {v.fault for v in promised} == {"filesystem"}
     assert {v.check for v in promised} <= {"promise.image", "store.structure"}
     assert any("data/a.bin has 0 bytes" in v.evidence["output"] for v in promised)
+
+
+def test_a_file_in_a_container_docker_lost_track_of(tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """A file fsync'd inside a container whose mount-id docker never made durable:
+    the file may be safe, but docker cannot find the layer. Without a sync that
+    promised the container, that is docker's fault; with one, the filesystem's."""
+    ids = make_store(tmp_path)
+    layer = tmp_path / "overlay2" / ("e" * 64) / "diff"
+    (layer / "kept.txt").write_bytes(b"x\n")
+    mod = load_check_state(tmp_path, monkeypatch)
+    file_p = {"kind": "file", "target": "container:box:/kept.txt", "key": "file:box",
+              "describe": "kept", "sha256": hashlib.sha256(b"x\n").hexdigest()}
+    box = {"kind": "container", "target": "box", "key": "container:box", "describe": "box"}
+
+    def run(*promises: dict[str, str]) -> list[tuple[str, str, str]]:
+        results: list[dict[str, Any]] = []
+        mod.check_store({"driver": "overlay2", "promises": list(promises)}, results, {})
+        return [(v.cls, v.fault, v.check) for v in verdicts(results, BACKENDS["ext4-overlay2"],
+                                                            "s")]
+
+    assert run(file_p) == []
+    (tmp_path / "image/overlay2/layerdb/mounts" / ids["cid"] / "mount-id").write_text("")
+    assert run(file_p) == [("docker-lost", "docker", "promise.file")]
+    assert ("docker-lost", "filesystem", "promise.file") in run(file_p, box)
+
+
+def _kind_check(root: Path, monkeypatch: pytest.MonkeyPatch,
+                *promises: dict[str, str]) -> list[tuple[str, str]]:
+    mod = load_check_state(root, monkeypatch)
+    results: list[dict[str, Any]] = []
+    mod.check_store({"driver": "overlay2", "promises": list(promises)}, results, {})
+    return [(v.cls, v.check) for v in verdicts(results, BACKENDS["ext4-overlay2"], "s")
+            if v.check.startswith("promise.")]
+
+
+HELLO_LINE = hashlib.sha256(b"hello\n").hexdigest() + "  /data/b.txt\n"
+
+
+def _p(kind: str, target: str, **extra: str) -> dict[str, str]:
+    return {"kind": kind, "target": target, "key": f"{kind}:{target}", "describe": kind,
+            **extra}
+
+
+@pytest.mark.parametrize(("promise", "damage", "expected"), [
+    (_p("image", "t/app:1", manifest=HELLO_LINE),
+     "overlay2/" + "c" * 64 + "/diff/data/b.txt", ("docker-corruption", "promise.image")),
+    (_p("image", "t/app:1", image_id="sha256:" + "0" * 64), None,
+     ("fs-durability", "promise.image")),
+    (_p("container", "box"), "containers/" + "d" * 64 + "/config.v2.json",
+     ("docker-lost", "promise.container")),
+    (_p("file", "volume:v:/f", sha256=hashlib.sha256(b"v\n").hexdigest()), "volumes/v/_data/f",
+     ("fs-durability", "promise.file")),
+    (_p("absent-image", "t/app:1"), None, ("fs-durability", "promise.absent-image")),
+    (_p("absent-container", "box"), None, ("fs-durability", "promise.absent-container")),
+])
+def test_each_promise_kind_is_caught_when_broken(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, promise: dict[str, str],
+        damage: str | None, expected: tuple[str, str]) -> None:
+    """Kept first (where the store can keep it), then broken on purpose."""
+    make_store(tmp_path)
+    (tmp_path / "volumes/v/_data").mkdir(parents=True)
+    (tmp_path / "volumes/v/_data/f").write_bytes(b"v\n")
+    if damage:  # absent-* (None): the object is there, so the promise is broken
+        assert _kind_check(tmp_path, monkeypatch, promise) == []
+        (tmp_path / damage).write_bytes(b"damaged")
+    assert _kind_check(tmp_path, monkeypatch, promise) == [expected]
+
+
+def test_an_offline_command_invariant(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    mod = load_check_state(tmp_path, monkeypatch)
+    results: list[dict[str, Any]] = []
+    mod.check_commands({"commands": [
+        {"id": "invariant.command:a", "command": "true", "class": "fs-corruption",
+         "promise": "ok"},
+        {"id": "invariant.command:b", "command": "echo broken; false", "class": "fs-corruption",
+         "promise": "planted"}]}, results, {})
+    found = verdicts(results, BACKENDS["ext4-overlay2"], "s")
+    assert [(v.check, v.subject, v.promise) for v in found] == [
+        ("invariant.command:b", "echo broken; false", "planted")]
+    assert "broken" in found[0].evidence["output"]
