@@ -15,7 +15,12 @@ from harness.errors import GuestError, GuestPanic, GuestSetupError, GuestTimeout
 from harness.guest import docker
 from harness.model import StateResult, Violation
 from harness.oracles import console as console_oracle
-from harness.oracles.checker import hang_verdict, panic_verdict, run_checks, run_daemon_stage
+from harness.oracles.checker import (
+    panic_verdict,
+    retry_once_on_hang,
+    run_checks,
+    run_daemon_stage,
+)
 from harness.power.cut import CutOutcome, CutPlan, run_until_cut
 from harness.repro.bundle import reproduces, signature_of
 from harness.repro.capture import live_bundle, qemu_argv
@@ -50,16 +55,15 @@ def check_cut_disk(cfg: CampaignConfig, backend: Backend, outcome: CutOutcome, d
     disk stays as the power cut left it) and run the check sequence. A guest that
     stops answering is diagnosed and the whole check retried once on a new guest;
     a second hang is a verdict, as in the checker. Returns whether it retried."""
-    try:
-        found, t = _check_once(cfg, backend, outcome, disk, logdir, state, attempt=1)
-        return found, t, False
-    except GuestTimeout:
-        pass
-    try:
-        found, t = _check_once(cfg, backend, outcome, disk, logdir, state, attempt=2)
-    except GuestTimeout as e:
-        return [hang_verdict(state, str(e), e.console_tail)], {}, True
-    return found, t, True
+    times: dict[str, float] = {}
+
+    def attempt(n: int) -> list[Violation]:
+        found, t = _check_once(cfg, backend, outcome, disk, logdir, state, attempt=n)
+        times.update(t)
+        return found
+
+    found, retried = retry_once_on_hang(attempt, state)
+    return found, times, retried
 
 
 def _check_once(cfg: CampaignConfig, backend: Backend, outcome: CutOutcome, disk: Path,

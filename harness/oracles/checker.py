@@ -7,6 +7,7 @@ restarts cleanly for the next one."""
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
@@ -69,6 +70,22 @@ def panic_verdict(state_id: str, console: str) -> Violation:
     return Violation(ViolationClass.FS_CORRUPTION, state_id,
                      "the kernel survives recovery of this crash state", {"console": console},
                      check="kernel.panic", subject="panic")
+
+
+def retry_once_on_hang(attempt: Callable[[int], list[Violation]],
+                       state_id: str) -> tuple[list[Violation], bool]:
+    """Check a recovered disk, the one way for every path: a guest that stops
+    answering (`attempt` diagnoses it and raises GuestTimeout) gets a second try on
+    a fresh guest, and a second hang is a verdict. Returns the verdicts and whether
+    the check was retried."""
+    try:
+        return attempt(1), False
+    except GuestTimeout:
+        pass
+    try:
+        return attempt(2), True
+    except GuestTimeout as e:
+        return [hang_verdict(state_id, str(e), e.console_tail)], True
 
 
 def hang_verdict(state_id: str, error: str, console: str) -> Violation:
@@ -181,12 +198,10 @@ class Checker:
         daemon stage: dockerd on the state, tens of seconds), detach it. A guest that
         stops answering is diagnosed, restarted and given the state once more before
         the hang counts as a verdict."""
-        try:
-            return self._check_once(state_id, disk, promises, invariants, before, full,
-                                    after_mount, daemon, last_try=False)
-        except GuestTimeout:
-            return self._check_once(state_id, disk, promises, invariants, before, full,
-                                    after_mount, daemon, last_try=True)
+        found, _ = retry_once_on_hang(
+            lambda _: self._check_once(state_id, disk, promises, invariants, before, full,
+                                       after_mount, daemon), state_id)
+        return found
 
     def _leave_daemon(self, vm: Machine) -> None:
         """Stop dockerd and unmount the state, so the next state can be swapped in."""
@@ -198,7 +213,7 @@ class Checker:
 
     def _check_once(self, state_id: str, disk: Path, promises: list[Promise],
                     invariants: tuple[Invariant, ...], before: str, full: bool,
-                    after_mount: str, daemon: bool, last_try: bool) -> list[Violation]:
+                    after_mount: str, daemon: bool) -> list[Violation]:
         vm = self._ensure_vm()
         mark = vm.console_mark()
         t = self.last_times = {}
@@ -222,13 +237,12 @@ class Checker:
         except HarnessError:
             self.close()
             raise
-        except GuestError as e:
-            if isinstance(e, GuestTimeout):
-                name = f"hang-{self.boots}.diagnostics.txt"
-                (self.logdir / name).write_text(vm.diagnose())
-                if not last_try:
-                    self.close()
-                    raise
+        except GuestTimeout as e:
+            (self.logdir / f"hang-{self.boots}.diagnostics.txt").write_text(vm.diagnose())
+            e.console_tail = e.console_tail or vm.console_tail()
+            self.close()
+            raise
+        except GuestError as e:  # the guest failed otherwise while checking this state
             found.append(hang_verdict(state_id, str(e), vm.console_tail()))
             self.close()
             return found

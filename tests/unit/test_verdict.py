@@ -158,3 +158,25 @@ def test_an_offline_command_invariant(tmp_path: Path, monkeypatch: pytest.Monkey
     assert [(v.check, v.subject, v.promise) for v in found] == [
         ("invariant.command:b", "echo broken; false", "planted")]
     assert "broken" in found[0].evidence["output"]
+
+
+def test_a_hang_gets_one_more_guest_then_is_a_verdict_on_every_path() -> None:
+    from harness.errors import GuestTimeout
+    from harness.oracles.checker import retry_once_on_hang
+
+    tries: list[int] = []
+
+    def hangs_once(n: int) -> list[Violation]:
+        tries.append(n)
+        if n == 1:
+            raise GuestTimeout("no answer", "console tail")
+        return []
+
+    assert retry_once_on_hang(hangs_once, "s") == ([], True) and tries == [1, 2]
+
+    def hangs(n: int) -> list[Violation]:
+        raise GuestTimeout("no answer", "console tail")
+
+    found, retried = retry_once_on_hang(hangs, "s")
+    assert retried and [(v.cls, v.check, v.evidence["console"]) for v in found] == [
+        ("fs-corruption", "kernel.hang", "console tail")]
