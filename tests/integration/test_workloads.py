@@ -18,11 +18,11 @@ HERE = Path(__file__).parents[1] / "workloads"
 BACKENDS = "btrfs,ext4-overlay2"
 
 
-def run(workload: Path, out: Path, cut_at: str, states: int,
-        jobs: int = 1) -> tuple[int, dict[str, Any]]:
+def run(workload: Path, out: Path, cut_at: str, states: int) -> tuple[int, dict[str, Any]]:
+    # two units at a time: the workload travels to the worker processes as data
     rc = main(["run", "--workload", str(workload), "--backends", BACKENDS, "--cuts", "1",
                "--cut-at", cut_at, "--states", str(states), "--seed", "2", "--out", str(out),
-               "--jobs", str(jobs)])
+               "--jobs", "2"])
     return rc, json.loads((out / "latest" / "summary.json").read_text())
 
 
@@ -54,8 +54,7 @@ def test_python_workload_and_its_bundle_without_the_file(
         capsys: pytest.CaptureFixture[str]) -> None:
     mine = tmp_path / "my_workload.py"
     shutil.copy(HERE / "volume_fsync.py", mine)
-    # two units at a time: the workload travels to the worker processes as data
-    rc, summary = run(mine, tmp_path / "res", "after:clobber", 3, jobs=2)
+    rc, summary = run(mine, tmp_path / "res", "after:clobber", 3)
     subject = "file:volume:vol:/data.txt"
     check_summary(rc, summary, subject, "volume-fsync")
     # the derived hash is the live guest's content: seq 1 2002 (seed 2)
