@@ -42,7 +42,7 @@ def _store_oracle_time(base: MachineConfig, backend: Backend, workdir: Path,
     disk = make_test_disk(backend, workdir / "disk.img")
     config = replace(base, disks=(*base.disks, Disk(disk, "data")))
     with Machine(config, workdir / "store.console.log", name="bench-store") as vm:
-        vm.wait_booted(120)
+        vm.wait_booted()
         a = vm.agent
         if not docker.mount_data(a, backend).ok or not docker.start_dockerd(a, backend).ok:
             raise HarnessError("bench: docker did not start on a fresh disk")

@@ -26,7 +26,7 @@ from harness.repro.bundle import reproduces, signature_of
 from harness.repro.capture import live_bundle, qemu_argv
 from harness.repro.minimize import MinimalSteps, minimize_steps
 from harness.storage.backends import DATA_SERIAL, Backend, make_test_disk
-from harness.vm.machine import BOOT_TIMEOUT_S, Machine
+from harness.vm.machine import Machine
 from harness.vm.qemu import Disk
 from harness.workloads.api import Workload
 
@@ -37,7 +37,7 @@ def run_workload(cfg: CampaignConfig, backend: Backend, plan: CutPlan, disk: Pat
     with Machine(machine_config(cfg, Disk(disk, DATA_SERIAL)), logdir / "workload.console.log",
                  name=f"{backend.name}-workload") as vm:
         t0 = time.monotonic()
-        t["boot_s"] = round(vm.wait_booted(BOOT_TIMEOUT_S), 2)
+        t["boot_s"] = round(vm.wait_booted(), 2)
         docker.start_on_fresh_disk(vm.agent, backend)
         t["docker_ready_s"] = round(time.monotonic() - t0, 2)
         outcome = run_until_cut(vm, cfg.workload, plan, backend.driver,
@@ -80,7 +80,7 @@ def _check_once(cfg: CampaignConfig, backend: Backend, outcome: CutOutcome, disk
                      logdir / f"verify{suffix}.console.log",
                      name=f"{backend.name}-verify") as vm:
             t0 = time.monotonic()
-            t["boot_s"] = round(vm.wait_booted(BOOT_TIMEOUT_S), 2)
+            t["boot_s"] = round(vm.wait_booted(), 2)
             mark = vm.console_mark()
             try:
                 found = run_checks(vm, backend, state, promises, invariants,

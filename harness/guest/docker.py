@@ -23,10 +23,6 @@ def device_by_serial(agent: AgentClient, serial: str = DATA_SERIAL) -> str:
         raise GuestTimeout(f"guest sees no disk with virtio serial {serial!r} ({e})") from e
 
 
-def data_device(agent: AgentClient) -> str:
-    return device_by_serial(agent, DATA_SERIAL)
-
-
 def daemon_config(backend: Backend) -> dict[str, object]:
     # No network in the guest: no iptables, no bridge; containers use --network none.
     return {"storage-driver": backend.driver, "iptables": False, "ip6tables": False,
@@ -60,8 +56,9 @@ def dockerd_log(agent: AgentClient) -> str:
     return agent.run(f"cat {DOCKERD_LOG}", timeout=30).stdout
 
 
-def mount_data(agent: AgentClient, backend: Backend) -> Result:
-    dev = data_device(agent)
+def mount_data(agent: AgentClient, backend: Backend, serial: str = DATA_SERIAL) -> Result:
+    """Mount the disk with this virtio serial at docker's root, read-write."""
+    dev = device_by_serial(agent, serial)
     return agent.run(f"mkdir -p {DOCKER_ROOT} && {backend.mount_cmd(shlex.quote(dev))}",
                      timeout=120)
 

@@ -16,7 +16,7 @@ from harness.guest.docker import device_by_serial
 from harness.images import ensure_images
 from harness.model import Violation
 from harness.oracles import console as console_oracle
-from harness.oracles.checker import BOOT_TIMEOUT_S, STATE_SERIAL, run_checks
+from harness.oracles.checker import STATE_SERIAL, run_checks
 from harness.storage.backends import BACKENDS, BY_FS
 from harness.vm import accel as accel_mod
 from harness.vm.machine import Machine
@@ -69,7 +69,7 @@ def check_image(image: Path, kernel: str | None = None, before: str = "") -> Ima
         config = replace(config, disks=(*config.disks,
                                         Disk(overlay, STATE_SERIAL, fmt="qcow2")))
         with Machine(config, Path(td) / "console.log", name="check") as vm:
-            vm.wait_booted(BOOT_TIMEOUT_S)
+            vm.wait_booted()
             dev = device_by_serial(vm.agent, STATE_SERIAL)
             fs = vm.agent.run(f"blkid -o value -s TYPE {dev}", timeout=30).stdout.strip()
             if fs not in BY_FS:

@@ -24,7 +24,6 @@ from harness.vm.qemu import Disk, MachineConfig
 from harness.workloads.api import DEFAULT_INVARIANTS, Invariant
 
 STATE_SERIAL = "state"
-BOOT_TIMEOUT_S = 120.0
 
 
 def run_checks(vm: Machine, backend: Backend, state_id: str, promises: list[Promise],
@@ -49,8 +48,7 @@ def run_daemon_stage(vm: Machine, backend: Backend, state_id: str, promises: lis
     mount it read-write, start dockerd, check. Returns every verdict so far: the
     offline ones with what the running dockerd makes of them, then its own.
     `inventory`: what docker listed at the last durability point (live cuts)."""
-    dev = docker.device_by_serial(vm.agent, serial)
-    mount = vm.agent.run(f"mkdir -p {DOCKER_ROOT} && {backend.mount_cmd(dev)}", timeout=300)
+    mount = docker.mount_data(vm.agent, backend, serial)
     if not mount.ok:
         raise HarnessError(f"mounting the checked disk read-write for dockerd failed: "
                            f"{mount.evidence(400)}")
@@ -102,7 +100,7 @@ def check_by_reboot(config: MachineConfig, backend: Backend, state_id: str, disk
     data = Disk(disk, STATE_SERIAL, fmt="qcow2")
     with Machine(replace(config, disks=(*config.disks, data)), console_log,
                  name=f"{backend.name}-reboot") as vm:
-        vm.wait_booted(BOOT_TIMEOUT_S)
+        vm.wait_booted()
         mark = vm.console_mark()
         found = run_checks(vm, backend, state_id, promises)
         return found + console_oracle.violations(vm.console_since(mark), state_id)
@@ -152,7 +150,7 @@ class Checker:
                          name=f"{self.backend.name}-checker{self.boots}")
             vm.__enter__()
             try:
-                vm.wait_booted(BOOT_TIMEOUT_S)
+                vm.wait_booted()
             except BaseException:
                 vm.kill()
                 raise

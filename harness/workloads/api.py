@@ -242,13 +242,6 @@ class Workload:
         """Steps that end in a `sync` of their own (a cut may land before it)."""
         return [s.name for s in self.steps if s.syncs]
 
-    def invariant(self, kind: str) -> bool:
-        return any(i.kind == kind for i in self.invariants)
-
-    def commands(self, stage: str) -> list[Invariant]:
-        return [i for i in self.invariants
-                if i.kind == InvariantKind.COMMAND and i.stage == stage]
-
     def keeping(self, names: set[str]) -> Workload:
         """The workload with only these steps and the steps they need, in order."""
         by_name = {s.name: s for s in self.steps}
@@ -300,10 +293,6 @@ class Workload:
 # ---------------------------------------------------------------- validation
 
 _FILE_PREFIXES = ("container:", "volume:", "disk:")
-
-
-def _where(origin: str, fallback: str) -> str:
-    return origin or fallback
 
 
 def _check_promise(p: Promise, step: Step, where: str) -> None:
@@ -363,7 +352,7 @@ def validate(w: Workload) -> None:
         raise WorkloadError(f"{here}: the workload has no steps")
     seen: dict[str, int] = {}
     for i, s in enumerate(w.steps):
-        where = _where(s.origin, f"{here}: step {i + 1}")
+        where = s.origin or f"{here}: step {i + 1}"
         if not s.name or any(c.isspace() or c in ":/" for c in s.name):
             raise WorkloadError(f"{where}: step name {s.name!r} must be non-empty, with no "
                                 "spaces, ':' or '/'")
@@ -376,14 +365,14 @@ def validate(w: Workload) -> None:
         if not s.run and not s.files:
             raise WorkloadError(f"{where}: step {s.name!r} runs nothing")
         for p in s.promises:
-            _check_promise(p, s, _where(p.origin, where))
+            _check_promise(p, s, p.origin or where)
     cycle = _cycle(w.steps)
     if cycle:
         first = next(s for s in w.steps if s.name == cycle[0])
-        raise WorkloadError(f"{_where(first.origin, here)}: steps form a cycle in `needs`: "
+        raise WorkloadError(f"{first.origin or here}: steps form a cycle in `needs`: "
                             + " -> ".join(cycle))
     for s in w.steps:
-        where = _where(s.origin, here)
+        where = s.origin or here
         for n in s.needs:
             if n not in seen:
                 raise WorkloadError(f"{where}: step {s.name!r} needs unknown step {n!r}")
@@ -391,7 +380,7 @@ def validate(w: Workload) -> None:
                 raise WorkloadError(f"{where}: step {s.name!r} needs {n!r}, which runs "
                                     "after it")
     for inv in w.invariants:
-        where = _where(inv.origin, here)
+        where = inv.origin or here
         kinds = [k.value for k in InvariantKind]
         if inv.kind not in kinds:
             raise WorkloadError(f"{where}: unknown invariant kind {inv.kind!r} "
