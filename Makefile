@@ -18,6 +18,7 @@ SHARD ?=
 MINIMIZE_STEPS ?= 0
 WORKLOAD ?= default
 DAEMON_CHECKS ?=
+SAVED_GUESTS ?= 1
 PYTEST_ARGS ?=
 
 RUN_ARGS := --backends '$(BACKENDS)' --cuts '$(CUTS)' --states '$(STATES)' --seed '$(SEED)' --out '$(OUT)'
@@ -29,6 +30,7 @@ RUN_ARGS += $(if $(MKFS_OPTS),--mkfs-options '$(MKFS_OPTS)')
 RUN_ARGS += $(if $(KERNELS),--kernels '$(KERNELS)')
 RUN_ARGS += --jobs '$(JOBS)' $(if $(SHARD),--shard '$(SHARD)') --minimize-steps '$(MINIMIZE_STEPS)'
 RUN_ARGS += --workload '$(WORKLOAD)' $(if $(DAEMON_CHECKS),--daemon-checks)
+RUN_ARGS += $(if $(filter 0,$(SAVED_GUESTS)),--no-saved-guests)
 
 # `make crashtest` exits as crashtest does: 0 pass, 1 findings, 2 harness, host or
 # input failure, 130 interrupted. A failed recipe would make make exit 2 whatever

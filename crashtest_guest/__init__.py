@@ -4,3 +4,4 @@ and docker's store oracle (docker_store). Standard library only: it runs on the
 guest's python3."""
 
 CHECKER = "crashtest_guest.check_state"  # the module the host calls into
+RESUME = "crashtest_guest.resume"  # what a guest resumed from a saved state runs first

@@ -62,6 +62,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--daemon-checks", action="store_true",
                      help="run the daemon stage (dockerd on the recovered disk) on lost-cache "
                           "states too, not only on live cuts (about 45 s a state under TCG)")
+    run.add_argument("--no-saved-guests", dest="saved_guests", action="store_false",
+                     help="boot every guest instead of resuming saved ones (a guest booted "
+                          "once and saved, per kernel, image and backend, in the cache)")
     run.add_argument("--workload", default="default",
                      help="a registered workload name, or a workload file (.py or .toml); "
                           "`crashtest workloads` lists the names")
@@ -281,7 +284,7 @@ def _dispatch(args: argparse.Namespace) -> int:
         mount_options=args.mount_options, keep_disks=args.keep_disks,
         inject=args.inject, memory_mb=args.memory, kernels=args.kernels, jobs=args.jobs,
         shard=args.shard, minimize_steps=args.minimize_steps, workload=args.workload,
-        daemon_checks=args.daemon_checks,
+        daemon_checks=args.daemon_checks, saved_guests=args.saved_guests,
     )
     run_dir = run_campaign(opts)
     summary = json.loads((run_dir / "summary.json").read_text())

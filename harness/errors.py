@@ -18,6 +18,10 @@ class HarnessError(CrashtestError):
     """The harness or the host failed: missing tool, QEMU died, bad image cache."""
 
 
+class ResumeError(HarnessError):
+    """A saved guest could not be resumed: the caller boots instead."""
+
+
 class InputError(HarnessError):
     """The user's input is wrong: unknown backend, not a kernel, bad number."""
 

@@ -241,6 +241,7 @@ class StateResult:
     wall_s: float = 0.0
     timings: dict[str, float] = field(default_factory=dict)
     bundle: str = ""  # reproducer bundle, relative to the run directory
+    started: str = ""  # how its guests started: resumed from a saved guest, or booted
 
     def to_json(self) -> dict[str, object]:
         return {
@@ -250,7 +251,7 @@ class StateResult:
             "promises": self.promises, "verdict": self.verdict,
             "violations": [v.to_json() for v in self.violations],
             "harness_error": self.harness_error, "wall_s": self.wall_s, "timings": self.timings,
-            "bundle": self.bundle,
+            "bundle": self.bundle, "started": self.started,
         }
 
     @classmethod
@@ -258,7 +259,7 @@ class StateResult:
         return cls(d["state"], d["backend"], d["plan"], d["kind"], d["actual"],
                    d["last_durability_point"], d["promises"],
                    [Violation.from_json(v) for v in d["violations"]], d["harness_error"],
-                   d["wall_s"], d["timings"], d.get("bundle", ""))
+                   d["wall_s"], d["timings"], d.get("bundle", ""), d.get("started", ""))
 
     @property
     def verdict(self) -> str:

@@ -94,7 +94,7 @@ def run_campaign(opts: RunOptions, progress: Progress | None = None) -> Path:
                            run_dir=partial / kd, memory_mb=opts.memory_mb,
                            keep_disks=opts.keep_disks, damage=damage,
                            minimize_steps=opts.minimize_steps,
-                           daemon_checks=opts.daemon_checks)
+                           daemon_checks=opts.daemon_checks, resume=opts.saved_guests)
             for images, kd in zip(all_images, kdirs, strict=True)]
     units = plan_units(opts, backends, len(all_images), workload, fixed)
     mine = [u.index for u in units if u.index % shard_n == shard_i - 1]

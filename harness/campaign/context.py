@@ -30,6 +30,7 @@ class CampaignConfig:
     minimize_steps: int = 0  # live cycles spent shrinking a failing live cut's workload
     bundles: bool = True  # write a reproducer bundle for each state with a violation
     daemon_checks: bool = False  # lost-cache states get the daemon stage too (slow)
+    resume: bool = True  # start guests from saved guests (campaign.snapshots), not boots
     # Self-test: a guest command run on the recovered tree before the checks
     # (`--inject`), to show the checks catch damage.
     damage: str = ""

@@ -9,18 +9,13 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from harness import hosttools
+from harness.campaign import snapshots
 from harness.campaign.context import CampaignConfig, Progress, machine_config
-from harness.errors import GuestError, GuestPanic, GuestSetupError, GuestTimeout, HarnessError
+from harness.errors import GuestError, GuestSetupError, HarnessError, ResumeError
 from harness.guest import docker
 from harness.model import StateResult, Violation
 from harness.oracles import console as console_oracle
-from harness.oracles.checker import (
-    panic_verdict,
-    retry_once_on_hang,
-    run_checks,
-    run_daemon_stage,
-)
+from harness.oracles.checker import Checker, DaemonContext
 from harness.power.cut import CutOutcome, CutPlan, run_until_cut
 from harness.repro.bundle import reproduces, signature_of
 from harness.repro.capture import live_bundle, qemu_argv
@@ -31,81 +26,81 @@ from harness.vm.qemu import Disk
 from harness.workloads.api import Workload
 
 
-def run_workload(cfg: CampaignConfig, backend: Backend, plan: CutPlan, disk: Path,
-                 logdir: Path, state: str) -> tuple[CutOutcome, list[Violation], dict[str, float]]:
-    t: dict[str, float] = {}
-    with Machine(machine_config(cfg, Disk(disk, DATA_SERIAL)), logdir / "workload.console.log",
-                 name=f"{backend.name}-workload") as vm:
-        t0 = time.monotonic()
-        t["boot_s"] = round(vm.wait_booted(), 2)
+def _workload_guest(cfg: CampaignConfig, backend: Backend, disk: Path, console_log: Path,
+                    progress: Progress) -> tuple[Machine, str, dict[str, float]]:
+    """A guest with dockerd ready on a fresh test disk at `disk`: resumed from the
+    saved docker-ready guest (with a copy of its disk) when there is one, else
+    booted on a new disk. Returns it running, how it started, and its timings."""
+    saved = snapshots.docker_ready(cfg, backend, progress)
+    name = f"{backend.name}-workload"
+    t0 = time.monotonic()
+    if saved is not None:
+        saved.disk_copy(disk)
+        vm = Machine(machine_config(cfg, Disk(disk, DATA_SERIAL)), console_log, name=name,
+                     restore_from=saved.vmstate)
+        try:
+            vm.__enter__()
+            vm.wait_booted()
+            t = round(time.monotonic() - t0, 2)
+            return vm, "resumed", {"resume_s": t, "docker_ready_s": t}
+        except ResumeError as e:
+            vm.kill()
+            snapshots.discard(saved, str(e), progress)
+            t0 = time.monotonic()
+        except BaseException:
+            vm.kill()
+            raise
+    make_test_disk(backend, disk)
+    vm = Machine(machine_config(cfg, Disk(disk, DATA_SERIAL)), console_log, name=name)
+    try:
+        vm.__enter__()
+        boot_s = round(vm.wait_booted(), 2)
         docker.start_on_fresh_disk(vm.agent, backend)
-        t["docker_ready_s"] = round(time.monotonic() - t0, 2)
+    except BaseException:
+        vm.kill()
+        raise
+    return vm, "booted", {"boot_s": boot_s, "docker_ready_s": round(time.monotonic() - t0, 2)}
+
+
+def run_workload(cfg: CampaignConfig, backend: Backend, plan: CutPlan, disk: Path,
+                 logdir: Path, state: str, progress: Progress
+                 ) -> tuple[CutOutcome, list[Violation], dict[str, float], str]:
+    vm, started, t = _workload_guest(cfg, backend, disk, logdir / "workload.console.log",
+                                     progress)
+    with vm:
+        t0 = time.monotonic()
         outcome = run_until_cut(vm, cfg.workload, plan, backend.driver,
                                 lambda: docker.inventory(vm.agent))
-        t["workload_s"] = round(time.monotonic() - t0 - t["docker_ready_s"], 2)
+        t["workload_s"] = round(time.monotonic() - t0, 2)
         found = console_oracle.violations(
             vm.console_since(0), state,
             "the kernel reports no failure during the workload before the cut")
-    return outcome, found, t
+    return outcome, found, t, started
 
 
 def check_cut_disk(cfg: CampaignConfig, backend: Backend, outcome: CutOutcome, disk: Path,
-                   logdir: Path, state: str) -> tuple[list[Violation], dict[str, float], bool]:
-    """Boot the same kernel on the cut disk (through a throwaway overlay, so the cut
-    disk stays as the power cut left it) and run the check sequence. A guest that
-    stops answering is diagnosed and the whole check retried once on a new guest;
-    a second hang is a verdict, as in the checker. Returns whether it retried."""
-    times: dict[str, float] = {}
-
-    def attempt(n: int) -> list[Violation]:
-        found, t = _check_once(cfg, backend, outcome, disk, logdir, state, attempt=n)
-        times.update(t)
-        return found
-
-    found, retried = retry_once_on_hang(attempt, state)
-    return found, times, retried
-
-
-def _check_once(cfg: CampaignConfig, backend: Backend, outcome: CutOutcome, disk: Path,
-                logdir: Path, state: str, attempt: int) -> tuple[list[Violation], dict[str, float]]:
-    overlay = logdir / "check.qcow2"
-    overlay.unlink(missing_ok=True)
-    hosttools.qcow2_overlay(disk, overlay)
-    t: dict[str, float] = {}
-    suffix = "" if attempt == 1 else f".retry{attempt - 1}"
-    promises = outcome.ledger.in_force()
-    invariants = cfg.workload.invariants
-    try:
-        with Machine(machine_config(cfg, Disk(overlay, DATA_SERIAL, fmt="qcow2")),
-                     logdir / f"verify{suffix}.console.log",
-                     name=f"{backend.name}-verify") as vm:
-            t0 = time.monotonic()
-            t["boot_s"] = round(vm.wait_booted(), 2)
-            mark = vm.console_mark()
-            try:
-                found = run_checks(vm, backend, state, promises, invariants,
-                                   serial=DATA_SERIAL, after_mount=cfg.damage, times=t)
-                t["offline_s"] = round(time.monotonic() - t0 - t["boot_s"], 2)
-                if not any(v.check == "fs.mount" for v in found):
-                    found = run_daemon_stage(
-                        vm, backend, state, promises, invariants, found, serial=DATA_SERIAL,
-                        inventory=outcome.inventory, last_point=outcome.ledger.last_point,
-                        log_file=logdir / f"dockerd{suffix}.log")
-                    t["daemon_s"] = round(time.monotonic() - t0 - t["boot_s"]
-                                          - t["offline_s"], 2)
-            except GuestPanic as e:
-                found = [panic_verdict(state, e.console_tail)]
-            except GuestTimeout as e:
-                (logdir / f"hang{suffix}.diagnostics.txt").write_text(vm.diagnose())
-                e.console_tail = e.console_tail or vm.console_tail()
-                raise
-            found += console_oracle.violations(
-                vm.console_since(mark), state,
-                "the kernel reports no failure during recovery and checks")
-            t["verify_s"] = round(time.monotonic() - t0, 2)
-    finally:
-        overlay.unlink(missing_ok=True)
-    return found, t
+                   logdir: Path, state: str, progress: Progress
+                   ) -> tuple[list[Violation], dict[str, float], bool, str]:
+    """The check sequence (offline, then daemon) on the cut disk, in a checker
+    guest of its own, resumed from the saved idle guest (or booted): the same
+    kernel recovers the disk when it mounts it. The cut disk stays as the power
+    cut left it. A guest that stops answering is diagnosed and the whole check
+    retried once on a new guest; a second hang is a verdict, as for every state.
+    Returns verdicts, timings, whether it retried, and how the guest started."""
+    saved = snapshots.idle_guest(cfg, progress)
+    t0 = time.monotonic()
+    with Checker(machine_config(cfg, None), backend, logdir, saved=saved,
+                 console_name="verify", one_state=True) as checker:
+        found = checker.check(
+            state, disk, outcome.ledger.in_force(), cfg.workload.invariants,
+            after_mount=cfg.damage, daemon=True,
+            daemon_context=DaemonContext(outcome.inventory, outcome.ledger.last_point,
+                                         logdir / "dockerd.log"))
+        if checker.fallback:
+            progress(f"  {checker.fallback}")
+        t = {"start_s": checker.start_s, **checker.last_times,
+             "verify_s": round(time.monotonic() - t0, 2)}
+        return found, t, checker.retried, checker.started
 
 
 def _minimize_workload(cfg: CampaignConfig, backend: Backend, index: int, plan: CutPlan,
@@ -142,13 +137,15 @@ def run_live_cut(cfg: CampaignConfig, backend: Backend, index: int, plan: CutPla
     disk = logdir / "disk.img"
     t0 = time.monotonic()
     try:
-        make_test_disk(backend, disk)
-        outcome, found, t = run_workload(cfg, backend, plan, disk, logdir, state)
+        outcome, found, t, started = run_workload(cfg, backend, plan, disk, logdir, state,
+                                                  progress)
         res.actual = outcome.actual
         res.last_durability_point = outcome.ledger.last_point or "(none)"
         res.promises = len(outcome.ledger.in_force())
         progress(f"  cut {outcome.actual}; {res.promises} promises in force; checking")
-        vfound, vt, retried = check_cut_disk(cfg, backend, outcome, disk, logdir, state)
+        vfound, vt, retried, vstarted = check_cut_disk(cfg, backend, outcome, disk, logdir,
+                                                       state, progress)
+        res.started = f"workload {started}, check {vstarted}"
         if retried:
             res.actual += " (check retried after the checking guest hung)"
         res.violations = found + vfound

@@ -10,8 +10,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+from harness.campaign import snapshots
 from harness.campaign.context import CampaignConfig, Progress, machine_config
-from harness.errors import GuestError, GuestSetupError, HarnessError
+from harness.errors import GuestError, GuestSetupError, HarnessError, ResumeError
 from harness.model import Promise, StateResult, UnitKind, blame_configuration
 from harness.oracles.checker import Checker
 from harness.repro.bundle import compress_disk, compress_log, reproduces, signature, signature_of
@@ -31,7 +32,7 @@ def run_lost_cache(cfg: CampaignConfig, backend: Backend, budget: int,
     t0 = time.monotonic()
     stats: dict[str, object] = {}
     try:
-        rec = record(machine_config(cfg, None), backend, cfg.workload, workdir)
+        rec = _record(cfg, backend, workdir, progress)
         log = rec.parse()
         eps = epochs(log)
         stats.update({"log_digest": log.digest, "log_entries": len(log.entries),
@@ -58,6 +59,19 @@ def run_lost_cache(cfg: CampaignConfig, backend: Backend, budget: int,
     return results, stats
 
 
+def _record(cfg: CampaignConfig, backend: Backend, workdir: Path,
+            progress: Progress) -> Recording:
+    """Record from the saved docker-ready guest when there is one, else from a boot."""
+    saved = snapshots.docker_ready(cfg, backend, progress)
+    if saved is not None and saved.disk is not None:
+        try:
+            return record(machine_config(cfg, None), backend, cfg.workload, workdir,
+                          resume_from=(saved.vmstate, saved.disk))
+        except ResumeError as e:
+            snapshots.discard(saved, str(e), progress)
+    return record(machine_config(cfg, None), backend, cfg.workload, workdir)
+
+
 def check_recording(cfg: CampaignConfig, backend: Backend, rec: Recording, log: WriteLog,
                     budget: int, progress: Progress,
                     workdir: Path) -> tuple[list[StateResult], dict[str, object]]:
@@ -67,7 +81,8 @@ def check_recording(cfg: CampaignConfig, backend: Backend, rec: Recording, log: 
     replayer = Replayer(log, rec.origin, workdir / "work")
     results: list[StateResult] = []
     t0 = time.monotonic()
-    with Checker(machine_config(cfg, None), backend, workdir) as checker:
+    saved = snapshots.idle_guest(cfg, progress)
+    with Checker(machine_config(cfg, None), backend, workdir, saved=saved) as checker:
         bundler = _Bundler(cfg, backend, rec, eps, replayer, checker, workdir, progress)
         for st in states:
             t = time.monotonic()
@@ -87,6 +102,7 @@ def check_recording(cfg: CampaignConfig, backend: Backend, rec: Recording, log: 
                                   after_mount=cfg.damage, daemon=cfg.daemon_checks),
                     backend.flushes_off())
                 res.timings.update(checker.last_times)
+                res.started = f"checker {checker.started}"
             except GuestSetupError:
                 raise
             except (HarnessError, GuestError) as e:
@@ -105,8 +121,9 @@ def check_recording(cfg: CampaignConfig, backend: Backend, rec: Recording, log: 
                 progress(f"  {res.state}: {res.verdict.upper()}")
         bundler.close()
     shutil.rmtree(workdir / "work", ignore_errors=True)
-    return results, _replay_stats(replayer.stats, len(results), checker.boots,
-                                  time.monotonic() - t0)
+    stats = _replay_stats(replayer.stats, len(results), checker.boots, time.monotonic() - t0)
+    stats["checker_resumes"] = checker.resumed
+    return results, stats
 
 
 def _last_step(events: list[Event], entry: int) -> str:

@@ -35,6 +35,7 @@ class RunOptions:
     minimize_steps: int = 0  # live cycles to shrink a failing live cut's workload
     workload: str = "default"  # a registered name, or a .py / .toml file
     daemon_checks: bool = False  # the daemon stage on lost-cache states too
+    saved_guests: bool = True  # resume guests from saved ones instead of booting each
 
 
 def parse_cut_at(spec: str, workload: Workload) -> CutPlan:

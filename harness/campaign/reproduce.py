@@ -16,6 +16,7 @@ import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from harness.campaign import snapshots
 from harness.campaign.context import CampaignConfig, Progress, machine_config
 from harness.campaign.live import check_cut_disk, run_live_cut
 from harness.images import GuestImages, ensure_images
@@ -159,7 +160,8 @@ def _replay(bundle: Bundle, images: GuestImages, work: Path, runs: int,
     cfg = _config(bundle, images, work)
     backend = bundle.backend()
     replayer = Replayer(log, origin, work / "replay")
-    with Checker(machine_config(cfg, None), backend, work) as checker:
+    with Checker(machine_config(cfg, None), backend, work,
+                 saved=snapshots.idle_guest(cfg, progress)) as checker:
         for run in range(runs):
             for what, st, expected in todo:
                 if what == "minimal" and run > 0:
@@ -196,7 +198,8 @@ def _live(bundle: Bundle, images: GuestImages, work: Path, runs: int,
     disk = unpack_disk(bundle, "disk.qcow2", work / "disk.img")
     t0 = time.monotonic()
     (work / "recheck").mkdir()
-    found, _, _ = check_cut_disk(cfg, backend, outcome, disk, work / "recheck", bundle.state)
+    found, _, _, _ = check_cut_disk(cfg, backend, outcome, disk, work / "recheck",
+                                    bundle.state, progress)
     got = signature_of(found, bundle.legacy)
     report.attempts.append(Attempt("cut disk", bundle.state, got,
                                    reproduces(report.expected, got),

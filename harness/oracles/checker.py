@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from crashtest_guest import CHECKER
-from harness.errors import GuestError, GuestPanic, GuestTimeout, HarnessError
+from harness import hosttools
+from harness.errors import GuestError, GuestPanic, GuestTimeout, HarnessError, ResumeError
 from harness.guest import docker
 from harness.model import Promise, Violation, ViolationClass
 from harness.oracles import console as console_oracle
@@ -24,6 +25,7 @@ from harness.vm.qemu import Disk, MachineConfig
 from harness.workloads.api import DEFAULT_INVARIANTS, Invariant
 
 STATE_SERIAL = "state"
+QCOW2_MAGIC = b"QFI\xfb"
 
 
 def run_checks(vm: Machine, backend: Backend, state_id: str, promises: list[Promise],
@@ -110,20 +112,47 @@ def qcow2_size(path: Path) -> int:
     """The virtual size a qcow2 image declares in its header."""
     with path.open("rb") as f:
         head = f.read(32)
-    if len(head) < 32 or head[:4] != b"QFI\xfb":
+    if len(head) < 32 or head[:4] != QCOW2_MAGIC:
         raise HarnessError(f"{path}: not a qcow2 image")
     return int.from_bytes(head[24:32], "big")
 
 
+def disk_format(path: Path) -> str:
+    with path.open("rb") as f:
+        return "qcow2" if f.read(4) == QCOW2_MAGIC else "raw"
+
+
+@dataclass(frozen=True)
+class DaemonContext:
+    """What the daemon stage of a live cut knows besides the promises: docker's
+    inventory at the last durability point, and where to keep dockerd's log."""
+
+    inventory: dict[str, list[str]] | None = None
+    last_point: str = ""
+    log_file: Path | None = None
+
+
 class Checker:
-    def __init__(self, config: MachineConfig, backend: Backend, logdir: Path) -> None:
+    def __init__(self, config: MachineConfig, backend: Backend, logdir: Path,
+                 saved: Path | None = None, console_name: str = "checker",
+                 one_state: bool = False) -> None:
+        """`saved`: a saved idle guest of this config (vm.snapshot) to resume
+        instead of booting; a boot is the fallback when it cannot be resumed.
+        `one_state`: the guest checks one state and goes (no cleanup after it)."""
         self.config = config
         self.backend = backend
         self.logdir = logdir
+        self.saved = saved
         self.vm: Machine | None = None
-        self.boots = 0
+        self.boots = 0  # guests started, booted or resumed
+        self.resumed = 0
+        self.fallback = ""  # why a saved guest could not be used
+        self.console_name = console_name
+        self.one_state = one_state
+        self.start_s = 0.0  # what starting the last guest took (resume or boot)
         self._seq = 0
         self.last_times: dict[str, float] = {}  # phases of the last check, seconds
+        self.retried = False  # whether the last check needed a second guest
         self._state_node: str | None = None  # the qcow2 node the state disk shows now
 
     def __enter__(self) -> Checker:
@@ -141,20 +170,39 @@ class Checker:
     @property
     def console_log(self) -> Path:
         """The console log of the current (or last) checker guest."""
-        return self.logdir / f"checker{max(self.boots, 1)}.console.log"
+        return self.logdir / f"{self.console_name}{max(self.boots, 1)}.console.log"
+
+    @property
+    def started(self) -> str:
+        """How the current (or last) guest started: resumed from a saved guest or booted."""
+        return "resumed" if self.resumed == self.boots and self.boots else "booted"
+
+    def _start(self, saved: Path | None) -> Machine:
+        self.boots += 1
+        t0 = time.monotonic()
+        vm = Machine(self.config, self.console_log,
+                     name=f"{self.backend.name}-checker{self.boots}", restore_from=saved)
+        try:
+            vm.__enter__()
+            vm.wait_booted()
+        except BaseException:
+            vm.kill()
+            raise
+        self.start_s = round(time.monotonic() - t0, 2)
+        return vm
 
     def _ensure_vm(self) -> Machine:
         if self.vm is None:
-            self.boots += 1
-            vm = Machine(self.config, self.console_log,
-                         name=f"{self.backend.name}-checker{self.boots}")
-            vm.__enter__()
-            try:
-                vm.wait_booted()
-            except BaseException:
-                vm.kill()
-                raise
-            self.vm = vm
+            if self.saved is not None:
+                try:
+                    self.vm = self._start(self.saved)
+                    self.resumed += 1
+                    return self.vm
+                except ResumeError as e:
+                    self.fallback = f"the saved guest {self.saved} did not resume ({e}); booting"
+                    (self.logdir / "resume-failed.txt").write_text(self.fallback + "\n")
+                    self.saved = None
+            self.vm = self._start(None)
         return self.vm
 
     def _attach(self, vm: Machine, disk: Path) -> None:
@@ -190,15 +238,26 @@ class Checker:
 
     def check(self, state_id: str, disk: Path, promises: list[Promise],
               invariants: tuple[Invariant, ...] = DEFAULT_INVARIANTS, before: str = "",
-              full: bool = False, after_mount: str = "",
-              daemon: bool = False) -> list[Violation]:
-        """Attach `disk` (qcow2), run the offline checks on it (and with `daemon` the
-        daemon stage: dockerd on the state, tens of seconds), detach it. A guest that
-        stops answering is diagnosed, restarted and given the state once more before
-        the hang counts as a verdict."""
-        found, _ = retry_once_on_hang(
-            lambda _: self._check_once(state_id, disk, promises, invariants, before, full,
-                                       after_mount, daemon), state_id)
+              full: bool = False, after_mount: str = "", daemon: bool = False,
+              daemon_context: DaemonContext | None = None) -> list[Violation]:
+        """Show `disk` (qcow2 or raw; never written: the guest writes to a throwaway
+        overlay, a new one per attempt, since even a read-only mount replays a
+        journal), run the offline checks on it (and with `daemon` the daemon stage:
+        dockerd on the state, tens of seconds), detach it. A guest that stops
+        answering is diagnosed, restarted and given the state once more before the
+        hang counts as a verdict."""
+        overlay = self.logdir / "attempt.qcow2"
+
+        def attempt(n: int) -> list[Violation]:
+            overlay.unlink(missing_ok=True)
+            hosttools.qcow2_overlay(disk, overlay, disk_format(disk))
+            return self._check_once(state_id, overlay, promises, invariants, before, full,
+                                    after_mount, daemon, daemon_context, n)
+
+        try:
+            found, self.retried = retry_once_on_hang(attempt, state_id)
+        finally:
+            overlay.unlink(missing_ok=True)
         return found
 
     def _leave_daemon(self, vm: Machine) -> None:
@@ -211,7 +270,8 @@ class Checker:
 
     def _check_once(self, state_id: str, disk: Path, promises: list[Promise],
                     invariants: tuple[Invariant, ...], before: str, full: bool,
-                    after_mount: str, daemon: bool) -> list[Violation]:
+                    after_mount: str, daemon: bool, ctx: DaemonContext | None,
+                    attempt: int) -> list[Violation]:
         vm = self._ensure_vm()
         mark = vm.console_mark()
         t = self.last_times = {}
@@ -224,9 +284,15 @@ class Checker:
                                after_mount=after_mount, full=full, times=t)
             t["checks_s"] = round(time.monotonic() - t0 - t["attach_s"], 3)
             if daemon and not any(v.check == "fs.mount" for v in found):
+                ctx = ctx or DaemonContext()
+                log_file = ctx.log_file
+                if log_file is not None and attempt > 1:
+                    log_file = log_file.with_suffix(f".retry{attempt - 1}.log")
                 found = run_daemon_stage(vm, self.backend, state_id, promises, invariants,
-                                         found)
-                self._leave_daemon(vm)
+                                         found, inventory=ctx.inventory,
+                                         last_point=ctx.last_point, log_file=log_file)
+                if not self.one_state:
+                    self._leave_daemon(vm)
                 t["daemon_s"] = round(time.monotonic() - t0 - t["attach_s"] - t["checks_s"], 3)
         except GuestPanic as e:
             found.append(panic_verdict(state_id, e.console_tail))

@@ -22,8 +22,10 @@ from harness.errors import (
     GuestPanic,
     GuestSetupError,
     HarnessError,
+    ResumeError,
 )
 from harness.guest.agent import AgentClient
+from harness.vm import snapshot
 from harness.vm.console import ConsoleWatcher
 from harness.vm.qemu import MachineConfig, Sockets, build_argv
 
@@ -43,15 +45,18 @@ def kill_all() -> None:
 
 
 class Machine:
-    def __init__(self, config: MachineConfig, console_log: Path, name: str = "vm") -> None:
+    def __init__(self, config: MachineConfig, console_log: Path, name: str = "vm",
+                 restore_from: Path | None = None) -> None:
+        """`restore_from`: a saved guest (vm.snapshot) to resume instead of a boot."""
         self.config = config
+        self.restore_from = restore_from
         self.name = name
         self.console_log = console_log
         # (our end, QEMU's end) per channel; QEMU's ends are closed once it has them.
         self._pairs = [socket.socketpair() for _ in range(3)]
         self.sockets = Sockets(*(theirs.fileno() for _, theirs in self._pairs))
         self.stderr_log = console_log.with_suffix(".qemu-stderr.log")
-        self.argv = build_argv(config, self.sockets)
+        self.argv = build_argv(config, self.sockets, incoming=restore_from is not None)
         self._proc: subprocess.Popen[bytes] | None = None
         self._qmp: Any = None
         self._qmp_lock = threading.Lock()
@@ -60,11 +65,15 @@ class Machine:
         self._transcript: TextIO | None = None
         self.events: list[dict[str, Any]] = []
         self.boot_s: float | None = None
+        self.restore_s: float | None = None
+        self._launched = 0.0
         self._events_polled = 0.0
 
     # ------------------------------------------------------------ lifecycle
 
     def __enter__(self) -> Machine:
+        if self._proc is not None:  # launched already: `with` only takes ownership
+            return self
         try:
             self.launch()
         except BaseException:
@@ -78,6 +87,7 @@ class Machine:
 
     def launch(self) -> None:
         hosttools.require(self.config.qemu_binary, "setpriv")
+        self._launched = time.monotonic()
         with _LIVE_LOCK:
             _LIVE.add(self)
         self.console_log.parent.mkdir(parents=True, exist_ok=True)
@@ -104,6 +114,11 @@ class Machine:
         self.console = ConsoleWatcher(con_sock, self.console_log)
         self._transcript = self.console_log.with_suffix(".agent.log").open("w")
         self._agent = AgentClient(agent_sock, self.health, self._transcript)
+        if self.restore_from is not None:
+            try:
+                self.restore_s = snapshot.load(self, self.restore_from)
+            except HarnessError as e:
+                raise ResumeError(f"{self.name}: {e}") from e
         self.qmp("cont")
 
     def exited(self) -> str | None:
@@ -129,8 +144,18 @@ class Machine:
                                  self.console_tail())
 
     def wait_booted(self, timeout: float = BOOT_TIMEOUT_S) -> float:
-        """Wait for the guest agent; return the guest's uptime when it got there."""
+        """Wait for the guest agent; return the guest's uptime when it got there
+        (for a resumed guest: the seconds from launch until its agent answered)."""
         try:
+            if self.restore_from is not None:
+                try:
+                    snapshot.resume_guest(self, timeout)
+                except (GuestError, HarnessError) as e:
+                    raise ResumeError(f"{self.name}: the resumed guest does not answer ({e}; "
+                                      f"last console line: {self.console_tail(1) or 'none'})"
+                                      ) from e
+                self.boot_s = time.monotonic() - self._launched
+                return self.boot_s
             self.boot_s = self.agent.wait_ready(timeout)
         except (GuestError, HarnessError) as e:
             fatal = [line for line in self.console_tail(200).splitlines()
@@ -163,6 +188,14 @@ class Machine:
             self.events.extend(self._qmp.get_events(wait=False))
             self._qmp.clear_events()
             return res
+
+    def pass_fd(self, name: str, fd: int) -> None:
+        """Hand QEMU an open file descriptor under `name` (QMP getfd)."""
+        with self._qmp_lock:
+            if self._qmp is None:
+                raise HarnessError(f"{self.name}: QMP not connected")
+            self._qmp.send_fd_scm(fd)
+        self.qmp("getfd", fdname=name)
 
     def panicked(self) -> bool:
         with contextlib.suppress(Exception):

@@ -75,7 +75,9 @@ def _blockdev(disk: Disk, index: int) -> list[str]:
     return args
 
 
-def build_argv(config: MachineConfig, sockets: Sockets) -> list[str]:
+def build_argv(config: MachineConfig, sockets: Sockets, incoming: bool = False) -> list[str]:
+    """`incoming`: the guest's RAM and devices will come from a saved migration
+    stream (given over QMP once QEMU runs) instead of a boot."""
     accel = ["-accel", "kvm", "-cpu", "host"] if config.accel == "kvm" else [
         "-accel", "tcg,thread=multi", "-cpu", "max"]
     argv = [
@@ -99,4 +101,6 @@ def build_argv(config: MachineConfig, sockets: Sockets) -> list[str]:
     ]
     for i, disk in enumerate(config.disks):
         argv += _blockdev(disk, i)
+    if incoming:
+        argv += ["-incoming", "defer"]
     return argv

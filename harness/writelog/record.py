@@ -79,10 +79,16 @@ def log_position(log: Path, settle_s: float = 2.0) -> int:
 
 
 def record(base_config: MachineConfig, backend: Backend, workload: Workload, workdir: Path,
-           with_log: bool = True) -> Recording:
-    """Run the whole workload on a fresh disk; with `with_log`, through blklogwrites."""
+           with_log: bool = True, resume_from: tuple[Path, Path] | None = None) -> Recording:
+    """Run the whole workload on a fresh disk; with `with_log`, through blklogwrites.
+    `resume_from`: (saved guest, its test disk) with dockerd ready: the recording
+    starts there instead of a boot (a ResumeError says it could not)."""
     workdir.mkdir(parents=True, exist_ok=True)
-    disk = make_test_disk(backend, workdir / "disk.img")
+    disk = workdir / "disk.img"
+    if resume_from is None:
+        make_test_disk(backend, disk)
+    else:
+        subprocess.run(["cp", "--sparse=always", str(resume_from[1]), str(disk)], check=True)
     origin = workdir / "origin.img"
     subprocess.run(["cp", "--sparse=always", str(disk), str(origin)], check=True)
     log = workdir / "writes.log"
@@ -90,9 +96,11 @@ def record(base_config: MachineConfig, backend: Backend, workload: Workload, wor
     data = Disk(disk, DATA_SERIAL, write_log=log if with_log else None)
     config = replace(base_config, disks=(*base_config.disks, data))
     events: list[Event] = []
-    with Machine(config, workdir / "record.console.log", name=f"{backend.name}-record") as vm:
+    with Machine(config, workdir / "record.console.log", name=f"{backend.name}-record",
+                 restore_from=resume_from[0] if resume_from else None) as vm:
         vm.wait_booted()
-        docker.start_on_fresh_disk(vm.agent, backend)
+        if resume_from is None:
+            docker.start_on_fresh_disk(vm.agent, backend)
         runner = StepRunner(vm.agent, backend.driver)
         t0 = time.monotonic()
         position = 0
