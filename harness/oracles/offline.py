@@ -36,6 +36,7 @@ def offline_request(backend: Backend, serial: str, promises: list[Promise],
         "serial": serial, "before": before, "after_mount": after_mount,
         "driver": None if full else backend.driver, "full": full,
         "mount": backend.mount_cmd(dev), "fsck": backend.fsck_cmd(dev),
+        "fsck_mounted": backend.fsck_cmd(dev, mounted_ro=True),
         "scrub": backend.scrub_cmd(),
         "promises": [{**p.to_json(), "describe": p.describe(), "key": p.key()}
                      for p in promises],

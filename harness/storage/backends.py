@@ -36,8 +36,13 @@ class Backend:
         opts = f"-o {shlex.quote(options)} " if options else ""
         return f"mount -t {self.fs} {opts}{device} {target}"
 
-    def fsck_cmd(self, device: str) -> str:
-        """Read-only check of the unmounted filesystem; exit 0 means clean."""
+    def fsck_cmd(self, device: str, mounted_ro: bool = False) -> str:
+        """Read-only check of the filesystem; exit 0 means clean. `mounted_ro`: the
+        filesystem is mounted read-only meanwhile (nothing writes it, so the check
+        sees what it would see unmounted); "" where the tool cannot do that."""
+        if mounted_ro:
+            return {"ext4": f"e2fsck -fn {device}",
+                    "btrfs": f"btrfs check --readonly --force {device}"}.get(self.fs, "")
         return {
             "ext4": f"e2fsck -fn {device}",
             "btrfs": f"btrfs check --readonly {device}",

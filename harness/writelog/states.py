@@ -121,13 +121,85 @@ def _states_for_epoch(digest: str, ep: Epoch, rng: random.Random,
     return states
 
 
-def crash_states(log: WriteLog, seed: int, budget: int) -> tuple[list[Epoch], list[CrashState]]:
-    """A seeded, deterministic selection of at most `budget` states, spread over the
-    epochs, in epoch order (so replay walks the log forward once)."""
+Fingerprint = tuple[int, tuple[tuple[int, int], ...]]
+
+
+def fingerprint(state: CrashState, eps: list[Epoch]) -> Fingerprint:
+    """What a state's disk is made of, such that two states with the same
+    fingerprint are the same bytes: the epochs applied whole, and the kept writes
+    of the next one that still show (a write wholly overwritten by a later kept
+    write does not; a state keeping all of epoch k is epoch k+1's `none`). Equal
+    fingerprints are identical disks; different ones may still be (this is exact
+    only about positions, never about content)."""
+    epoch = eps[state.epoch]
+    kept = state.kept(epoch)
+    if len(kept) == len(epoch.entries) and all(limit is None for _, limit in kept):
+        return state.epoch + 1, ()
+    shown: list[tuple[int, int]] = []
+    covered: list[tuple[int, int]] = []  # sector ranges written by later kept writes
+    for e, limit in reversed(kept):
+        start = e.sector
+        end = start + (limit if limit is not None else e.nr_sectors)
+        if not _covers(covered, start, end):
+            shown.append((e.index, -1 if limit is None else limit))
+            covered.append((start, end))
+    return state.epoch, tuple(sorted(shown))
+
+
+def _covers(ranges: list[tuple[int, int]], start: int, end: int) -> bool:
+    """Whether the union of `ranges` holds all of [start, end)."""
+    pos = start
+    for a, b in sorted(ranges):
+        if a > pos:
+            break
+        pos = max(pos, b)
+        if pos >= end:
+            return True
+    return pos >= end
+
+
+@dataclass(frozen=True)
+class Selection:
+    """The states to check, and what they stand for: every candidate state has a
+    group of identical states (same fingerprint); one state per group is checked,
+    and its verdict holds for the whole group."""
+
+    epochs: list[Epoch]
+    states: list[CrashState]  # the checked ones, one per group, in epoch order
+    candidates: int  # states generated before grouping
+    groups: int  # distinct states among them
+    stands_for: dict[str, list[str]]  # checked state id -> the group's other state ids
+
+    @property
+    def covered(self) -> int:
+        """Candidate states whose verdict is known once the selection is checked."""
+        return sum(1 + len(self.stands_for.get(s.id, ())) for s in self.states)
+
+    def to_json(self) -> dict[str, object]:
+        return {"candidate_states": self.candidates, "distinct_states": self.groups,
+                "states_checked": len(self.states), "states_covered": self.covered,
+                "state_reduction_ratio": round(self.candidates / max(self.groups, 1), 2),
+                "group_coverage": round(len(self.states) / max(self.groups, 1), 3)}
+
+
+def select_states(log: WriteLog, seed: int, budget: int) -> Selection:
+    """A seeded, deterministic selection of at most `budget` distinct states,
+    spread over the epochs, in epoch order (so replay walks the log forward once)."""
     eps = epochs(log)
     rng = random.Random(f"crashtest-states:{seed}:{log.digest}")
     candidates = [s for ep in eps for s in _states_for_epoch(log.digest, ep, rng, log.sectorsize)]
-    if len(candidates) > budget:
-        keep = set(rng.sample(range(len(candidates)), budget))
-        candidates = [s for i, s in enumerate(candidates) if i in keep]
-    return eps, candidates
+    groups: dict[Fingerprint, list[CrashState]] = {}
+    for st in candidates:
+        groups.setdefault(fingerprint(st, eps), []).append(st)
+    # The group's first state in log order is its representative.
+    reps = sorted(groups.values(), key=lambda g: (g[0].epoch, candidates.index(g[0])))
+    if len(reps) > budget:
+        keep = set(rng.sample(range(len(reps)), budget))
+        reps = [g for i, g in enumerate(reps) if i in keep]
+    return Selection(eps, [g[0] for g in reps], len(candidates), len(groups),
+                     {g[0].id: [s.id for s in g[1:]] for g in reps if len(g) > 1})
+
+
+def crash_states(log: WriteLog, seed: int, budget: int) -> tuple[list[Epoch], list[CrashState]]:
+    sel = select_states(log, seed, budget)
+    return sel.epochs, sel.states
