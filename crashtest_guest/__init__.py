@@ -5,3 +5,4 @@ guest's python3."""
 
 CHECKER = "crashtest_guest.check_state"  # the module the host calls into
 RESUME = "crashtest_guest.resume"  # what a guest resumed from a saved state runs first
+DOCKER_CLI = "crashtest_guest.docker_cli"  # the daemon stage's image checks

@@ -17,6 +17,7 @@ from types import FrameType
 
 from harness.bench import run_bench
 from harness.campaign import RunOptions, run_campaign
+from harness.campaign.plan import DEFAULT_CUTS, DEFAULT_JOBS, DEFAULT_STATES
 from harness.campaign.reproduce import reproduce
 from harness.errors import CrashtestError, InputError
 from harness.images import ensure_images
@@ -51,9 +52,11 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="run a power-cut campaign")
     run.add_argument("--backends", default=",".join(DEFAULT_BACKENDS),
                      help=f"comma list of: {', '.join(BACKENDS)}")
-    run.add_argument("--cuts", type=_whole, default=3, help="live power cuts per backend")
-    run.add_argument("--states", type=_whole, default=24,
-                     help="lost-cache crash states replayed from the write log, per backend")
+    run.add_argument("--cuts", type=_whole, default=DEFAULT_CUTS,
+                     help="live power cuts per backend")
+    run.add_argument("--states", type=_whole, default=DEFAULT_STATES,
+                     help="lost-cache crash states replayed from the write log, per backend "
+                          "(distinct states: identical ones are checked once)")
     run.add_argument("--kernel", default=None,
                      help="Debian kernel package ([suite:]name) or a bzImage path")
     run.add_argument("--kernel-modules", default=None,
@@ -81,8 +84,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--memory", type=_whole, default=2048, help="guest MiB")
     run.add_argument("--kernels", default=None,
                      help="comma list of kernels (as --kernel): run the campaign on each")
-    run.add_argument("--jobs", type=_whole, default=1,
-                     help="units (live cuts, lost-cache replays) run in parallel")
+    run.add_argument("--jobs", type=_whole, default=DEFAULT_JOBS,
+                     help="units (live cuts, lost-cache replays) run in parallel, each with "
+                          "its own guests (about 2 GiB of RAM each)")
     run.add_argument("--minimize-steps", type=_whole, default=0,
                      help="live cycles to spend shrinking the workload of a failing live "
                           "cut (0: off)")

@@ -115,6 +115,9 @@ def run_campaign(opts: RunOptions, progress: Progress | None = None) -> Path:
                         units[i].label(cfgs[units[i].kernel].images.kernel.version
                                        if many else ""))
                 for i in mine]
+        # Longest first, so parallel workers finish together: a unit of replayed
+        # states takes many times a live cut.
+        jobs.sort(key=lambda j: j.unit.kind != UnitKind.REPLAY)
         run_units(jobs, opts.jobs, finished)
         summaries = []
         for k, images in enumerate(all_images):

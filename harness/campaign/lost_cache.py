@@ -22,7 +22,7 @@ from harness.storage.backends import Backend
 from harness.writelog.format import WriteLog
 from harness.writelog.record import Event, Recording, record
 from harness.writelog.replay import Replayer, ReplayStats
-from harness.writelog.states import CrashState, Epoch, crash_states, epochs
+from harness.writelog.states import CrashState, Epoch, epochs, select_states
 
 
 def run_lost_cache(cfg: CampaignConfig, backend: Backend, budget: int,
@@ -77,7 +77,8 @@ def check_recording(cfg: CampaignConfig, backend: Backend, rec: Recording, log: 
                     workdir: Path) -> tuple[list[StateResult], dict[str, object]]:
     """Replay and check `budget` seeded crash states of a recording. The same log
     and seed give the same states (and, on a deterministic stack, the same verdicts)."""
-    eps, states = crash_states(log, cfg.seed, budget)
+    selection = select_states(log, cfg.seed, budget)
+    eps, states = selection.epochs, selection.states
     replayer = Replayer(log, rec.origin, workdir / "work")
     results: list[StateResult] = []
     t0 = time.monotonic()
@@ -123,6 +124,9 @@ def check_recording(cfg: CampaignConfig, backend: Backend, rec: Recording, log: 
     shutil.rmtree(workdir / "work", ignore_errors=True)
     stats = _replay_stats(replayer.stats, len(results), checker.boots, time.monotonic() - t0)
     stats["checker_resumes"] = checker.resumed
+    stats.update(selection.to_json())
+    if selection.stands_for:  # which states each checked one stands for (identical disks)
+        stats["stands_for"] = selection.stands_for
     return results, stats
 
 

@@ -12,12 +12,19 @@ from harness.power.cut import CutPlan, plan_cuts
 from harness.storage.backends import Backend, parse_backends
 from harness.workloads.api import Workload
 
+# The default campaign: most of its states replayed from the write log (about a
+# second each), a few live cuts (a minute each: the real thing), two units at a
+# time (a TCG guest keeps about one host core busy).
+DEFAULT_CUTS = 2
+DEFAULT_STATES = 500
+DEFAULT_JOBS = 2
+
 
 @dataclass
 class RunOptions:
     backends: str | None = None
-    cuts: int = 3
-    states: int = 24  # lost-cache crash states per backend (0: live cuts only)
+    cuts: int = DEFAULT_CUTS
+    states: int = DEFAULT_STATES  # lost-cache crash states per backend (0: live cuts only)
     kernel: str | None = None
     kernel_modules: str | None = None
     seed: int = 1
@@ -30,7 +37,7 @@ class RunOptions:
     inject: str | None = None
     memory_mb: int = 2048
     kernels: str | None = None  # comma list: run the campaign on each kernel
-    jobs: int = 1  # units run in parallel, each with its own guests
+    jobs: int = DEFAULT_JOBS  # units run in parallel, each with its own guests
     shard: str | None = None  # "i/N": run only this job's share of the units
     minimize_steps: int = 0  # live cycles to shrink a failing live cut's workload
     workload: str = "default"  # a registered name, or a .py / .toml file

@@ -119,6 +119,10 @@ class AgentClient:
                 self.ready_uptime = float(str(msg.get("uptime", 0)))
         return self.ready_uptime
 
+    def note(self, text: str) -> None:
+        """A line in the transcript (what a guest call did, for the record)."""
+        self._note(text)
+
     def _note(self, text: str) -> None:
         if self._transcript is not None:
             self._transcript.write(f"[{time.monotonic() - self._t0:8.2f}] {text}\n")

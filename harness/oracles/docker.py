@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import shlex
 
+from crashtest_guest import DOCKER_CLI
+from harness.errors import HarnessError
 from harness.guest.agent import AgentClient, Result
 from harness.guest.docker import dockerd_log, inventory, start_dockerd
 from harness.model import InvariantKind, Promise, PromiseKind, Stage, Violation
@@ -35,19 +37,31 @@ def _save(a: AgentClient, ref: str) -> Result:
                  timeout=120)
 
 
-def _check_image(a: AgentClient, state: str, p: Promise) -> list[Violation]:
-    ref = shlex.quote(p.target)
-    res = a.run(f"docker image inspect --format '{{{{.Id}}}}' {ref}", timeout=60)
-    if not res.ok:
-        return [_v("docker-lost", state, p, res, "docker.image-listed")]
+IMAGE_STEPS = (("docker-lost", "docker.image-listed"), ("docker-corruption", "docker.save"),
+               ("docker-corruption", "docker.run"))
+
+
+def _check_images(a: AgentClient, state: str, promises: list[Promise]) -> list[Violation]:
+    """Each promised image listed, saved and run, all images side by side in one
+    guest call; an image promised twice is checked once (with the last promise's
+    command)."""
+    if not promises:
+        return []
+    by_ref = {p.target: p for p in promises}
+    got = a.call(DOCKER_CLI, "check_images",
+                 {"images": [{"ref": ref, "run": p.run} for ref, p in by_ref.items()],
+                  "timeout": 120}, timeout=400)
+    if not isinstance(got, list) or len(got) != len(by_ref):
+        raise HarnessError(f"the guest's image checks answered {str(got)[:200]!r}")
     found = []
-    save = _save(a, ref)
-    if not save.ok:
-        found.append(_v("docker-corruption", state, p, save, "docker.save"))
-    run = a.run(f"docker run --rm --network none {ref} sh -c {shlex.quote(p.run or 'true')}",
-                timeout=120)
-    if not run.ok:
-        found.append(_v("docker-corruption", state, p, run, "docker.run"))
+    for steps, p in zip(got, by_ref.values(), strict=True):
+        for (cls, check), step in zip(IMAGE_STEPS, steps, strict=False):
+            res = Result(step["cmd"], int(step["rc"]), step["stdout"], step["stderr"],
+                         float(step["duration"]))
+            a.note(f"$ {res.cmd}\n(exit {res.rc} in {res.duration:.2f}s) "
+                   f"{(res.stdout + res.stderr)[-2000:]}")
+            if not res.ok:
+                found.append(_v(cls, state, p, res, check))
     return found
 
 
@@ -83,13 +97,10 @@ def daemon_checks(a: AgentClient, backend: Backend, state: str, promises: list[P
                            "dockerd_log_tail": "\n".join(log.splitlines()[-30:])},
                           "docker", "invariant.dockerd-starts", "dockerd")], log, False
     broken = {v.subject for v in offline_found}
-    found: list[Violation] = []
-    for p in promises:
-        if p.key() in broken:
-            continue
-        if p.kind == PromiseKind.IMAGE:
-            found.extend(_check_image(a, state, p))
-        elif p.kind == PromiseKind.CONTAINER and p.state:
+    open_promises = [p for p in promises if p.key() not in broken]
+    found = _check_images(a, state, [p for p in open_promises if p.kind == PromiseKind.IMAGE])
+    for p in open_promises:
+        if p.kind == PromiseKind.CONTAINER and p.state:
             found.extend(_check_container_state(a, state, p))
     for inv in invariants:
         if inv.kind == InvariantKind.COMMAND and inv.stage == Stage.DAEMON:
@@ -135,15 +146,17 @@ def what_docker_says(a: AgentClient, found: list[Violation]) -> list[Violation]:
     makes of it: it may list the image as usable, and `docker save` (which
     re-hashes every layer) is the only thing that notices."""
     out = []
+    seen: dict[str, dict[str, str]] = {}  # one inspect and one save per image
     for v in found:
         image = v.evidence.get("image", "")
         if not image:
             out.append(v)
             continue
-        ref = shlex.quote(image)
-        listed = a.run(f"docker image inspect --format '{{{{.Id}}}} {{{{.RepoTags}}}}' {ref}",
-                       timeout=60)
-        save = _save(a, ref)
-        out.append(v.with_evidence(docker_lists_it=listed.evidence(),
-                                   docker_save=save.evidence()))
+        if image not in seen:
+            ref = shlex.quote(image)
+            listed = a.run(f"docker image inspect --format '{{{{.Id}}}} {{{{.RepoTags}}}}' "
+                           f"{ref}", timeout=60)
+            seen[image] = {"docker_lists_it": listed.evidence(),
+                           "docker_save": _save(a, ref).evidence()}
+        out.append(v.with_evidence(**seen[image]))
     return out

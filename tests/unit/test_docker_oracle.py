@@ -1,6 +1,8 @@
 """The daemon stage's decisions, against a scripted guest (the real-VM tests show
 the same checks on real docker)."""
 
+import importlib
+
 from harness.guest.agent import Result
 from harness.model import Promise, Violation
 from harness.oracles.docker import check_inventory, daemon_checks
@@ -21,6 +23,17 @@ class ScriptedAgent:
         return Result(cmd, 0, "", "", 0.0)
 
     def put(self, path: str, data: bytes, mode: int = 0o644, timeout: float = 0) -> None:
+        return None
+
+    def call(self, module: str, func: str, arg: object, timeout: float = 0) -> object:
+        """The real guest function, with its commands answered by the script."""
+        def step(cmd: str, timeout: float) -> dict[str, object]:
+            res = self.run(cmd)
+            return {"cmd": cmd, "rc": res.rc, "stdout": res.stdout, "stderr": "",
+                    "duration": 0.0}
+        return getattr(importlib.import_module(module), func)(arg, step=step)
+
+    def note(self, text: str) -> None:
         return None
 
 
