@@ -20,6 +20,8 @@ WORKLOAD ?= default
 DAEMON_CHECKS ?=
 SAVED_GUESTS ?= 1
 PYTEST_ARGS ?=
+# `make bench` runs the default campaign twice (saved guests, boots): 0 leaves that out.
+BENCH_CAMPAIGN_STATES ?= $(STATES)
 
 RUN_ARGS := --backends '$(BACKENDS)' --cuts '$(CUTS)' --states '$(STATES)' --seed '$(SEED)' --out '$(OUT)'
 RUN_ARGS += $(if $(KERNEL),--kernel '$(KERNEL)')
@@ -68,7 +70,7 @@ lint: $(VENV)/.installed
 	$(VENV)/bin/mypy
 
 bench: host-deps $(VENV)/.installed
-	$(VENV)/bin/crashtest bench --out '$(OUT)/bench.json'
+	$(VENV)/bin/crashtest bench --out '$(OUT)/bench.json' --campaign-states '$(BENCH_CAMPAIGN_STATES)'
 
 images: host-deps $(VENV)/.installed
 	$(VENV)/bin/crashtest images $(if $(KERNEL),--kernel '$(KERNEL)')

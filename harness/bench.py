@@ -1,10 +1,19 @@
-"""`make bench`: numbers measured in one run on one log, written to results/bench.json.
+"""`make bench`: numbers measured in one run on one machine, each beside the old
+way of getting it, written to results/bench.json.
 
+- live_cycle_s and its phases for one live cut started from saved guests, beside
+  the same cut with every guest booted (live_cycle_s_booted); live_cycle_ratio;
+  docker_ready_s from a saved guest and from a boot;
+- checker_states_per_min (one checker resumed from a saved guest, in isolation) vs
+  reboot_states_per_min (a fresh guest boot per state), on the same crash states,
+  and their ratio checker_speedup; checker_phase_mean_s (where a state's time goes);
+- state_reduction_ratio: candidate crash states of the recording / distinct ones;
 - record_overhead: workload wall time through blklogwrites / without it;
-- checker_states_per_min vs reboot_states_per_min (a fresh guest boot per state),
-  on the same crash states, and their ratio checker_speedup;
 - replay_bytes vs naive_replay_bytes (replaying from the log's start for each state);
-- store_oracle_s: the offline docker store oracle over a tree of 20 images.
+- store_oracle_s: the offline docker store oracle over a tree of 20 images;
+- with `campaign_states` > 0: campaign_states_per_min of a campaign with the
+  default's shape (both default backends, two at a time) from saved guests, beside
+  the same campaign with every guest booted, and checker_states_per_min inside it.
 """
 
 from __future__ import annotations
@@ -13,17 +22,22 @@ import json
 import shutil
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from harness.campaign import RunOptions, run_campaign, snapshots
 from harness.campaign.context import CampaignConfig, machine_config
+from harness.campaign.live import run_live_cut
 from harness.campaign.lost_cache import check_recording
+from harness.campaign.plan import DEFAULT_CUTS, DEFAULT_JOBS
 from harness.errors import HarnessError
 from harness.guest import docker
 from harness.images import ensure_images
 from harness.images.rootfs import BASE_TAR_IN_GUEST
 from harness.oracles.checker import check_by_reboot
+from harness.power.cut import plan_cuts
 from harness.report.results import mean_timings
 from harness.storage.backends import BACKENDS, Backend, make_test_disk
 from harness.vm import accel as accel_mod
@@ -32,7 +46,7 @@ from harness.vm.qemu import Disk, MachineConfig
 from harness.workloads.default import workload as default_workload
 from harness.writelog.record import record
 from harness.writelog.replay import Replayer
-from harness.writelog.states import crash_states
+from harness.writelog.states import crash_states, select_states
 
 
 def _store_oracle_time(base: MachineConfig, backend: Backend, workdir: Path,
@@ -66,8 +80,57 @@ def _store_oracle_time(base: MachineConfig, backend: Backend, workdir: Path,
     return out
 
 
+def _live_cycles(cfg: CampaignConfig, backend: Backend, seed: int,
+                 say: Callable[[str], None]) -> dict[str, Any]:
+    """The same live cut twice: from saved guests, then with every guest booted."""
+    plan = plan_cuts(seed, backend.name, 1, cfg.workload.step_names, cfg.workload.synced)[0]
+    out: dict[str, Any] = {"live_cut": plan.describe()}
+    snapshots.docker_ready(cfg, backend, say)  # made (once) before the clock starts
+    snapshots.idle_guest(cfg, say)
+    for how, resume in (("", True), ("_booted", False)):
+        say(f"bench: one live cut {'from saved guests' if resume else 'with boots'}")
+        res = run_live_cut(replace(cfg, resume=resume, bundles=False,
+                                   run_dir=cfg.run_dir / f"live{how}"),
+                           backend, 0, plan, say)
+        if res.harness_error:
+            raise HarnessError(f"bench: the live cut failed: {res.harness_error}")
+        out[f"live_cycle_s{how}"] = res.wall_s
+        out[f"live_cycle_phases_s{how}"] = res.timings
+        out[f"docker_ready_s{how}"] = res.timings.get("workload_docker_ready_s")
+        out[f"live_started{how}"] = res.started
+    out["live_cycle_ratio"] = round(out["live_cycle_s"] / out["live_cycle_s_booted"], 3)
+    return out
+
+
+def _campaign(cfg: CampaignConfig, states: int, cuts: int, work: Path,
+              say: Callable[[str], None]) -> dict[str, Any]:
+    """A campaign of the default's shape, from saved guests and then booted."""
+    out: dict[str, Any] = {"campaign_states_per_backend": states, "campaign_cuts": cuts}
+    for how, saved in (("", True), ("_booted", False)):
+        say(f"bench: campaign of {states} states and {cuts} cuts per backend "
+            f"{'from saved guests' if saved else 'with boots'}")
+        t0 = time.monotonic()
+        run = run_campaign(RunOptions(cuts=cuts, states=states, out=work / f"campaign{how}",
+                                      jobs=DEFAULT_JOBS, saved_guests=saved), say)
+        wall = time.monotonic() - t0
+        summary = json.loads((run / "summary.json").read_text())
+        checked = summary["totals"]["states_checked"]
+        replay = [b["replay"] for b in summary["backends"] if b.get("replay")]
+        replay_states = sum(int(r.get("states", 0)) for r in replay)
+        replay_wall = sum(float(r.get("check_wall_s", 0)) for r in replay)
+        out[f"campaign_states{how}"] = checked
+        out[f"campaign_wall_s{how}"] = round(wall, 1)
+        out[f"campaign_states_per_min{how}"] = round(checked / wall * 60, 1)
+        out[f"checker_states_per_min_in_campaign{how}"] = round(
+            replay_states / max(replay_wall, 1e-9) * 60, 1)
+    out["campaign_speedup"] = round(out["campaign_states_per_min"]
+                                    / out["campaign_states_per_min_booted"], 2)
+    return out
+
+
 def run_bench(out: Path, backend_name: str = "ext4-overlay2", states: int = 48,
-              reboot_states: int = 3, seed: int = 1) -> dict[str, Any]:
+              reboot_states: int = 3, seed: int = 1, campaign_states: int = 0,
+              campaign_cuts: int = DEFAULT_CUTS) -> dict[str, Any]:
     say = print
     backend = BACKENDS[backend_name]
     accel, _ = accel_mod.choose()
@@ -84,9 +147,11 @@ def run_bench(out: Path, backend_name: str = "ext4-overlay2", states: int = 48,
         log = rec.parse()
 
         say(f"bench: checker on {states} states")
+        snapshots.idle_guest(cfg, say)  # made (once) before the clock starts
         t0 = time.monotonic()
         results, stats = check_recording(cfg, backend, rec, log, states, say, work / "checker")
         checker_s = time.monotonic() - t0
+        everything = select_states(log, seed, 1 << 30)
 
         say(f"bench: a fresh boot for each of {reboot_states} states")
         eps, chosen = crash_states(log, seed, states)
@@ -100,8 +165,12 @@ def run_bench(out: Path, backend_name: str = "ext4-overlay2", states: int = 48,
             disk.unlink()
         reboot_s = time.monotonic() - t0
 
+        live = _live_cycles(cfg, backend, seed, say)
+
         say("bench: offline store oracle on a tree of 20 images")
         store = _store_oracle_time(base, backend, work / "store", images_n=20)
+        campaign = (_campaign(cfg, campaign_states, campaign_cuts, work, say)
+                    if campaign_states else {})
 
         checker_rate = len(results) / checker_s * 60
         reboot_rate = reboot_states / reboot_s * 60
@@ -116,6 +185,13 @@ def run_bench(out: Path, backend_name: str = "ext4-overlay2", states: int = 48,
             "reboot_states": reboot_states, "reboot_s": round(reboot_s, 1),
             "reboot_states_per_min": round(reboot_rate, 1),
             "checker_speedup": round(checker_rate / reboot_rate, 2),
+            "checker_started": f"{stats.get('checker_resumes')} of "
+                               f"{stats.get('checker_boots')} checker guests resumed",
+            "candidate_states": everything.candidates,
+            "distinct_states": everything.groups,
+            "state_reduction_ratio": round(everything.candidates / max(everything.groups, 1), 3),
+            **live,
+            **campaign,
             "replay_bytes": stats["replay_bytes"],
             "naive_replay_bytes": stats["naive_replay_bytes"],
             "replay_bytes_ratio": round(int(str(stats["replay_bytes"]))

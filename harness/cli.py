@@ -106,6 +106,11 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--states", type=_whole, default=48,
                        help="states for the checker (a campaign checks 24-48 per boot)")
     bench.add_argument("--reboot-states", type=_whole, default=3)
+    bench.add_argument("--campaign-states", type=_whole, default=0,
+                       help="also run a campaign of this many states per backend twice, "
+                            "from saved guests and with boots (the default campaign: "
+                            f"{DEFAULT_STATES}; 0: skip, it takes about half an hour)")
+    bench.add_argument("--campaign-cuts", type=_whole, default=DEFAULT_CUTS)
 
     chk = sub.add_parser("check", help="run every oracle on an existing test-disk image")
     chk.add_argument("image", type=Path)
@@ -277,7 +282,8 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "workloads":
         return _workloads(args)
     if args.command == "bench":
-        doc = run_bench(args.out, args.backend, args.states, args.reboot_states)
+        doc = run_bench(args.out, args.backend, args.states, args.reboot_states,
+                        campaign_states=args.campaign_states, campaign_cuts=args.campaign_cuts)
         print(json.dumps({k: v for k, v in doc.items() if k != "verdicts"}, indent=1))
         print(f"crashtest: benchmark written to {args.out}")
         return 0

@@ -35,10 +35,10 @@ def _workload_guest(cfg: CampaignConfig, backend: Backend, disk: Path, console_l
     name = f"{backend.name}-workload"
     t0 = time.monotonic()
     if saved is not None:
-        saved.disk_copy(disk)
         vm = Machine(machine_config(cfg, Disk(disk, DATA_SERIAL)), console_log, name=name,
                      restore_from=saved.vmstate)
         try:
+            saved.disk_copy(disk)
             vm.__enter__()
             vm.wait_booted()
             t = round(time.monotonic() - t0, 2)

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from harness import hosttools
 from harness.campaign.context import CampaignConfig, Progress, machine_config
-from harness.errors import GuestError, GuestSetupError, HarnessError
+from harness.errors import GuestError, GuestSetupError, HarnessError, ResumeError
 from harness.guest import docker
 from harness.images.cache import cache_root, recipe_digest
 from harness.storage.backends import DATA_SERIAL, Backend, make_test_disk
@@ -42,9 +42,12 @@ class SavedGuest:
     def disk_copy(self, dest: Path) -> Path:
         """A private copy of the saved test disk (sparse, or shared extents)."""
         if self.disk is None:
-            raise HarnessError(f"{self.vmstate.parent}: this saved guest has no test disk")
-        hosttools.run(["cp", "--sparse=always", "--reflink=auto", str(self.disk), str(dest)],
-                      "copying the saved test disk")
+            raise ResumeError(f"{self.vmstate.parent}: this saved guest has no test disk")
+        try:
+            hosttools.run(["cp", "--sparse=always", "--reflink=auto", str(self.disk),
+                           str(dest)], "copying the saved test disk")
+        except HarnessError as e:  # pruned or damaged meanwhile: boot instead
+            raise ResumeError(str(e)) from e
         return dest
 
 

@@ -1,6 +1,7 @@
 """The offline stage of the one check sequence, run inside a guest by
-crashtest_guest/check_state.py: mount (recovery), remount read-only, scrub, docker's
-store and the promises, the workload's offline invariants, unmount, fsck. Here:
+crashtest_guest/check_state.py: mount (recovery), remount read-only, docker's store
+and the promises and the workload's offline invariants with fsck and scrub beside
+them on the read-only mount, unmount (fsck after it where the tool needs it). Here:
 the request it is given, and its records turned into verdicts with stable ids."""
 
 from __future__ import annotations

@@ -8,6 +8,8 @@ import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from harness import hosttools
+from harness.errors import HarnessError, ResumeError
 from harness.guest import docker
 from harness.model import Promise
 from harness.storage.backends import DATA_SERIAL, DISK_SIZE, Backend, make_test_disk
@@ -88,7 +90,11 @@ def record(base_config: MachineConfig, backend: Backend, workload: Workload, wor
     if resume_from is None:
         make_test_disk(backend, disk)
     else:
-        subprocess.run(["cp", "--sparse=always", str(resume_from[1]), str(disk)], check=True)
+        try:
+            hosttools.run(["cp", "--sparse=always", "--reflink=auto", str(resume_from[1]),
+                           str(disk)], "copying the saved test disk")
+        except HarnessError as e:  # pruned or damaged meanwhile: the caller boots
+            raise ResumeError(str(e)) from e
     origin = workdir / "origin.img"
     subprocess.run(["cp", "--sparse=always", str(disk), str(origin)], check=True)
     log = workdir / "writes.log"

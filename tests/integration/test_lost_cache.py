@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from harness import hosttools
+from harness.campaign import snapshots
 from harness.campaign.context import CampaignConfig, machine_config
 from harness.campaign.lost_cache import check_recording
 from harness.campaign.reproduce import reproduce
@@ -98,8 +98,9 @@ def test_config_that_never_flushes_is_caught_minimized_and_reproduced(
 
 def test_checker_sees_each_state_not_a_cached_one(images: GuestImages, tmp_path: Path,
                                                   no_leftovers: None) -> None:
-    """States are swapped under one guest device (blockdev-reopen): a clean disk, a
-    disk whose superblock is gone, the clean one again: pass, fail, pass, fail."""
+    """States are swapped under one guest device (blockdev-reopen) of a checker
+    resumed from a saved guest (whose page cache predates every state): a clean
+    disk, a disk whose superblock is gone, the clean one again: pass, fail, pass, fail."""
     backend = BACKENDS["ext4-overlay2"]
     clean = make_test_disk(backend, tmp_path / "clean.img")
     broken = make_test_disk(backend, tmp_path / "broken.img")
@@ -108,10 +109,10 @@ def test_checker_sees_each_state_not_a_cached_one(images: GuestImages, tmp_path:
         f.write(bytes(1024))
     cfg = config(images, tmp_path)
     verdicts = []
-    with Checker(machine_config(cfg, None), backend, tmp_path) as checker:
+    saved = snapshots.idle_guest(cfg, print)
+    with Checker(machine_config(cfg, None), backend, tmp_path, saved=saved) as checker:
         for i, disk in enumerate([clean, broken, clean, broken]):
-            overlay = hosttools.qcow2_overlay(disk, tmp_path / f"s{i}.qcow2")
-            found = checker.check(f"s{i}", overlay, [])
+            found = checker.check(f"s{i}", disk, [])
             verdicts.append(sorted({v.cls for v in found}))
-        assert checker.boots == 1
+        assert checker.boots == 1 and checker.resumed == 1 and checker.started == "resumed"
     assert verdicts == [[], ["fs-corruption"], [], ["fs-corruption"]]

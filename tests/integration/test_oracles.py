@@ -11,7 +11,7 @@ from harness.images import GuestImages
 from harness.model import Ledger
 from harness.oracles.check_image import check_image
 from harness.oracles.checker import Checker
-from harness.storage.backends import BACKENDS
+from harness.storage.backends import BACKENDS, make_test_disk
 from harness.vm import accel
 from harness.workloads.api import command
 from harness.workloads.default import workload as default_workload
@@ -155,3 +155,19 @@ def test_daemon_stage_on_a_checked_state(store_disk: tuple[str, Path], images,  
     assert [(v.check, v.subject) for v in failing] == [(planted.id, planted.command)]
     assert "no such image" in failing[0].evidence["output"].lower()
     assert [v for v in after if v.cls != "leak"] == []
+
+
+def test_fsck_beside_the_store_checks_sees_damage(tmp_path: Path, no_leftovers: None) -> None:
+    """fsck runs on the read-only mount while the store is checked: a link count
+    made wrong on a recovered ext4 disk is still its verdict (and a clean disk
+    passes it)."""
+    disk = make_test_disk(BACKENDS["ext4-overlay2"], tmp_path / "disk.img")
+    store = ("mkdir -p /mnt && mount {dev} /mnt && mkdir /mnt/image /mnt/overlay2 && "
+             "umount /mnt")
+    clean = check_image(disk, before=store)
+    assert [v for v in clean.violations if v.check == "fs.fsck"] == []
+    damaged = check_image(disk, before=store + " && debugfs -w -R "
+                          "'set_inode_field <2> links_count 9' {dev}")
+    fsck = [v for v in damaged.violations if v.check == "fs.fsck"]
+    assert fsck and "Inode 2 ref count is 9" in fsck[0].evidence["output"], damaged.violations
+    assert "is mounted" in fsck[0].evidence["output"]  # it did run beside the checks

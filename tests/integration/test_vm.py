@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from harness.errors import GuestBootError, GuestTimeout, HarnessError
+from harness.errors import GuestBootError, GuestTimeout, HarnessError, ResumeError
 from harness.guest.host import guest_host
 from harness.images import GuestImages
-from harness.vm import accel
+from harness.vm import accel, snapshot
 from harness.vm.machine import Machine
 from harness.vm.qemu import Disk, MachineConfig
 
@@ -111,3 +111,45 @@ def test_check_of_a_disk_with_no_docker_is_the_wrong_disk(images: GuestImages, t
     assert main(["check", str(disk)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "holds no trace of docker" in err[0], err
+
+
+def test_saved_guest_resumes_with_its_ram_the_hosts_clock_and_new_randomness(
+        images: GuestImages, tmp_path: Path, no_leftovers: None) -> None:
+    """Every resume starts from the same RAM: what the guest held comes back, but
+    its clock is set to the host's and its random generator reseeded, so two
+    resumes draw different numbers (dockerd's ids, temp names)."""
+    cfg = config(images)
+    with Machine(cfg, tmp_path / "boot.console.log") as vm:
+        vm.wait_booted(120)
+        assert vm.agent.run("echo held-in-ram > /run/mark").ok
+        snapshot.save(vm, tmp_path / "vmstate")
+    time.sleep(5)  # the saved clock falls behind
+    drawn = []
+    for i in range(2):
+        with Machine(cfg, tmp_path / f"resume{i}.console.log",
+                     restore_from=tmp_path / "vmstate") as vm:
+            assert vm.wait_booted(60) < 30
+            assert vm.agent.run("cat /run/mark").stdout.strip() == "held-in-ram"
+            guest_now = float(vm.agent.run("date +%s.%N").stdout)
+            assert abs(guest_now - time.time()) < 3
+            drawn.append(vm.agent.run("cat /proc/sys/kernel/random/uuid").stdout)
+    assert drawn[0] != drawn[1]
+
+
+def test_saved_guest_that_does_not_resume_falls_back_to_a_boot(
+        images: GuestImages, tmp_path: Path, no_leftovers: None) -> None:
+    from harness.oracles.checker import Checker
+    from harness.storage.backends import BACKENDS, make_test_disk
+
+    bad = tmp_path / "vmstate"
+    bad.write_bytes(b"not a migration stream" * 100)
+    with Machine(config(images), tmp_path / "c.log", restore_from=bad) as vm, \
+            pytest.raises(ResumeError):
+        vm.wait_booted(30)
+    backend = BACKENDS["ext4-overlay2"]
+    disk = make_test_disk(backend, tmp_path / "fresh.img")
+    with Checker(config(images), backend, tmp_path, saved=bad) as checker:
+        found = checker.check("fresh", disk, [])
+        assert checker.started == "booted" and "did not resume" in checker.fallback
+    assert (tmp_path / "resume-failed.txt").exists()
+    assert not [v for v in found if v.check.startswith("fs.")]  # checked all the same

@@ -96,3 +96,13 @@ def test_object_listed_at_the_durability_point_and_gone_is_lost() -> None:
     assert [(v.cls, v.evidence["missing"]) for v in found] == [("docker-lost", "sha256:b")]
     assert check_inventory(agent, "s", "commit",  # type: ignore[arg-type]
                            {"images": ["sha256:a"], "containers": ["writer"]}) == []
+
+
+def test_an_image_promised_twice_is_saved_and_run_once() -> None:
+    agent = ScriptedAgent(UP)
+    again = Promise("image", "app:1", "commit", "sync", run="/bin/check")
+    found, _, up = daemon_checks(agent, BACKENDS["btrfs"], "s",  # type: ignore[arg-type]
+                                 [IMAGE, again], DEFAULT_INVARIANTS, [])
+    assert up and found == []
+    assert sum("docker save" in c for c in agent.commands) == 1
+    assert sum("docker run" in c for c in agent.commands) == 1

@@ -7,7 +7,14 @@ import pytest
 
 from harness.writelog.format import LogError, read_log
 from harness.writelog.replay import Replayer
-from harness.writelog.states import CrashState, crash_states, epochs, parse_state_id
+from harness.writelog.states import (
+    CrashState,
+    crash_states,
+    epochs,
+    fingerprint,
+    parse_state_id,
+    select_states,
+)
 from tests.logfactory import LogBuilder
 
 SS = 512
@@ -186,3 +193,29 @@ def test_a_removal_in_flight_withdraws_the_promise_for_replayed_states() -> None
     assert rec.promises_at(15, 25) == []  # they may be: exists or not, both fine
     assert rec.promises_at(20, 29) == []
     assert rec.promises_at(30, 40) == [gone]  # churn's sync is in: it stays removed
+
+
+def test_states_that_are_the_same_disk_share_a_fingerprint(tmp_path: Path) -> None:
+    """A write wholly overwritten by a later kept write does not show; keeping all
+    of an epoch is the next epoch's flush boundary; anything else differs."""
+    b = LogBuilder()
+    b.write(0, blk(1)).flush()                                  # epoch 0
+    b.write(8, blk(2)).write(8, blk(3)).write(16, blk(4, 2))    # epoch 1
+    b.flush()
+    b.write(32, blk(5))                                         # epoch 2
+    log = read_log(b.save(tmp_path / "w.log"))
+    eps = epochs(log)
+
+    def fp(epoch: int, subset: str) -> object:
+        return fingerprint(CrashState(log.digest, epoch, subset), eps)
+
+    assert fp(1, "s3") == fp(1, "s2")  # write 0 hidden under write 1 (same sector)
+    assert fp(1, "s1") != fp(1, "s2")
+    assert fp(1, "s7") == fp(2, "none")  # all of epoch 1 = epoch 2's boundary
+    assert fp(1, "t2.1") != fp(1, "p2")  # a torn write is its own state
+    sel = select_states(log, 1, 1000)
+    ids = [s.id for s in sel.states]
+    assert sel.groups == len(ids) < sel.candidates == sel.covered
+    for rep, others in sel.stands_for.items():  # each checked state stands for its twins
+        assert rep in ids and not set(others) & set(ids)
+    assert sel.to_json()["state_reduction_ratio"] > 1
