@@ -12,7 +12,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, TextIO
 
-from qemu.qmp import ExecuteError
+from qemu.qmp import ExecuteError, QMPError
 from qemu.qmp.legacy import QEMUMonitorProtocol
 
 from harness import hosttools
@@ -118,7 +118,7 @@ class Machine:
             try:
                 self.restore_s = snapshot.load(self, self.restore_from)
             except HarnessError as e:
-                raise ResumeError(f"{self.name}: {e}") from e
+                raise ResumeError(str(e)) from e
         self.qmp("cont")
 
     def exited(self) -> str | None:
@@ -185,6 +185,10 @@ class Machine:
                 res = self._qmp.cmd(cmd, **args)
             except ExecuteError as e:  # QEMU refused: our request or host state is wrong
                 raise HarnessError(f"{self.name}: QMP {cmd} failed: {e}") from e
+            except (QMPError, OSError, EOFError) as e:  # the monitor went away with QEMU
+                time.sleep(0.2)  # let it be reaped, to name its exit
+                raise HarnessError(f"{self.name}: QMP {cmd}: QEMU went away "
+                                   f"({self.exited() or e!r})") from e
             self.events.extend(self._qmp.get_events(wait=False))
             self._qmp.clear_events()
             return res

@@ -143,8 +143,8 @@ def test_saved_guest_that_does_not_resume_falls_back_to_a_boot(
 
     bad = tmp_path / "vmstate"
     bad.write_bytes(b"not a migration stream" * 100)
-    with Machine(config(images), tmp_path / "c.log", restore_from=bad) as vm, \
-            pytest.raises(ResumeError):
+    with pytest.raises(ResumeError, match="load of migration failed"), \
+            Machine(config(images), tmp_path / "c.log", restore_from=bad) as vm:
         vm.wait_booted(30)
     backend = BACKENDS["ext4-overlay2"]
     disk = make_test_disk(backend, tmp_path / "fresh.img")
