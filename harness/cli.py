@@ -31,7 +31,7 @@ from harness.storage.damage import INJECTIONS
 from harness.vm.machine import kill_all
 from harness.workloads.load import load_workload, registered
 from harness.writelog.format import read_log
-from harness.writelog.states import crash_states
+from harness.writelog.states import select_states
 
 
 def _whole(text: str) -> int:
@@ -257,8 +257,9 @@ def _dispatch(args: argparse.Namespace) -> int:
         return 1 if report.failing else 0
     if args.command == "states":
         log = read_log(args.log)
-        eps, states = crash_states(log, args.seed, args.budget)
-        print(json.dumps({
+        sel = select_states(log, args.seed, args.budget)
+        eps, states = sel.epochs, sel.states
+        print(json.dumps({**sel.to_json(),
             "log": str(args.log), "digest": log.digest, "sector_size": log.sectorsize,
             "entries": len(log.entries), "superblock_entries": log.nr_entries_super,
             "flushes": sum(1 for e in log.entries if e.is_flush), "epochs": len(eps),
