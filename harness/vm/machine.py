@@ -65,7 +65,6 @@ class Machine:
         self._transcript: TextIO | None = None
         self.events: list[dict[str, Any]] = []
         self.boot_s: float | None = None
-        self.restore_s: float | None = None
         self._launched = 0.0
         self._events_polled = 0.0
 
@@ -116,7 +115,7 @@ class Machine:
         self._agent = AgentClient(agent_sock, self.health, self._transcript)
         if self.restore_from is not None:
             try:
-                self.restore_s = snapshot.load(self, self.restore_from)
+                snapshot.load(self, self.restore_from)
             except HarnessError as e:
                 raise ResumeError(str(e)) from e
         self.qmp("cont")

@@ -9,7 +9,6 @@ internal snapshots, and the test disk is raw (or behind blklogwrites)."""
 
 from __future__ import annotations
 
-import hashlib
 import os
 import secrets
 import time
@@ -18,6 +17,7 @@ from typing import TYPE_CHECKING
 
 from crashtest_guest import RESUME
 from harness.errors import HarnessError
+from harness.images.cache import sha256_file
 
 if TYPE_CHECKING:
     from harness.vm.machine import Machine
@@ -95,9 +95,5 @@ def file_digest(path: Path) -> str:
     st = path.stat()
     key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
     if key not in _DIGESTS:
-        h = hashlib.sha256()
-        with path.open("rb") as f:
-            for chunk in iter(lambda: f.read(1 << 20), b""):
-                h.update(chunk)
-        _DIGESTS[key] = h.hexdigest()
+        _DIGESTS[key] = sha256_file(path)
     return _DIGESTS[key]
