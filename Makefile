@@ -17,6 +17,9 @@ JOBS ?= 2
 SHARD ?=
 MINIMIZE_STEPS ?= 0
 WORKLOAD ?= default
+WORKLOADS ?=
+RELEASE ?= trixie
+RELEASES ?=
 DAEMON_CHECKS ?=
 SAVED_GUESTS ?= 1
 PYTEST_ARGS ?=
@@ -32,6 +35,8 @@ RUN_ARGS += $(if $(MKFS_OPTS),--mkfs-options '$(MKFS_OPTS)')
 RUN_ARGS += $(if $(KERNELS),--kernels '$(KERNELS)')
 RUN_ARGS += --jobs '$(JOBS)' $(if $(SHARD),--shard '$(SHARD)') --minimize-steps '$(MINIMIZE_STEPS)'
 RUN_ARGS += --workload '$(WORKLOAD)' $(if $(DAEMON_CHECKS),--daemon-checks)
+RUN_ARGS += $(if $(WORKLOADS),--workloads '$(WORKLOADS)') --release '$(RELEASE)'
+RUN_ARGS += $(if $(RELEASES),--releases '$(RELEASES)')
 RUN_ARGS += $(if $(filter 0,$(SAVED_GUESTS)),--no-saved-guests)
 
 # `make crashtest` exits as crashtest does: 0 pass, 1 findings, 2 harness, host or
@@ -73,7 +78,8 @@ bench: host-deps $(VENV)/.installed
 	$(VENV)/bin/crashtest bench --out '$(OUT)/bench.json' --campaign-states '$(BENCH_CAMPAIGN_STATES)'
 
 images: host-deps $(VENV)/.installed
-	$(VENV)/bin/crashtest images $(if $(KERNEL),--kernel '$(KERNEL)')
+	$(VENV)/bin/crashtest images $(if $(KERNEL),--kernel '$(KERNEL)') \
+		--releases '$(or $(RELEASES),$(RELEASE))'
 
 host-deps:
 	@scripts/install-host-deps

@@ -112,6 +112,12 @@ def sha256(path: str) -> str:
     return h.hexdigest()
 
 
+def file_meta(path: str) -> str:
+    """"MODE UID GID" (permission bits in octal): what a metadata promise compares."""
+    st = os.lstat(path)
+    return f"{stat.S_IMODE(st.st_mode):o} {st.st_uid} {st.st_gid}"
+
+
 def read(path: str) -> str:
     with open(path) as f:
         return f.read().strip()
@@ -179,18 +185,20 @@ class Store:
         return None
 
     def file_path(self, target: str) -> str | None:
-        """The path on the test filesystem of a file promise's target; None when
-        its container is gone."""
+        """The file on the test filesystem behind a file promise's target, as its
+        reader sees it (a container: its writable layer over its image's layers);
+        None when absent or deleted. KeyError when its container is gone."""
         if target.startswith("disk:"):
-            return os.path.join(ROOT, target[len("disk:"):].lstrip("/"))
+            p = os.path.join(ROOT, target[len("disk:"):].lstrip("/"))
+            return p if os.path.lexists(p) else None
         where, name, path = target.split(":", 2)
         if where == "container":
-            base = self.container_dir(name)
-            if base is None:
-                return None
-        else:
-            base = os.path.join(ROOT, "volumes", name, "_data")
-        return os.path.join(base, path.lstrip("/"))
+            dirs = self.container_view(name)
+            if dirs is None:
+                raise KeyError(name)
+            return self.lookup(dirs, path)
+        p = os.path.join(ROOT, "volumes", name, "_data", path.lstrip("/"))
+        return p if os.path.lexists(p) else None
 
     def visible_files(self, dirs: list[str]) -> dict[str, str]:
         """Every regular file a container of the image sees: path -> file in a layer."""
@@ -222,9 +230,8 @@ class Store:
                         visible[rel] = full
         return visible
 
-    def container_dir(self, name: str) -> str | None:
-        """The writable layer of the container named `name`; None when no container
-        has that name; ValueError when one has it but its layer cannot be found."""
+    def _container(self, name: str) -> tuple[str, dict[str, Any]] | None:
+        """The id and config of the container named `name`, if any."""
         cdir = os.path.join(ROOT, "containers")
         for cid in sorted(os.listdir(cdir)):
             try:
@@ -232,17 +239,36 @@ class Store:
                     config = json.load(f)
             except (OSError, ValueError):
                 continue
-            if config.get("Name") != "/" + name:
-                continue
-            path = os.path.join(self.img, "layerdb/mounts", cid, "mount-id")
-            try:
-                mount = read(path)
-            except OSError as e:
-                raise ValueError(f"container {name}: {path} is unreadable ({e.strerror})") from e
-            if not HEX64.match(mount):
-                raise ValueError(f"container {name}: {path} holds {mount!r}, not a layer id")
-            return self.layer_dir(mount)
+            if config.get("Name") == "/" + name:
+                return cid, config
         return None
+
+    def container_dir(self, name: str) -> str | None:
+        """The writable layer of the container named `name`; None when no container
+        has that name; ValueError when one has it but its layer cannot be found."""
+        found = self._container(name)
+        if found is None:
+            return None
+        path = os.path.join(self.img, "layerdb/mounts", found[0], "mount-id")
+        try:
+            mount = read(path)
+        except OSError as e:
+            raise ValueError(f"container {name}: {path} is unreadable ({e.strerror})") from e
+        if not HEX64.match(mount):
+            raise ValueError(f"container {name}: {path} holds {mount!r}, not a layer id")
+        return self.layer_dir(mount)
+
+    def container_view(self, name: str) -> list[str] | None:
+        """The layer directories a container sees, bottom first: its image's layers
+        and its writable layer (under btrfs, the writable snapshot alone)."""
+        upper = self.container_dir(name)
+        if upper is None:
+            return None
+        if self.driver == "btrfs":
+            return [upper]
+        config = self._container(name)
+        image = str(config[1].get("Image", "")) if config else ""
+        return [*(self.layers(image) if image else []), upper]
 
 
 Outcome = tuple[str | None, str, str]  # class (None: kept), evidence, fault
@@ -286,17 +312,26 @@ def check_promise(store: Store, p: dict[str, Any], promises: list[dict[str, Any]
             return _container_lost(target, promises, str(e))
         return (None, "found", "") if found else _container_lost(
             target, promises, f"no container named {target}")
-    if kind == "file":
+    if kind in ("file", "absent-file"):
+        name = target.split(":", 2)[1] if target.startswith("container:") else ""
         try:
             f = store.file_path(target)
-        except ValueError as e:
-            return _container_lost(target.split(":", 2)[1], promises, str(e))
-        if f is None:
-            name = target.split(":", 2)[1]
+        except KeyError:
             return _container_lost(name, promises, f"no container named {name}")
-        got = sha256(f) if os.path.isfile(f) else "(missing)"
+        except ValueError as e:
+            return _container_lost(name, promises, str(e))
+        if kind == "absent-file":
+            return ("fs-durability", f"{f} is back", "filesystem") if f else (
+                None, "still gone", "")
+        got = sha256(f) if f and os.path.isfile(f) else "(missing)"
         if got != p["sha256"]:
-            return "fs-durability", f"{f}: want {p['sha256']} got {got}", "filesystem"
+            return "fs-durability", f"{f or target}: want {p['sha256']} got {got}", \
+                "filesystem"
+        if p.get("meta") and f:
+            meta = file_meta(f)
+            if meta != p["meta"]:
+                return "fs-durability", f"{f}: mode/owner want {p['meta']} got {meta}", \
+                    "filesystem"
         return None, f"{f} intact", ""
     if kind in ("absent-image", "absent-container"):
         try:
@@ -312,12 +347,13 @@ def check_promise(store: Store, p: dict[str, Any], promises: list[dict[str, Any]
 def _derive_one(store: Store, p: dict[str, Any]) -> dict[str, str]:
     kind, target = p["kind"], p["target"]
     if kind == "file":
-        f = store.file_path(target)
-        if f is None:
+        try:
+            f = store.file_path(target)
+        except KeyError:
             return {"error": "no container named {}".format(target.split(":", 2)[1])}
-        if not os.path.isfile(f):
-            return {"error": f"{f} is not a regular file on the live guest"}
-        return {"sha256": sha256(f)}
+        if f is None or not os.path.isfile(f):
+            return {"error": f"{target} is not a regular file on the live guest"}
+        return {"sha256": sha256(f), "meta": file_meta(f)}
     if kind == "image":
         image_id = store.image_id(target)
         if image_id is None:
@@ -374,6 +410,7 @@ def check_store(req: dict[str, Any], results: list[dict[str, Any]],
                         "command": "detect docker's store", "output": str(e),
                         "no_trace": not traces})
         return
+    check_observations(store, req, results)
     for p in req["promises"]:
         try:
             cls, msg, fault = check_promise(store, p, req["promises"])
@@ -413,6 +450,35 @@ def check_store(req: dict[str, Any], results: list[dict[str, Any]],
                         "output": "{}: {}".format(f["path"], f["detail"]),
                         "image": f.get("image", "")})
     times["store"] = time.monotonic() - t_store
+
+
+EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
+
+
+def fingerprint(store: Store, target: str) -> str:
+    """"absent", or "SHA256 MODE UID GID" of the file a target names (what an
+    observation compares)."""
+    f = store.file_path(target)
+    if f is None:
+        return "absent"
+    if not os.path.isfile(f):
+        return "not a regular file"
+    return f"{sha256(f)} {file_meta(f)}"
+
+
+def check_observations(store: Store, req: dict[str, Any],
+                       results: list[dict[str, Any]]) -> None:
+    """What each observed file is: the first outcome it matches, else empty or other."""
+    for o in req.get("observe", ()):
+        try:
+            got = fingerprint(store, o["target"])
+        except (OSError, ValueError, KeyError) as e:
+            got = f"unreadable: {type(e).__name__}: {e}"
+        label = next((k for k, v in o["outcomes"].items() if v == got), "")
+        if not label:
+            label = "empty" if got.startswith(EMPTY_SHA256) else "other"
+        results.append({"check": "observe", "ok": True, "target": o["target"],
+                        "label": label, "value": got})
 
 
 def check_commands(req: dict[str, Any], results: list[dict[str, Any]],

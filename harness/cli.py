@@ -22,6 +22,7 @@ from harness.campaign.reproduce import reproduce
 from harness.errors import CrashtestError, InputError
 from harness.images import ensure_images
 from harness.images.cache import cache_root
+from harness.images.rootfs import DEFAULT_SUITE, RELEASES, check_release
 from harness.oracles.check_image import check_image
 from harness.report.html import write_report
 from harness.report.merge import merge_all, merge_runs
@@ -29,7 +30,7 @@ from harness.repro.bundle import BundleError, load_bundle
 from harness.storage.backends import BACKENDS, DEFAULT_BACKENDS
 from harness.storage.damage import INJECTIONS
 from harness.vm.machine import kill_all
-from harness.workloads.load import load_workload, registered
+from harness.workloads.load import BUILTIN, load_workload, registered
 from harness.writelog.format import read_log
 from harness.writelog.states import select_states
 
@@ -71,6 +72,13 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--workload", default="default",
                      help="a registered workload name, or a workload file (.py or .toml); "
                           "`crashtest workloads` lists the names")
+    run.add_argument("--workloads", default=None,
+                     help="comma list of workloads (as --workload): run the campaign with each "
+                          f"(built in: {', '.join(sorted(BUILTIN))})")
+    run.add_argument("--release", default=DEFAULT_SUITE,
+                     help=f"Debian suite of the guest root and its docker ({', '.join(RELEASES)})")
+    run.add_argument("--releases", default=None,
+                     help="comma list of releases (as --release): run the campaign on each")
     run.add_argument("--out", type=Path, default=Path("results"))
     run.add_argument("--accel", default=None, help="auto (default), kvm or tcg")
     run.add_argument("--cut-at", default=None,
@@ -146,6 +154,9 @@ def build_parser() -> argparse.ArgumentParser:
     img = sub.add_parser("images", help="build (or find cached) guest images, print manifests")
     img.add_argument("--kernel", default=None)
     img.add_argument("--kernel-modules", default=None)
+    img.add_argument("--releases", default=DEFAULT_SUITE,
+                     help=f"comma list of Debian suites to build guest roots for "
+                          f"({', '.join(RELEASES)})")
     return p
 
 
@@ -237,9 +248,11 @@ def main(argv: list[str] | None = None) -> int:
 
 def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "images":
-        images = ensure_images(args.kernel, args.kernel_modules)
-        print(json.dumps({"kernel": images.kernel.info, "rootfs": images.root.manifest,
-                          "initrd": str(images.initrd)}, indent=1))
+        suites = [check_release(r.strip()) for r in args.releases.split(",") if r.strip()]
+        for suite in suites:
+            images = ensure_images(args.kernel, args.kernel_modules, suite)
+            print(json.dumps({"kernel": images.kernel.info, "rootfs": images.root.manifest,
+                              "initrd": str(images.initrd)}, indent=1))
         return 0
     if args.command == "check":
         report = check_image(args.image, args.kernel)
@@ -296,6 +309,7 @@ def _dispatch(args: argparse.Namespace) -> int:
         inject=args.inject, memory_mb=args.memory, kernels=args.kernels, jobs=args.jobs,
         shard=args.shard, minimize_steps=args.minimize_steps, workload=args.workload,
         daemon_checks=args.daemon_checks, saved_guests=args.saved_guests,
+        workloads=args.workloads, release=args.release, releases=args.releases,
     )
     run_dir = run_campaign(opts)
     summary = json.loads((run_dir / "summary.json").read_text())

@@ -55,6 +55,7 @@ class PromiseKind(StrEnum):
     CONTAINER = "container"
     ABSENT_IMAGE = "absent-image"
     ABSENT_CONTAINER = "absent-container"
+    ABSENT_FILE = "absent-file"
 
 
 class InvariantKind(StrEnum):
@@ -168,6 +169,7 @@ class Promise:
     paths: tuple[str, ...] = ()  # image: the paths a derived manifest covers (all: ())
     image_id: str = ""  # image: the id the ref must still name (derived)
     state: str = ""  # container: "STATUS EXITCODE" dockerd must restore, e.g. "exited 255"
+    meta: str = ""  # file: "MODE UID GID" (octal mode) it must have; "derive": as on the live guest
     origin: str = field(default="", compare=False)  # file:line that declared it
 
     def key(self) -> str:
@@ -184,7 +186,9 @@ class Promise:
             PromiseKind.IMAGE: f"image {t} exists, saves and runs",
             PromiseKind.CONTAINER: f"container {t} exists"
                                    + (f" ({self.state})" if self.state else ""),
-            PromiseKind.FILE: f"{t} has sha256 {self.sha256[:16]}",
+            PromiseKind.FILE: f"{t} has sha256 {self.sha256[:16]}"
+                              + (f" and mode/owner {self.meta}" if self.meta else ""),
+            PromiseKind.ABSENT_FILE: f"removed file {t} stays removed",
             PromiseKind.ABSENT_IMAGE: f"removed image {t} stays removed",
             PromiseKind.ABSENT_CONTAINER: f"removed container {t} stays removed",
         }[PromiseKind(self.kind)]
@@ -204,6 +208,31 @@ class Promise:
         names = {f.name for f in fields(cls)}
         d["paths"] = tuple(d.get("paths") or ())
         return cls(**{k: v for k, v in d.items() if k in names})
+
+
+@dataclass(frozen=True)
+class Observation:
+    """Not a promise: what a file turns out to be in crash states taken while the
+    step `step` may have changed it and before a later promise covers it. Each
+    outcome names a fingerprint ("absent", or "SHA256 MODE UID GID"); a state's
+    file is the first outcome it matches, else "empty" (0 bytes) or "other"."""
+
+    target: str
+    outcomes: tuple[tuple[str, str], ...]
+    step: str = ""
+    origin: str = field(default="", compare=False)
+
+    def key(self) -> str:
+        return f"file:{self.target}"
+
+    def to_json(self) -> dict[str, Any]:
+        return {"target": self.target, "outcomes": dict(self.outcomes), "step": self.step,
+                "origin": self.origin}
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> Observation:
+        return cls(str(d["target"]), tuple((str(k), str(v)) for k, v in d["outcomes"].items()),
+                   str(d.get("step", "")), str(d.get("origin", "")))
 
 
 @dataclass
@@ -242,6 +271,7 @@ class StateResult:
     timings: dict[str, float] = field(default_factory=dict)
     bundle: str = ""  # reproducer bundle, relative to the run directory
     started: str = ""  # how its guests started: resumed from a saved guest, or booted
+    observed: dict[str, str] = field(default_factory=dict)  # observation target -> outcome
 
     def to_json(self) -> dict[str, object]:
         return {
@@ -251,7 +281,7 @@ class StateResult:
             "promises": self.promises, "verdict": self.verdict,
             "violations": [v.to_json() for v in self.violations],
             "harness_error": self.harness_error, "wall_s": self.wall_s, "timings": self.timings,
-            "bundle": self.bundle, "started": self.started,
+            "bundle": self.bundle, "started": self.started, "observed": self.observed,
         }
 
     @classmethod
@@ -259,7 +289,8 @@ class StateResult:
         return cls(d["state"], d["backend"], d["plan"], d["kind"], d["actual"],
                    d["last_durability_point"], d["promises"],
                    [Violation.from_json(v) for v in d["violations"]], d["harness_error"],
-                   d["wall_s"], d["timings"], d.get("bundle", ""), d.get("started", ""))
+                   d["wall_s"], d["timings"], d.get("bundle", ""), d.get("started", ""),
+                   dict(d.get("observed") or {}))
 
     @property
     def verdict(self) -> str:

@@ -4,6 +4,7 @@ recording) → results (summary.json, JUnit, results/latest)."""
 from __future__ import annotations
 
 import functools
+import json
 import os
 import platform
 import shutil
@@ -12,16 +13,20 @@ from pathlib import Path
 
 from harness.campaign.context import CampaignConfig, Progress
 from harness.campaign.plan import (
+    Cell,
     RunOptions,
     campaign_key,
     kernel_specs,
     parse_cut_at,
     parse_shard,
     plan_units,
+    release_specs,
     validate,
+    workload_specs,
 )
 from harness.campaign.pool import ProgressBar, UnitJob, UnitResult, run_units
 from harness.errors import InputError
+from harness.guest import docker
 from harness.images import ensure_images
 from harness.model import UnitKind
 from harness.report.results import BackendSummary, point_latest, write_junit, write_summary
@@ -61,25 +66,38 @@ def damage_for(name: str | None, workload: Workload) -> str:
     return zero_layer_file(workload.damage_target)
 
 
+def _cell_dirs(cells: list[Cell], versions: list[str]) -> list[str]:
+    """Each cell's directory under the run: the axes that vary, in the order
+    workload/release/kernel ("" when the campaign has one cell)."""
+    parts = [c.parts(versions[c.kernel]) for c in cells]
+    varying = [k for k in ("workload", "release", "kernel") if len({p[k] for p in parts}) > 1]
+    return ["/".join(p[k] for k in varying) for p in parts]
+
+
 def run_campaign(opts: RunOptions, progress: Progress | None = None) -> Path:
     """Run the campaign (or this job's shard of it); return the finished run
     directory. An interrupted or failed run leaves no partial directory behind."""
     say = progress or functools.partial(print, flush=True)
     backends = validate(opts)
     shard_i, shard_n = parse_shard(opts.shard)
+    releases = release_specs(opts)
     check_out(opts.out)
-    workload = load_workload(opts.workload, opts.seed)
-    fixed = parse_cut_at(opts.cut_at, workload) if opts.cut_at else None
-    damage = damage_for(opts.inject, workload)
+    workloads = [load_workload(w, opts.seed) for w in workload_specs(opts)]
+    names = [w.name for w in workloads]
+    if len(set(names)) < len(names):
+        raise InputError(f"WORKLOADS: two of them are named the same ({', '.join(names)})")
+    fixed = {w.name: parse_cut_at(opts.cut_at, w) if opts.cut_at else None for w in workloads}
+    damage = {w.name: damage_for(opts.inject, w) for w in workloads}
     accel, why = accel_mod.choose(opts.accel)
     specs = kernel_specs(opts)
     t_img = time.monotonic()
-    all_images = [ensure_images(k, opts.kernel_modules) for k in specs]
-    for images in all_images:
-        say(f"crashtest: kernel {images.kernel.version}, image {images.root.manifest_id}, "
-            f"accel {accel} ({why})")
+    images = {(k, r): ensure_images(spec, opts.kernel_modules, r)
+              for k, spec in enumerate(specs) for r in releases}
+    for (_, rel), im in images.items():
+        say(f"crashtest: kernel {im.kernel.version}, {rel} image {im.root.manifest_id} "
+            f"(docker.io {im.root.key_packages().get('docker.io', '?')}), accel {accel} ({why})")
     say(f"crashtest: images ready in {time.monotonic() - t_img:.1f}s")
-    versions = [i.kernel.version for i in all_images]
+    versions = [images[(k, releases[0])].kernel.version for k in range(len(specs))]
     if len(set(versions)) < len(versions):
         raise InputError(f"KERNELS: two of them are the same kernel ({', '.join(versions)})")
 
@@ -88,19 +106,21 @@ def run_campaign(opts: RunOptions, progress: Progress | None = None) -> Path:
         f"-shard{shard_i}of{shard_n}" if shard_n > 1 else "")
     partial = results / f".{run_id}.partial"
     partial.mkdir(parents=True, exist_ok=False)
-    # One kernel: backends directly under the run; several: a directory per kernel.
-    kdirs = [""] if len(all_images) == 1 else list(versions)
-    cfgs = [CampaignConfig(images=images, accel=accel, workload=workload,
-                           run_dir=partial / kd, memory_mb=opts.memory_mb,
-                           keep_disks=opts.keep_disks, damage=damage,
+    cells = [Cell(k, r, w, fixed[w.name]) for w in workloads for r in releases
+             for k in range(len(specs))]
+    cdirs = _cell_dirs(cells, versions)
+    cfgs = [CampaignConfig(images=images[(c.kernel, c.release)], accel=accel,
+                           workload=c.workload, run_dir=partial / cd, memory_mb=opts.memory_mb,
+                           keep_disks=opts.keep_disks, damage=damage[c.workload.name],
                            minimize_steps=opts.minimize_steps,
                            daemon_checks=opts.daemon_checks, resume=opts.saved_guests)
-            for images, kd in zip(all_images, kdirs, strict=True)]
-    units = plan_units(opts, backends, len(all_images), workload, fixed)
+            for c, cd in zip(cells, cdirs, strict=True)]
+    units = plan_units(opts, backends, cells)
     mine = [u.index for u in units if u.index % shard_n == shard_i - 1]
     total_states = sum(1 if units[i].kind == UnitKind.LIVE else opts.states for i in mine)
     say(f"crashtest: {len(mine)} of {len(units)} units"
         + (f" (shard {shard_i}/{shard_n})" if shard_n > 1 else "")
+        + (f" over {len(cells)} cells (workload x release x kernel)" if len(cells) > 1 else "")
         + f", about {total_states} states, {opts.jobs} at a time")
     bar = ProgressBar(total_states, say)
     try:
@@ -110,43 +130,50 @@ def run_campaign(opts: RunOptions, progress: Progress | None = None) -> Path:
             done[r.unit] = r
             bar.advance(len(r.states), sum(1 for s in r.states if s.verdict == "violation"))
 
-        many = len(cfgs) > 1
-        jobs = [UnitJob(units[i], cfgs[units[i].kernel], opts.states,
-                        units[i].label(cfgs[units[i].kernel].images.kernel.version
-                                       if many else ""))
+        jobs = [UnitJob(units[i], cfgs[units[i].cell], opts.states,
+                        units[i].label(cdirs[units[i].cell].replace("/", " ")))
                 for i in mine]
         # Longest first, so parallel workers finish together: a unit of replayed
         # states takes many times a live cut.
         jobs.sort(key=lambda j: j.unit.kind != UnitKind.REPLAY)
         run_units(jobs, opts.jobs, finished)
         summaries = []
-        for k, images in enumerate(all_images):
+        for c, cell in enumerate(cells):
+            im = images[(cell.kernel, cell.release)]
             for b in backends:
-                summary = BackendSummary(b.name, images.kernel.version, images.root.manifest_id,
-                                         accel, opts.cuts, b.describe())
+                summary = BackendSummary(b.name, im.kernel.version, im.root.manifest_id,
+                                         accel, opts.cuts, b.describe(), release=cell.release,
+                                         workload=cell.workload.name,
+                                         docker=_docker_json(cfgs[c].run_dir / b.name))
                 for u in units:
-                    if u.kernel == k and u.backend == b and u.index in done:
-                        r = done[u.index]
-                        for st in r.states:
-                            if st.bundle and kdirs[k]:
-                                st.bundle = f"{kdirs[k]}/{st.bundle}"
-                        summary.states.extend(r.states)
-                        summary.wall_s += r.wall_s
-                        if r.replay:
-                            summary.replay = r.replay
+                    if u.cell == c and u.backend == b and u.index in done:
+                        ur = done[u.index]
+                        for st in ur.states:
+                            if st.bundle and cdirs[c]:
+                                st.bundle = f"{cdirs[c]}/{st.bundle}"
+                        summary.states.extend(ur.states)
+                        summary.wall_s += ur.wall_s
+                        if ur.replay:
+                            summary.replay = ur.replay
                 summaries.append(summary)
+        first = images[(0, releases[0])]
         meta = {
-            "run_id": run_id, "seed": opts.seed, "workload": workload.name,
-            "workload_source": workload.source, "workload_digest": workload.digest,
-            "workload_steps": workload.step_names,
-            "kernel_info": all_images[0].kernel.info,
-            "kernels": [i.kernel.info for i in all_images],
-            "image_manifest": {k: v for k, v in all_images[0].root.manifest.items()
-                               if k != "packages"},
-            "image_packages": all_images[0].root.key_packages(),
+            "run_id": run_id, "seed": opts.seed, "workload": workloads[0].name,
+            "workload_source": workloads[0].source, "workload_digest": workloads[0].digest,
+            "workload_steps": workloads[0].step_names,
+            "workloads": [{"name": w.name, "source": w.source, "digest": w.digest,
+                           "steps": w.step_names, "description": w.description}
+                          for w in workloads],
+            "releases": {r: images[(0, r)].root.key_packages() for r in releases},
+            "cells": [{"dir": cd, **c.parts(versions[c.kernel])}
+                      for c, cd in zip(cells, cdirs, strict=True)],
+            "kernel_info": first.kernel.info,
+            "kernels": [images[(k, releases[0])].kernel.info for k in range(len(specs))],
+            "image_manifest": {k: v for k, v in first.root.manifest.items() if k != "packages"},
+            "image_packages": first.root.key_packages(),
             "host": platform.node(), "qemu": shutil.which("qemu-system-x86_64") or "",
             "injected": opts.inject or "", "jobs": opts.jobs,
-            "campaign": campaign_key(opts, backends, versions, workload),
+            "campaign": campaign_key(opts, backends, versions, workloads, releases),
             "shard": {"index": shard_i, "count": shard_n, "units": mine,
                       "total_units": len(units)},
         }
@@ -159,6 +186,14 @@ def run_campaign(opts: RunOptions, progress: Progress | None = None) -> Path:
     except BaseException:
         shutil.rmtree(partial, ignore_errors=True)
         raise
+
+
+def _docker_json(backend_dir: Path) -> dict[str, str]:
+    """The driver and versions dockerd reported for this backend (guest.docker)."""
+    try:
+        return dict(json.loads((backend_dir / docker.DOCKER_JSON).read_text()))
+    except (OSError, ValueError):
+        return {}
 
 
 __all__ = ["CampaignConfig", "Progress", "RunOptions", "run_campaign"]

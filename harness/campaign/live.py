@@ -68,6 +68,7 @@ def run_workload(cfg: CampaignConfig, backend: Backend, plan: CutPlan, disk: Pat
     vm, started, t = _workload_guest(cfg, backend, disk, logdir / "workload.console.log",
                                      progress)
     with vm:
+        docker.note_versions(vm.agent, backend, logdir.parent / docker.DOCKER_JSON)
         t0 = time.monotonic()
         outcome = run_until_cut(vm, cfg.workload, plan, backend.driver,
                                 lambda: docker.inventory(vm.agent))
@@ -79,14 +80,17 @@ def run_workload(cfg: CampaignConfig, backend: Backend, plan: CutPlan, disk: Pat
 
 
 def check_cut_disk(cfg: CampaignConfig, backend: Backend, outcome: CutOutcome, disk: Path,
-                   logdir: Path, state: str, progress: Progress
+                   logdir: Path, state: str, progress: Progress,
+                   observed: dict[str, str] | None = None
                    ) -> tuple[list[Violation], dict[str, float], bool, str]:
     """The check sequence (offline, then daemon) on the cut disk, in a checker
     guest of its own, resumed from the saved idle guest (or booted): the same
     kernel recovers the disk when it mounts it. The cut disk stays as the power
     cut left it. A guest that stops answering is diagnosed and the whole check
     retried once on a new guest; a second hang is a verdict, as for every state.
-    Returns verdicts, timings, whether it retried, and how the guest started."""
+    Returns verdicts, timings, whether it retried, and how the guest started;
+    `observed` receives what the workload's observed files turned out to be."""
+    observed = {} if observed is None else observed
     saved = snapshots.idle_guest(cfg, progress)
     t0 = time.monotonic()
     with Checker(machine_config(cfg, None), backend, logdir, saved=saved,
@@ -95,7 +99,9 @@ def check_cut_disk(cfg: CampaignConfig, backend: Backend, outcome: CutOutcome, d
             state, disk, outcome.ledger.in_force(), cfg.workload.invariants,
             after_mount=cfg.damage, daemon=True,
             daemon_context=DaemonContext(outcome.inventory, outcome.ledger.last_point,
-                                         logdir / "dockerd.log"))
+                                         logdir / "dockerd.log"),
+            observe=tuple(outcome.observing.values()))
+        observed.update(checker.last_observed)
         if checker.fallback:
             progress(f"  {checker.fallback}")
         t = {"start_s": checker.start_s, **checker.last_times,
@@ -144,7 +150,7 @@ def run_live_cut(cfg: CampaignConfig, backend: Backend, index: int, plan: CutPla
         res.promises = len(outcome.ledger.in_force())
         progress(f"  cut {outcome.actual}; {res.promises} promises in force; checking")
         vfound, vt, retried, vstarted = check_cut_disk(cfg, backend, outcome, disk, logdir,
-                                                       state, progress)
+                                                       state, progress, res.observed)
         res.started = f"workload {started}, check {vstarted}"
         if retried:
             res.actual += " (check retried after the checking guest hung)"

@@ -100,9 +100,12 @@ def check_recording(cfg: CampaignConfig, backend: Backend, rec: Recording, log: 
                 res.timings["replay_build_s"] = round(time.monotonic() - t, 3)
                 res.violations = blame_configuration(
                     checker.check(st.id, disk, promises, cfg.workload.invariants,
-                                  after_mount=cfg.damage, daemon=cfg.daemon_checks),
+                                  after_mount=cfg.damage, daemon=cfg.daemon_checks,
+                                  observe=tuple(rec.observations_at(epoch.first_entry,
+                                                                    epoch.end_entry))),
                     backend.flushes_off())
                 res.timings.update(checker.last_times)
+                res.observed = checker.last_observed
                 res.started = f"checker {checker.started}"
             except GuestSetupError:
                 raise

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from harness.errors import InputError
+from harness.images.rootfs import DEFAULT_SUITE, check_release
 from harness.model import CutKind, UnitKind
 from harness.power.cut import CutPlan, plan_cuts
 from harness.storage.backends import Backend, parse_backends
@@ -41,6 +42,9 @@ class RunOptions:
     shard: str | None = None  # "i/N": run only this job's share of the units
     minimize_steps: int = 0  # live cycles to shrink a failing live cut's workload
     workload: str = "default"  # a registered name, or a .py / .toml file
+    workloads: str | None = None  # comma list: run the campaign with each workload
+    release: str = DEFAULT_SUITE  # the Debian suite the guest root (and docker) comes from
+    releases: str | None = None  # comma list: run the campaign on each release
     daemon_checks: bool = False  # the daemon stage on lost-cache states too
     saved_guests: bool = True  # resume guests from saved ones instead of booting each
 
@@ -93,13 +97,40 @@ def parse_shard(spec: str | None) -> tuple[int, int]:
     return i, n
 
 
+def _axis(name: str, many: str | None) -> list[str] | None:
+    """A comma list of a matrix axis (KERNELS, WORKLOADS, RELEASES), each once."""
+    if many is None:
+        return None
+    specs = [k.strip() for k in many.split(",") if k.strip()]
+    if not specs:
+        raise InputError(f"{name} is empty")
+    return list(dict.fromkeys(specs))
+
+
 def kernel_specs(opts: RunOptions) -> list[str | None]:
-    if opts.kernels:
-        specs = [k.strip() for k in opts.kernels.split(",") if k.strip()]
-        if not specs:
-            raise InputError("KERNELS is empty")
-        return list(dict.fromkeys(specs))
-    return [opts.kernel]
+    many: list[str | None] = list(_axis("KERNELS", opts.kernels) or [])
+    return many or [opts.kernel]
+
+
+def workload_specs(opts: RunOptions) -> list[str]:
+    return _axis("WORKLOADS", opts.workloads) or [opts.workload]
+
+
+def release_specs(opts: RunOptions) -> list[str]:
+    return [check_release(r) for r in _axis("RELEASES", opts.releases) or [opts.release]]
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One point of the campaign's matrix: a kernel, a release, a workload."""
+
+    kernel: int  # index into the campaign's kernels
+    release: str
+    workload: Workload
+    fixed: CutPlan | None  # CUT_AT, if given
+
+    def parts(self, kernel: str) -> dict[str, str]:
+        return {"workload": self.workload.name, "release": self.release, "kernel": kernel}
 
 
 @dataclass(frozen=True)
@@ -107,36 +138,44 @@ class Unit:
     """One independent piece of a campaign: a live cut, or a backend's lost-cache replay."""
 
     index: int
-    kernel: int  # index into the campaign's kernels
+    cell: int  # index into the campaign's cells
     backend: Backend
     kind: str  # a UnitKind
     cut: int = 0
     plan: CutPlan | None = None
 
-    def label(self, kernel: str = "") -> str:
+    def label(self, cell: str = "") -> str:
         what = f"cut {self.cut + 1}" if self.kind == UnitKind.LIVE else "lost cache"
-        return " ".join(x for x in (kernel, self.backend.name, what) if x)
+        return " ".join(x for x in (cell, self.backend.name, what) if x)
 
 
-def plan_units(opts: RunOptions, backends: list[Backend], nkernels: int,
-               workload: Workload, fixed: CutPlan | None) -> list[Unit]:
+def workload_cuts(seed: int, backend: str, count: int, workload: Workload) -> list[CutPlan]:
+    """The workload's own cut points in order (round and round), or seeded random ones."""
+    if workload.cuts:
+        plans = [parse_cut_at(c, workload) for c in workload.cuts]
+        return [plans[i % len(plans)] for i in range(count)]
+    return plan_cuts(seed, backend, count, workload.step_names, workload.synced)
+
+
+def plan_units(opts: RunOptions, backends: list[Backend], cells: list[Cell]) -> list[Unit]:
     """Every unit of the campaign, in a fixed order that depends only on the options."""
     units: list[Unit] = []
-    for k in range(nkernels):
+    for c, cell in enumerate(cells):
         for b in backends:
-            plans = [fixed] * opts.cuts if fixed else plan_cuts(
-                opts.seed, b.name, opts.cuts, workload.step_names, workload.synced)
+            plans = [cell.fixed] * opts.cuts if cell.fixed else workload_cuts(
+                opts.seed, b.name, opts.cuts, cell.workload)
             for i, plan in enumerate(plans):
-                units.append(Unit(len(units), k, b, str(UnitKind.LIVE), i, plan))
+                units.append(Unit(len(units), c, b, str(UnitKind.LIVE), i, plan))
             if opts.states:
-                units.append(Unit(len(units), k, b, str(UnitKind.REPLAY)))
+                units.append(Unit(len(units), c, b, str(UnitKind.REPLAY)))
     return units
 
 
 def campaign_key(opts: RunOptions, backends: list[Backend], versions: list[str],
-                 workload: Workload) -> dict[str, object]:
+                 workloads: list[Workload], releases: list[str]) -> dict[str, object]:
     """What makes two shards parts of the same campaign."""
     return {"seed": opts.seed, "cuts": opts.cuts, "states": opts.states,
             "backends": [b.describe() for b in backends], "kernels": versions,
             "cut_at": opts.cut_at or "", "inject": opts.inject or "",
-            "workload": workload.name, "workload_digest": workload.digest}
+            "workload": workloads[0].name, "workload_digest": workloads[0].digest,
+            "workloads": [[w.name, w.digest] for w in workloads], "releases": releases}

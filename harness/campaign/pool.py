@@ -54,7 +54,9 @@ def run_unit(job: UnitJob) -> UnitResult:
     say("recording the workload's writes")
     replayed, stats = run_lost_cache(cfg, u.backend, job.states, say)
     bad = [r for r in replayed if r.verdict != "pass"]
-    say(f"=> {len(replayed) - len(bad)}/{len(replayed)} lost-cache states pass")
+    errors = Counter(r.harness_error for r in replayed if r.harness_error)
+    say(f"=> {len(replayed) - len(bad)}/{len(replayed)} lost-cache states pass"
+        + "".join(f"; {n}x {e[:400]}" for e, n in errors.most_common(3)))
     return UnitResult(u.index, replayed, stats, time.monotonic() - t0)
 
 

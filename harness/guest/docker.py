@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 import shlex
 import time
+from pathlib import Path
 
 from crashtest_guest import CHECKER
 from harness.errors import GuestTimeout, HarnessError
@@ -12,6 +14,7 @@ from harness.guest.agent import AgentClient, Result
 from harness.storage.backends import DATA_SERIAL, DOCKER_ROOT, Backend
 
 DOCKERD_LOG = "/run/dockerd.log"
+DOCKER_JSON = "docker.json"  # per backend's results: the driver and versions dockerd reported
 
 
 def device_by_serial(agent: AgentClient, serial: str = DATA_SERIAL) -> str:
@@ -72,6 +75,36 @@ def start_on_fresh_disk(agent: AgentClient, backend: Backend) -> None:
     if not started.ok:
         raise HarnessError(f"dockerd did not start on a fresh disk: {started.evidence(400)}\n"
                            + dockerd_log(agent)[-2000:])
+
+
+def versions(agent: AgentClient, backend: Backend) -> dict[str, str]:
+    """What dockerd says it runs: the effective storage driver (`docker info`) and
+    the versions of docker, containerd and runc. A driver other than the pinned
+    one means the campaign would test something else: a harness error."""
+    ver = agent.run("docker version --format '{{json .Server}}'", timeout=60)
+    info = agent.run("docker info --format '{{.Driver}}'", timeout=60)
+    if not ver.ok or not info.ok:
+        raise HarnessError(f"docker version/info failed: {ver.evidence(300)} "
+                           f"{info.evidence(300)}")
+    try:
+        server = json.loads(ver.stdout)
+        parts = {c["Name"]: c["Version"] for c in server.get("Components") or ()}
+    except (ValueError, KeyError, TypeError) as e:
+        raise HarnessError(f"docker version printed {ver.stdout[:300]!r}: {e}") from e
+    driver = info.stdout.strip()
+    if driver != backend.driver:
+        raise HarnessError(f"dockerd runs storage driver {driver!r}, not the {backend.driver!r} "
+                           f"that {backend.name} pins in daemon.json")
+    return {"driver": driver, "docker": str(server.get("Version", "")),
+            "containerd": str(parts.get("containerd", "")), "runc": str(parts.get("runc", "")),
+            "api": str(server.get("ApiVersion", ""))}
+
+
+def note_versions(agent: AgentClient, backend: Backend, dest: Path) -> None:
+    """`versions` into `dest` (JSON), written whole: units of one backend share it."""
+    tmp = dest.with_name(f".{dest.name}.{os.getpid()}")
+    tmp.write_text(json.dumps(versions(agent, backend), indent=1) + "\n")
+    os.replace(tmp, dest)
 
 
 def inventory(agent: AgentClient) -> dict[str, list[str]]:

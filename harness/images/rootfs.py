@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from harness import hosttools
-from harness.errors import HarnessError
+from harness.errors import HarnessError, InputError
 from harness.images.cache import (
     RECIPES,
     building,
@@ -23,6 +23,10 @@ from harness.images.cache import (
     sha256_file,
 )
 
+# Debian suites a guest root can be built from: each brings its own docker generation
+# (bookworm: docker.io 20.10 with its CLI, containerd 1.6; trixie: docker.io 26.1 with
+# docker-cli, containerd 1.7). images/rootfs.packages + images/rootfs.SUITE.packages.
+RELEASES = ("bookworm", "trixie")
 DEFAULT_SUITE = "trixie"
 MIRROR = "http://deb.debian.org/debian"
 ROOT_IMG_SIZE = "1536M"
@@ -31,7 +35,7 @@ BASE_TAR_IN_GUEST = "/usr/share/crashtest/base.tar"
 BASE_APPLETS = (
     "sh", "ash", "cat", "chmod", "chown", "cp", "dd", "echo", "find", "grep", "head", "ln",
     "ls", "mkdir", "mv", "printf", "rm", "sha256sum", "sleep", "stat", "sync", "tail", "tar",
-    "test", "touch", "true", "false", "wc", "xargs", "yes", "diff",
+    "test", "touch", "true", "false", "wc", "xargs", "yes", "diff", "truncate",
 )
 
 
@@ -48,8 +52,8 @@ class RootImage:
     def key_packages(self) -> dict[str, str]:
         """Versions of the packages a verdict depends on most."""
         pkgs = self.manifest.get("packages")
-        wanted = ("docker.io", "containerd", "runc", "btrfs-progs", "e2fsprogs", "xfsprogs",
-                  "busybox-static")
+        wanted = ("docker.io", "docker-cli", "containerd", "runc", "btrfs-progs", "e2fsprogs",
+                  "xfsprogs", "busybox-static", "docker-registry")
         return {k: str(v) for k, v in pkgs.items() if k in wanted} if isinstance(pkgs, dict) \
             else {}
 
@@ -75,14 +79,27 @@ def base_image_tar(busybox: bytes) -> bytes:
     return out.getvalue()
 
 
+def check_release(suite: str) -> str:
+    if suite not in RELEASES:
+        raise InputError(f"RELEASE {suite!r}: not a known Debian suite "
+                         f"(one of {', '.join(RELEASES)})")
+    return suite
+
+
+def packages(suite: str) -> list[str]:
+    return read_list(RECIPES / "rootfs.packages") + read_list(
+        RECIPES / f"rootfs.{suite}.packages")
+
+
 def _digest(suite: str) -> str:
     return recipe_digest(
         "rootfs-v1", suite, MIRROR, ROOT_IMG_SIZE, " ".join(BASE_APPLETS),
-        RECIPES / "rootfs.packages",
+        RECIPES / "rootfs.packages", RECIPES / f"rootfs.{suite}.packages",
     )
 
 
 def ensure_rootfs(suite: str = DEFAULT_SUITE, log: bool = True) -> RootImage:
+    check_release(suite)
     final = cache_root() / f"rootfs-{suite}-{_digest(suite)}"
     if not (final / "manifest.json").exists():
         hosttools.require("mmdebstrap", "mkfs.ext4", "dpkg-query")
@@ -121,10 +138,9 @@ def verify_root(final: Path, manifest: dict[str, object]) -> None:
 def _build(suite: str, out: Path) -> None:
     started = time.monotonic()
     tree = out / "tree"
-    packages = read_list(RECIPES / "rootfs.packages")
     hosttools.run(
         [
-            "mmdebstrap", "--variant=minbase", "--include=" + ",".join(packages),
+            "mmdebstrap", "--variant=minbase", "--include=" + ",".join(packages(suite)),
             "--dpkgopt=path-exclude=/usr/share/doc/*",
             "--dpkgopt=path-exclude=/usr/share/man/*",
             "--dpkgopt=path-exclude=/usr/share/locale/*",

@@ -15,7 +15,7 @@ from crashtest_guest import CHECKER
 from harness import hosttools
 from harness.errors import GuestError, GuestPanic, GuestTimeout, HarnessError, ResumeError
 from harness.guest import docker
-from harness.model import Promise, Violation, ViolationClass
+from harness.model import Observation, Promise, Violation, ViolationClass
 from harness.oracles import console as console_oracle
 from harness.oracles import offline
 from harness.oracles.docker import check_inventory, daemon_checks, what_docker_says
@@ -31,14 +31,19 @@ QCOW2_MAGIC = b"QFI\xfb"
 def run_checks(vm: Machine, backend: Backend, state_id: str, promises: list[Promise],
                invariants: tuple[Invariant, ...] = DEFAULT_INVARIANTS, *,
                serial: str = STATE_SERIAL, before: str = "", after_mount: str = "",
-               full: bool = False, times: dict[str, float] | None = None) -> list[Violation]:
+               full: bool = False, times: dict[str, float] | None = None,
+               observe: tuple[Observation, ...] = (),
+               observed: dict[str, str] | None = None) -> list[Violation]:
     """The offline stage of the check sequence on the disk with this serial, in one
-    call inside the guest. A disk with no trace of docker is the wrong disk."""
+    call inside the guest. A disk with no trace of docker is the wrong disk.
+    `observed` receives what each of `observe` turned out to be."""
     req = offline.offline_request(backend, serial, promises, invariants, before, after_mount,
-                                  full)
+                                  full, observe)
     records = vm.agent.call(CHECKER, "check", req, timeout=offline.CHECK_TIMEOUT_S)
     if full and offline.no_docker_trace(records):
         raise offline.wrong_disk(state_id)
+    if observed is not None:
+        observed.update(offline.observed(records))
     return offline.verdicts(records, backend, state_id, times)
 
 
@@ -152,6 +157,7 @@ class Checker:
         self.start_s = 0.0  # what starting the last guest took (resume or boot)
         self._seq = 0
         self.last_times: dict[str, float] = {}  # phases of the last check, seconds
+        self.last_observed: dict[str, str] = {}  # what the last check's observations saw
         self.retried = False  # whether the last check needed a second guest
         self._state_node: str | None = None  # the qcow2 node the state disk shows now
 
@@ -239,7 +245,8 @@ class Checker:
     def check(self, state_id: str, disk: Path, promises: list[Promise],
               invariants: tuple[Invariant, ...] = DEFAULT_INVARIANTS, before: str = "",
               full: bool = False, after_mount: str = "", daemon: bool = False,
-              daemon_context: DaemonContext | None = None) -> list[Violation]:
+              daemon_context: DaemonContext | None = None,
+              observe: tuple[Observation, ...] = ()) -> list[Violation]:
         """Show `disk` (qcow2 or raw; never written: the guest writes to a throwaway
         overlay, a new one per attempt, since even a read-only mount replays a
         journal), run the offline checks on it (and with `daemon` the daemon stage:
@@ -252,7 +259,7 @@ class Checker:
             overlay.unlink(missing_ok=True)
             hosttools.qcow2_overlay(disk, overlay, disk_format(disk))
             return self._check_once(state_id, overlay, promises, invariants, before, full,
-                                    after_mount, daemon, daemon_context, n)
+                                    after_mount, daemon, daemon_context, n, observe)
 
         try:
             found, self.retried = retry_once_on_hang(attempt, state_id)
@@ -271,17 +278,19 @@ class Checker:
     def _check_once(self, state_id: str, disk: Path, promises: list[Promise],
                     invariants: tuple[Invariant, ...], before: str, full: bool,
                     after_mount: str, daemon: bool, ctx: DaemonContext | None,
-                    attempt: int) -> list[Violation]:
+                    attempt: int, observe: tuple[Observation, ...]) -> list[Violation]:
         vm = self._ensure_vm()
         mark = vm.console_mark()
         t = self.last_times = {}
+        self.last_observed = {}
         t0 = time.monotonic()
         found: list[Violation] = []
         try:
             self._attach(vm, disk)
             t["attach_s"] = round(time.monotonic() - t0, 3)
             found = run_checks(vm, self.backend, state_id, promises, invariants, before=before,
-                               after_mount=after_mount, full=full, times=t)
+                               after_mount=after_mount, full=full, times=t, observe=observe,
+                               observed=self.last_observed)
             t["checks_s"] = round(time.monotonic() - t0 - t["attach_s"], 3)
             if daemon and not any(v.check == "fs.mount" for v in found):
                 ctx = ctx or DaemonContext()

@@ -9,7 +9,15 @@ from __future__ import annotations
 from typing import Any
 
 from harness.errors import HarnessError, InputError
-from harness.model import Fault, InvariantKind, Promise, Stage, Violation, ViolationClass
+from harness.model import (
+    Fault,
+    InvariantKind,
+    Observation,
+    Promise,
+    Stage,
+    Violation,
+    ViolationClass,
+)
 from harness.storage.backends import Backend
 from harness.workloads.api import Invariant
 
@@ -28,7 +36,8 @@ FS_CHECKS = {
 
 def offline_request(backend: Backend, serial: str, promises: list[Promise],
                     invariants: tuple[Invariant, ...], before: str = "", after_mount: str = "",
-                    full: bool = False) -> dict[str, Any]:
+                    full: bool = False, observe: tuple[Observation, ...] = ()
+                    ) -> dict[str, Any]:
     """`before`: a command run on the raw disk ({dev}) first; `after_mount`: one run
     on the recovered tree before the checks (self-tests damage the state with them).
     `full`: check every image and report leaks (a disk with no promises)."""
@@ -42,6 +51,7 @@ def offline_request(backend: Backend, serial: str, promises: list[Promise],
         "promises": [{**p.to_json(), "describe": p.describe(), "key": p.key()}
                      for p in promises],
         "registered": any(i.kind == InvariantKind.DOCKER_INTACT for i in invariants),
+        "observe": [o.to_json() for o in observe],
         "commands": [{"id": i.id, "command": i.command, "class": i.cls,
                       "promise": i.describe()}
                      for i in invariants
@@ -67,6 +77,8 @@ def verdicts(records: object, backend: Backend, state: str,
         raise HarnessError(f"state checker returned {type(records).__name__}, not a list")
     found = []
     for r in records:
+        if r["check"] == "observe":
+            continue
         if r["check"] == "timings":
             if times is not None:
                 times.update({f"guest_{k}_s": round(v, 3) for k, v in r["times"].items()})
@@ -91,6 +103,13 @@ def verdicts(records: object, backend: Backend, state: str,
         found.append(Violation(r["class"], state, r["promise"], evidence,
                                r.get("fault") or "", check, subject))
     return found
+
+
+def observed(records: object) -> dict[str, str]:
+    """Each observed file's outcome (see model.Observation)."""
+    if not isinstance(records, list):
+        return {}
+    return {str(r["target"]): str(r["label"]) for r in records if r.get("check") == "observe"}
 
 
 def no_docker_trace(records: object) -> bool:

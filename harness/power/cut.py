@@ -10,7 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from harness.errors import PowerCut
-from harness.model import CutKind, Ledger
+from harness.model import CutKind, Ledger, Observation
 from harness.vm.machine import Machine
 from harness.workloads.api import Workload
 from harness.workloads.runner import StepRunner
@@ -71,6 +71,8 @@ class CutOutcome:
     # docker's inventory at the last durability point, if taken and nothing was
     # deleted since (then every object in it must survive the cut)
     inventory: dict[str, list[str]] | None = None
+    # observed files: from their step's start until a promise covers them
+    observing: dict[str, Observation] = field(default_factory=dict)
 
 
 def _may_be_last_point(workload: Workload, plan: CutPlan) -> set[str]:
@@ -100,10 +102,10 @@ def run_until_cut(vm: Machine, workload: Workload, plan: CutPlan, driver: str,
 
     for step in workload.steps:
         timer = None
-        if step.removes:
-            # docker rmi also drops untagged parents: the inventory may shrink.
+        if step.removes:  # docker rmi also drops untagged parents: the inventory may shrink
             out.inventory = None
-            out.ledger.revoke(step.removes)
+        out.ledger.revoke(step.withdraws)
+        out.observing.update((o.key(), o) for o in step.observes)
         if plan.kind == CutKind.DURING and step.name == plan.step:
             timer = threading.Timer(plan.delay_s, cut)
             timer.start()
@@ -131,6 +133,8 @@ def run_until_cut(vm: Machine, workload: Workload, plan: CutPlan, driver: str,
         promises = runner.settle(step)
         out.steps_done.append(step.name)
         out.ledger.grant(step.name, promises)
+        for p in promises:
+            out.observing.pop(p.key(), None)
         if promises:
             out.inventory = inventory() if inventory and step.name in wanted else None
         if step.name == plan.step:

@@ -27,6 +27,11 @@ class Cell:
     backend: str
     workload: str
     data: dict[str, Any]
+    release: str = ""
+
+    @property
+    def row(self) -> str:
+        return " · ".join(x for x in (self.kernel, self.release) if x)
 
     @property
     def failing(self) -> int:
@@ -62,7 +67,9 @@ def load_cells(runs: list[Path]) -> list[Cell]:
             doc = json.loads((run / "summary.json").read_text())
             for b in doc["backends"]:
                 cells.append(Cell(str(doc.get("run_id", run.name)), run, b["kernel"],
-                                  b["backend"], str(doc.get("workload", "default")), b))
+                                  b["backend"],
+                                  str(b.get("workload") or doc.get("workload", "default")), b,
+                                  str(b.get("release", ""))))
         except (OSError, ValueError, KeyError, TypeError) as e:
             raise InputError(f"report: {run}/summary.json is not a crashtest summary ({e})") from e
     return cells
@@ -90,15 +97,15 @@ def _bars(title: str, values: dict[str, float], unit: str = "") -> str:
 
 
 def _matrix(cells: list[Cell]) -> str:
-    kernels = sorted({c.kernel for c in cells})
-    cols = sorted({(c.backend, c.workload) for c in cells})
-    out = ['<table class="matrix"><tr><th>kernel \\ backend / workload</th>']
-    out += [f"<th>{html.escape(b)}<br><small>{html.escape(w)}</small></th>" for b, w in cols]
+    rows = sorted({c.row for c in cells})
+    cols = sorted({(c.workload, c.backend) for c in cells})
+    out = ['<table class="matrix"><tr><th>kernel · release \\ workload / backend</th>']
+    out += [f"<th>{html.escape(w)}<br><small>{html.escape(b)}</small></th>" for w, b in cols]
     out.append("</tr>")
-    for k in kernels:
+    for k in rows:
         out.append(f"<tr><th>{html.escape(k)}</th>")
-        for b, w in cols:
-            here = [c for c in cells if (c.kernel, c.backend, c.workload) == (k, b, w)]
+        for w, b in cols:
+            here = [c for c in cells if (c.row, c.backend, c.workload) == (k, b, w)]
             if not here:
                 out.append('<td class="none">not run</td>')
                 continue
@@ -155,6 +162,21 @@ def _timings(cells: list[Cell]) -> str:
     return "".join(out)
 
 
+def _observed(cells: list[Cell]) -> str:
+    """What observed files (files changed without fsync) were in the crash states."""
+    rows = []
+    for c in cells:
+        for target, counts in c.data.get("observed", {}).items():
+            text = ", ".join(f"{label} {n}" for label, n in counts.items())
+            rows.append(f"<tr><td>{html.escape(c.workload)}</td><td>{html.escape(c.row)}</td>"
+                        f"<td>{html.escape(c.backend)}</td><td><code>{html.escape(target)}"
+                        f"</code></td><td>{html.escape(text)}</td></tr>")
+    if not rows:
+        return "<p>None.</p>"
+    return ("<table><tr><th>workload</th><th>kernel · release</th><th>backend</th>"
+            "<th>file</th><th>states by outcome</th></tr>" + "".join(rows) + "</table>")
+
+
 def _errors(cells: list[Cell]) -> str:
     rows = [f"<li>{html.escape(c.run)} {html.escape(e['state'])}: "
             f"<code>{html.escape(e['error'])}</code></li>"
@@ -202,6 +224,7 @@ Generated {time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}.</p>
 {_bars("violations by class", {k: classes.get(k, 0) for k in CLASSES if k != "harness-error"})}
 {_bars("time per state", per_state, " s")}
 <h2>Violations</h2>{_violations(cells)}
+<h2>Observed (not judged): files changed without fsync, per crash state</h2>{_observed(cells)}
 <h2>Harness errors</h2>{_errors(cells)}
 <h2>Timings (mean seconds)</h2>{_timings(cells)}
 </body></html>

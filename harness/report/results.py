@@ -24,10 +24,14 @@ class BackendSummary:
     states: list[StateResult] = field(default_factory=list)
     wall_s: float = 0.0
     replay: dict[str, Any] = field(default_factory=dict)
+    release: str = ""
+    workload: str = ""
+    docker: dict[str, str] = field(default_factory=dict)  # driver and versions dockerd reported
 
     def to_json(self) -> dict[str, Any]:
         return {
             "backend": self.backend, "kernel": self.kernel, "image": self.image,
+            "release": self.release, "workload": self.workload, "docker": self.docker,
             "accel": self.accel, "cuts": self.cuts, "options": self.options,
             "states_checked": sum(1 for s in self.states if not s.harness_error),
             "violations": [v.to_json() for s in self.states for v in s.violations],
@@ -38,8 +42,17 @@ class BackendSummary:
             "live_cuts": sum(1 for s in self.states if s.kind == "live"),
             "replayed_states": sum(1 for s in self.states if s.kind == "replay"),
             "replay": self.replay,
+            "observed": self.observed(),
             "states": [s.to_json() for s in self.states],
         }
+
+    def observed(self) -> dict[str, dict[str, int]]:
+        """For each observed file: in how many states it was each outcome."""
+        out: dict[str, Counter[str]] = {}
+        for s in self.states:
+            for target, label in s.observed.items():
+                out.setdefault(target, Counter())[label] += 1
+        return {t: dict(sorted(c.items())) for t, c in sorted(out.items())}
     def mean_timings(self) -> dict[str, float]:
         return mean_timings(self.states)
 

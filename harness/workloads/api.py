@@ -24,7 +24,16 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from harness.errors import InputError
-from harness.model import Barrier, InvariantKind, Promise, PromiseKind, Stage, ViolationClass
+from harness.model import (
+    Barrier,
+    CutKind,
+    InvariantKind,
+    Observation,
+    Promise,
+    PromiseKind,
+    Stage,
+    ViolationClass,
+)
 
 _API_FILES = (os.path.abspath(__file__),
               os.path.join(os.path.dirname(os.path.abspath(__file__)), "declarative.py"))
@@ -60,10 +69,19 @@ def _promise(kind: PromiseKind, target: str, **values: Any) -> Promise:
     return Promise(str(kind), target, origin=caller_origin(), **values)
 
 
-def file(target: str, sha256: str = "") -> Promise:
-    """`container:NAME:/path`, `volume:NAME:/path` or `disk:/path` has this content
-    (by default: the content it had on the live guest when the barrier returned)."""
-    return _promise(PromiseKind.FILE, target, sha256=sha256)
+def file(target: str, sha256: str = "", metadata: bool = False) -> Promise:
+    """`container:NAME:/path` (what the container sees: its writable layer over its
+    image), `volume:NAME:/path` or `disk:/path` has this content (by default: the
+    content it had on the live guest when the barrier returned); with `metadata`,
+    also the mode, owner and group it had there."""
+    return _promise(PromiseKind.FILE, target, sha256=sha256,
+                    meta="derive" if metadata else "")
+
+
+def absent_file(target: str) -> Promise:
+    """A removed (or renamed-away) file stays removed: in a container, a whiteout
+    over its image's copy."""
+    return _promise(PromiseKind.ABSENT_FILE, target)
 
 
 def image(ref: str, run: str = "true", manifest: str = "",
@@ -87,6 +105,15 @@ def absent_image(ref: str) -> Promise:
 def absent_container(name: str) -> Promise:
     """A removed container stays removed."""
     return _promise(PromiseKind.ABSENT_CONTAINER, name)
+
+
+def observe(target: str, **outcomes: str) -> Observation:
+    """Record, without judging, what the file `target` is in the crash states taken
+    while its step may have changed it and before a later promise covers it.
+    `outcomes`: label = "absent", or "SHA256 MODE UID GID" (octal permission bits),
+    e.g. `observe("container:c:/f", old=..., new=...)`; a state matching none
+    counts as "empty" (0 bytes) or "other"."""
+    return Observation(target, tuple(outcomes.items()), origin=caller_origin())
 
 
 # ---------------------------------------------------------------- invariants
@@ -180,15 +207,18 @@ class Step:
     check: tuple[str, ...] = ()
     timeout_s: float = 600.0
     origin: str = field(default="", compare=False)
+    observes: tuple[Observation, ...] = ()
 
     def __init__(self, name: str, run: str | Iterable[str] = (), barrier: str = Barrier.NONE,
                  needs: str | Iterable[str] = (), promises: Iterable[Promise] = (),
                  files: Iterable[GuestFile] = (), check: str | Iterable[str] = (),
-                 timeout_s: float = 600.0, origin: str = "") -> None:
+                 timeout_s: float = 600.0, origin: str = "",
+                 observes: Iterable[Observation] = ()) -> None:
         values = {"name": name, "run": _tuple(run), "barrier": str(barrier or ""),
                   "needs": _tuple(needs), "promises": _tuple(promises),
                   "files": _tuple(files), "check": _tuple(check),
-                  "timeout_s": float(timeout_s), "origin": origin or caller_origin()}
+                  "timeout_s": float(timeout_s), "origin": origin or caller_origin(),
+                  "observes": _tuple(observes)}
         for key, value in values.items():
             object.__setattr__(self, key, value)
 
@@ -198,14 +228,21 @@ class Step:
 
     @property
     def removes(self) -> list[str]:
-        """Keys of the objects this step removes (it promises their absence)."""
+        """Keys of the docker objects this step removes (it promises their absence)."""
         return [p.key() for p in self.promises if p.removes]
+
+    @property
+    def withdraws(self) -> list[str]:
+        """Keys of earlier promises this step's writes may break before its barrier:
+        the objects it promises anew (it changes them) or removes."""
+        return [p.key() for p in self.promises]
 
     def to_json(self) -> dict[str, Any]:
         return {"name": self.name, "run": list(self.run), "barrier": self.barrier,
                 "needs": list(self.needs), "promises": [p.to_json() for p in self.promises],
                 "files": [f.to_json() for f in self.files], "check": list(self.check),
-                "timeout_s": self.timeout_s, "origin": self.origin}
+                "timeout_s": self.timeout_s, "origin": self.origin,
+                "observes": [o.to_json() for o in self.observes]}
 
 
 @dataclass(frozen=True, init=False)
@@ -218,17 +255,22 @@ class Workload:
     # A file of a promised image that `--inject zero-layer-file` damages (self-test).
     damage_target: str = ""
     source: str = ""  # where it was loaded from (a path or a registered name)
+    # Where live cuts land by default, as CUT_AT specs ("during:pull:1.5",
+    # "returned:pull", "after:pull"): the moments the workload is about. None: seeded
+    # random steps.
+    cuts: tuple[str, ...] = ()
 
     def __init__(self, name: str, steps: Iterable[Step], seed: int = 0,
                  invariants: Iterable[Invariant] = DEFAULT_INVARIANTS, description: str = "",
-                 damage_target: str = "", source: str = "") -> None:
+                 damage_target: str = "", source: str = "",
+                 cuts: Iterable[str] = ()) -> None:
         # Each step's promises name the step and the barrier that made them durable.
         named = tuple(replace(s, promises=tuple(
-            replace(p, step=p.step or s.name, how=p.how or s.barrier) for p in s.promises))
-            for s in steps)
+            replace(p, step=p.step or s.name, how=p.how or s.barrier) for p in s.promises),
+            observes=tuple(replace(o, step=s.name) for o in s.observes)) for s in steps)
         values = {"name": name, "steps": named, "seed": int(seed),
                   "invariants": _tuple(invariants), "description": description,
-                  "damage_target": damage_target, "source": source}
+                  "damage_target": damage_target, "source": source, "cuts": _tuple(cuts)}
         for key, value in values.items():
             object.__setattr__(self, key, value)
         validate(self)
@@ -257,7 +299,7 @@ class Workload:
     def to_json(self) -> dict[str, Any]:
         return {"name": self.name, "seed": self.seed, "description": self.description,
                 "damage_target": self.damage_target, "source": self.source,
-                "steps": [s.to_json() for s in self.steps],
+                "cuts": list(self.cuts), "steps": [s.to_json() for s in self.steps],
                 "invariants": [i.to_json() for i in self.invariants]}
 
     @property
@@ -265,10 +307,19 @@ class Workload:
         """What the workload does, whatever file or name it came from."""
         doc = self.to_json()
         doc.pop("source")
+        if not doc["cuts"]:  # fields added later stay out while unused: old digests hold
+            doc.pop("cuts")
         for s in doc["steps"]:
             s.pop("origin")
             for p in s["promises"]:
                 p.pop("origin")
+                if not p["meta"]:
+                    p.pop("meta")
+            if s["observes"]:
+                for o in s["observes"]:
+                    o.pop("origin")
+            else:
+                s.pop("observes")
         for i in doc["invariants"]:
             i.pop("origin")
         raw = json.dumps(doc, sort_keys=True).encode()
@@ -282,12 +333,14 @@ class Workload:
             tuple(GuestFile(f["path"], base64.b64decode(f["base64"]), int(f["mode"]))
                   for f in s["files"]),
             tuple(s.get("check", ())), float(s.get("timeout_s", 600.0)),
-            s.get("origin") or f"step {s['name']}") for s in d["steps"])
+            s.get("origin") or f"step {s['name']}",
+            tuple(Observation.from_json(o) for o in s.get("observes", ()))) for s in d["steps"])
         invariants = tuple(Invariant(i["kind"], i.get("command", ""), i.get("stage", "offline"),
                                      i.get("cls", ""), i.get("origin") or "bundle")
                            for i in d["invariants"])
         return cls(d["name"], steps, int(d.get("seed", 0)), invariants,
-                   d.get("description", ""), d.get("damage_target", ""), d.get("source", ""))
+                   d.get("description", ""), d.get("damage_target", ""), d.get("source", ""),
+                   tuple(d.get("cuts", ())))
 
 
 # ---------------------------------------------------------------- validation
@@ -302,7 +355,7 @@ def _check_promise(p: Promise, step: Step, where: str) -> None:
                             f"(one of {', '.join(kinds)})")
     if not p.target:
         raise WorkloadError(f"{where}: a {p.kind} promise needs a target")
-    if p.kind == PromiseKind.FILE:
+    if p.kind in (PromiseKind.FILE, PromiseKind.ABSENT_FILE):
         parts = p.target.split(":", 2)
         ok = (p.target.startswith(("container:", "volume:")) and len(parts) == 3
               and parts[1] and parts[2].startswith("/")) or (
@@ -313,6 +366,20 @@ def _check_promise(p: Promise, step: Step, where: str) -> None:
     if step.barrier == Barrier.NONE:
         raise WorkloadError(f"{where}: step {step.name!r} promises {p.kind} {p.target} but "
                             "has no barrier: set barrier to \"sync\" or \"fsync\"")
+
+
+def _check_observation(o: Observation, where: str) -> None:
+    if not o.target.startswith(_FILE_PREFIXES) or not o.outcomes:
+        raise WorkloadError(f"{where}: observe {o.target!r}: a file target "
+                            "(container:NAME:/path, volume:NAME:/path or disk:/path) and "
+                            "at least one outcome")
+    for label, value in o.outcomes:
+        parts = value.split()
+        if label in ("empty", "other") or not (value == "absent" or (
+                len(parts) == 4 and len(parts[0]) == 64)):
+            raise WorkloadError(f"{where}: observe {o.target!r}: outcome {label}={value!r} "
+                                "must be \"absent\" or \"SHA256 MODE UID GID\" (labels "
+                                "empty and other are taken)")
 
 
 def _cycle(steps: tuple[Step, ...]) -> list[str] | None:
@@ -342,6 +409,24 @@ def _cycle(steps: tuple[Step, ...]) -> list[str] | None:
     return None
 
 
+def _check_cut(spec: str, w: Workload, here: str) -> None:
+    kinds = [k.value for k in CutKind]
+    kind, _, rest = spec.partition(":")
+    step, _, delay = rest.partition(":")
+    if kind not in kinds or step not in w.step_names:
+        raise WorkloadError(f"{here}: cut {spec!r} must be KIND:STEP[:SECONDS] with KIND one "
+                            f"of {', '.join(kinds)} and STEP one of {', '.join(w.step_names)}")
+    if kind == CutKind.RETURNED and step not in w.synced:
+        raise WorkloadError(f"{here}: cut {spec!r}: only a step with barrier \"sync\" can be "
+                            "cut after its commands returned and before its sync")
+    try:
+        seconds = float(delay or 0)
+    except ValueError:
+        seconds = -1.0
+    if seconds < 0 or (delay and kind != CutKind.DURING):
+        raise WorkloadError(f"{here}: cut {spec!r}: only a \"during\" cut takes SECONDS (>= 0)")
+
+
 def validate(w: Workload) -> None:
     """Every mistake a workload file can hold, as one WorkloadError naming file:line."""
     here = (f"{w.source}:1" if w.source.endswith((".py", ".toml"))
@@ -366,6 +451,10 @@ def validate(w: Workload) -> None:
             raise WorkloadError(f"{where}: step {s.name!r} runs nothing")
         for p in s.promises:
             _check_promise(p, s, p.origin or where)
+        for o in s.observes:
+            _check_observation(o, o.origin or where)
+    for spec in w.cuts:
+        _check_cut(spec, w, here)
     cycle = _cycle(w.steps)
     if cycle:
         first = next(s for s in w.steps if s.name == cycle[0])

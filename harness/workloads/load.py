@@ -16,9 +16,10 @@ from pathlib import Path
 
 from harness.workloads.api import Workload, WorkloadError
 from harness.workloads.declarative import load_toml
+from harness.workloads.scenarios import SCENARIOS
 
 ENTRY_POINT_GROUP = "crashtest.workloads"
-BUILTIN = {"default": "harness.workloads.default:workload"}
+BUILTIN = {"default": "harness.workloads.default:workload", **SCENARIOS}
 
 
 def registered() -> dict[str, str]:

@@ -69,7 +69,7 @@ class StepRunner:
 
 
 def needs_derive(p: Promise) -> bool:
-    return (p.kind == PromiseKind.FILE and not p.sha256) or (
+    return (p.kind == PromiseKind.FILE and (not p.sha256 or p.meta == "derive")) or (
         p.kind == PromiseKind.IMAGE and (not p.manifest or not p.image_id))
 
 
@@ -97,7 +97,8 @@ def derive(agent: AgentClient, driver: str, promises: list[Promise],
             where = f"{step.origin}: workload step {step.name}" if step else "promise"
             raise StepFailed(f"{where}: cannot derive what {p.describe()} expects: "
                              f"{v['error']}")
-        out.append(replace(p, sha256=p.sha256 or str(v.get("sha256", "")),
+        meta = str(v.get("meta", "")) if p.meta == "derive" else p.meta
+        out.append(replace(p, sha256=p.sha256 or str(v.get("sha256", "")), meta=meta,
                            manifest=p.manifest or str(v.get("manifest", "")),
                            image_id=p.image_id or str(v.get("image_id", ""))))
     return out

@@ -11,7 +11,7 @@ from pathlib import Path
 from harness import hosttools
 from harness.errors import HarnessError, ResumeError
 from harness.guest import docker
-from harness.model import Promise
+from harness.model import Observation, Promise
 from harness.storage.backends import DATA_SERIAL, DISK_SIZE, Backend, make_test_disk
 from harness.vm.machine import Machine
 from harness.vm.qemu import LOG_SECTOR_SIZE, Disk, MachineConfig
@@ -26,7 +26,8 @@ class Event:
     entry: int  # number of log entries when the step had returned
     promises: list[Promise] = field(default_factory=list)
     started: int = 0  # log entries before the step's first write
-    removes: list[str] = field(default_factory=list)  # promise keys the step withdraws
+    withdraws: list[str] = field(default_factory=list)  # promise keys the step withdraws
+    observes: list[Observation] = field(default_factory=list)
 
 
 @dataclass
@@ -43,17 +44,32 @@ class Recording:
     def promises_at(self, entry: int, end: int | None = None) -> list[Promise]:
         """Promises in force for a state holding every log entry before `entry` and
         perhaps some before `end`: a step's promises count once it had returned
-        within `entry`; a removing step withdraws its objects' promises as soon
-        as the state may hold one of its writes."""
+        within `entry`; a step that changes or removes a promised object withdraws
+        its promise as soon as the state may hold one of its writes."""
         end = entry if end is None else end
         current: dict[str, Promise] = {}
         for ev in self.events:
-            if ev.removes and ev.started < end:
-                for k in ev.removes:
+            if ev.withdraws and ev.started < end:
+                for k in ev.withdraws:
                     current.pop(k, None)
             if ev.entry <= entry:
                 for p in ev.promises:
                     current[p.key()] = p
+        return list(current.values())
+
+    def observations_at(self, entry: int, end: int | None = None) -> list[Observation]:
+        """Observations for a state as in `promises_at`: a step's observations count
+        once the state may hold one of its writes, until a later step's promise
+        about the same file is in force."""
+        end = entry if end is None else end
+        current: dict[str, Observation] = {}
+        for ev in self.events:
+            if ev.started < end:
+                for o in ev.observes:
+                    current[o.key()] = o
+            if ev.entry <= entry:
+                for p in ev.promises:
+                    current.pop(p.key(), None)
         return list(current.values())
 
 
@@ -107,6 +123,7 @@ def record(base_config: MachineConfig, backend: Backend, workload: Workload, wor
         vm.wait_booted()
         if resume_from is None:
             docker.start_on_fresh_disk(vm.agent, backend)
+        docker.note_versions(vm.agent, backend, workdir.parent / docker.DOCKER_JSON)
         runner = StepRunner(vm.agent, backend.driver)
         t0 = time.monotonic()
         position = 0
@@ -115,7 +132,8 @@ def record(base_config: MachineConfig, backend: Backend, workload: Workload, wor
             promises = runner.execute(step)
             if with_log:
                 position = log_position(log)
-                events.append(Event(step.name, position, promises, started, step.removes))
+                events.append(Event(step.name, position, promises, started, step.withdraws,
+                                    list(step.observes)))
         workload_s = time.monotonic() - t0
         vm.power_cut()
     return Recording(origin, disk, log, events, workload_s)

@@ -1,6 +1,9 @@
 """Whose fault a verdict is: by class, by the promise broken, by configuration."""
 
 import hashlib
+import json
+import os
+import stat
 from pathlib import Path
 from typing import Any
 
@@ -9,7 +12,7 @@ import pytest
 from crashtest_guest import check_state
 from harness.model import Violation, blame_configuration
 from harness.oracles import console
-from harness.oracles.offline import verdicts
+from harness.oracles.offline import observed, verdicts
 from harness.storage.backends import BACKENDS, parse_backends
 from tests.storefactory import make_store
 
@@ -180,3 +183,50 @@ def test_a_hang_gets_one_more_guest_then_is_a_verdict_on_every_path() -> None:
     found, retried = retry_once_on_hang(hangs, "s")
     assert retried and [(v.cls, v.check, v.evidence["console"]) for v in found] == [
         ("fs-corruption", "kernel.hang", "console tail")]
+
+
+def test_a_container_file_is_what_the_container_sees(tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """A container's file promise reads its writable layer over its image: a file
+    only in the image is its image's copy, a whiteout makes it absent; a metadata
+    promise compares mode and owner; an observation names what the file is."""
+    make_store(tmp_path)
+    config = tmp_path / "containers" / ("d" * 64) / "config.v2.json"
+    image_id = json.loads((tmp_path / "image/overlay2/repositories.json").read_text())[
+        "Repositories"]["t/app"]["t/app:1"]
+    config.write_text(json.dumps({"ID": "d" * 64, "Name": "/box", "Image": image_id}))
+    upper = tmp_path / "overlay2" / ("e" * 64) / "diff"
+    (upper / "data").mkdir()
+    os.mknod(upper / "data/a.bin", 0o600 | stat.S_IFCHR, 0)  # a whiteout
+    mod = load_check_state(tmp_path, monkeypatch)
+    hello = hashlib.sha256(b"hello\n").hexdigest()
+
+    def run(*promises: dict[str, str], observe: tuple[dict[str, Any], ...] = ()
+            ) -> tuple[list[tuple[str, str]], dict[str, str]]:
+        results: list[dict[str, Any]] = []
+        mod.check_store({"driver": "overlay2", "promises": list(promises),
+                         "observe": list(observe)}, results, {})
+        found = verdicts(results, BACKENDS["ext4-overlay2"], "s")
+        return [(v.check, v.evidence["output"]) for v in found], observed(results)
+
+    def promise(kind: str, path: str, **extra: str) -> dict[str, str]:
+        return {"kind": kind, "target": f"container:box:{path}", "key": f"file:{path}",
+                "describe": path, **extra}
+
+    lower_b = tmp_path / "overlay2" / ("c" * 64) / "diff/data/b.txt"
+    meta = f"{stat.S_IMODE(lower_b.stat().st_mode):o} {os.getuid()} {os.getgid()}"
+    assert run(promise("file", "/data/b.txt", sha256=hello, meta=meta),
+               promise("absent-file", "/data/a.bin")) == ([], {})
+    found, _ = run(promise("file", "/data/b.txt", sha256=hello, meta="600 0 0"),
+                   promise("absent-file", "/data/b.txt"),
+                   promise("file", "/data/a.bin", sha256=hello))
+    assert [c for c, _ in found] == ["promise.file", "promise.absent-file", "promise.file"]
+    assert "mode/owner want 600 0 0 got" in found[0][1] and "is back" in found[1][1]
+    assert "(missing)" in found[2][1]
+    (upper / "data/b.txt").write_bytes(b"")  # copied up, then lost its data
+    _, seen = run(observe=(
+        {"target": "container:box:/data/b.txt", "outcomes": {"old": f"{hello} {meta}"}},
+        {"target": "container:box:/data/a.bin", "outcomes": {"old": "x", "new": "absent"}},
+        {"target": "container:box:/data/new", "outcomes": {"new": "y" * 64 + " 644 0 0"}}))
+    assert seen == {"container:box:/data/b.txt": "empty", "container:box:/data/a.bin": "new",
+                    "container:box:/data/new": "other"}

@@ -187,7 +187,7 @@ def test_a_removal_in_flight_withdraws_the_promise_for_replayed_states() -> None
     gone = Promise("absent-image", "scratch", "churn", "sync")
     rec = Recording(Path("o"), Path("d"), Path("l"), [
         Event("build", 10, [img], started=0),
-        Event("churn", 30, [gone], started=20, removes=[gone.key()]),
+        Event("churn", 30, [gone], started=20, withdraws=[gone.key()]),
     ], 0.0)
     assert rec.promises_at(15, 20) == [img]  # churn's writes cannot be in the state
     assert rec.promises_at(15, 25) == []  # they may be: exists or not, both fine
