@@ -20,6 +20,7 @@ from harness.campaign import snapshots
 from harness.campaign.context import CampaignConfig, Progress, machine_config
 from harness.campaign.live import check_cut_disk, run_live_cut
 from harness.images import GuestImages, ensure_images
+from harness.images.rootfs import DEFAULT_SUITE, check_release
 from harness.model import Ledger
 from harness.oracles.checker import Checker
 from harness.power.cut import CutOutcome, CutPlan
@@ -92,7 +93,8 @@ def _images(bundle: Bundle, kernel: str | None) -> tuple[GuestImages, bool]:
     if kernel is None and spec and "/" in spec and not Path(spec).exists():
         raise BundleError(f"bundle {bundle.path}: its kernel {spec} is not on this machine; "
                           "pass --kernel")
-    images = ensure_images(spec)
+    # The bundle's docker generation: its guest root's Debian suite.
+    images = ensure_images(spec, suite=check_release(bundle.meta.get("release") or DEFAULT_SUITE))
     same = images.kernel.info.get("sha256") == bundle.meta["kernel"].get("sha256")
     return images, same
 

@@ -22,6 +22,12 @@ def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
     (["--cut-at", "during:build-app:soon"], "delay must be a number"),
     (["--cut-at", "returned:start-writer"], "only a step that ends in its own sync"),
     (["--accel", "hvf"], "accelerator 'hvf'"),
+    (["--release", "sid"], "RELEASE 'sid': not a known Debian suite (one of bookworm, trixie)"),
+    (["--releases", "trixie,buster"], "RELEASE 'buster'"),
+    (["--releases", ","], "RELEASES is empty"),
+    (["--workloads", "pull,nope"], "WORKLOAD 'nope': not a file and not a registered workload "
+                                   "(churn, copy-up, default, load, pull, stress)"),
+    (["--workloads", "pull,load", "--cut-at", "after:pull"], "step must be one of"),
 ])
 def test_bad_input_is_one_line_exit_2(tmp_path: Path, args: list[str], message: str) -> None:
     res = run_cli("run", "--out", str(tmp_path / "res"), *args)
@@ -30,6 +36,13 @@ def test_bad_input_is_one_line_exit_2(tmp_path: Path, args: list[str], message: 
     assert len(lines) == 1 and lines[0].startswith("crashtest: bad input:")
     assert message in lines[0]
     assert not (tmp_path / "res").exists() or not any((tmp_path / "res").iterdir())
+
+
+def test_a_matrix_axis_names_each_value_once() -> None:
+    from harness.campaign.plan import RunOptions, release_specs, workload_specs
+    assert workload_specs(RunOptions(workloads="pull, load,pull")) == ["pull", "load"]
+    assert release_specs(RunOptions(releases="trixie,bookworm")) == ["trixie", "bookworm"]
+    assert release_specs(RunOptions()) == ["trixie"]
 
 
 def test_non_kernel_file(tmp_path: Path, no_leftovers: None) -> None:

@@ -70,3 +70,22 @@ def test_report_cli_bad_input(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 3 and all(line.startswith("crashtest: bad input: report:") for line in err)
     assert not list(tmp_path.rglob("*.html"))
+
+
+def test_report_rows_are_kernel_and_release_and_observations_show(tmp_path: Path) -> None:
+    """A scenario matrix: each backend entry names its workload and release; the
+    report's rows are kernel · release, its columns workload / backend."""
+    run = tmp_path / "r"
+    run.mkdir()
+    seen = StateResult("btrfs/replay/d:e1:none", "btrfs", "lost cache", kind="replay",
+                       observed={"container:c:/lower/f": "old"})
+    backends = [BackendSummary("btrfs", "6.12", "img", "tcg", 0, {}, [seen], 1,
+                               release=r, workload=w)
+                for w in ("copy-up", "pull") for r in ("bookworm", "trixie")]
+    write_summary(run, {"run_id": "r", "workload": "copy-up"}, backends)
+    parsed = Cells()
+    parsed.feed(write_report([run]).read_text())
+    text = "".join(parsed.text)
+    assert parsed.td_classes == ["pass"] * 4
+    assert "6.12 · bookworm" in text and "6.12 · trixie" in text
+    assert "container:c:/lower/f" in text and "old 1" in text

@@ -63,4 +63,5 @@ def workload(seed: int) -> Workload:
         "churn", steps, seed,
         description=f"{CONTAINERS} containers created, started, stopped and removed, "
                     f"{CYCLES} build/run/rmi cycles, container and image prune",
+        damage_target="/app/id",
         cuts=("during:lifecycle:3", "returned:prune", "during:build-rmi:2", "after:prune"))

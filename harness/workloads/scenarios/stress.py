@@ -174,11 +174,15 @@ def workload(seed: int) -> Workload:
             steps.append(Step(f"ops-{where}-{e}",
                               f"docker exec {NAME} sh -c {shlex.quote(script)}", Barrier.FSYNC,
                               "start", promises))
+    # `--inject zero-layer-file` empties the largest file the last epochs left in the
+    # writable layer (every copy of a path ending so): its fsync'd promise must break.
+    work = models["/work"]
+    largest = max(work.names, key=lambda n: (len(work.data[work.names[n]]), n))
     return Workload(
         "stress", steps, seed,
         description=f"{EPOCHS} epochs of {OPS_PER_EPOCH} seeded file operations (write, "
                     "truncate, rename, link, unlink, mkdir, fsync, fdatasync) in a "
                     "writable layer and in a volume, each epoch fsync'd",
-        damage_target="/blob.bin",
+        damage_target=f"/work/{largest}",
         cuts=("during:ops-work-1:1", "after:ops-vol-1", "during:ops-vol-2:1",
               f"after:ops-work-{EPOCHS - 1}"))

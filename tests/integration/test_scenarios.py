@@ -1,0 +1,72 @@
+"""The built-in scenarios on real guests, both backends, small budgets: each runs a
+live cut at its last promise and a few lost-cache states, with its damage target
+zeroed on every recovered disk (`--inject zero-layer-file`), and the oracle that
+scenario is about must name the planted damage. One runs on bookworm's docker 20.10."""
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from harness.cli import main
+from harness.images import GuestImages
+from harness.workloads import load_workload
+
+BACKENDS = "btrfs,ext4-overlay2"
+# scenario -> (the live cut, the check that must catch the planted damage)
+PLANTED = {
+    "pull": ("after:pull", "promise.image"),
+    "load": ("after:load", "promise.image"),
+    "copy-up": ("after:change-fsync", "promise.file"),
+    "churn": ("after:build-app", "promise.image"),
+    "stress": ("after:ops-vol-3", "promise.file"),
+}
+
+
+def campaign(tmp_path: Path, name: str, *extra: str) -> tuple[int, dict[str, Any]]:
+    cut_at, _ = PLANTED[name]
+    out = tmp_path / "res"
+    rc = main(["run", "--workload", name, "--backends", BACKENDS, "--cuts", "1", "--cut-at",
+               cut_at, "--states", "2", "--inject", "zero-layer-file", "--seed", "1",
+               "--jobs", "2", "--out", str(out), *extra])
+    return rc, json.loads((out / "latest" / "summary.json").read_text())
+
+
+def check_caught(rc: int, summary: dict[str, Any], name: str) -> None:
+    _, check = PLANTED[name]
+    target = load_workload(name, 1).damage_target
+    assert rc == 1, summary["totals"]
+    assert [b["backend"] for b in summary["backends"]] == BACKENDS.split(",")
+    for b in summary["backends"]:
+        assert b["harness_errors"] == [], b["harness_errors"]
+        assert b["workload"] == name and b["live_cuts"] == 1 and b["replayed_states"] >= 1
+        assert b["docker"]["driver"] == ("btrfs" if b["backend"] == "btrfs" else "overlay2")
+        live = next(s for s in b["states"] if s["kind"] == "live")
+        caught = [v for v in live["violations"]
+                  if v["check"] == check and v["fault"] == "filesystem"
+                  and target.lstrip("/") in json.dumps(v["evidence"])]
+        assert caught, (target, live["violations"])
+
+
+@pytest.mark.parametrize("name", sorted(PLANTED))
+def test_scenario_catches_its_planted_fault_on_both_backends(
+        name: str, images: GuestImages, tmp_path: Path, no_leftovers: None) -> None:
+    rc, summary = campaign(tmp_path, name)
+    check_caught(rc, summary, name)
+    if name == "copy-up":  # the unsynced copy-ups were observed, not judged
+        for b in summary["backends"]:
+            replayed = [s for s in b["states"] if s["kind"] == "replay"]
+            assert all(set(s["observed"].values()) <= {"old", "new", "empty", "other"}
+                       for s in replayed)
+
+
+def test_bookworm_docker_20_10(images: GuestImages, tmp_path: Path,
+                               no_leftovers: None) -> None:
+    """The same scenario on Debian bookworm's guest root: docker 20.10 and containerd
+    1.6, their store laid out as they lay it out, the same oracles."""
+    rc, summary = campaign(tmp_path, "load", "--release", "bookworm")
+    check_caught(rc, summary, "load")
+    assert all(b["release"] == "bookworm" and b["docker"]["docker"].startswith("20.10")
+               for b in summary["backends"])
+    assert summary["releases"]["bookworm"]["containerd"].startswith("1.6")
