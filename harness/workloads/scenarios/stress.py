@@ -31,7 +31,7 @@ from harness.workloads.scenarios.common import BASE, Context, import_base
 NAME, VOLUME = "stress", "stressvol"
 BLOCK = 512
 BLOB_BLOCKS = 512  # a 256 KiB source of seeded bytes in the image
-EPOCHS = 4
+EPOCHS = 3
 OPS_PER_EPOCH = 12
 MAX_DIRS = 3
 MAX_FILES = 8
@@ -185,4 +185,4 @@ def workload(seed: int) -> Workload:
                     "writable layer and in a volume, each epoch fsync'd",
         damage_target=f"/work/{largest}",
         cuts=("during:ops-work-1:1", "after:ops-vol-1", "during:ops-vol-2:1",
-              f"after:ops-work-{EPOCHS - 1}"))
+              f"after:ops-vol-{EPOCHS - 1}"))
