@@ -181,7 +181,7 @@ def test_a_kernel_no_archive_serves_travels_in_the_bundle(
     moved = load_bundle(Path(shutil.move(bundle, tmp_path / "moved")))
     asked: list[str | None] = []
     monkeypatch.setattr(reproduce, "ensure_images",
-                        lambda spec: asked.append(spec) or images(built))
+                        lambda spec, suite: asked.append(spec) or images(built))
     reproduce._images(moved, None)
     reproduce._images(moved, "/other/bzImage")
     assert asked == [str((tmp_path / "moved" / "kernel" / "bzImage").resolve()), "/other/bzImage"]

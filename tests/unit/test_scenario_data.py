@@ -113,7 +113,7 @@ def test_observations_hold_from_their_step_until_a_promise_covers_the_file() -> 
 def test_a_bad_observation_names_its_line(outcomes: dict[str, str], message: str) -> None:
     with pytest.raises(WorkloadError, match=message) as e:
         Workload("w", [_step("s", observes=(observe("disk:/f", **outcomes),))])
-    assert "test_scenarios.py:" in str(e.value)
+    assert "test_scenario_data.py:" in str(e.value)
 
 
 @pytest.mark.parametrize("cut, message", [
