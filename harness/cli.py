@@ -30,6 +30,7 @@ from harness.repro.bundle import BundleError, load_bundle
 from harness.storage.backends import BACKENDS, DEFAULT_BACKENDS
 from harness.storage.damage import INJECTIONS
 from harness.vm.machine import kill_all
+from harness.workloads.api import WorkloadError
 from harness.workloads.load import BUILTIN, load_workload, registered
 from harness.writelog.format import read_log
 from harness.writelog.states import select_states
@@ -198,13 +199,19 @@ def _repro(args: argparse.Namespace) -> int:
 def _workloads(args: argparse.Namespace) -> int:
     if args.workload is None:
         for name, ref in sorted(registered().items()):
-            print(f"{name}\t{ref}")
+            try:
+                about = load_workload(name, args.seed).description
+            except WorkloadError as e:
+                about = f"(does not load: {e})"
+            print(f"{name}\t{ref}\t{about}")
         return 0
     wl = load_workload(args.workload, args.seed)
     print(json.dumps({
         "name": wl.name, "source": wl.source, "digest": wl.digest, "seed": wl.seed,
+        "description": wl.description, "cuts": list(wl.cuts),
         "steps": [{"name": s.name, "barrier": s.barrier or "none", "needs": list(s.needs),
-                   "promises": [p.describe() for p in s.promises]} for s in wl.steps],
+                   "promises": [p.describe() for p in s.promises],
+                   "observes": [o.target for o in s.observes]} for s in wl.steps],
         "invariants": [i.describe() for i in wl.invariants]}, indent=1))
     return 0
 
