@@ -134,3 +134,36 @@ def test_units_follow_the_matrix_and_the_workload_s_cut_points() -> None:
     first = [u.plan.describe() for u in units if u.cell == 0 and u.plan]
     assert first == ["after pull's docker command returned, before its sync",
                      "during pull +2.00s"] * 2
+
+
+def test_the_copy_up_model_is_what_a_real_filesystem_holds(tmp_path: Path) -> None:
+    """The copy-up commands run with the host's coreutils on the image's files: each
+    changed path ends as the model says (content, mode, owner), or gone."""
+    import os
+    import stat
+
+    from harness.workloads.scenarios import copy_up
+
+    lower = {f"{op}-{size}-n": seeded_bytes(f"l{op}{size}", n)
+             for op in copy_up.OPS for size, n in copy_up.SIZES.items()}
+    payload = {k: seeded_bytes(f"p{k}", min(copy_up.PAYLOAD, len(v) // 2))
+               for k, v in lower.items() if k.startswith(("append", "overwrite"))}
+    for d, files in (("lower", lower), ("src", payload)):
+        (tmp_path / d).mkdir()
+        for name, data in files.items():
+            (tmp_path / d / name).write_bytes(data)
+            (tmp_path / d / name).chmod(0o644)
+            os.chown(tmp_path / d / name, 0, 0)
+    cmds, _, after = copy_up._changes(lower, payload, "n")
+    script = " && ".join(cmds).replace("/lower/", f"{tmp_path}/lower/").replace(
+        "/src/", f"{tmp_path}/src/")
+    subprocess.run(["sh", "-e", "-c", script], check=True)
+    assert len(after) == 16
+    for path, state in after.items():
+        real = tmp_path / path.lstrip("/")
+        if state is None:
+            assert not real.exists(), path
+            continue
+        st = real.stat()
+        assert real.read_bytes() == state[0], path
+        assert f"{stat.S_IMODE(st.st_mode):o} {st.st_uid} {st.st_gid}" == state[1], path

@@ -49,10 +49,10 @@ def _changes(lower: dict[str, bytes], payload: dict[str, bytes], mode: str
             if op == "append":
                 cmds.append(f"cat /src/{name} >> {path}")
                 after[path] = (old + new, LOWER_META)
-            elif op == "overwrite":
-                cmds.append(f"dd if=/src/{name} of={path} bs=4096 seek=1 conv=notrunc "
+            elif op == "overwrite":  # in place: 1 KiB in, inside the file
+                cmds.append(f"dd if=/src/{name} of={path} bs=512 seek=2 conv=notrunc "
                             "2>/dev/null")
-                after[path] = (old[:4096] + new + old[4096 + len(new):], LOWER_META)
+                after[path] = (old[:1024] + new + old[1024 + len(new):], LOWER_META)
             elif op == "truncate":
                 cmds.append(f"truncate -s {len(old) // 3} {path}")
                 after[path] = (old[:len(old) // 3], LOWER_META)
