@@ -50,6 +50,11 @@ def check_caught(rc: int, summary: dict[str, Any], name: str) -> None:
                   if v["check"] == check and v["fault"] == "filesystem"
                   and target.lstrip("/") in json.dumps(v["evidence"])]
         assert caught, (target, live["violations"])
+        # nothing else broke: every filesystem verdict is about the planted damage
+        others = [v for s in b["states"] for v in s["violations"]
+                  if v["fault"] == "filesystem" and target.lstrip("/") not in
+                  json.dumps(v["evidence"])]
+        assert others == [], others
 
 
 @pytest.mark.parametrize("name", sorted(PLANTED))
