@@ -243,13 +243,9 @@ class Store:
                 return cid, config
         return None
 
-    def container_dir(self, name: str) -> str | None:
-        """The writable layer of the container named `name`; None when no container
-        has that name; ValueError when one has it but its layer cannot be found."""
-        found = self._container(name)
-        if found is None:
-            return None
-        path = os.path.join(self.img, "layerdb/mounts", found[0], "mount-id")
+    def _layer_of(self, name: str, cid: str) -> str:
+        """The writable layer of container `cid`; ValueError when it cannot be found."""
+        path = os.path.join(self.img, "layerdb/mounts", cid, "mount-id")
         try:
             mount = read(path)
         except OSError as e:
@@ -258,16 +254,22 @@ class Store:
             raise ValueError(f"container {name}: {path} holds {mount!r}, not a layer id")
         return self.layer_dir(mount)
 
+    def container_dir(self, name: str) -> str | None:
+        """The writable layer of the container named `name`; None when no container
+        has that name; ValueError when one has it but its layer cannot be found."""
+        found = self._container(name)
+        return None if found is None else self._layer_of(name, found[0])
+
     def container_view(self, name: str) -> list[str] | None:
         """The layer directories a container sees, bottom first: its image's layers
         and its writable layer (under btrfs, the writable snapshot alone)."""
-        upper = self.container_dir(name)
-        if upper is None:
+        found = self._container(name)
+        if found is None:
             return None
+        upper = self._layer_of(name, found[0])
         if self.driver == "btrfs":
             return [upper]
-        config = self._container(name)
-        image = str(config[1].get("Image", "")) if config else ""
+        image = str(found[1].get("Image", ""))
         return [*(self.layers(image) if image else []), upper]
 
 
