@@ -22,6 +22,8 @@ RELEASE ?= trixie
 RELEASES ?=
 DAEMON_CHECKS ?=
 SAVED_GUESTS ?= 1
+KNOWN ?=
+FAIL_ON ?=
 PYTEST_ARGS ?=
 # `make bench` runs the default campaign twice (saved guests, boots): 0 leaves that out.
 BENCH_CAMPAIGN_STATES ?= $(STATES)
@@ -38,6 +40,7 @@ RUN_ARGS += --workload '$(WORKLOAD)' $(if $(DAEMON_CHECKS),--daemon-checks)
 RUN_ARGS += $(if $(WORKLOADS),--workloads '$(WORKLOADS)') --release '$(RELEASE)'
 RUN_ARGS += $(if $(RELEASES),--releases '$(RELEASES)')
 RUN_ARGS += $(if $(filter 0,$(SAVED_GUESTS)),--no-saved-guests)
+RUN_ARGS += $(if $(KNOWN),--known '$(KNOWN)') $(if $(FAIL_ON),--fail-on '$(FAIL_ON)')
 
 # `make crashtest` exits as crashtest does: 0 pass, 1 findings, 2 harness, host or
 # input failure, 130 interrupted. A failed recipe would make make exit 2 whatever

@@ -14,6 +14,7 @@ import time
 import traceback
 from pathlib import Path
 from types import FrameType
+from typing import Any
 
 from harness.bench import run_bench
 from harness.campaign import RunOptions, run_campaign
@@ -24,8 +25,10 @@ from harness.images import ensure_images
 from harness.images.cache import cache_root
 from harness.images.rootfs import DEFAULT_SUITE, RELEASES, check_release
 from harness.oracles.check_image import check_image
+from harness.report.diff import describe, diff
 from harness.report.html import write_report
 from harness.report.merge import merge_all, merge_runs
+from harness.report.results import FAIL_ON
 from harness.repro.bundle import BundleError, load_bundle
 from harness.storage.backends import BACKENDS, DEFAULT_BACKENDS
 from harness.storage.damage import INJECTIONS
@@ -102,6 +105,12 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--shard", default=None,
                      help="i/N: run only this job's share of the campaign (merge later)")
 
+    run.add_argument("--known", type=Path, default=None,
+                     help="a known-failures TOML file: findings it lists are known, not new "
+                          "(the project ships known-failures.toml)")
+    run.add_argument("--fail-on", choices=FAIL_ON, default=None,
+                     help="which violations fail the run (exit 1): new ones (the default "
+                          "with --known) or any (the default without)")
     mrg = sub.add_parser("merge", help="join the shards of one campaign into one run")
     mrg.add_argument("out", type=Path, help="the merged run directory to create")
     mrg.add_argument("shards", type=Path, nargs="+")
@@ -109,6 +118,11 @@ def build_parser() -> argparse.ArgumentParser:
                      help="SHARDS are directories holding shard runs of many campaigns: "
                           "merge each campaign into its own run under OUT")
 
+    dif = sub.add_parser("diff", help="failure signatures new, gone and still failing between "
+                                      "two runs (exit 1 when something new appears)")
+    dif.add_argument("old", type=Path, help="a run directory, or a directory of runs")
+    dif.add_argument("new", type=Path, help="a run directory, or a directory of runs")
+    dif.add_argument("--json", action="store_true", help="print the difference as JSON")
     bench = sub.add_parser("bench", help="measure checker speed, replay bytes, record overhead")
     bench.add_argument("--out", type=Path, default=Path("results/bench.json"))
     bench.add_argument("--backend", default="ext4-overlay2", choices=list(BACKENDS))
@@ -194,6 +208,18 @@ def _repro(args: argparse.Namespace) -> int:
     if report.harness_errors:
         return 125 if args.bisect else 2
     return 0
+
+
+def _diff(args: argparse.Namespace) -> int:
+    d = diff([args.old], [args.new])
+    if args.json:
+        print(json.dumps(d.to_json(), indent=1))
+    else:
+        for title, items in (("new", d.appeared), ("gone", d.gone), ("still failing", d.still)):
+            print(f"{title}: {len(items)}")
+            for f in items:
+                print(f"  {describe(f)}")
+    return 1 if d.appeared else 0
 
 
 def _workloads(args: argparse.Namespace) -> int:
@@ -290,11 +316,17 @@ def _dispatch(args: argparse.Namespace) -> int:
                   else [merge_runs(args.out, args.shards)])
         worst = 0
         for m in merged:
-            totals = json.loads((m / "summary.json").read_text())["totals"]
-            print(f"crashtest: merged into {m}: {totals}")
-            rc = 1 if totals["violations"] else 2 if totals["harness_errors"] else 0
+            summary = json.loads((m / "summary.json").read_text())
+            print(f"crashtest: merged {len(summary['shard']['merged_from'])} shards into "
+                  f"{m}: {verdict_line(summary)}")
+            for f in summary["findings"]:
+                if not f["known"]:
+                    print(f"  new: {f['signature']} ({f['backend']}, {f['states']} states)")
+            rc = exit_status(summary)
             worst = rc if worst == 0 or rc == 1 else worst
         return worst
+    if args.command == "diff":
+        return _diff(args)
     if args.command == "report":
         print(f"crashtest: report written to {write_report(args.dirs, args.output)}")
         return 0
@@ -317,17 +349,34 @@ def _dispatch(args: argparse.Namespace) -> int:
         shard=args.shard, minimize_steps=args.minimize_steps, workload=args.workload,
         daemon_checks=args.daemon_checks, saved_guests=args.saved_guests,
         workloads=args.workloads, release=args.release, releases=args.releases,
+        known=args.known, fail_on=args.fail_on or "",
     )
     run_dir = run_campaign(opts)
     summary = json.loads((run_dir / "summary.json").read_text())
-    totals = summary["totals"]
-    faults = ", ".join(f"{n} {f}'s fault" for f, n in totals.get("faults", {}).items())
-    print(f"crashtest: {totals['states_checked']} states checked, "
-          f"{totals['violations']} violations{f' ({faults})' if faults else ''}, "
-          f"{totals['harness_errors']} harness errors; results in {run_dir}/summary.json")
-    if totals["violations"]:
+    print(f"crashtest: {verdict_line(summary)}; results in {run_dir}/summary.json")
+    return exit_status(summary)
+
+
+def verdict_line(summary: dict[str, Any]) -> str:
+    """One line for a run's outcome: states, violations by fault, new and known."""
+    t = summary["totals"]
+    faults = ", ".join(f"{n} {f}'s fault" for f, n in t.get("faults", {}).items())
+    line = (f"{t['states_checked']} states checked, {t['violations']} violations"
+            + (f" ({faults})" if faults else ""))
+    if summary.get("known_failures", {}).get("entries"):
+        line += f", {t['new']} new, {t['known']} known"
+        if t["known_not_seen"]:
+            line += f" ({len(t['known_not_seen'])} known not seen)"
+    return line + f", {t['harness_errors']} harness errors"
+
+
+def exit_status(summary: dict[str, Any]) -> int:
+    """1 when violations fail the run (new ones, or any: `fail_on`), else 2 when
+    the harness could not decide some states, else 0."""
+    t = summary["totals"]
+    if t.get("failing", t["violations"]):
         return 1
-    return 2 if totals["harness_errors"] else 0
+    return 2 if t["harness_errors"] else 0
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ through JSON (summary.json, bundles).
 
 from __future__ import annotations
 
+import re
 from dataclasses import asdict, dataclass, field, fields
 from enum import StrEnum
 from typing import Any
@@ -94,6 +95,15 @@ _DEFAULT_FAULT = {
 }
 
 
+_IDS = re.compile(r"(sha256:)?[0-9a-f]{12,}")
+_RESTORED = re.compile(r"^(image .*|an untagged image), which docker restores, has intact "
+                       r"layers \((.*)\)$")
+
+
+def _stable(text: str) -> str:
+    return _IDS.sub("<id>", text)
+
+
 @dataclass(frozen=True)
 class Violation:
     """A broken promise. `check` is the stable id of the check that saw it
@@ -133,6 +143,25 @@ class Violation:
 
     def headline(self) -> str:
         return f"[{self.cls}, {self.fault}'s fault] {self.state}: {self.promise}"
+
+    def signature(self) -> str:
+        """What failed, the same in every run that sees it: the check, class and
+        fault, and what the check is about in words that carry no run's ids, tags,
+        state or evidence (`check | class | fault | object`). Known-failure files,
+        `crashtest diff` and the report group findings by it."""
+        return f"{self.check} | {self.cls} | {self.fault} | {self.object()}"
+
+    def object(self) -> str:
+        """The failing object's kind (and a file's place, which the workload names),
+        or for docker's store what about it broke."""
+        kind, _, rest = self.subject.partition(":")
+        if self.check.startswith(("promise.", "docker.")) and rest:
+            return f"file {rest}" if kind == "file" else kind
+        if self.check.startswith(("store.", "invariant.docker-intact")):
+            return _stable(_RESTORED.sub(r"\2", self.promise))
+        if self.check.startswith("invariant."):
+            return "command"
+        return _stable(self.subject)
 
     def with_evidence(self, **extra: str) -> Violation:
         return Violation(self.cls, self.state, self.promise, {**self.evidence, **extra},

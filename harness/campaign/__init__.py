@@ -25,11 +25,13 @@ from harness.campaign.plan import (
     workload_specs,
 )
 from harness.campaign.pool import ProgressBar, UnitJob, UnitResult, run_units
+from harness.campaign.snapshots import qemu_version
 from harness.errors import InputError
 from harness.guest import docker
 from harness.images import ensure_images
 from harness.model import UnitKind
-from harness.report.results import BackendSummary, point_latest, write_junit, write_summary
+from harness.report.known import KnownList, load_known
+from harness.report.results import BackendSummary, point_latest, write_results
 from harness.storage.damage import INJECTIONS, zero_layer_file
 from harness.vm import accel as accel_mod
 from harness.workloads.api import Workload
@@ -79,6 +81,7 @@ def run_campaign(opts: RunOptions, progress: Progress | None = None) -> Path:
     directory. An interrupted or failed run leaves no partial directory behind."""
     say = progress or functools.partial(print, flush=True)
     backends = validate(opts)
+    known = load_known(opts.known) if opts.known else KnownList()
     shard_i, shard_n = parse_shard(opts.shard)
     releases = release_specs(opts)
     check_out(opts.out)
@@ -171,14 +174,15 @@ def run_campaign(opts: RunOptions, progress: Progress | None = None) -> Path:
             "kernels": [images[(k, releases[0])].kernel.info for k in range(len(specs))],
             "image_manifest": {k: v for k, v in first.root.manifest.items() if k != "packages"},
             "image_packages": first.root.key_packages(),
+            "images": {r: images[(0, r)].root.manifest_id for r in releases},
             "host": platform.node(), "qemu": shutil.which("qemu-system-x86_64") or "",
+            "qemu_version": qemu_version("qemu-system-x86_64"), "accel": accel,
             "injected": opts.inject or "", "jobs": opts.jobs,
             "campaign": campaign_key(opts, backends, versions, workloads, releases),
             "shard": {"index": shard_i, "count": shard_n, "units": mine,
                       "total_units": len(units)},
         }
-        write_summary(partial, meta, summaries)
-        write_junit(partial, summaries)
+        write_results(partial, meta, summaries, known, opts.fail_on)
         final = results / run_id
         os.rename(partial, final)
         point_latest(results, final)

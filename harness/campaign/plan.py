@@ -10,6 +10,7 @@ from harness.errors import InputError
 from harness.images.rootfs import DEFAULT_SUITE, check_release
 from harness.model import CutKind, UnitKind
 from harness.power.cut import CutPlan, plan_cuts
+from harness.report.results import FAIL_ON
 from harness.storage.backends import Backend, parse_backends
 from harness.workloads.api import Workload
 
@@ -47,6 +48,8 @@ class RunOptions:
     releases: str | None = None  # comma list: run the campaign on each release
     daemon_checks: bool = False  # the daemon stage on lost-cache states too
     saved_guests: bool = True  # resume guests from saved ones instead of booting each
+    known: Path | None = None  # a known-failures TOML file (report.known)
+    fail_on: str = ""  # "new" or "any" violations fail the run ("": new with `known`)
 
 
 def parse_cut_at(spec: str, workload: Workload) -> CutPlan:
@@ -76,6 +79,8 @@ def validate(opts: RunOptions) -> list[Backend]:
     if opts.cuts < 0 or opts.states < 0 or opts.cuts + opts.states == 0:
         raise InputError(f"CUTS ({opts.cuts}) and STATES ({opts.states}) must be >= 0 "
                          "and not both 0")
+    if opts.fail_on not in ("", *FAIL_ON):
+        raise InputError(f"FAIL_ON {opts.fail_on!r}: choose one of {', '.join(FAIL_ON)}")
     if opts.memory_mb < 512:
         raise InputError(f"memory must be at least 512 MiB, got {opts.memory_mb}")
     if opts.jobs < 1:

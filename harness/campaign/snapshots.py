@@ -52,7 +52,7 @@ class SavedGuest:
 
 
 @cache
-def _qemu_version(binary: str) -> str:
+def qemu_version(binary: str) -> str:
     out = subprocess.run([binary, "--version"], capture_output=True, text=True, check=False)
     return out.stdout.splitlines()[0] if out.stdout else binary
 
@@ -65,7 +65,7 @@ def saved_key(config: MachineConfig, backend: Backend | None) -> str:
     machine = {"accel": config.accel, "memory_mb": config.memory_mb, "cpus": config.cpus,
                "cmdline": list(config.cmdline), "disks": len(config.disks)}
     return recipe_digest(
-        SAVE_VERSION, _qemu_version(config.qemu_binary), snapshot.file_digest(config.kernel),
+        SAVE_VERSION, qemu_version(config.qemu_binary), snapshot.file_digest(config.kernel),
         snapshot.file_digest(config.initrd), f"{root.name}:{st.st_size}:{st.st_mtime_ns}",
         json.dumps(machine, sort_keys=True),
         json.dumps({"backend": backend.describe(), "daemon": docker.daemon_config(backend)}

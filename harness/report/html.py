@@ -8,15 +8,16 @@ SVG plots. No scripts and no external files: the page can be mailed or archived.
 from __future__ import annotations
 
 import html
-import json
+import os
 import time
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from harness.errors import InputError
 from harness.model import CLASSES, FAULTS
+from harness.report.diff import find_runs, load_summary
 
 
 @dataclass
@@ -28,6 +29,8 @@ class Cell:
     workload: str
     data: dict[str, Any]
     release: str = ""
+    findings: list[dict[str, Any]] = field(default_factory=list)  # the run's
+    known_entries: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def row(self) -> str:
@@ -44,34 +47,19 @@ class Cell:
         return "error" if self.data["harness_errors"] else "pass"
 
 
-def find_runs(dirs: list[Path]) -> list[Path]:
-    """Result directories holding a summary.json: the ones given, or the runs under them."""
-    runs: list[Path] = []
-    for d in dirs:
-        if (d / "summary.json").is_file():
-            runs.append(d)
-            continue
-        if not d.is_dir():
-            raise InputError(f"report: {d} is not a directory")
-        found = sorted(p.parent for p in d.glob("*/summary.json") if not p.parent.is_symlink())
-        if not found:
-            raise InputError(f"report: no summary.json in {d} or its subdirectories")
-        runs.extend(found)
-    return list(dict.fromkeys(r.resolve() for r in runs))
-
-
 def load_cells(runs: list[Path]) -> list[Cell]:
     cells = []
     for run in runs:
+        doc = load_summary(run)
         try:
-            doc = json.loads((run / "summary.json").read_text())
             for b in doc["backends"]:
                 cells.append(Cell(str(doc.get("run_id", run.name)), run, b["kernel"],
                                   b["backend"],
                                   str(b.get("workload") or doc.get("workload", "default")), b,
-                                  str(b.get("release", ""))))
-        except (OSError, ValueError, KeyError, TypeError) as e:
-            raise InputError(f"report: {run}/summary.json is not a crashtest summary ({e})") from e
+                                  str(b.get("release", "")), doc["findings"],
+                                  doc.get("known_failures", {}).get("entries", [])))
+        except (KeyError, TypeError) as e:
+            raise InputError(f"{run}/summary.json is not a crashtest summary ({e})") from e
     return cells
 
 
@@ -96,7 +84,15 @@ def _bars(title: str, values: dict[str, float], unit: str = "") -> str:
     return "".join(out)
 
 
+def _cell_findings(cell: Cell) -> list[dict[str, Any]]:
+    return [f for f in cell.findings if (f["backend"], f["workload"] or cell.workload,
+                                         f["release"], f["kernel"]) ==
+            (cell.backend, cell.workload, cell.release, cell.kernel)]
+
+
 def _matrix(cells: list[Cell]) -> str:
+    """Each cell says whose fault its violations are, new and known apart: docker's
+    bugs show as docker's, not as the backend failing."""
     rows = sorted({c.row for c in cells})
     cols = sorted({(c.workload, c.backend) for c in cells})
     out = ['<table class="matrix"><tr><th>kernel · release \\ workload / backend</th>']
@@ -109,43 +105,129 @@ def _matrix(cells: list[Cell]) -> str:
             if not here:
                 out.append('<td class="none">not run</td>')
                 continue
-            status = ("fail" if any(c.status == "fail" for c in here) else
-                      "error" if any(c.status == "error" for c in here) else "pass")
-            states = sum(c.data["states_checked"] for c in here)
-            bad = sum(c.failing for c in here)
+            found = [f for c in here for f in _cell_findings(c)]
+            new = [f for f in found if not f["known"]]
             errs = sum(len(c.data["harness_errors"]) for c in here)
-            out.append(f'<td class="{status}"><b>{status.upper()}</b><br>{states} states'
-                       f"<br>{bad} violations" + (f", {errs} harness errors" if errs else "")
-                       + f"<br><small>{len(here)} run(s)</small></td>")
+            faults = Counter(f["fault"] for f in new)
+            status = (("new-fs" if set(faults) - {"docker"} else "new-docker") if new else
+                      "known" if found else "error" if errs else "pass")
+            head = {"new-fs": "NEW: " + ", ".join(f"{f}'s fault" for f in sorted(faults)),
+                    "new-docker": "NEW: docker's fault", "known": "known only",
+                    "error": "harness errors", "pass": "PASS"}[status]
+            lines = [f"{sum(c.data['states_checked'] for c in here)} states"]
+            by_fault = Counter[tuple[str, bool]]()
+            for f in found:
+                by_fault[(f["fault"], bool(f["known"]))] += f["states"]
+            lines += [f"{n} states: {fault}'s fault" + (" (known)" if known else "")
+                      for (fault, known), n in sorted(by_fault.items())]
+            if errs:
+                lines.append(f"{errs} harness errors")
+            out.append(f'<td class="{status}"><b>{html.escape(head)}</b><br>'
+                       + "<br>".join(html.escape(x) for x in lines) + "</td>")
         out.append("</tr>")
     out.append("</table>")
     return "".join(out)
 
 
-def _violations(cells: list[Cell]) -> str:
-    out = []
+def _rel(path: Path, base: Path) -> str:
+    return os.path.relpath(path, base)
+
+
+def _findings(cells: list[Cell], base: Path) -> str:
+    """Findings grouped by signature, new first: whose fault, where and how often,
+    one example's evidence in full, and the command that reproduces it."""
+    groups: dict[str, list[tuple[Cell, dict[str, Any]]]] = {}
     for c in cells:
-        for s in c.data.get("states", []):
-            bad = [v for v in s["violations"] if v["class"] != "leak"]
-            if not bad:
-                continue
-            out.append(f'<section class="violation"><h3>{html.escape(s["state"])}</h3>'
-                       f"<p>{html.escape(c.kernel)} · {html.escape(c.backend)} · run "
-                       f"{html.escape(c.run)} · {html.escape(s.get('plan', ''))}</p>")
-            if s.get("bundle"):
-                cmd = f"crashtest repro {c.run_dir / s['bundle']}"
-                out.append(f"<p>reproduce: <code>{html.escape(cmd)}</code></p>")
-            for v in bad:
-                fault = v.get("fault", "")
-                out.append(f'<p><span class="cls">{html.escape(v["class"])}</span> '
-                           f'{html.escape(v["promise"])} <span class="fault" title="'
-                           f'{html.escape(FAULTS.get(fault, ""))}">fault: '
-                           f'{html.escape(fault)}</span></p>')
-                for key, val in v.get("evidence", {}).items():
-                    out.append(f"<details><summary>{html.escape(key)}</summary>"
-                               f"<pre>{html.escape(str(val)[-6000:])}</pre></details>")
-            out.append("</section>")
-    return "".join(out) or "<p>No violations.</p>"
+        for f in _cell_findings(c):
+            groups.setdefault(f["signature"], []).append((c, f))
+    if not groups:
+        return "<p>No violations.</p>"
+    known = {e["id"]: e for c in cells for e in c.known_entries}
+    out = []
+    for sig, members in sorted(groups.items(), key=lambda kv: (
+            all(f["known"] for _, f in kv[1]), kv[1][0][1]["fault"] == "docker", kv[0])):
+        first_c, first = members[0]
+        is_known = all(f["known"] for _, f in members)
+        fault = first["fault"]
+        states = sum(f["states"] for _, f in members)
+        out.append(f'<section class="finding {"known" if is_known else "new"} '
+                   f'fault-{html.escape(fault)}"><h3><span class="badge">'
+                   f'{"KNOWN" if is_known else "NEW"}</span> <span class="whose">'
+                   f"{html.escape(fault)}'s fault</span> {html.escape(first['class'])}: "
+                   f"{html.escape(sig.rsplit(' | ', 1)[-1])}</h3>"
+                   f"<p class=\"sig\"><code>{html.escape(sig)}</code></p>"
+                   f"<p>{states} states in {len(members)} cell(s): "
+                   + ", ".join(html.escape(f"{f['workload']} {f['release']} {f['kernel']} "
+                                           f"{f['backend']} ({f['states']})") for _, f in members)
+                   + "</p>")
+        entry = known.get(first["known"])
+        if entry:
+            links = " ".join(f'<a href="{html.escape(u)}">{html.escape(u.split("github.com/")[-1])}'
+                             "</a>" for u in entry.get("links", []))
+            out.append(f"<p>known as <b>{html.escape(entry['id'])}</b>: "
+                       f"{html.escape(entry.get('reason', ''))} {links}</p>")
+        out.append(f"<p class=\"why\">{html.escape(FAULTS.get(fault, ''))}</p>")
+        ex = first["example"]
+        out.append(f"<p>example: state <code>{html.escape(ex['state'])}</code>: "
+                   f"{html.escape(ex['promise'])}</p>")
+        if ex.get("bundle"):
+            bundle = first_c.run_dir / ex["bundle"]
+            out.append(f"<p>reproduce: <code>crashtest repro {html.escape(_rel(bundle, base))}"
+                       f"</code> · <a href=\"{html.escape(_rel(bundle / 'console', base))}/\">"
+                       "console logs</a></p>")
+        for k, val in ex.get("evidence", {}).items():
+            out.append(f"<p class=\"evk\">{html.escape(k)}</p>"
+                       f"<pre>{html.escape(str(val)[-6000:])}</pre>")
+        out.append("</section>")
+    return "".join(out)
+
+
+def _history(cells: list[Cell]) -> str:
+    """Each signature across the runs given, oldest first: states that showed it."""
+    runs = sorted({c.run for c in cells})
+    if len(runs) < 2:
+        return ""
+    seen: dict[str, Counter[str]] = {}
+    for c in cells:
+        for f in _cell_findings(c):
+            seen.setdefault(f["signature"], Counter())[c.run] += f["states"]
+    if not seen:
+        return ""
+    out = ["<h2>History</h2><table><tr><th>signature</th>"
+           + "".join(f"<th>{html.escape(r)}</th>" for r in runs) + "</tr>"]
+    for sig, counts in sorted(seen.items()):
+        out.append(f"<tr><td><code>{html.escape(sig)}</code></td>"
+                   + "".join(f'<td class="{"hit" if counts[r] else "miss"}">{counts[r] or "-"}'
+                             "</td>" for r in runs) + "</tr>")
+    out.append("</table>")
+    return "".join(out)
+
+
+def _environment(runs: list[Path]) -> str:
+    """What ran, per run: kernels, images, docker, QEMU, accel, seed."""
+    out = ['<table class="env"><tr><th>run</th><th>kernel</th><th>image · docker</th>'
+           "<th>QEMU · accel · seed</th><th>known failures</th></tr>"]
+    for run in runs:
+        doc = load_summary(run)
+        kernels = doc.get("kernels") or [doc.get("kernel_info", {})]
+        ktext = "<br>".join(html.escape(f"{k.get('version', '?')} ({k.get('source', '')}; "
+                                        f"build id {k.get('build_id', '?')[:16]})")
+                            for k in kernels)
+        images = "<br>".join(html.escape(
+            f"{rel}: docker.io {p.get('docker.io', '?')}, containerd {p.get('containerd', '?')}, "
+            f"runc {p.get('runc', '?')}") for rel, p in (doc.get("releases") or {}).items())
+        manifest = ", ".join(f"{r} {m}" for r, m in (doc.get("images") or {}).items()) or (
+            doc.get("image_manifest", {}).get("id", ""))
+        accel = sorted({str(b.get("accel", "")) for b in doc["backends"]})
+        known = doc.get("known_failures", {})
+        out.append(f"<tr><td>{html.escape(str(doc.get('run_id', run.name)))}</td>"
+                   f"<td>{ktext}</td><td>{html.escape(manifest)}<br>{images}</td>"
+                   f"<td>{html.escape(str(doc.get('qemu_version') or doc.get('qemu', '')))} · "
+                   f"{html.escape(', '.join(accel))} · seed {doc.get('seed', '?')}</td>"
+                   f"<td>{html.escape(known.get('source') or 'none')} "
+                   f"(fail on {html.escape(str(doc.get('fail_on', 'any')))})</td></tr>")
+    out.append("</table>")
+    return "".join(out)
 
 
 def _timings(cells: list[Cell]) -> str:
@@ -184,21 +266,56 @@ def _errors(cells: list[Cell]) -> str:
     return f"<ul>{''.join(rows)}</ul>" if rows else "<p>None.</p>"
 
 
-STYLE = """body{font:14px sans-serif;margin:2em;max-width:1100px}
-table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #bbb;padding:4px 8px}
-td.pass{background:#d8f0d8}td.fail{background:#f6caca}td.error{background:#f6e7b0}
-td.none{color:#888}.bar{fill:#4a78b5}svg text{font:12px sans-serif}
-.violation{border-left:4px solid #c33;padding-left:1em;margin:1em 0}
-.cls{background:#c33;color:#fff;padding:1px 6px;border-radius:3px}
-.fault{color:#555;font-style:italic}
-pre{background:#f4f4f4;padding:6px;overflow:auto;max-height:24em}
+STYLE = """body{font:14px sans-serif;margin:2em;max-width:1200px}
+table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #bbb;padding:4px 8px;
+vertical-align:top}
+td.pass{background:#d8f0d8}td.new-fs{background:#f6caca}td.new-docker{background:#f3d9b1}
+td.known{background:#e4e4ea;color:#444}td.error{background:#f6e7b0}td.none{color:#888}
+td.hit{background:#f3d9b1;text-align:right}td.miss{color:#888;text-align:right}
+.headline{font-size:17px;padding:8px 12px;border-radius:4px}
+.headline.red{background:#f6caca}.headline.green{background:#d8f0d8}
+.bar{fill:#4a78b5}svg text{font:12px sans-serif}
+.finding{border-left:6px solid #c33;padding-left:1em;margin:1.5em 0}
+.finding.fault-docker{border-color:#d98a1c}.finding.known{border-color:#999}
+.badge{background:#c33;color:#fff;padding:1px 6px;border-radius:3px;font-size:13px}
+.known .badge{background:#888}.whose{text-transform:uppercase}
+.sig code{background:#eee;padding:2px 4px}.why{color:#555;font-style:italic}
+.evk{font-weight:bold;margin:.5em 0 0}
+pre{background:#f4f4f4;padding:6px;white-space:pre-wrap;overflow-wrap:anywhere;
+max-height:30em;overflow:auto}
 figure{display:inline-block;margin:0 2em 1em 0}figcaption{font-weight:bold}"""
 
 
+def _headline(cells: list[Cell]) -> str:
+    """What is new and whose fault, in one sentence, before anything else."""
+    found = [f for c in cells for f in _cell_findings(c)]
+    new = [f for f in found if not f["known"]]
+    known = [f for f in found if f["known"]]
+    errs = sum(len(c.data["harness_errors"]) for c in cells)
+    parts = []
+    for label, group in (("new", new), ("known", known)):
+        by_fault: dict[str, list[dict[str, Any]]] = {}
+        for f in group:
+            by_fault.setdefault(f["fault"], []).append(f)
+        for fault, fs in sorted(by_fault.items(), key=lambda kv: kv[0] == "docker"):
+            n = len({f["signature"] for f in fs})
+            parts.append(f"{n} {label} signature{'s' if n > 1 else ''}, {fault}'s fault "
+                         f"({sum(f['states'] for f in fs)} states in {len(fs)} cells)")
+    text = ("; ".join(parts) if new else "Nothing new" + (": " + "; ".join(parts)
+                                                           if parts else "")) + "."
+    if errs:
+        text += f" {errs} states the harness could not decide."
+    return f'<p class="headline {"red" if new or errs else "green"}">{html.escape(text)}</p>'
+
+
 def write_report(dirs: list[Path], out: Path | None = None) -> Path:
-    runs = find_runs(dirs)
-    cells = load_cells(runs)
+    try:
+        runs = find_runs(dirs)
+        cells = load_cells(runs)
+    except InputError as e:
+        raise InputError(f"report: {e}") from e
     out = out or (runs[0] / "report.html" if len(runs) == 1 else dirs[0] / "report.html")
+    base = out.resolve().parent
     label = {id(c): f"{c.kernel.split('-')[0]} {c.backend}" for c in cells}
     states = Counter[str]()
     for c in cells:
@@ -215,15 +332,18 @@ def write_report(dirs: list[Path], out: Path | None = None) -> Path:
     page = f"""<!doctype html><html><head><meta charset="utf-8">
 <title>crashtest report</title><style>{STYLE}</style></head><body>
 <h1>crashtest report</h1>
+{_headline(cells)}
 <p>{len(runs)} run(s): {html.escape(", ".join(r.name for r in runs))}. {totals['states']} states
 checked, {totals['violations']} violations, {totals['errors']} harness errors.
 Generated {time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}.</p>
-<h2>Matrix</h2>{_matrix(cells)}
+<h2>Matrix: whose fault, per cell</h2>{_matrix(cells)}
+<h2>Findings, by signature</h2>{_findings(cells, base)}
+{_history(cells)}
+<h2>Environment</h2>{_environment(runs)}
 <h2>Plots</h2>
 {_bars("states checked", dict(states))}
 {_bars("violations by class", {k: classes.get(k, 0) for k in CLASSES if k != "harness-error"})}
 {_bars("time per state", per_state, " s")}
-<h2>Violations</h2>{_violations(cells)}
 <h2>Observed (not judged): files changed without fsync, per crash state</h2>{_observed(cells)}
 <h2>Harness errors</h2>{_errors(cells)}
 <h2>Timings (mean seconds)</h2>{_timings(cells)}

@@ -12,7 +12,8 @@ from typing import Any
 
 from harness.errors import InputError
 from harness.model import StateResult
-from harness.report.results import BackendSummary, write_junit, write_summary
+from harness.report.known import KnownList
+from harness.report.results import BackendSummary, write_results
 
 
 def _load(run: Path) -> dict[str, Any]:
@@ -46,13 +47,15 @@ def merge_runs(out: Path, runs: list[Path]) -> Path:
     shutil.rmtree(partial, ignore_errors=True)
     partial.mkdir(parents=True)
     try:
-        merged: dict[tuple[str, str], BackendSummary] = {}
+        merged: dict[tuple[str, ...], BackendSummary] = {}
         for doc in docs:
             for b in doc["backends"]:
-                key = (b["kernel"], b["backend"])
+                key = (b.get("workload", ""), b.get("release", ""), b["kernel"], b["backend"])
                 if key not in merged:
                     merged[key] = BackendSummary(b["backend"], b["kernel"], b["image"],
-                                                 b["accel"], b["cuts"], b["options"])
+                                                 b["accel"], b["cuts"], b["options"],
+                                                 release=key[1], workload=key[0],
+                                                 docker=b.get("docker") or {})
                 m = merged[key]
                 m.states.extend(StateResult.from_json(s) for s in b["states"])
                 m.wall_s += b["wall_s"]
@@ -62,13 +65,15 @@ def merge_runs(out: Path, runs: list[Path]) -> Path:
                 if bundles.is_dir():
                     shutil.copytree(bundles, partial / bundles.relative_to(run),
                                     copy_function=_link_or_copy, dirs_exist_ok=True)
-        meta = {k: v for k, v in first.items() if k not in ("backends", "totals", "shard")}
+        meta = {k: v for k, v in first.items()
+                if k not in ("backends", "totals", "shard", "findings", "known_failures",
+                             "fail_on")}
         meta["run_id"] = out.name
         meta["shard"] = {"index": 1, "count": 1, "merged_from": [str(r) for r in runs],
                          "total_units": first["shard"]["total_units"]}
-        summaries = sorted(merged.values(), key=lambda b: (b.kernel, b.backend))
-        write_summary(partial, meta, summaries)
-        write_junit(partial, summaries)
+        summaries = [merged[k] for k in sorted(merged)]
+        write_results(partial, meta, summaries, KnownList.from_json(first.get("known_failures")),
+                      str(first.get("fail_on", "")))
         os.rename(partial, out)
     except BaseException:
         shutil.rmtree(partial, ignore_errors=True)

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import xml.etree.ElementTree as ET
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from harness.model import StateResult
+from harness.model import StateResult, Violation
+from harness.report.known import KnownList
 
 
 @dataclass
@@ -28,13 +30,23 @@ class BackendSummary:
     workload: str = ""
     docker: dict[str, str] = field(default_factory=dict)  # driver and versions dockerd reported
 
-    def to_json(self) -> dict[str, Any]:
+    @property
+    def cell(self) -> dict[str, str]:
+        return {"backend": self.backend, "kernel": self.kernel, "release": self.release,
+                "workload": self.workload}
+
+    def to_json(self, known: KnownList | None = None) -> dict[str, Any]:
+        known = known or KnownList()
+
+        def finding(v: Violation) -> dict[str, object]:
+            return {**v.to_json(), "signature": v.signature(), "known": known.match(v, self.cell)}
+
         return {
             "backend": self.backend, "kernel": self.kernel, "image": self.image,
             "release": self.release, "workload": self.workload, "docker": self.docker,
             "accel": self.accel, "cuts": self.cuts, "options": self.options,
             "states_checked": sum(1 for s in self.states if not s.harness_error),
-            "violations": [v.to_json() for s in self.states for v in s.violations],
+            "violations": [finding(v) for s in self.states for v in s.violations],
             "harness_errors": [{"state": s.state, "error": s.harness_error}
                                for s in self.states if s.harness_error],
             "wall_s": round(self.wall_s, 1),
@@ -43,7 +55,8 @@ class BackendSummary:
             "replayed_states": sum(1 for s in self.states if s.kind == "replay"),
             "replay": self.replay,
             "observed": self.observed(),
-            "states": [s.to_json() for s in self.states],
+            "states": [{**s.to_json(), "violations": [finding(v) for v in s.violations]}
+                       for s in self.states],
         }
 
     def observed(self) -> dict[str, dict[str, int]]:
@@ -69,45 +82,154 @@ def mean_timings(states: list[StateResult], digits: int = 2) -> dict[str, float]
     return out
 
 
-def write_summary(run_dir: Path, meta: dict[str, Any], backends: list[BackendSummary]) -> Path:
-    doc = {**meta, "backends": [b.to_json() for b in backends]}
+FAIL_ON = ("new", "any")
+
+
+def kernel_series(version: str) -> str:
+    """6.12.117+deb13-cloud-amd64 -> 6.12-cloud-amd64: findings carry over a
+    kernel's point releases (a nightly run's kernel moves) but not across series."""
+    head, *rest = version.split("-")
+    series = ".".join(head.split("+")[0].split(".")[:2])
+    flavour = "-".join(p for p in rest if not p.isdigit())  # drop Debian's ABI number
+    return f"{series}-{flavour}" if flavour else series
+
+
+def findings(backends: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each distinct failure of the run: a signature in a cell, with how many states
+    showed it, whether it is known, and the first state and bundle that show it."""
+    out: dict[tuple[str, ...], dict[str, Any]] = {}
+    for b in backends:
+        for s in b["states"]:
+            for v in s["violations"]:
+                if v["class"] == "leak":
+                    continue
+                key = (b["workload"], b["release"], kernel_series(b["kernel"]), b["backend"],
+                       v["signature"])
+                f = out.get(key)
+                if f is None:
+                    f = out[key] = {
+                        "signature": v["signature"], "check": v["check"], "class": v["class"],
+                        "fault": v["fault"], "workload": b["workload"],
+                        "release": b["release"], "kernel": b["kernel"],
+                        "kernel_series": key[2], "backend": b["backend"],
+                        "known": v["known"], "count": 0, "states": 0,
+                        "example": {"state": s["state"], "promise": v["promise"],
+                                    "evidence": v["evidence"], "bundle": s["bundle"]}}
+                f["count"] += 1
+                if not f["example"]["bundle"] and s["bundle"]:
+                    f["example"] |= {"state": s["state"], "promise": v["promise"],
+                                     "evidence": v["evidence"], "bundle": s["bundle"]}
+            for key in {(b["workload"], b["release"], kernel_series(b["kernel"]),
+                         b["backend"], v["signature"]) for v in s["violations"]
+                        if v["class"] != "leak"}:
+                out[key]["states"] += 1
+    return sorted(out.values(), key=lambda f: (f["known"] != "", f["fault"], f["signature"],
+                                               f["workload"], f["release"], f["backend"]))
+
+
+def write_results(run_dir: Path, meta: dict[str, Any], backends: list[BackendSummary],
+                  known: KnownList | None = None, fail_on: str = "") -> dict[str, Any]:
+    """summary.json and junit.xml; the summary returned. With a known-failures
+    list, findings are new or known, and `fail_on` (new by default then, else
+    any) says which of them fail the run."""
+    known = known or KnownList()
+    fail_on = fail_on or ("new" if known.entries else "any")
+    doc = {**meta, "known_failures": known.to_json(), "fail_on": fail_on,
+           "backends": [b.to_json(known) for b in backends]}
+    doc["findings"] = findings(doc["backends"])
+    real = [v for b in doc["backends"] for v in b["violations"] if v["class"] != "leak"]
+    seen = Counter(v["known"] for v in real if v["known"])
+    could = [e.id for e in known.entries if any(e.applies_to(b.cell) for b in backends)]
+    new = sum(1 for v in real if not v["known"])
     doc["totals"] = {
         "states_checked": sum(b["states_checked"] for b in doc["backends"]),
-        "violations": sum(1 for b in doc["backends"] for v in b["violations"]
-                          if v["class"] != "leak"),
+        "violations": len(real),
+        "new": new,
+        "known": len(real) - new,
+        "new_signatures": sorted({f["signature"] for f in doc["findings"] if not f["known"]}),
+        "known_seen": dict(sorted(seen.items())),
+        "known_not_seen": [i for i in could if i not in seen],
+        "failing": new if fail_on == "new" else len(real),
         "leaks": sum(1 for b in doc["backends"] for v in b["violations"]
                      if v["class"] == "leak"),
         "harness_errors": sum(len(b["harness_errors"]) for b in doc["backends"]),
         # violations by whose fault they are (see model.FAULTS)
-        "faults": dict(sorted(Counter(v["fault"] for b in doc["backends"]
-                                      for v in b["violations"] if v["class"] != "leak").items())),
+        "faults": dict(sorted(Counter(v["fault"] for v in real).items())),
     }
-    path = run_dir / "summary.json"
-    path.write_text(json.dumps(doc, indent=1) + "\n")
-    return path
+    write_junit(run_dir, doc)
+    tmp = run_dir / ".summary.json.tmp"
+    tmp.write_text(json.dumps(doc, indent=1) + "\n")
+    tmp.replace(run_dir / "summary.json")
+    return doc
 
 
-def write_junit(run_dir: Path, backends: list[BackendSummary]) -> Path:
-    """One test case per checked state: failure = violation, error = harness error."""
+def _junit_part(text: str) -> str:
+    return text.replace(".", "_").replace(" ", "_") or "-"
+
+
+def junit_names(b: dict[str, Any]) -> tuple[str, list[str]]:
+    """A backend's classname and its states' test names, the same in every run of
+    the same campaign: cell axes in the classname; live cuts by number and cut
+    point (not the seeded delay), lost-cache states by position (their ids carry
+    the write log's digest, which differs per run)."""
+    parts = [b.get("workload") or "", b.get("release") or "", kernel_series(b["kernel"]),
+             b["backend"]]
+    cls = ".".join(["crashtest", *(_junit_part(p) for p in parts if p)])
+    names, replayed = [], 0
+    for s in b["states"]:
+        if s["kind"] == "replay":
+            names.append(f"replay {replayed:03d}")
+            replayed += 1
+        else:
+            cut = s["state"].split("/", 1)[-1]
+            names.append(re.sub(r"-[0-9.]+s$", "", cut).replace("/", " "))
+    return cls, names
+
+
+def write_junit(run_dir: Path, summary: dict[str, Any]) -> Path:
+    """One test case per checked state: a new violation is a failure, a known one
+    is skipped (with why) unless the run fails on any, a harness error is an
+    error. Each failure says where its reproducer bundle is and how to run it."""
+    fail_on = summary.get("fail_on", "any")
     suites = ET.Element("testsuites", name="crashtest")
-    for b in backends:
-        suite = ET.SubElement(suites, "testsuite", name=b.backend, tests=str(len(b.states)),
-                              failures=str(sum(1 for s in b.states if s.verdict == "violation")),
-                              errors=str(sum(1 for s in b.states
-                                             if s.verdict == "harness-error")),
-                              time=f"{b.wall_s:.1f}")
-        for s in b.states:
-            case = ET.SubElement(suite, "testcase", classname=f"crashtest.{b.backend}",
-                                 name=s.state, time=f"{s.wall_s:.1f}")
-            for v in s.violations:
-                if v.cls == "leak":
-                    ET.SubElement(case, "system-out").text = f"leak: {v.promise}: {v.evidence}"
-                    continue
-                fail = ET.SubElement(case, "failure", type=v.cls,
-                                     message=f"{v.promise} (fault: {v.fault})")
-                fail.text = "\n\n".join(f"{k}:\n{val}" for k, val in v.evidence.items())
-            if s.verdict == "harness-error":
-                ET.SubElement(case, "error", type="harness-error", message=s.harness_error)
+    for b in summary["backends"]:
+        cls, names = junit_names(b)
+        suite = ET.SubElement(suites, "testsuite", name=cls, tests=str(len(b["states"])),
+                              time=f"{b['wall_s']:.1f}")
+        counts = Counter[str]()
+        for s, name in zip(b["states"], names, strict=True):
+            case = ET.SubElement(suite, "testcase", classname=cls, name=name,
+                                 time=f"{s['wall_s']:.1f}")
+            out = [f"state {s['state']}: {s['plan']}"]
+            real = [v for v in s["violations"] if v["class"] != "leak"]
+            new = [v for v in real if fail_on == "any" or not v["known"]]
+            where = (f"\nbundle: {s['bundle']} (in the run directory); reproduce: "
+                     f"crashtest repro {s['bundle']}" if s["bundle"] else "")
+            for v in s["violations"]:
+                if v["class"] == "leak":
+                    out.append(f"leak: {v['promise']}: {v['evidence']}")
+            if new:
+                v = new[0]
+                fail = ET.SubElement(case, "failure", type=v["class"],
+                                     message=f"{v['signature']}: {v['promise']}"
+                                     + (f" (known: {v['known']})" if v["known"] else "")
+                                     + (f"; bundle {s['bundle']}" if s["bundle"] else ""))
+                fail.text = "\n\n".join(
+                    f"[{v['class']}, {v['fault']}'s fault] {v['promise']}\n"
+                    + "\n".join(f"{k}:\n{val}" for k, val in v["evidence"].items())
+                    for v in new) + where
+                counts["failures"] += 1
+            elif real:
+                ET.SubElement(case, "skipped", message="known failure: " + ", ".join(
+                    sorted({v["known"] for v in real})))
+                out += [f"known ({v['known']}): {v['signature']}: {v['promise']}" for v in real]
+                counts["skipped"] += 1
+            elif s["harness_error"]:
+                ET.SubElement(case, "error", type="harness-error", message=s["harness_error"])
+                counts["errors"] += 1
+            ET.SubElement(case, "system-out").text = "\n".join(out)
+        for k in ("failures", "errors", "skipped"):
+            suite.set(k, str(counts[k]))
     path = run_dir / "junit.xml"
     ET.ElementTree(suites).write(path, encoding="utf-8", xml_declaration=True)
     return path

@@ -9,7 +9,7 @@ from harness.cli import main
 from harness.errors import InputError
 from harness.model import StateResult, Violation
 from harness.report.merge import merge_all, merge_runs
-from harness.report.results import BackendSummary, write_summary
+from harness.report.results import BackendSummary, write_results
 
 
 def shard(root: Path, i: int, n: int, seed: int = 1, bad: bool = False, name: str = "") -> Path:
@@ -21,7 +21,7 @@ def shard(root: Path, i: int, n: int, seed: int = 1, bad: bool = False, name: st
         st.violations = [Violation("fs-corruption", st.state, "fsck is clean", {"o": "x"})]
         st.bundle = f"bundles/b{i}"
     b = BackendSummary("btrfs", "6.12", "img", "tcg", 2, {}, [st], 10)
-    write_summary(run, {"run_id": run.name, "campaign": {"seed": seed, "kernels": ["6.12"],
+    write_results(run, {"run_id": run.name, "campaign": {"seed": seed, "kernels": ["6.12"],
                                                          "backends": [{"name": "btrfs"}]},
                         "shard": {"index": i, "count": n, "units": [i - 1],
                                   "total_units": n}}, [b])
@@ -32,8 +32,9 @@ def test_merge_sums_states_and_keeps_bundles(tmp_path: Path) -> None:
     runs = [shard(tmp_path, 1, 2), shard(tmp_path, 2, 2, bad=True)]
     out = merge_runs(tmp_path / "merged", runs)
     doc = json.loads((out / "summary.json").read_text())
-    assert doc["totals"] == {"states_checked": 2, "violations": 1, "leaks": 0,
-                             "harness_errors": 0, "faults": {"filesystem": 1}}
+    t = doc["totals"]
+    assert (t["states_checked"], t["violations"], t["new"], t["leaks"], t["harness_errors"],
+            t["faults"]) == (2, 1, 1, 0, 0, {"filesystem": 1})
     assert doc["backends"][0]["wall_s"] == 20
     assert (out / "bundles" / "b2" / "bundle.json").exists()
     assert (out / "junit.xml").exists()

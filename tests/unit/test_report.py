@@ -8,7 +8,7 @@ import pytest
 from harness.cli import main
 from harness.model import StateResult, Violation
 from harness.report.html import write_report
-from harness.report.results import BackendSummary, write_summary
+from harness.report.results import BackendSummary, write_results
 
 
 def make_run(root: Path, name: str, kernel: str, broken: bool) -> Path:
@@ -25,7 +25,7 @@ def make_run(root: Path, name: str, kernel: str, broken: bool) -> Path:
                 BackendSummary("ext4-overlay2", kernel, "img1", "tcg", 1, {},
                                [StateResult("ext4-overlay2/cut0/after-x", "ext4-overlay2",
                                             "after x", wall_s=50)], 60)]
-    write_summary(run, {"run_id": name, "workload": "default"}, backends)
+    write_results(run, {"run_id": name, "workload": "default"}, backends)
     return run
 
 
@@ -53,10 +53,16 @@ def test_report_matrix_violations_and_plots(tmp_path: Path) -> None:
     parsed = Cells()
     parsed.feed(out.read_text())
     text = "".join(parsed.text)
-    # 2 kernels x 2 backends: only 6.12 on btrfs fails
-    assert sorted(parsed.td_classes) == ["fail", "pass", "pass", "pass"]
+    # 2 kernels x 2 backends: only 6.12 on btrfs fails, the filesystem's fault; the
+    # history table has a row for its signature over both runs
+    matrix = [c for c in parsed.td_classes if c not in ("hit", "miss")]
+    assert sorted(matrix) == ["new-fs", "pass", "pass", "pass"]
+    assert parsed.td_classes.count("hit") == 1 and parsed.td_classes.count("miss") == 1
+    assert "NEW: filesystem's fault" in text
     assert "<inode 12> has bad extent" in text  # evidence, escaped and shown
-    assert f"crashtest repro {tmp_path / 'results' / 'r2' / 'bundles/btrfs-e3-none'}" in text
+    # relative to the report (written in results/): runs and bundles move together
+    assert "crashtest repro r2/bundles/btrfs-e3-none" in text
+    assert str(tmp_path) not in out.read_text()
     assert parsed.svgs == 3
     assert "2 run(s): r1, r2" in text  # the latest link is not counted twice
 
@@ -82,7 +88,7 @@ def test_report_rows_are_kernel_and_release_and_observations_show(tmp_path: Path
     backends = [BackendSummary("btrfs", "6.12", "img", "tcg", 0, {}, [seen], 1,
                                release=r, workload=w)
                 for w in ("copy-up", "pull") for r in ("bookworm", "trixie")]
-    write_summary(run, {"run_id": "r", "workload": "copy-up"}, backends)
+    write_results(run, {"run_id": "r", "workload": "copy-up"}, backends)
     parsed = Cells()
     parsed.feed(write_report([run]).read_text())
     text = "".join(parsed.text)
