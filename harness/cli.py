@@ -10,12 +10,14 @@ import argparse
 import json
 import signal
 import sys
+import tempfile
 import time
 import traceback
 from pathlib import Path
 from types import FrameType
 from typing import Any
 
+from harness import hosttools
 from harness.bench import run_bench
 from harness.campaign import RunOptions, run_campaign
 from harness.campaign.plan import DEFAULT_CUTS, DEFAULT_JOBS, DEFAULT_STATES
@@ -35,7 +37,7 @@ from harness.storage.damage import INJECTIONS
 from harness.vm.machine import kill_all
 from harness.workloads.api import WorkloadError
 from harness.workloads.load import BUILTIN, load_workload, registered
-from harness.writelog.format import read_log
+from harness.writelog.format import WriteLog, read_log
 from harness.writelog.states import select_states
 
 
@@ -210,6 +212,25 @@ def _repro(args: argparse.Namespace) -> int:
     return 0
 
 
+ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+
+
+def _read_any_log(path: Path) -> WriteLog:
+    """A write log as recorded, or zstd-compressed as a bundle keeps it."""
+    try:
+        with path.open("rb") as f:
+            compressed = f.read(4) == ZSTD_MAGIC
+    except OSError as e:
+        raise InputError(f"write log {path}: {e.strerror}") from e
+    if not compressed:
+        return read_log(path)
+    with tempfile.TemporaryDirectory(prefix="crashtest-log-") as tmp:
+        plain = Path(tmp) / "writes.log"
+        hosttools.run(["zstd", "-q", "-d", "-f", str(path), "-o", str(plain)],
+                      f"decompressing {path}")
+        return read_log(plain)
+
+
 def _diff(args: argparse.Namespace) -> int:
     d = diff([args.old], [args.new])
     if args.json:
@@ -255,6 +276,7 @@ def _error_log(args: argparse.Namespace) -> Path:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     signal.signal(signal.SIGTERM, _interrupt)
+    hosttools.add_sbin_to_path()
     try:
         return _dispatch(args)
     except KeyboardInterrupt:
@@ -302,7 +324,7 @@ def _dispatch(args: argparse.Namespace) -> int:
                   f"crashtest: {len(report.failing)} violations")
         return 1 if report.failing else 0
     if args.command == "states":
-        log = read_log(args.log)
+        log = _read_any_log(args.log)
         sel = select_states(log, args.seed, args.budget)
         eps, states = sel.epochs, sel.states
         print(json.dumps({**sel.to_json(),

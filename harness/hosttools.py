@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 from collections.abc import Sequence
@@ -26,6 +27,15 @@ PACKAGES = {
 }
 
 
+def add_sbin_to_path() -> None:
+    """mkfs.*, depmod and friends live in /usr/sbin and /sbin, which an unprivileged
+    user's PATH on Debian lacks (they run fine without root on image files)."""
+    dirs = os.environ.get("PATH", "").split(os.pathsep)
+    extra = [d for d in ("/usr/sbin", "/sbin") if d not in dirs]
+    if extra:
+        os.environ["PATH"] = os.pathsep.join([*dirs, *extra])
+
+
 def require(*tools: str) -> None:
     missing = [t for t in tools if shutil.which(t) is None]
     if missing:
@@ -38,6 +48,21 @@ def qcow2_overlay(backing: Path, out: Path, backing_fmt: str = "raw") -> Path:
     run(["qemu-img", "create", "-q", "-f", "qcow2", "-b", str(backing.resolve()),
          "-F", backing_fmt, str(out)], f"qemu-img create of an overlay over {backing.name}")
     return out
+
+
+def as_root(argv: Sequence[str], why: str) -> list[str]:
+    """`argv` run as root: as it is when we are root, else through passwordless
+    sudo (hosted CI runners: an unprivileged user with sudo, and on Ubuntu 24.04
+    no unprivileged user namespaces for mmdebstrap's unshare mode)."""
+    if os.geteuid() == 0:
+        return list(argv)
+    if shutil.which("sudo") is None or subprocess.run(
+            ["sudo", "-n", "true"], capture_output=True, check=False).returncode != 0:
+        raise HarnessError(f"{why} needs root: run crashtest as root, or give this user "
+                           "passwordless sudo, or build the images once as root "
+                           "(sudo make images)")
+    require(argv[0])
+    return ["sudo", "-n", *argv]
 
 
 def run(

@@ -17,7 +17,7 @@ from harness.model import StateResult, Violation
 from harness.oracles import console as console_oracle
 from harness.oracles.checker import Checker, DaemonContext
 from harness.power.cut import CutOutcome, CutPlan, run_until_cut
-from harness.repro.bundle import reproduces, signature_of
+from harness.repro.bundle import compress_disk, reproduces, signature_of
 from harness.repro.capture import live_bundle, qemu_argv
 from harness.repro.minimize import MinimalSteps, minimize_steps
 from harness.storage.backends import DATA_SERIAL, Backend, make_test_disk
@@ -177,8 +177,12 @@ def run_live_cut(cfg: CampaignConfig, backend: Backend, index: int, plan: CutPla
             (logdir / "error.console-tail.txt").write_text(tail)
     finally:
         res.wall_s = round(time.monotonic() - t0, 1)
-        # Keep the cut disk only where it is evidence (or on request).
-        if res.verdict == "pass" and not cfg.keep_disks:
+        # No 4 GiB sparse file stays in the results (CI artifact uploads inflate
+        # them): a bundle holds the disk compressed; evidence without a bundle is
+        # kept compressed here. --keep-disks keeps them as they are.
+        if not cfg.keep_disks:
+            if res.verdict != "pass" and not res.bundle and disk.exists():
+                compress_disk(disk, logdir / "disk.qcow2")
             disk.unlink(missing_ok=True)
     (logdir / "verdict.json").write_text(json.dumps(res.to_json(), indent=1) + "\n")
     return res

@@ -51,9 +51,14 @@ def run_lost_cache(cfg: CampaignConfig, backend: Backend, budget: int,
     stats.update(rstats)
     stats["replay_wall_s"] = round(time.monotonic() - t0, 1)
     (workdir / "replay.json").write_text(json.dumps(stats, indent=1) + "\n")
-    # The log and origin are what a state is rebuilt from: keep them only as evidence.
+    # The log and origin are what a state is rebuilt from: bundles hold them
+    # compressed; failing states without a bundle keep a compressed copy here. No
+    # raw (4 GiB sparse) copy stays unless --keep-disks.
     rec.disk.unlink(missing_ok=True)
-    if all(r.verdict == "pass" for r in results) and not cfg.keep_disks:
+    if not cfg.keep_disks:
+        if any(r.verdict != "pass" and not r.bundle for r in results) and rec.log.exists():
+            compress_log(rec.log, workdir / "writes.log.zst")
+            compress_disk(rec.origin, workdir / "origin.qcow2")
         rec.log.unlink(missing_ok=True)
         rec.origin.unlink(missing_ok=True)
     return results, stats

@@ -138,14 +138,17 @@ def verify_root(final: Path, manifest: dict[str, object]) -> None:
 def _build(suite: str, out: Path) -> None:
     started = time.monotonic()
     tree = out / "tree"
+    # Root builds the tree (owners, device nodes) and the disk made from it.
+    why = "building the guest root filesystem (mmdebstrap, mkfs.ext4 -d)"
     hosttools.run(
-        [
-            "mmdebstrap", "--variant=minbase", "--include=" + ",".join(packages(suite)),
+        hosttools.as_root([
+            "mmdebstrap", "--mode=root", "--variant=minbase",
+            "--include=" + ",".join(packages(suite)),
             "--dpkgopt=path-exclude=/usr/share/doc/*",
             "--dpkgopt=path-exclude=/usr/share/man/*",
             "--dpkgopt=path-exclude=/usr/share/locale/*",
             suite, str(tree), MIRROR,
-        ],
+        ], why),
         "mmdebstrap of the guest root filesystem",
         timeout=900,
     )
@@ -158,14 +161,22 @@ def _build(suite: str, out: Path) -> None:
     (out / "busybox").write_bytes(busybox)
     (out / "busybox").chmod(0o755)
     base_tar = base_image_tar(busybox)
-    (tree / BASE_TAR_IN_GUEST.lstrip("/")).parent.mkdir(parents=True, exist_ok=True)
-    (tree / BASE_TAR_IN_GUEST.lstrip("/")).write_bytes(base_tar)
+    (out / "base.tar").write_bytes(base_tar)
+    hosttools.run(hosttools.as_root(["install", "-D", "-m", "0644", str(out / "base.tar"),
+                                     str(tree / BASE_TAR_IN_GUEST.lstrip("/"))], why),
+                  "adding the base image to the guest root")
+    (out / "base.tar").unlink()
     hosttools.run(
-        ["mkfs.ext4", "-q", "-F", "-L", "crashtest-root", "-E", "root_owner=0:0",
-         "-d", str(tree), str(out / "root.img"), ROOT_IMG_SIZE],
+        hosttools.as_root(["mkfs.ext4", "-q", "-F", "-L", "crashtest-root", "-E",
+                           "root_owner=0:0", "-d", str(tree), str(out / "root.img"),
+                           ROOT_IMG_SIZE], why),
         "mkfs.ext4 -d of the guest root disk",
     )
-    hosttools.run(["rm", "-rf", "--one-file-system", str(tree)], "removing the build tree")
+    hosttools.run(hosttools.as_root(["rm", "-rf", "--one-file-system", str(tree)], why),
+                  "removing the build tree")
+    if os.geteuid() != 0:
+        hosttools.run(hosttools.as_root(["chown", f"{os.getuid()}:{os.getgid()}",
+                                         str(out / "root.img")], why), "owning the root disk")
     ident = recipe_digest(suite, json.dumps(pkgs, sort_keys=True), base_tar)
     manifest = {
         "id": f"rootfs-{ident[:12]}",

@@ -114,12 +114,3 @@ def test_make_crashtest_exits_as_crashtest_does(fake_venv: Path, rc: int) -> Non
     assert res.returncode == (-signal.SIGINT if rc == 130 else rc), res.stderr
     assert "crashtest run" in res.stdout and "--cuts '1'" not in res.stdout
     assert "--cuts 1 " in res.stdout and "--workload ./mine.toml" in res.stdout
-
-
-def test_the_nightly_workflow_treats_findings_as_success() -> None:
-    """Its shard step runs `make crashtest ... || [ $? -eq 1 ]`: only 0 and 1 pass."""
-    text = (REPO / ".github/workflows/nightly.yml").read_text()
-    assert "|| [ $? -eq 1 ]" in text
-    for rc, ok in ((0, True), (1, True), (2, False), (130, False)):
-        res = subprocess.run(["sh", "-c", f"(exit {rc}) || [ $? -eq 1 ]"])
-        assert (res.returncode == 0) == ok

@@ -158,6 +158,13 @@ def test_cli_lists_states_and_rejects_a_foreign_log(tmp_path: Path) -> None:
     assert ok.returncode == 0, ok.stderr
     doc = json.loads(ok.stdout)
     assert doc["entries"] == 10 and doc["epochs"] == 3 and len(doc["states"]) == 4
+    # a bundle's compressed log reads the same
+    subprocess.run(["zstd", "-q", str(path), "-o", str(tmp_path / "writes.log.zst")], check=True)
+    packed = subprocess.run([sys.executable, "-m", "harness.cli", "states",
+                             str(tmp_path / "writes.log.zst"), "--budget", "4"],
+                            capture_output=True, text=True)
+    assert packed.returncode == 0, packed.stderr
+    assert json.loads(packed.stdout)["states"] == doc["states"]
     foreign = tmp_path / "foreign.log"
     foreign.write_bytes(b"\x7fELF" + bytes(4096))
     bad = subprocess.run([sys.executable, "-m", "harness.cli", "states", str(foreign)],

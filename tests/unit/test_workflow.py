@@ -1,0 +1,109 @@
+"""The nightly workflow, checked as data and run: its shell steps run here with
+`make`, `sudo` and the venv's tools replaced by stand-ins that exit as told, so
+its handling of crashtest's exit codes is exercised, not read. (actionlint runs
+on it in `make lint`.)"""
+
+import os
+import re
+import stat
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from harness.report.known import load_known
+
+REPO = Path(__file__).parents[2]
+WORKFLOW = REPO / ".github/workflows/nightly.yml"
+
+
+def workflow() -> dict[str, Any]:
+    doc = yaml.safe_load(WORKFLOW.read_text())
+    assert isinstance(doc, dict)
+    return doc
+
+
+def step(job: str, name: str) -> str:
+    steps = workflow()["jobs"][job]["steps"]
+    [run] = [s["run"] for s in steps if s.get("name") == name]
+    return str(run)
+
+
+def expand(script: str) -> str:
+    """GitHub's ${{ }} expressions, with a shard's values."""
+    values = {"matrix.kernel": "trixie:linux-image-cloud-amd64", "matrix.backend": "btrfs",
+              "matrix.shard": "1", "env.SHARDS": "2"}
+    return re.sub(r"\$\{\{\s*([^}]+?)\s*\}\}", lambda m: values[m.group(1)], script)
+
+
+def stand_in(bindir: Path, name: str, body: str) -> None:
+    path = bindir / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(f"#!/bin/sh\necho \"{name} $*\" >> \"$CALLS\"\n{body}\n")
+    path.chmod(path.stat().st_mode | stat.S_IEXEC)
+
+
+def run_step(tmp_path: Path, script: str, env: dict[str, str]) -> tuple[int, str]:
+    """As GitHub runs a `run:` step: bash --noprofile --norc -eo pipefail."""
+    calls = tmp_path / "calls"
+    calls.write_text("")
+    (tmp_path / "step.sh").write_text(expand(script))
+    res = subprocess.run(["bash", "--noprofile", "--norc", "-eo", "pipefail",
+                          str(tmp_path / "step.sh")], cwd=tmp_path, capture_output=True,
+                         text=True, env={**os.environ, "CALLS": str(calls),
+                                         "PATH": f"{tmp_path / 'bin'}:{os.environ['PATH']}",
+                                         "CUTS": "6", "STATES": "48", "SEED": "7", **env})
+    return res.returncode, calls.read_text()
+
+
+@pytest.mark.parametrize(("rc", "job_passes"), [(0, True), (1, True), (2, False), (130, False)])
+def test_a_shard_fails_only_when_crashtest_broke(tmp_path: Path, rc: int,
+                                                 job_passes: bool) -> None:
+    """Findings (1) go to the merge job; a broken harness (2) or an interrupted
+    run (130) fails the shard's job."""
+    stand_in(tmp_path / "bin", "sudo", "exit 0")
+    stand_in(tmp_path / "bin", "make", f"exit {rc}")
+    code, calls = run_step(tmp_path, step("shard", "Run this shard"), {})
+    assert (code == 0) == job_passes
+    [make] = [line for line in calls.splitlines() if line.startswith("make ")]
+    assert "crashtest" in make.split() and "KNOWN=known-failures.toml" in make
+    assert "SHARD=1/2" in make and "KERNEL=trixie:linux-image-cloud-amd64" in make
+
+
+def test_every_variable_the_shard_passes_is_one_make_crashtest_reads(tmp_path: Path) -> None:
+    stand_in(tmp_path / "bin", "sudo", "exit 0")
+    stand_in(tmp_path / "bin", "make", "exit 0")
+    _, calls = run_step(tmp_path, step("shard", "Run this shard"), {})
+    make = next(line for line in calls.splitlines() if line.startswith("make "))
+    makefile = (REPO / "Makefile").read_text()
+    for var in re.findall(r"\b([A-Z_]+)=", make):
+        assert re.search(rf"^{var} \?=", makefile, re.M), var
+        assert f"$({var})" in makefile, var
+    known = re.search(r"KNOWN=(\S+)", make)
+    assert known and load_known(REPO / known.group(1)).entries
+
+
+@pytest.mark.parametrize(("merge_rc", "report_rc", "want"),
+                         [(0, 0, 0), (1, 0, 1), (2, 0, 2), (0, 2, 2), (1, 2, 2)])
+def test_the_merge_job_fails_on_new_findings_or_a_broken_merge(
+        tmp_path: Path, merge_rc: int, report_rc: int, want: int) -> None:
+    venv = tmp_path / ".venv" / "bin"
+    stand_in(tmp_path / "bin", "python3", f'mkdir -p {venv}; exit 0')
+    stand_in(venv, "pip", "exit 0")
+    stand_in(venv, "crashtest",
+             f'case "$1" in merge) exit {merge_rc};; report) exit {report_rc};; esac; exit 9')
+    code, calls = run_step(tmp_path, step("merge", "Merge each cell's shards and write the "
+                                                   "report"), {})
+    assert code == want
+    assert "crashtest merge --all merged shards" in calls
+    assert "crashtest report merged -o merged/report.html" in calls
+
+
+def test_the_merge_job_runs_after_failed_shards_but_not_after_a_cancel() -> None:
+    merge = workflow()["jobs"]["merge"]
+    assert merge["needs"] == "shard" and "!cancelled()" in merge["if"]
+    assert workflow()["permissions"] == {"contents": "read"}
+    shard = workflow()["jobs"]["shard"]
+    assert shard["strategy"]["fail-fast"] is False
