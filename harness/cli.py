@@ -19,7 +19,7 @@ from typing import Any
 
 from harness import hosttools
 from harness.bench import run_bench
-from harness.campaign import RunOptions, run_campaign
+from harness.campaign import RunOptions, load_plan, run_campaign
 from harness.campaign.plan import DEFAULT_CUTS, DEFAULT_JOBS, DEFAULT_STATES
 from harness.campaign.reproduce import reproduce
 from harness.errors import CrashtestError, InputError
@@ -107,6 +107,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--shard", default=None,
                      help="i/N: run only this job's share of the campaign (merge later)")
 
+    run.add_argument("--resume", type=Path, default=None, metavar="RUN_DIR",
+                     help="finish an interrupted run with its own plan (its other options "
+                          "come from RUN_DIR/plan.json)")
     run.add_argument("--known", type=Path, default=None,
                      help="a known-failures TOML file: findings it lists are known, not new "
                           "(the project ships known-failures.toml)")
@@ -281,8 +284,7 @@ def main(argv: list[str] | None = None) -> int:
         return _dispatch(args)
     except KeyboardInterrupt:
         kill_all()
-        print("crashtest: interrupted; guests stopped and partial results removed",
-              file=sys.stderr)
+        print("crashtest: interrupted; guests stopped, finished units kept", file=sys.stderr)
         return 130
     except CrashtestError as e:
         kill_all()
@@ -373,7 +375,9 @@ def _dispatch(args: argparse.Namespace) -> int:
         workloads=args.workloads, release=args.release, releases=args.releases,
         known=args.known, fail_on=args.fail_on or "",
     )
-    run_dir = run_campaign(opts)
+    if args.resume is not None:
+        opts = load_plan(args.resume)
+    run_dir = run_campaign(opts, resume=args.resume)
     summary = json.loads((run_dir / "summary.json").read_text())
     print(f"crashtest: {verdict_line(summary)}; results in {run_dir}/summary.json")
     return exit_status(summary)

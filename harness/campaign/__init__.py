@@ -17,6 +17,8 @@ from harness.campaign.plan import (
     RunOptions,
     campaign_key,
     kernel_specs,
+    options_from_json,
+    options_json,
     parse_cut_at,
     parse_shard,
     plan_units,
@@ -29,7 +31,7 @@ from harness.campaign.snapshots import qemu_version
 from harness.errors import InputError
 from harness.guest import docker
 from harness.images import ensure_images
-from harness.model import UnitKind
+from harness.model import StateResult, UnitKind
 from harness.report.known import KnownList, load_known
 from harness.report.results import BackendSummary, point_latest, write_results
 from harness.storage.damage import INJECTIONS, zero_layer_file
@@ -76,9 +78,62 @@ def _cell_dirs(cells: list[Cell], versions: list[str]) -> list[str]:
     return ["/".join(p[k] for k in varying) for p in parts]
 
 
-def run_campaign(opts: RunOptions, progress: Progress | None = None) -> Path:
-    """Run the campaign (or this job's shard of it); return the finished run
-    directory. An interrupted or failed run leaves no partial directory behind."""
+PLAN_JSON = "plan.json"
+UNITS_DIR = "units"
+
+
+def _unit_path(run_dir: Path, index: int) -> Path:
+    return run_dir / UNITS_DIR / f"{index:05d}.json"
+
+
+def _save_unit(run_dir: Path, r: UnitResult) -> None:
+    """A finished unit, written as it ends: nothing finished is lost to a Ctrl-C or
+    a crash of the harness, and --resume skips it."""
+    path = _unit_path(run_dir, r.unit)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps({"unit": r.unit, "wall_s": r.wall_s, "replay": r.replay,
+                               "states": [s.to_json() for s in r.states]}) + "\n")
+    tmp.replace(path)
+
+
+def _load_units(run_dir: Path) -> dict[int, UnitResult]:
+    done = {}
+    for path in sorted((run_dir / UNITS_DIR).glob("*.json")):
+        try:
+            d = json.loads(path.read_text())
+            r = UnitResult(int(d["unit"]), [StateResult.from_json(x) for x in d["states"]],
+                           dict(d["replay"]), float(d["wall_s"]))
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            raise InputError(f"resume: {path} is not a finished unit's record ({e})") from e
+        done[r.unit] = r
+    return done
+
+
+def load_plan(run_dir: Path) -> RunOptions:
+    """The options of an incomplete run, for `crashtest run --resume RUN_DIR`."""
+    try:
+        doc = json.loads((run_dir / PLAN_JSON).read_text())
+    except (OSError, ValueError) as e:
+        raise InputError(f"resume: {run_dir} is not a crashtest run directory "
+                         f"(no readable {PLAN_JSON})") from e
+    try:
+        summary = json.loads((run_dir / "summary.json").read_text())
+    except (OSError, ValueError):
+        summary = {"incomplete": True}
+    if not summary.get("incomplete"):
+        raise InputError(f"resume: {run_dir} is complete; nothing to resume")
+    opts = options_from_json(doc["options"])
+    opts.out = run_dir.parent
+    return opts
+
+
+def run_campaign(opts: RunOptions, progress: Progress | None = None,
+                 resume: Path | None = None) -> Path:
+    """Run the campaign (or this job's shard of it); return its run directory.
+    Each unit is recorded as it finishes; an interrupted or failed run leaves a
+    summary marked incomplete, which `resume` (its run directory) finishes with
+    the same plan. Bad input leaves nothing behind."""
     say = progress or functools.partial(print, flush=True)
     backends = validate(opts)
     known = load_known(opts.known) if opts.known else KnownList()
@@ -103,43 +158,53 @@ def run_campaign(opts: RunOptions, progress: Progress | None = None) -> Path:
     versions = [images[(k, releases[0])].kernel.version for k in range(len(specs))]
     if len(set(versions)) < len(versions):
         raise InputError(f"KERNELS: two of them are the same kernel ({', '.join(versions)})")
+    key = campaign_key(opts, backends, versions, workloads, releases)
 
-    results = opts.out
-    run_id = time.strftime("%Y%m%d-%H%M%S", time.gmtime()) + f"-s{opts.seed}" + (
-        f"-shard{shard_i}of{shard_n}" if shard_n > 1 else "")
-    partial = results / f".{run_id}.partial"
-    partial.mkdir(parents=True, exist_ok=False)
+    if resume is not None:
+        run_dir = resume
+        run_id = resume.name
+        planned = json.loads((resume / PLAN_JSON).read_text())["campaign"]
+        if planned != key:
+            changed = sorted(k for k in key if planned.get(k) != key[k])
+            raise InputError(f"resume: {resume} was planned with other {', '.join(changed)} "
+                             f"(now {', '.join(str(key[k]) for k in changed)}): it cannot be "
+                             "finished with the same plan")
+        done = _load_units(resume)
+    else:
+        run_id = time.strftime("%Y%m%d-%H%M%S", time.gmtime()) + f"-s{opts.seed}" + (
+            f"-shard{shard_i}of{shard_n}" if shard_n > 1 else "")
+        run_dir = opts.out / run_id
+        run_dir.mkdir(parents=True, exist_ok=False)
+        (run_dir / PLAN_JSON).write_text(json.dumps(
+            {"options": options_json(opts), "campaign": key}, indent=1) + "\n")
+        done = {}
     cells = [Cell(k, r, w, fixed[w.name]) for w in workloads for r in releases
              for k in range(len(specs))]
     cdirs = _cell_dirs(cells, versions)
     cfgs = [CampaignConfig(images=images[(c.kernel, c.release)], accel=accel,
-                           workload=c.workload, run_dir=partial / cd, memory_mb=opts.memory_mb,
+                           workload=c.workload, run_dir=run_dir / cd, memory_mb=opts.memory_mb,
                            keep_disks=opts.keep_disks, damage=damage[c.workload.name],
                            minimize_steps=opts.minimize_steps,
                            daemon_checks=opts.daemon_checks, resume=opts.saved_guests)
             for c, cd in zip(cells, cdirs, strict=True)]
     units = plan_units(opts, backends, cells)
     mine = [u.index for u in units if u.index % shard_n == shard_i - 1]
-    total_states = sum(1 if units[i].kind == UnitKind.LIVE else opts.states for i in mine)
+    todo = [i for i in mine if i not in done]
     say(f"crashtest: {len(mine)} of {len(units)} units"
         + (f" (shard {shard_i}/{shard_n})" if shard_n > 1 else "")
         + (f" over {len(cells)} cells (workload x release x kernel)" if len(cells) > 1 else "")
-        + f", about {total_states} states, {opts.jobs} at a time")
-    bar = ProgressBar(total_states, say)
-    try:
-        done: dict[int, UnitResult] = {}
+        + f", {opts.jobs} at a time"
+        + (f"; resuming {run_dir}: {len(mine) - len(todo)} done, {len(todo)} to run"
+           if resume is not None else ""))
+    bar = ProgressBar([units[i].kind for i in todo], opts.states, opts.jobs, say)
 
-        def finished(r: UnitResult) -> None:
-            done[r.unit] = r
-            bar.advance(len(r.states), sum(1 for s in r.states if s.verdict == "violation"))
+    def finished(r: UnitResult) -> None:
+        _save_unit(run_dir, r)
+        done[r.unit] = r
+        bar.advance(units[r.unit].kind, r.wall_s, len(r.states),
+                    sum(1 for s in r.states if s.verdict == "violation"))
 
-        jobs = [UnitJob(units[i], cfgs[units[i].cell], opts.states,
-                        units[i].label(cdirs[units[i].cell].replace("/", " ")))
-                for i in mine]
-        # Longest first, so parallel workers finish together: a unit of replayed
-        # states takes many times a live cut.
-        jobs.sort(key=lambda j: j.unit.kind != UnitKind.REPLAY)
-        run_units(jobs, opts.jobs, finished)
+    def write(incomplete: str = "") -> None:
         summaries = []
         for c, cell in enumerate(cells):
             im = images[(cell.kernel, cell.release)]
@@ -152,7 +217,7 @@ def run_campaign(opts: RunOptions, progress: Progress | None = None) -> Path:
                     if u.cell == c and u.backend == b and u.index in done:
                         ur = done[u.index]
                         for st in ur.states:
-                            if st.bundle and cdirs[c]:
+                            if st.bundle and cdirs[c] and not st.bundle.startswith(cdirs[c]):
                                 st.bundle = f"{cdirs[c]}/{st.bundle}"
                         summary.states.extend(ur.states)
                         summary.wall_s += ur.wall_s
@@ -178,18 +243,33 @@ def run_campaign(opts: RunOptions, progress: Progress | None = None) -> Path:
             "host": platform.node(), "qemu": shutil.which("qemu-system-x86_64") or "",
             "qemu_version": qemu_version("qemu-system-x86_64"), "accel": accel,
             "injected": opts.inject or "", "jobs": opts.jobs,
-            "campaign": campaign_key(opts, backends, versions, workloads, releases),
+            "campaign": key,
             "shard": {"index": shard_i, "count": shard_n, "units": mine,
                       "total_units": len(units)},
+            "units_done": sorted(i for i in mine if i in done),
         }
-        write_results(partial, meta, summaries, known, opts.fail_on)
-        final = results / run_id
-        os.rename(partial, final)
-        point_latest(results, final)
-        return final
-    except BaseException:
-        shutil.rmtree(partial, ignore_errors=True)
+        if incomplete:
+            meta["incomplete"] = incomplete
+            meta["resume"] = f"crashtest run --resume {run_dir}"
+        write_results(run_dir, meta, summaries, known, opts.fail_on)
+
+    jobs = [UnitJob(units[i], cfgs[units[i].cell], opts.states,
+                    units[i].label(cdirs[units[i].cell].replace("/", " ")))
+            for i in todo]
+    # Longest first, so parallel workers finish together: a unit of replayed
+    # states takes many times a live cut.
+    jobs.sort(key=lambda j: j.unit.kind != UnitKind.REPLAY)
+    try:
+        run_units(jobs, opts.jobs, finished)
+    except BaseException as e:
+        why = "interrupted" if isinstance(e, KeyboardInterrupt) else f"{type(e).__name__}: {e}"
+        write(incomplete=why)
+        say(f"crashtest: {len([i for i in mine if i in done])} of {len(mine)} units finished "
+            f"and kept in {run_dir}; finish with: crashtest run --resume {run_dir}")
         raise
+    write()
+    point_latest(opts.out, run_dir)
+    return run_dir
 
 
 def _docker_json(backend_dir: Path) -> dict[str, str]:
@@ -200,4 +280,4 @@ def _docker_json(backend_dir: Path) -> dict[str, str]:
         return {}
 
 
-__all__ = ["CampaignConfig", "Progress", "RunOptions", "run_campaign"]
+__all__ = ["CampaignConfig", "Progress", "RunOptions", "load_plan", "run_campaign"]

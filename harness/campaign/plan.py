@@ -3,8 +3,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
+from typing import Any
 
 from harness.errors import InputError
 from harness.images.rootfs import DEFAULT_SUITE, check_release
@@ -50,6 +51,22 @@ class RunOptions:
     saved_guests: bool = True  # resume guests from saved ones instead of booting each
     known: Path | None = None  # a known-failures TOML file (report.known)
     fail_on: str = ""  # "new" or "any" violations fail the run ("": new with `known`)
+
+
+def options_json(opts: RunOptions) -> dict[str, Any]:
+    """The options as plan.json keeps them, for `crashtest run --resume`."""
+    d = asdict(opts)
+    d["out"] = str(opts.out)
+    d["known"] = str(opts.known) if opts.known else None
+    return d
+
+
+def options_from_json(d: dict[str, Any]) -> RunOptions:
+    names = {f.name for f in fields(RunOptions)}
+    opts = RunOptions(**{k: v for k, v in d.items() if k in names})
+    opts.out = Path(str(d["out"]))
+    opts.known = Path(str(d["known"])) if d.get("known") else None
+    return opts
 
 
 def parse_cut_at(spec: str, workload: Workload) -> CutPlan:

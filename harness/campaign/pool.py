@@ -4,11 +4,13 @@ plain data: they travel to a worker as arguments, with no global state."""
 from __future__ import annotations
 
 import multiprocessing
+import shutil
 import sys
 import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from harness.campaign.context import CampaignConfig, Progress
 from harness.campaign.live import run_live_cut
@@ -33,9 +35,16 @@ class UnitJob:
     label: str
 
 
+def unit_dir(u: Unit, cfg: CampaignConfig) -> Path:
+    return cfg.run_dir / u.backend.name / (f"cut{u.cut}" if u.kind == UnitKind.LIVE
+                                           else "replay")
+
+
 def run_unit(job: UnitJob) -> UnitResult:
     u, cfg = job.unit, job.cfg
     t0 = time.monotonic()
+    # What an interrupted run left of this unit goes: it runs again from scratch.
+    shutil.rmtree(unit_dir(u, cfg), ignore_errors=True)
 
     def say(msg: str) -> None:
         # One write per line: parallel workers share stdout.
@@ -79,20 +88,47 @@ def run_units(jobs: list[UnitJob], parallel: int, done: Callable[[UnitResult], N
         pool.join()
 
 
-class ProgressBar:
-    """One line per finished unit: states done of the total, violations, elapsed, ETA."""
+# What a unit costs before any has finished, in seconds (TCG here): a live cut
+# boots or resumes, runs and checks a guest; a lost-cache unit records once, then
+# checks each state in about a second. Refined by what finished units took.
+PRIOR_S = {UnitKind.LIVE: 100.0, UnitKind.REPLAY: 80.0}
+PRIOR_STATE_S = 2.0
 
-    def __init__(self, total: int, say: Progress) -> None:
-        self.total, self.done, self.bad, self.say = max(total, 1), 0, 0, say
+
+class ProgressBar:
+    """One line per finished unit: units and states done, violations, elapsed, and
+    an ETA weighted by unit kind (a live cut and a state differ a hundredfold)."""
+
+    def __init__(self, kinds: list[str], states: int, jobs: int, say: Progress) -> None:
+        self.left = Counter(kinds)
+        self.total, self.jobs, self.say = len(kinds), max(1, jobs), say
+        self.per_replay = PRIOR_S[UnitKind.REPLAY] + PRIOR_STATE_S * states
+        self.took: dict[str, list[float]] = {}
+        self.units = self.states = self.bad = 0
         self.t0 = time.monotonic()
 
-    def advance(self, states: int, violations: int) -> None:
-        self.done += states
+    def cost(self, kind: str) -> float:
+        """What a unit of `kind` is expected to take: the mean of those finished,
+        else the prior scaled by how finished units compared with theirs."""
+        if self.took.get(kind):
+            return sum(self.took[kind]) / len(self.took[kind])
+        prior = {UnitKind.LIVE: PRIOR_S[UnitKind.LIVE], UnitKind.REPLAY: self.per_replay}
+        ratios = [sum(t) / len(t) / prior[UnitKind(k)] for k, t in self.took.items() if t]
+        scale = sum(ratios) / len(ratios) if ratios else 1.0
+        return prior[UnitKind(kind)] * scale
+
+    def eta(self) -> float:
+        return sum(n * self.cost(k) for k, n in self.left.items()) / self.jobs
+
+    def advance(self, kind: str, wall_s: float, states: int, violations: int) -> None:
+        self.left[kind] -= 1
+        self.took.setdefault(kind, []).append(wall_s)
+        self.units += 1
+        self.states += states
         self.bad += violations
-        frac = min(1.0, self.done / self.total)
         elapsed = time.monotonic() - self.t0
-        eta = elapsed / frac - elapsed if frac else 0.0
+        frac = self.units / max(self.total, 1)
         filled = int(frac * 30)
-        self.say(f"[{'#' * filled}{'.' * (30 - filled)}] {self.done}/{self.total} states, "
-                 f"{self.bad} violations, {elapsed / 60:.1f} min elapsed, "
-                 f"~{eta / 60:.1f} min left")
+        self.say(f"[{'#' * filled}{'.' * (30 - filled)}] {self.units}/{self.total} units, "
+                 f"{self.states} states, {self.bad} violations, {elapsed / 60:.1f} min "
+                 f"elapsed, ~{self.eta() / 60:.1f} min left")

@@ -138,29 +138,43 @@ def _default_sigint() -> None:
     signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
-def test_ctrl_c_stops_and_cleans_up(images: GuestImages, tmp_path: Path,
-                                    no_leftovers: None) -> None:
-    """With two guests at a time (worker processes): Ctrl-C stops them all."""
+def test_ctrl_c_stops_and_cleans_up_then_resume_finishes(images: GuestImages, tmp_path: Path,
+                                                         no_leftovers: None) -> None:
+    """With two guests at a time (worker processes): Ctrl-C after the first unit
+    finished stops every guest and keeps that unit; --resume runs only the rest
+    and gives the totals of the whole plan."""
     out = tmp_path / "results"
     proc = subprocess.Popen([sys.executable, "-m", "harness.cli", "run", "--backends", "btrfs",
-                             "--cuts", "2", "--states", "0", "--jobs", "2", "--out", str(out)],
+                             "--cuts", "3", "--states", "0", "--jobs", "2", "--out", str(out)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             preexec_fn=_default_sigint, start_new_session=True)
     try:
         assert proc.stdout is not None
         for line in proc.stdout:
-            if line.startswith("[btrfs cut 1] cut"):
+            if line.startswith("[#") or line.startswith("[."):  # a unit was recorded
                 break
-        time.sleep(8)  # inside the workload VM
+        time.sleep(5)  # inside the next units' guests
         proc.send_signal(signal.SIGINT)
-        _, err = proc.communicate(timeout=60)
+        rest, err = proc.communicate(timeout=60)
         assert proc.returncode == 130, err
-        assert "interrupted" in err
-        assert not out.exists() or list(out.iterdir()) == []
+        assert "interrupted" in err and "finish with: crashtest run --resume" in rest
     finally:
         if proc.poll() is None:  # a failed test stops what it started
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(timeout=30)
+    [run] = [p for p in out.iterdir() if p.is_dir()]
+    part = json.loads((run / "summary.json").read_text())
+    assert part["incomplete"] == "interrupted" and 1 <= len(part["units_done"]) < 3
+    assert part["totals"]["states_checked"] == len(part["units_done"])
+    kept = {s["state"]: s["wall_s"] for s in part["backends"][0]["states"]}
+    assert main(["run", "--resume", str(run)]) in (0, 1)
+    doc = json.loads((run / "summary.json").read_text())
+    assert "incomplete" not in doc and doc["units_done"] == [0, 1, 2]
+    assert doc["totals"]["states_checked"] == 3 and doc["totals"]["harness_errors"] == 0
+    states = {s["state"]: s["wall_s"] for s in doc["backends"][0]["states"]}
+    assert sorted(s.split("/")[1] for s in states) == ["cut0", "cut1", "cut2"]
+    assert all(states[k] == w for k, w in kept.items())  # kept, not run again
+    assert (out / "latest").resolve() == run.resolve()
 
 
 def test_shards_merge_to_the_totals_of_one_parallel_run(images: GuestImages, tmp_path: Path,

@@ -59,7 +59,7 @@ def test_negative_numbers_are_usage_errors() -> None:
 def test_an_unexpected_exception_is_exit_2_never_a_finding(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
         capsys: pytest.CaptureFixture[str]) -> None:
-    def broken(opts: object) -> Path:
+    def broken(opts: object, **kw: object) -> Path:
         raise KeyError("a bug in crashtest")
 
     monkeypatch.setattr(harness.cli, "run_campaign", broken)
