@@ -34,6 +34,7 @@ from harness.report.results import FAIL_ON
 from harness.repro.bundle import BundleError, load_bundle
 from harness.storage.backends import BACKENDS, DEFAULT_BACKENDS
 from harness.storage.damage import INJECTIONS
+from harness.version import crashtest_version
 from harness.vm.machine import kill_all
 from harness.workloads.api import WorkloadError
 from harness.workloads.load import BUILTIN, load_workload, registered
@@ -54,6 +55,7 @@ def _whole(text: str) -> int:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="crashtest", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--version", action="version", version=f"crashtest {crashtest_version()}")
     sub = p.add_subparsers(dest="command", required=True)
 
     run = sub.add_parser("run", help="run a power-cut campaign")
@@ -68,7 +70,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="Debian kernel package ([suite:]name) or a bzImage path")
     run.add_argument("--kernel-modules", default=None,
                      help="modules directory for a bzImage (lib/modules/VERSION)")
-    run.add_argument("--seed", type=_whole, default=1)
+    run.add_argument("--seed", type=_whole, default=1,
+                     help="seed of the cut points, delays and lost-cache state selection")
     run.add_argument("--daemon-checks", action="store_true",
                      help="run the daemon stage (dockerd on the recovered disk) on lost-cache "
                           "states too, not only on live cuts (about 45 s a state under TCG)")
@@ -85,7 +88,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help=f"Debian suite of the guest root and its docker ({', '.join(RELEASES)})")
     run.add_argument("--releases", default=None,
                      help="comma list of releases (as --release): run the campaign on each")
-    run.add_argument("--out", type=Path, default=Path("results"))
+    run.add_argument("--out", type=Path, default=Path("results"),
+                     help="where run directories go (OUT/latest names the newest)")
     run.add_argument("--accel", default=None, help="auto (default), kvm or tcg")
     run.add_argument("--cut-at", default=None,
                      help="cut every cycle at STEP, after:STEP, during:STEP:SECONDS or "
@@ -118,7 +122,7 @@ def build_parser() -> argparse.ArgumentParser:
                           "with --known) or any (the default without)")
     mrg = sub.add_parser("merge", help="join the shards of one campaign into one run")
     mrg.add_argument("out", type=Path, help="the merged run directory to create")
-    mrg.add_argument("shards", type=Path, nargs="+")
+    mrg.add_argument("shards", type=Path, nargs="+", help="the shards' run directories")
     mrg.add_argument("--all", action="store_true",
                      help="SHARDS are directories holding shard runs of many campaigns: "
                           "merge each campaign into its own run under OUT")
@@ -129,29 +133,34 @@ def build_parser() -> argparse.ArgumentParser:
     dif.add_argument("new", type=Path, help="a run directory, or a directory of runs")
     dif.add_argument("--json", action="store_true", help="print the difference as JSON")
     bench = sub.add_parser("bench", help="measure checker speed, replay bytes, record overhead")
-    bench.add_argument("--out", type=Path, default=Path("results/bench.json"))
-    bench.add_argument("--backend", default="ext4-overlay2", choices=list(BACKENDS))
+    bench.add_argument("--out", type=Path, default=Path("results/bench.json"),
+                       help="the JSON file the numbers go to")
+    bench.add_argument("--backend", default="ext4-overlay2", choices=list(BACKENDS),
+                       help="the backend measured")
     bench.add_argument("--states", type=_whole, default=48,
                        help="states for the checker (a campaign checks 24-48 per boot)")
-    bench.add_argument("--reboot-states", type=_whole, default=3)
+    bench.add_argument("--reboot-states", type=_whole, default=3,
+                       help="states checked with a guest boot each, for the speedup")
     bench.add_argument("--campaign-states", type=_whole, default=0,
                        help="also run a campaign of this many states per backend twice, "
                             "from saved guests and with boots (the default campaign: "
                             f"{DEFAULT_STATES}; 0: skip, it takes about half an hour)")
-    bench.add_argument("--campaign-cuts", type=_whole, default=DEFAULT_CUTS)
+    bench.add_argument("--campaign-cuts", type=_whole, default=DEFAULT_CUTS,
+                       help="live cuts per backend in the measured campaigns")
 
     chk = sub.add_parser("check", help="run every oracle on an existing test-disk image")
-    chk.add_argument("image", type=Path)
-    chk.add_argument("--kernel", default=None)
+    chk.add_argument("image", type=Path, help="a raw or qcow2 disk image of a docker disk")
+    chk.add_argument("--kernel", default=None, help="the kernel that checks it "
+                                                   "(default: the built-in one)")
     chk.add_argument("--json", action="store_true", help="print the report as JSON")
 
     st = sub.add_parser("states", help="read a write log and list its crash states")
-    st.add_argument("log", type=Path)
-    st.add_argument("--seed", type=_whole, default=1)
-    st.add_argument("--budget", type=_whole, default=24)
+    st.add_argument("log", type=Path, help="a write log, or a bundle's writes.log.zst")
+    st.add_argument("--seed", type=_whole, default=1, help="seed of the state selection")
+    st.add_argument("--budget", type=_whole, default=24, help="states to list at most")
 
     rep = sub.add_parser("repro", help="rebuild and recheck a reproducer bundle")
-    rep.add_argument("bundle", type=Path)
+    rep.add_argument("bundle", type=Path, help="a reproducer bundle's directory")
     rep.add_argument("--runs", type=_whole, default=3,
                      help="checks of a lost-cache state, or live cuts to repeat")
     rep.add_argument("--kernel", default=None,
@@ -169,15 +178,27 @@ def build_parser() -> argparse.ArgumentParser:
     wls = sub.add_parser("workloads", help="list registered workloads, or check a workload "
                                            "file and show its steps")
     wls.add_argument("workload", nargs="?", default=None, help="a name or a .py/.toml file")
-    wls.add_argument("--seed", type=_whole, default=1)
+    wls.add_argument("--seed", type=_whole, default=1, help="the seed the workload is built with")
 
     img = sub.add_parser("images", help="build (or find cached) guest images, print manifests")
-    img.add_argument("--kernel", default=None)
-    img.add_argument("--kernel-modules", default=None)
+    img.add_argument("--kernel", default=None,
+                     help="Debian kernel package ([suite:]name) or a bzImage path "
+                          "(default: the built-in one)")
+    img.add_argument("--kernel-modules", default=None,
+                     help="modules directory for a bzImage (lib/modules/VERSION)")
     img.add_argument("--releases", default=DEFAULT_SUITE,
                      help=f"comma list of Debian suites to build guest roots for "
                           f"({', '.join(RELEASES)})")
+    for cmd in sub.choices.values():  # every option's default shown in --help
+        cmd.formatter_class = Help
     return p
+
+
+class Help(argparse.ArgumentDefaultsHelpFormatter):
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.default in (None, False, "") or isinstance(action.default, bool):
+            return action.help  # nothing worth saying
+        return super()._get_help_string(action)
 
 
 def _interrupt(signum: int, frame: FrameType | None) -> None:

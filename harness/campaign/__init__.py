@@ -35,6 +35,7 @@ from harness.model import StateResult, UnitKind
 from harness.report.known import KnownList, load_known
 from harness.report.results import BackendSummary, point_latest, write_results
 from harness.storage.damage import INJECTIONS, zero_layer_file
+from harness.version import crashtest_version
 from harness.vm import accel as accel_mod
 from harness.workloads.api import Workload
 from harness.workloads.load import load_workload
@@ -226,7 +227,8 @@ def run_campaign(opts: RunOptions, progress: Progress | None = None,
                 summaries.append(summary)
         first = images[(0, releases[0])]
         meta = {
-            "run_id": run_id, "seed": opts.seed, "workload": workloads[0].name,
+            "run_id": run_id, "crashtest_version": crashtest_version(), "seed": opts.seed,
+            "workload": workloads[0].name,
             "workload_source": workloads[0].source, "workload_digest": workloads[0].digest,
             "workload_steps": workloads[0].step_names,
             "workloads": [{"name": w.name, "source": w.source, "digest": w.digest,

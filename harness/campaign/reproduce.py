@@ -15,6 +15,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 from harness.campaign import snapshots
 from harness.campaign.context import CampaignConfig, Progress, machine_config
@@ -60,6 +61,7 @@ class ReproReport:
     kernel: dict[str, str]
     kernel_matches: bool
     attempts: list[Attempt] = field(default_factory=list)
+    image_matches: bool = True
 
     @property
     def runs(self) -> int:
@@ -81,7 +83,8 @@ class ReproReport:
     def to_json(self) -> dict[str, object]:
         return {"bundle": self.bundle, "kind": self.kind, "state": self.state,
                 "expected": self.expected, "kernel": self.kernel,
-                "kernel_matches": self.kernel_matches, "runs": self.runs,
+                "kernel_matches": self.kernel_matches, "image_matches": self.image_matches,
+                "runs": self.runs,
                 "reproduced": self.reproduced, "rate": round(self.rate, 3),
                 "attempts": [a.__dict__ for a in self.attempts]}
 
@@ -97,6 +100,21 @@ def _images(bundle: Bundle, kernel: str | None) -> tuple[GuestImages, bool]:
     images = ensure_images(spec, suite=check_release(bundle.meta.get("release") or DEFAULT_SUITE))
     same = images.kernel.info.get("sha256") == bundle.meta["kernel"].get("sha256")
     return images, same
+
+
+def image_matches(meta: dict[str, Any], images: GuestImages) -> tuple[bool, str]:
+    """Is the guest root the one the bundle ran? Guest roots are built from today's
+    Debian suite: a newer docker or kernel tools can change the outcome."""
+    want, got = meta.get("image", ""), images.root.manifest_id
+    if not want or want == got:
+        return True, ""
+    then, now = meta.get("image_packages") or {}, images.root.key_packages()
+    moved = [f"{p} {then.get(p, '-')} -> {now.get(p, '-')}" for p in sorted({*then, *now})
+             if then.get(p) != now.get(p)]
+    return False, (f"the guest image {got} is not the bundle's {want} (built since from "
+                   f"Debian's {meta.get('release') or DEFAULT_SUITE}"
+                   + (f": {', '.join(moved)}" if moved else ": other packages changed")
+                   + "); a result that differs may be the image's doing")
 
 
 def bundle_workload(bundle: Bundle) -> Workload:
@@ -132,6 +150,9 @@ def reproduce(bundle: Bundle, runs: int, kernel: str | None = None,
     if not same:
         progress(f"crashtest: note: kernel {images.kernel.version} differs from the bundle's "
                  f"({bundle.meta['kernel'].get('version')})")
+    report.image_matches, why = image_matches(bundle.meta, images)
+    if not report.image_matches:
+        progress(f"crashtest: note: {why}")
     work = Path(tempfile.mkdtemp(prefix="crashtest-repro-"))
     try:
         if bundle.kind == "replay":

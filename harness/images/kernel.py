@@ -40,8 +40,8 @@ class KernelBundle:
 
 
 def ensure_kernel(spec: str | None, modules_dir: str | None = None) -> KernelBundle:
-    """Resolve KERNEL (a Debian package, `suite:package`, a bzImage path, or a
-    kernel source tree)."""
+    """Resolve KERNEL (a Debian package, `suite:package`, `suite:package=version`
+    (exactly that build: bundles pin it), a bzImage path, or a kernel source tree)."""
     spec = spec or DEFAULT_KERNEL
     path = Path(spec)
     if path.is_dir():
@@ -49,7 +49,8 @@ def ensure_kernel(spec: str | None, modules_dir: str | None = None) -> KernelBun
     if "/" in spec or path.exists():
         return _from_bzimage(path, Path(modules_dir) if modules_dir else None)
     suite, _, package = spec.rpartition(":")
-    return _from_debian(suite or "trixie", package)
+    package, _, version = package.partition("=")
+    return _from_debian(suite or "trixie", package, version)
 
 
 # ---------------------------------------------------------------- source tree
@@ -177,32 +178,45 @@ class _Apt:
         m = re.search(rf"^{name}: (.*)$", proc.stdout, re.M)
         return m.group(1).strip() if m else ""
 
-    def download(self, package: str, dest: Path) -> Path:
-        hosttools.run(["apt-get", *self.opts, "-qq", "download", package],
-                      f"download {package}", cwd=dest)
+    def versions(self, package: str) -> list[str]:
+        proc = subprocess.run(["apt-cache", *self.opts, "show", package], capture_output=True,
+                              text=True, check=False)
+        return re.findall(r"^Version: (.*)$", proc.stdout, re.M)
+
+    def download(self, package: str, dest: Path, version: str = "") -> Path:
+        want = f"{package}={version}" if version else package
+        hosttools.run(["apt-get", *self.opts, "-qq", "download", want],
+                      f"download {want}", cwd=dest)
         debs = sorted(dest.glob(f"{package}_*.deb"))
         if not debs:
             raise HarnessError(f"download {package}: no .deb appeared")
         return debs[-1]
 
 
-def _from_debian(suite: str, package: str) -> KernelBundle:
+def _from_debian(suite: str, package: str, pinned: str = "") -> KernelBundle:
     hosttools.require("apt-get", "apt-cache", "dpkg-deb", "depmod", "cpio")
     apt = _Apt(suite)
     # A metapackage (linux-image-cloud-amd64) points at the versioned image package.
-    for _ in range(3):
+    for _ in range(3 if not pinned else 0):
         real = re.findall(r"\b(linux-image-[0-9][^\s,|(]*)", apt.field(package, "Depends"))
         if not real:
             break
         package = real[0]
-    version = apt.field(package, "Version")
+    version = pinned or apt.field(package, "Version")
+    if pinned and pinned not in apt.versions(package):
+        have = ", ".join(apt.versions(package)) or "none"
+        raise InputError(
+            f"KERNEL {suite}:{package}={pinned}: Debian's {suite} archive no longer has this "
+            f"build (it has: {have}); fetch {package}_{pinned}_amd64.deb (e.g. from "
+            "snapshot.debian.org), unpack it with dpkg-deb -x, and pass its boot/vmlinuz-* as "
+            "--kernel and its lib/modules/VERSION as --kernel-modules")
     digest = recipe_digest("deb-v1", package, version, RECIPES / "initramfs.modules")
     final = cache_root() / f"kernel-{package}-{digest}"
     if not (final / "kernel.json").exists():
         print(f"crashtest: fetching kernel {package} {version} ({suite})", flush=True)
         with building(final) as tmp, tempfile.TemporaryDirectory() as td:
             work = Path(td)
-            deb = apt.download(package, work)
+            deb = apt.download(package, work, version)
             tree = work / "x"
             hosttools.run(["dpkg-deb", "-x", str(deb), str(tree)], f"unpacking {deb.name}")
             vmlinuz = sorted(tree.glob("boot/vmlinuz-*"))

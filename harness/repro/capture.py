@@ -8,11 +8,13 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from harness.images import GuestImages
-from harness.model import Promise, StateResult
+from harness.images.cache import cache_root
+from harness.model import FAULTS, Promise, StateResult
 from harness.power.cut import CutOutcome
 from harness.repro.bundle import compress_disk, write_bundle
 from harness.repro.minimize import MinimalSteps, Minimized
 from harness.storage.backends import Backend
+from harness.version import crashtest_version
 from harness.vm.qemu import MachineConfig, Sockets, build_argv
 from harness.workloads.api import Workload
 
@@ -31,12 +33,11 @@ class Origin(Protocol):
 
 
 def kernel_meta(images: GuestImages) -> dict[str, str]:
-    """Identity, and how to get the same kernel again (`spec` is a KERNEL value)."""
+    """Identity, and how to get the same kernel again (`spec` is a KERNEL value):
+    a Debian source reads `suite:package=version`, exactly that build; the sha256
+    tells whether the archive still serves the same bytes."""
     info = dict(images.kernel.info)
-    source = info.get("source", "")
-    # A Debian source reads `suite:package=version`; the versioned package name is
-    # stable, the sha256 tells whether the archive still serves the same build.
-    info["spec"] = source.split("=")[0]
+    info["spec"] = info.get("source", "")
     return info
 
 
@@ -49,8 +50,51 @@ def kernel_artifacts(images: GuestImages) -> dict[str, Path]:
 
 
 def qemu_argv(config: MachineConfig) -> list[str]:
-    """The guest's command line, with placeholder channel descriptors."""
-    return build_argv(config, Sockets(3, 4, 5))
+    """The guest's command line, with placeholder channel descriptors and the image
+    cache as `$CRASHTEST_CACHE` (a bundle holds no path of the machine it came from)."""
+    cache = str(cache_root())
+    return [a.replace(cache, "$CRASHTEST_CACHE") for a in build_argv(config, Sockets(3, 4, 5))]
+
+
+def readme(meta: dict[str, Any], name: str) -> str:
+    """README.txt: what broke, whose fault, and the one command that reproduces it."""
+    bad = [v for v in meta["verdict"]["violations"] if v["class"] != "leak"]
+    lines = [
+        f"crashtest reproducer bundle: {name}",
+        "",
+        f"State: {meta['state']} ({meta['kind']}: "
+        + ("a live power cut of a running guest" if meta["kind"] == "live" else
+           "a lost-disk-cache crash state replayed from the recorded write log") + ")",
+        f"Plan: {meta['verdict'].get('plan', '')}",
+        f"Backend: {meta['backend'].get('name', '')}; kernel {meta['kernel'].get('version')} "
+        f"({meta['kernel'].get('source', '')}); guest image {meta['image']} "
+        f"(Debian {meta.get('release', '')}, docker.io "
+        f"{meta.get('image_packages', {}).get('docker.io', '?')}); "
+        f"workload {meta['workload']['name']} (seed {meta['seed']})",
+        "",
+        "What broke:",
+    ]
+    for v in bad:
+        lines += [f"  [{v['class']}, {v['fault']}'s fault] {v['promise']}",
+                  f"    check {v.get('check', '')}; "
+                  + FAULTS.get(v["fault"], "")]
+        out = str(v.get("evidence", {}).get("output", "")).strip().splitlines()
+        if out:
+            lines.append(f"    evidence: {out[0][:300]}")
+    lines += [
+        "",
+        "Reproduce (from a crashtest checkout, any directory; exit 1 = reproduced):",
+        f"  crashtest repro {name}",
+        "  (make .venv/.installed first gives .venv/bin/crashtest)",
+        "",
+        "Files: bundle.json (everything above, with checksums of every file), "
+        + ("disk.qcow2 (the cut disk)" if meta["kind"] == "live" else
+           "writes.log.zst and origin.qcow2 (the write log and the disk it starts from; "
+           "`crashtest states writes.log.zst` lists its states)")
+        + ", workload.json, console/ (the guests' console logs).",
+        f"Made by crashtest {meta.get('crashtest_version', '?')} on {meta['created']}.",
+    ]
+    return "\n".join(lines) + "\n"
 
 
 def _common(cfg: Origin, backend: Backend, res: StateResult, kind: str,
@@ -65,11 +109,13 @@ def _common(cfg: Origin, backend: Backend, res: StateResult, kind: str,
         "qemu_argv": argv, "backend": backend.describe(),
         "workload": {"name": wl.name, "source": wl.source, "digest": wl.digest},
         "seed": wl.seed, "steps": wl.step_names, "verdict": res.to_json(),
+        "crashtest_version": crashtest_version(),
     }
 
 
-def _workload_doc(cfg: Origin) -> dict[str, str]:
-    return {"workload.json": json.dumps(cfg.workload.to_json(), indent=1) + "\n"}
+def _docs(cfg: Origin, meta: dict[str, Any], dest: Path) -> dict[str, str]:
+    return {"workload.json": json.dumps(cfg.workload.to_json(), indent=1) + "\n",
+            "README.txt": readme(meta, dest.name)}
 
 
 def replay_bundle(dest: Path, cfg: Origin, backend: Backend, res: StateResult,
@@ -90,7 +136,7 @@ def replay_bundle(dest: Path, cfg: Origin, backend: Backend, res: StateResult,
             "complete": minimal.complete, "violations": minimal_verdict or []},
     })
     return write_bundle(dest, meta, {"writes.log.zst": log_zst, "origin.qcow2": origin_qcow2,
-                                     **kernel_artifacts(cfg.images)}, logs, _workload_doc(cfg))
+                                     **kernel_artifacts(cfg.images)}, logs, _docs(cfg, meta, dest))
 
 
 def live_bundle(dest: Path, cfg: Origin, backend: Backend, res: StateResult,
@@ -112,6 +158,6 @@ def live_bundle(dest: Path, cfg: Origin, backend: Backend, res: StateResult,
     try:
         return write_bundle(dest, meta, {"disk.qcow2": compress_disk(disk, tmp),
                                          **kernel_artifacts(cfg.images)}, logs,
-                            _workload_doc(cfg))
+                            _docs(cfg, meta, dest))
     finally:
         tmp.unlink(missing_ok=True)

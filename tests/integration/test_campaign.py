@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -93,9 +94,20 @@ def test_layer_file_zeroed_between_cut_and_check_is_caught(
                                         "start-writer", "fsync-layer", "commit"]
     assert meta["minimal"]["original_steps"][-1] == "commit" and meta["minimal"]["tests"] == 1
     capsys.readouterr()
+    # The bundle says what it is and the one command, with no path of this run in it;
+    # moved elsewhere it still reproduces.
+    text = (bundle / "README.txt").read_text()
+    assert "[docker-corruption, filesystem's fault]" in text
+    assert f"crashtest repro {bundle.name}" in text
+    assert str(tmp_path) not in (bundle / "bundle.json").read_text()
+    assert "$CRASHTEST_CACHE/" in " ".join(meta["qemu_argv"])
+    assert "=" in meta["kernel"]["spec"]  # suite:package=version: exactly that build
+    moved = tmp_path / "elsewhere" / bundle.name
+    moved.parent.mkdir()
+    shutil.move(bundle, moved)
     # The damage was injected by the harness after the cut, not made by the stack: the
     # bundle's cut disk rechecks clean and a fresh cut does not reproduce it.
-    assert main(["repro", str(bundle), "--runs", "1", "--json"]) == 0
+    assert main(["repro", str(moved), "--runs", "1", "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert [(a["what"], a["reproduced"]) for a in report["attempts"]] == [
         ("cut disk", False), ("live cut", False), ("minimal", False)]

@@ -59,3 +59,21 @@ def test_non_number_is_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
         main(["run", "--cuts", "many"])
     assert e.value.code == 2
     assert "not a whole number: 'many'" in capsys.readouterr().err
+
+
+def test_version_and_defaults_in_help() -> None:
+    res = run_cli("--version")
+    assert res.returncode == 0 and res.stdout.startswith("crashtest 0.")
+    helps = run_cli("run", "--help").stdout
+    for want in ("(default: 500)", "(default: 2)", "(default: btrfs,ext4-overlay2)",
+                 "(default: results)", "--resume RUN_DIR", "--known KNOWN"):
+        assert want in helps, want
+
+
+@pytest.mark.parametrize("args", [["run", "--cuts", "-1"], ["run", "--states", "lots"],
+                                  ["run", "--jobs", "two"], ["states", "x", "--budget", "-1"],
+                                  ["repro", "x", "--runs", "-3"], ["run", "--fail-on", "some"]])
+def test_every_bad_option_is_a_usage_error(args: list[str]) -> None:
+    res = run_cli(*args)
+    assert res.returncode == 2 and "Traceback" not in res.stderr
+    assert res.stderr.strip().splitlines()[-1].startswith("crashtest ")

@@ -137,3 +137,15 @@ def test_kernel_identity_reads_the_build_id_inside_the_payload(tmp_path: Path,
     assert ident["build_id"] == build_id.hex()
     assert ident["embedded_config_sha256"] == hashlib.sha256(config).hexdigest()
     assert kernel_identity(fake_bzimage(tmp_path / "plain", b"6.16\0")) == {"build_id": "unknown"}
+
+
+def test_a_pinned_kernel_build_the_archive_lacks_says_how_to_supply_it() -> None:
+    """Bundles pin `suite:package=version`; when Debian has moved on, the error says
+    what the archive has and how to pass the file instead (apt here, no guest)."""
+    from harness.errors import InputError
+    from harness.images.kernel import ensure_kernel
+    with pytest.raises(InputError) as e:
+        ensure_kernel("trixie:linux-image-cloud-amd64=0.0.1-1")
+    msg = str(e.value)
+    assert "no longer has this build (it has: " in msg
+    assert "snapshot.debian.org" in msg and "--kernel-modules" in msg

@@ -185,3 +185,36 @@ def test_a_kernel_no_archive_serves_travels_in_the_bundle(
     reproduce._images(moved, None)
     reproduce._images(moved, "/other/bzImage")
     assert asked == [str((tmp_path / "moved" / "kernel" / "bzImage").resolve()), "/other/bzImage"]
+
+
+def test_the_readme_says_what_broke_whose_fault_and_the_command() -> None:
+    from harness.repro.capture import readme
+    meta = {"kind": "live", "state": "btrfs/cut0/after-pull", "created": "2026-11-28T00:00:00Z",
+            "backend": {"name": "btrfs"}, "image": "rootfs-1", "release": "trixie",
+            "image_packages": {"docker.io": "26.1.5"}, "seed": 3,
+            "kernel": {"version": "6.12.117+deb13-cloud-amd64",
+                       "source": "trixie:linux-image-6.12.117+deb13-cloud-amd64=6.12.117-1"},
+            "workload": {"name": "pull"}, "crashtest_version": "0.1.0+gabc",
+            "verdict": {"plan": "after pull", "violations": [
+                {"class": "docker-corruption", "fault": "docker", "check": "invariant.x",
+                 "promise": "image a has intact layers", "evidence": {"output": "sh: 0 bytes"}},
+                {"class": "leak", "fault": "docker", "promise": "no temp files"}]}}
+    text = readme(meta, "btrfs-cut0-after-pull")
+    assert "[docker-corruption, docker's fault] image a has intact layers" in text
+    assert "evidence: sh: 0 bytes" in text and "no temp files" not in text
+    assert "  crashtest repro btrfs-cut0-after-pull\n" in text
+    assert "=6.12.117-1" in text and "crashtest 0.1.0+gabc" in text
+
+
+def test_a_different_guest_image_is_named_with_what_moved() -> None:
+    from types import SimpleNamespace
+
+    from harness.campaign.reproduce import image_matches
+    images = SimpleNamespace(root=SimpleNamespace(
+        manifest_id="rootfs-2", key_packages=lambda: {"docker.io": "26.1.6", "runc": "1.1"}))
+    meta = {"image": "rootfs-1", "release": "trixie",
+            "image_packages": {"docker.io": "26.1.5", "runc": "1.1"}}
+    ok, why = image_matches(meta, images)  # type: ignore[arg-type]
+    assert not ok and "rootfs-2 is not the bundle's rootfs-1" in why
+    assert "docker.io 26.1.5 -> 26.1.6" in why and "runc" not in why
+    assert image_matches({**meta, "image": "rootfs-2"}, images) == (True, "")  # type: ignore[arg-type]
