@@ -10,7 +10,7 @@ HARNESS = Path(__file__).parents[2] / "harness"
 
 # Bottom first. A part may import itself and anything in a lower layer.
 LAYERS: list[set[str]] = [
-    {"errors", "model"},
+    {"errors", "model", "version"},
     {"hosttools", "report"},
     {"images", "storage"},
     {"guest"},
