@@ -17,6 +17,7 @@ PACKAGES = {
     "apt-get": "apt",
     "dpkg-deb": "dpkg",
     "depmod": "kmod",
+    "modprobe": "kmod",
     "cpio": "cpio",
     "mkfs.ext4": "e2fsprogs",
     "mkfs.btrfs": "btrfs-progs",

@@ -126,7 +126,7 @@ def _from_bzimage(path: Path, modules_dir: Path | None) -> KernelBundle:
     if modules_dir is not None and not (modules_dir / "modules.dep").exists():
         raise InputError(f"KERNEL_MODULES {modules_dir}: no modules.dep (run depmod)")
     mod_key = str(modules_dir.resolve()) if modules_dir else "builtin"
-    digest = recipe_digest("bz-v1", kernel_sha, mod_key, RECIPES / "initramfs.modules")
+    digest = recipe_digest("bz-v2", kernel_sha, mod_key, RECIPES / "initramfs.modules")
     final = cache_root() / f"kernel-bz-{digest}"
     if not (final / "kernel.json").exists():
         with building(final) as tmp:
@@ -210,7 +210,7 @@ def _from_debian(suite: str, package: str, pinned: str = "") -> KernelBundle:
             f"build (it has: {have}); fetch {package}_{pinned}_amd64.deb (e.g. from "
             "snapshot.debian.org), unpack it with dpkg-deb -x, and pass its boot/vmlinuz-* as "
             "--kernel and its lib/modules/VERSION as --kernel-modules")
-    digest = recipe_digest("deb-v1", package, version, RECIPES / "initramfs.modules")
+    digest = recipe_digest("deb-v2", package, version, RECIPES / "initramfs.modules")
     final = cache_root() / f"kernel-{package}-{digest}"
     if not (final / "kernel.json").exists():
         print(f"crashtest: fetching kernel {package} {version} ({suite})", flush=True)
@@ -253,39 +253,40 @@ def _modules_dir(tree: Path, kver: str) -> Path:
 # ---------------------------------------------------------------- modules
 
 
-def parse_modules_dep(text: str) -> dict[str, list[str]]:
-    """modules.dep → {module name: [dependency paths]} keyed by canonical name."""
-    deps: dict[str, list[str]] = {}
-    for line in text.splitlines():
-        if ":" not in line:
-            continue
-        path, rest = line.split(":", 1)
-        deps[path] = rest.split()
-    return deps
-
-
 def module_name(path: str) -> str:
     base = path.rsplit("/", 1)[-1]
     return re.sub(r"\.ko(\.(xz|zst|gz))?$", "", base).replace("-", "_")
 
 
-def load_order(deps: dict[str, list[str]], wanted: list[str]) -> list[str]:
-    """Module paths to insmod, dependencies first, each once. Unknown names are
-    skipped: the kernel may have them built in."""
-    by_name = {module_name(p): p for p in deps}
+def parse_show_depends(text: str, root: str) -> list[str]:
+    """`modprobe --show-depends` output -> module paths relative to the modules
+    directory `root`, in load order (`builtin` lines name nothing to load)."""
+    paths = []
+    for line in text.splitlines():
+        parts = line.split()
+        if len(parts) >= 2 and parts[0] == "insmod":
+            paths.append(os.path.relpath(parts[1], root))
+    return paths
+
+
+def resolve_modules(moddir: Path, wanted: list[str]) -> list[str]:
+    """Module paths (relative to `moddir`) to insmod, in order, each once: what
+    kmod's `modprobe --show-depends` lists for each wanted module, so hard and soft
+    dependencies (ext4's crc32c, which a modular ext4 needs) come as modprobe would
+    load them, whatever the flavour. Built-in or absent modules are skipped."""
+    hosttools.require("modprobe")
+    kver = moddir.name
     order: list[str] = []
-
-    def visit(path: str) -> None:
-        if path in order:
-            return
-        for dep in deps.get(path, []):
-            visit(dep)
-        order.append(path)
-
-    for name in wanted:
-        path = by_name.get(name.replace("-", "_"))
-        if path:
-            visit(path)
+    with tempfile.TemporaryDirectory() as td:
+        root = Path(td) / "lib" / "modules" / kver
+        root.parent.mkdir(parents=True)
+        root.symlink_to(moddir.resolve())
+        for name in wanted:
+            proc = subprocess.run(["modprobe", "--show-depends", "-d", td, "-S", kver, name],
+                                  capture_output=True, text=True, check=False)
+            if proc.returncode != 0:
+                continue  # not a module of this kernel: built in, or not there at all
+            order += [p for p in parse_show_depends(proc.stdout, str(root)) if p not in order]
     return order
 
 
@@ -308,8 +309,7 @@ def _write_modules_cpio(moddir: Path | None, out: Path) -> list[str]:
         (tree / "modules").mkdir()
         order: list[str] = []
         if moddir is not None:
-            paths = load_order(parse_modules_dep((moddir / "modules.dep").read_text()), wanted)
-            for p in paths:
+            for p in resolve_modules(moddir, wanted):
                 name = module_name(p) + ".ko"
                 (tree / "modules" / name).write_bytes(_decompress(moddir / p))
                 order.append(name)

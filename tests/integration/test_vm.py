@@ -153,3 +153,35 @@ def test_saved_guest_that_does_not_resume_falls_back_to_a_boot(
         assert checker.started == "booted" and "did not resume" in checker.fallback
     assert (tmp_path / "resume-failed.txt").exists()
     assert not [v for v in found if v.check.startswith("fs.")]  # checked all the same
+
+
+def test_a_standard_debian_kernel_boots(tmp_path: Path, no_leftovers: None) -> None:
+    """Debian's standard flavour (not cloud) builds ext4 as a module that reaches
+    crc32c only through a soft dependency: modules resolved as modprobe does."""
+    from harness.images import ensure_images
+
+    std = ensure_images("bookworm:linux-image-amd64")
+    with Machine(config(std), tmp_path / "console.log") as vm:
+        vm.wait_booted(180)
+        host = guest_host(vm.agent)
+        assert host.run("uname -r").stdout.strip() == std.kernel.version
+        assert not std.kernel.version.endswith("-cloud-amd64")
+        loaded = host.file("/proc/modules").content_string
+        assert "ext4 " in loaded and "crc32c" in loaded
+        assert {"btrfs", "xfs", "overlay"} <= set(std.kernel.info["modules"].split())
+
+
+def test_a_root_disk_that_does_not_mount_says_why_in_one_line(
+        images: GuestImages, tmp_path: Path, no_leftovers: None) -> None:
+    blank = tmp_path / "root.img"
+    blank.write_bytes(bytes(1 << 20))
+    cfg = config(images)
+    cfg = MachineConfig(kernel=cfg.kernel, initrd=cfg.initrd, accel=cfg.accel, cpus=cfg.cpus,
+                        disks=(Disk(blank, "root", read_only=True),))
+    with Machine(cfg, tmp_path / "console.log") as vm, pytest.raises(GuestBootError) as e:
+        vm.wait_booted(120)
+    msg = str(e.value)
+    # the kernel's first complaint, else mount's own: one line either way
+    assert ("cannot mount the root disk /dev/vda as ext4: mount: Invalid argument" in msg
+            or "as ext4: kernel: EXT4-fs (vda)" in msg), msg
+    assert "\n" not in msg

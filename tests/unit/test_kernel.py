@@ -1,4 +1,5 @@
 import hashlib
+import os
 from pathlib import Path
 
 import pytest
@@ -9,20 +10,18 @@ from harness.images.kernel import (
     bzimage_version,
     ensure_kernel,
     kernel_identity,
-    load_order,
     module_name,
-    parse_modules_dep,
+    resolve_modules,
 )
 
-DEP = """kernel/fs/btrfs/btrfs.ko.xz: kernel/crypto/xor.ko.xz kernel/lib/raid6/raid6_pq.ko.xz \
-kernel/lib/libcrc32c.ko.xz
-kernel/crypto/xor.ko.xz:
-kernel/lib/raid6/raid6_pq.ko.xz:
-kernel/lib/libcrc32c.ko.xz:
-kernel/fs/xfs/xfs.ko.xz: kernel/lib/libcrc32c.ko.xz
-kernel/drivers/misc/pvpanic/pvpanic-pci.ko.xz: kernel/drivers/misc/pvpanic/pvpanic.ko.xz
-kernel/drivers/misc/pvpanic/pvpanic.ko.xz:
-"""
+# What kmod's modprobe --show-depends prints for a modular ext4 (Debian's standard
+# 6.1 flavour): crc32c comes through ext4's soft dependency, not modules.dep.
+SHOW = {
+    "ext4": ["crypto/crc32c_generic.ko", "fs/jbd2/jbd2.ko", "fs/mbcache.ko", "lib/crc16.ko",
+             "fs/ext4/ext4.ko"],
+    "xfs": ["crypto/crc32c_generic.ko", "lib/libcrc32c.ko", "fs/xfs/xfs.ko"],
+    "pvpanic-pci": ["drivers/misc/pvpanic/pvpanic.ko", "drivers/misc/pvpanic/pvpanic-pci.ko"],
+}
 
 
 def fake_bzimage(path: Path, version: bytes) -> Path:
@@ -52,10 +51,30 @@ def test_missing_kernel_file_is_input_error(tmp_path: Path) -> None:
         bzimage_version(tmp_path / "nope")
 
 
-def test_load_order_puts_dependencies_first_once() -> None:
-    deps = parse_modules_dep(DEP)
-    order = [module_name(p) for p in load_order(deps, ["pvpanic-pci", "btrfs", "xfs", "ext4"])]
-    assert order == ["pvpanic", "pvpanic_pci", "xor", "raid6_pq", "libcrc32c", "btrfs", "xfs"]
+def test_modules_resolve_as_modprobe_does_soft_dependencies_included(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each wanted module's --show-depends list, in order, each file once; a module
+    modprobe does not know (built in) is skipped. The real thing: test_vm boots
+    Debian's standard (non-cloud) kernel."""
+    moddir = tmp_path / "lib" / "modules" / "6.1.0-50-amd64"
+    moddir.mkdir(parents=True)
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    lines = "".join(
+        f'  {name}) printf "insmod %s/kernel/%s \\n" {" ".join(f"$R {f}" for f in files)};;\n'
+        for name, files in SHOW.items())
+    (bindir / "modprobe").write_text(
+        '#!/bin/sh\n# modprobe --show-depends -d DIR -S KVER NAME\n'
+        'R="$3/lib/modules/$5"\n'
+        f'case "$6" in\n{lines}  overlay) echo "builtin overlay";;\n'
+        '  *) echo "modprobe: FATAL: Module $6 not found" >&2; exit 1;;\nesac\n')
+    (bindir / "modprobe").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bindir}:{os.environ['PATH']}")
+    order = resolve_modules(moddir, ["pvpanic-pci", "overlay", "nonesuch", "xfs", "ext4"])
+    assert [module_name(p) for p in order] == [
+        "pvpanic", "pvpanic_pci", "crc32c_generic", "libcrc32c", "xfs", "jbd2", "mbcache",
+        "crc16", "ext4"]
+    assert order[-1] == "kernel/fs/ext4/ext4.ko"
 
 
 FAKE_MAKEFILE = """\
