@@ -26,7 +26,8 @@ from harness.campaign.plan import (
     validate,
     workload_specs,
 )
-from harness.campaign.pool import ProgressBar, UnitJob, UnitResult, run_units
+from harness.campaign.pool import UnitJob, UnitResult, run_units
+from harness.campaign.progress import Display
 from harness.campaign.snapshots import qemu_version
 from harness.errors import InputError
 from harness.guest import docker
@@ -197,13 +198,14 @@ def run_campaign(opts: RunOptions, progress: Progress | None = None,
         + f", {opts.jobs} at a time"
         + (f"; resuming {run_dir}: {len(mine) - len(todo)} done, {len(todo)} to run"
            if resume is not None else ""))
-    bar = ProgressBar([units[i].kind for i in todo], opts.states, opts.jobs, say)
+    display = Display([units[i].kind for i in todo], opts.states, opts.jobs, plain=progress)
+    labels = {i: units[i].label(cdirs[units[i].cell].replace("/", " ")) for i in todo}
 
     def finished(r: UnitResult) -> None:
         _save_unit(run_dir, r)
         done[r.unit] = r
-        bar.advance(units[r.unit].kind, r.wall_s, len(r.states),
-                    sum(1 for s in r.states if s.verdict == "violation"))
+        display.finished(labels[r.unit], units[r.unit].kind, r.wall_s, len(r.states),
+                         sum(1 for s in r.states if s.verdict == "violation"))
 
     def write(incomplete: str = "") -> None:
         summaries = []
@@ -255,14 +257,13 @@ def run_campaign(opts: RunOptions, progress: Progress | None = None,
             meta["resume"] = f"crashtest run --resume {run_dir}"
         write_results(run_dir, meta, summaries, known, opts.fail_on)
 
-    jobs = [UnitJob(units[i], cfgs[units[i].cell], opts.states,
-                    units[i].label(cdirs[units[i].cell].replace("/", " ")))
-            for i in todo]
+    jobs = [UnitJob(units[i], cfgs[units[i].cell], opts.states, labels[i]) for i in todo]
     # Longest first, so parallel workers finish together: a unit of replayed
     # states takes many times a live cut.
     jobs.sort(key=lambda j: j.unit.kind != UnitKind.REPLAY)
     try:
-        run_units(jobs, opts.jobs, finished)
+        with display:
+            run_units(jobs, opts.jobs, finished, display.unit)
     except BaseException as e:
         why = "interrupted" if isinstance(e, KeyboardInterrupt) else f"{type(e).__name__}: {e}"
         write(incomplete=why)

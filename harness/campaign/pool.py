@@ -1,18 +1,21 @@
 """Running units, one at a time or in worker processes. A unit and its config are
-plain data: they travel to a worker as arguments, with no global state."""
+plain data: they travel to a worker as arguments. Their progress lines go to the
+campaign's display through `Say` (a queue across processes)."""
 
 from __future__ import annotations
 
 import multiprocessing
 import shutil
 import sys
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-from harness.campaign.context import CampaignConfig, Progress
+from harness.campaign.context import CampaignConfig
 from harness.campaign.live import run_live_cut
 from harness.campaign.lost_cache import run_lost_cache
 from harness.campaign.plan import Unit
@@ -40,16 +43,27 @@ def unit_dir(u: Unit, cfg: CampaignConfig) -> Path:
                                            else "replay")
 
 
+# Where a unit's progress lines go: (label, line). In a worker process, a queue the
+# campaign's display reads (set before the workers fork); else the display itself.
+UnitSay = Callable[[str, str], None]
+_say_to: UnitSay | None = None
+
+
+def _print(label: str, msg: str) -> None:
+    # One write per line: parallel workers share stdout.
+    sys.stdout.write(f"[{label}] {msg}\n")
+    sys.stdout.flush()
+
+
 def run_unit(job: UnitJob) -> UnitResult:
     u, cfg = job.unit, job.cfg
     t0 = time.monotonic()
     # What an interrupted run left of this unit goes: it runs again from scratch.
     shutil.rmtree(unit_dir(u, cfg), ignore_errors=True)
+    to = _say_to or _print
 
     def say(msg: str) -> None:
-        # One write per line: parallel workers share stdout.
-        sys.stdout.write(f"[{job.label}] {msg.strip()}\n")
-        sys.stdout.flush()
+        to(job.label, msg.strip())
 
     if u.kind == UnitKind.LIVE:
         assert u.plan is not None
@@ -69,14 +83,32 @@ def run_unit(job: UnitJob) -> UnitResult:
     return UnitResult(u.index, replayed, stats, time.monotonic() - t0)
 
 
-def run_units(jobs: list[UnitJob], parallel: int, done: Callable[[UnitResult], None]) -> None:
+def run_units(jobs: list[UnitJob], parallel: int, done: Callable[[UnitResult], None],
+              say: UnitSay | None = None) -> None:
+    """Run the jobs, `parallel` at a time; `done` gets each result as it ends (in
+    this process), `say` each unit's progress lines (default: printed)."""
+    global _say_to
     if parallel == 1 or len(jobs) <= 1:
-        for job in jobs:
-            done(run_unit(job))
+        _say_to = say
+        try:
+            for job in jobs:
+                done(run_unit(job))
+        finally:
+            _say_to = None
         return
+    ctx = multiprocessing.get_context("fork")
+    queue = ctx.SimpleQueue() if say else None
+    reader = None
+    if queue is not None and say is not None:
+        _say_to = lambda label, msg: queue.put((label, msg))  # noqa: E731 (inherited by fork)
+        reader = threading.Thread(target=_relay, args=(queue, say), daemon=True)
+        reader.start()
     # Each worker runs its own guests; a worker that is stopped kills them (their
     # QEMU dies with it through pdeathsig), and terminate() stops every worker.
-    pool = multiprocessing.get_context("fork").Pool(min(parallel, len(jobs)))
+    try:
+        pool = ctx.Pool(min(parallel, len(jobs)))
+    finally:
+        _say_to = None
     try:
         for r in pool.imap_unordered(run_unit, jobs):
             done(r)
@@ -86,49 +118,11 @@ def run_units(jobs: list[UnitJob], parallel: int, done: Callable[[UnitResult], N
         raise
     finally:
         pool.join()
+        if queue is not None and reader is not None:
+            queue.put(None)
+            reader.join(timeout=5)
 
 
-# What a unit costs before any has finished, in seconds (TCG here): a live cut
-# boots or resumes, runs and checks a guest; a lost-cache unit records once, then
-# checks each state in about a second. Refined by what finished units took.
-PRIOR_S = {UnitKind.LIVE: 100.0, UnitKind.REPLAY: 80.0}
-PRIOR_STATE_S = 2.0
-
-
-class ProgressBar:
-    """One line per finished unit: units and states done, violations, elapsed, and
-    an ETA weighted by unit kind (a live cut and a state differ a hundredfold)."""
-
-    def __init__(self, kinds: list[str], states: int, jobs: int, say: Progress) -> None:
-        self.left = Counter(kinds)
-        self.total, self.jobs, self.say = len(kinds), max(1, jobs), say
-        self.per_replay = PRIOR_S[UnitKind.REPLAY] + PRIOR_STATE_S * states
-        self.took: dict[str, list[float]] = {}
-        self.units = self.states = self.bad = 0
-        self.t0 = time.monotonic()
-
-    def cost(self, kind: str) -> float:
-        """What a unit of `kind` is expected to take: the mean of those finished,
-        else the prior scaled by how finished units compared with theirs."""
-        if self.took.get(kind):
-            return sum(self.took[kind]) / len(self.took[kind])
-        prior = {UnitKind.LIVE: PRIOR_S[UnitKind.LIVE], UnitKind.REPLAY: self.per_replay}
-        ratios = [sum(t) / len(t) / prior[UnitKind(k)] for k, t in self.took.items() if t]
-        scale = sum(ratios) / len(ratios) if ratios else 1.0
-        return prior[UnitKind(kind)] * scale
-
-    def eta(self) -> float:
-        return sum(n * self.cost(k) for k, n in self.left.items()) / self.jobs
-
-    def advance(self, kind: str, wall_s: float, states: int, violations: int) -> None:
-        self.left[kind] -= 1
-        self.took.setdefault(kind, []).append(wall_s)
-        self.units += 1
-        self.states += states
-        self.bad += violations
-        elapsed = time.monotonic() - self.t0
-        frac = self.units / max(self.total, 1)
-        filled = int(frac * 30)
-        self.say(f"[{'#' * filled}{'.' * (30 - filled)}] {self.units}/{self.total} units, "
-                 f"{self.states} states, {self.bad} violations, {elapsed / 60:.1f} min "
-                 f"elapsed, ~{self.eta() / 60:.1f} min left")
+def _relay(queue: Any, say: UnitSay) -> None:
+    while (item := queue.get()) is not None:
+        say(*item)

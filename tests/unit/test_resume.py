@@ -11,7 +11,8 @@ from typing import Any
 import pytest
 
 import harness.campaign as campaign
-from harness.campaign.pool import ProgressBar, UnitJob, UnitResult
+from harness.campaign.pool import UnitJob, UnitResult
+from harness.campaign.progress import Display
 from harness.cli import main
 from harness.model import StateResult, UnitKind
 
@@ -31,7 +32,7 @@ class Units:
         self.stop_after, self.ran = stop_after, []  # type: ignore[var-annotated]
 
     def __call__(self, jobs: list[UnitJob], parallel: int,
-                 done: Callable[[UnitResult], None]) -> None:
+                 done: Callable[[UnitResult], None], say: object = None) -> None:
         for job in jobs:
             if self.stop_after is not None and len(self.ran) == self.stop_after:
                 raise KeyboardInterrupt
@@ -88,7 +89,8 @@ def test_interrupted_then_resumed_gives_the_uninterrupted_totals(
 
 def test_a_crash_of_the_harness_keeps_finished_units(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    def crash(jobs: list[UnitJob], parallel: int, done: Callable[[UnitResult], None]) -> None:
+    def crash(jobs: list[UnitJob], parallel: int, done: Callable[[UnitResult], None],
+              say: object = None) -> None:
         Units()(jobs[:1], parallel, done)
         raise KeyError("a bug")
 
@@ -119,13 +121,39 @@ def test_the_eta_weighs_units_by_kind() -> None:
     """A live cut and a lost-cache unit differ: after one live cut, the ETA counts
     what is left by kind, not by states."""
     lines: list[str] = []
-    bar = ProgressBar(["replay", "live", "live", "live"], 500, 1, lines.append)
-    prior = bar.eta()
-    assert prior == pytest.approx(80 + 2 * 500 + 3 * 100)
-    bar.advance("live", 50.0, 1, 0)  # live cuts run at half the prior
-    assert bar.cost("live") == 50.0
-    assert bar.cost("replay") == pytest.approx((80 + 2 * 500) * 0.5)
-    assert bar.eta() == pytest.approx(2 * 50 + 540)
-    bar.advance("replay", 700.0, 500, 3)
-    assert bar.eta() == pytest.approx(100)
+    shown = Display(["replay", "live", "live", "live"], 500, 1, plain=lines.append)
+    eta = shown.eta
+    assert eta.seconds_left() == pytest.approx(80 + 2 * 500 + 3 * 100)
+    shown.finished("btrfs cut 1", "live", 50.0, 1, 0)  # live cuts run at half the prior
+    assert eta.cost("live") == 50.0
+    assert eta.cost("replay") == pytest.approx((80 + 2 * 500) * 0.5)
+    assert eta.seconds_left() == pytest.approx(2 * 50 + 540)
+    shown.finished("btrfs lost cache", "replay", 700.0, 500, 3)
+    assert eta.seconds_left() == pytest.approx(100)
     assert "2/4 units, 501 states, 3 violations" in lines[-1]
+
+
+def test_plain_lines_when_not_a_terminal_a_live_display_on_one() -> None:
+    """CI logs get one line per unit message; a terminal gets rich's live view, with
+    each unit's verdict kept on screen and the running units listed with their phase."""
+    import io
+
+    lines: list[str] = []
+    with Display(["live"], 0, 1, plain=lines.append) as shown:
+        shown.unit("btrfs cut 1", "cut after commit")
+        shown.finished("btrfs cut 1", "live", 10.0, 1, 0)
+    assert lines[0] == "[btrfs cut 1] cut after commit" and "1/1 units" in lines[1]
+
+    class Tty(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    term = Tty()
+    with Display(["live", "live"], 0, 2, out=term) as shown:
+        assert shown.live_on
+        shown.unit("ext4-overlay2 cut 1", "checking the cut disk")
+        shown.unit("btrfs cut 1", "=> PASS in 60s")
+        text = "".join(str(c) for c in shown._render().renderables)
+    assert "=> PASS in 60s" in term.getvalue()
+    assert "checking the cut disk" in str(shown._render().renderables[0].columns[2]._cells)
+    assert "0/2 units" in text
