@@ -357,9 +357,11 @@ def _dispatch(args: argparse.Namespace) -> int:
             "states": [s.id for s in states]}, indent=1))
         return 0
     if args.command == "merge":
-        merged = (merge_all(args.out, args.shards) if args.all
-                  else [merge_runs(args.out, args.shards)])
-        worst = 0
+        merged, failed = (merge_all(args.out, args.shards) if args.all
+                          else ([merge_runs(args.out, args.shards)], []))
+        worst = 2 if failed else 0
+        for why in failed:
+            print(f"crashtest: could not merge {why}", file=sys.stderr)
         for m in merged:
             summary = json.loads((m / "summary.json").read_text())
             print(f"crashtest: merged {len(summary['shard']['merged_from'])} shards into "

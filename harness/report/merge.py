@@ -88,9 +88,11 @@ def _link_or_copy(src: str, dst: str) -> None:
         shutil.copy2(src, dst)
 
 
-def merge_all(out_root: Path, dirs: list[Path]) -> list[Path]:
+def merge_all(out_root: Path, dirs: list[Path]) -> tuple[list[Path], list[str]]:
     """Every shard run found in `dirs` (e.g. a CI system's downloaded artifacts),
-    grouped by campaign, each group merged into its own run under `out_root`."""
+    grouped by campaign, each group merged into its own run under `out_root`. A
+    group that cannot be merged (a shard missing: its job broke) does not stop the
+    others: the second list says which and why."""
     runs = sorted({p.parent.resolve() for d in dirs for p in
                    ([d / "summary.json"] if (d / "summary.json").is_file()
                     else d.rglob("summary.json"))})
@@ -102,10 +104,13 @@ def merge_all(out_root: Path, dirs: list[Path]) -> list[Path]:
         groups.setdefault(json.dumps(doc["campaign"], sort_keys=True), []).append(run)
     if not groups:
         raise InputError(f"merge: no sharded runs under {', '.join(map(str, dirs))}")
-    out = []
+    out, failed = [], []
     for key, members in sorted(groups.items()):
         c = json.loads(key)
         name = "-".join([*(k.split("-")[0] for k in c["kernels"]),
                          *(b["name"] for b in c["backends"]), f"s{c['seed']}"])
-        out.append(merge_runs(out_root / name, members))
-    return out
+        try:
+            out.append(merge_runs(out_root / name, members))
+        except InputError as e:
+            failed.append(f"{name}: {e}")
+    return out, failed

@@ -58,8 +58,22 @@ def test_merge_all_groups_shards_by_campaign(tmp_path: Path,
     for seed in (1, 2):
         for i in (1, 2):
             shard(tmp_path / "artifacts" / f"job{seed}{i}", i, 2, seed=seed, bad=seed == 2)
-    merged = merge_all(tmp_path / "merged", [tmp_path / "artifacts"])
-    assert [m.name for m in merged] == ["6.12-btrfs-s1", "6.12-btrfs-s2"]
+    merged, failed = merge_all(tmp_path / "merged", [tmp_path / "artifacts"])
+    assert [m.name for m in merged] == ["6.12-btrfs-s1", "6.12-btrfs-s2"] and not failed
     assert main(["merge", "--all", str(tmp_path / "again"), str(tmp_path / "artifacts")]) == 1
     assert main(["report", str(tmp_path / "again")]) == 0
     assert "2 run(s)" in (tmp_path / "again" / "report.html").read_text()
+
+
+def test_merge_all_merges_what_is_complete_and_names_what_is_not(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A shard job that broke left no artifact: its campaign is named, the others
+    are merged, and the exit says the run is broken (2), not clean."""
+    for i in (1, 2):
+        shard(tmp_path / "artifacts" / f"job1{i}", i, 2, seed=1)
+    shard(tmp_path / "artifacts" / "job21", 1, 2, seed=2)
+    capsys.readouterr()
+    assert main(["merge", "--all", str(tmp_path / "m"), str(tmp_path / "artifacts")]) == 2
+    assert (tmp_path / "m" / "6.12-btrfs-s1" / "summary.json").exists()
+    err = capsys.readouterr().err
+    assert "could not merge 6.12-btrfs-s2: merge: shards [1] of 2" in err
