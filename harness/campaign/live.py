@@ -71,7 +71,7 @@ def run_workload(cfg: CampaignConfig, backend: Backend, plan: CutPlan, disk: Pat
         docker.note_versions(vm.agent, backend, logdir.parent / docker.DOCKER_JSON)
         t0 = time.monotonic()
         outcome = run_until_cut(vm, cfg.workload, plan, backend.driver,
-                                lambda: docker.inventory(vm.agent))
+                                lambda: docker.inventory(vm.agent), progress)
         t["workload_s"] = round(time.monotonic() - t0, 2)
         found = console_oracle.violations(
             vm.console_since(0), state,

@@ -71,10 +71,10 @@ def _record(cfg: CampaignConfig, backend: Backend, workdir: Path,
     if saved is not None and saved.disk is not None:
         try:
             return record(machine_config(cfg, None), backend, cfg.workload, workdir,
-                          resume_from=(saved.vmstate, saved.disk))
+                          resume_from=(saved.vmstate, saved.disk), progress=progress)
         except ResumeError as e:
             snapshots.discard(saved, str(e), progress)
-    return record(machine_config(cfg, None), backend, cfg.workload, workdir)
+    return record(machine_config(cfg, None), backend, cfg.workload, workdir, progress=progress)
 
 
 def check_recording(cfg: CampaignConfig, backend: Backend, rec: Recording, log: WriteLog,

@@ -85,11 +85,13 @@ def _may_be_last_point(workload: Workload, plan: CutPlan) -> set[str]:
 
 
 def run_until_cut(vm: Machine, workload: Workload, plan: CutPlan, driver: str,
-                  inventory: Callable[[], dict[str, list[str]]] | None = None) -> CutOutcome:
+                  inventory: Callable[[], dict[str, list[str]]] | None = None,
+                  progress: Callable[[str], None] | None = None) -> CutOutcome:
     """Run steps in order, granting each step's promises (with the values derived
     on the live guest) when its barrier has returned, and cut the power as planned.
     The VM is stopped (vCPUs frozen) on return. `inventory` is called at the
-    durability points that may be the last before the cut."""
+    durability points that may be the last before the cut; `progress` hears of
+    each step as it starts."""
     out = CutOutcome(plan, Ledger())
     wanted = _may_be_last_point(workload, plan) if inventory else set()
     runner = StepRunner(vm.agent, driver)
@@ -100,7 +102,9 @@ def run_until_cut(vm: Machine, workload: Workload, plan: CutPlan, driver: str,
             fired.set()
             vm.power_cut()
 
-    for step in workload.steps:
+    for n, step in enumerate(workload.steps, 1):
+        if progress:
+            progress(f"  step {n}/{len(workload.steps)}: {step.name}")
         timer = None
         if step.removes:  # docker rmi also drops untagged parents: the inventory may shrink
             out.inventory = None

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import subprocess
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -97,7 +98,8 @@ def log_position(log: Path, settle_s: float = 2.0) -> int:
 
 
 def record(base_config: MachineConfig, backend: Backend, workload: Workload, workdir: Path,
-           with_log: bool = True, resume_from: tuple[Path, Path] | None = None) -> Recording:
+           with_log: bool = True, resume_from: tuple[Path, Path] | None = None,
+           progress: Callable[[str], None] | None = None) -> Recording:
     """Run the whole workload on a fresh disk; with `with_log`, through blklogwrites.
     `resume_from`: (saved guest, its test disk) with dockerd ready: the recording
     starts there instead of a boot (a ResumeError says it could not)."""
@@ -127,7 +129,9 @@ def record(base_config: MachineConfig, backend: Backend, workload: Workload, wor
         runner = StepRunner(vm.agent, backend.driver)
         t0 = time.monotonic()
         position = 0
-        for step in workload.steps:
+        for n, step in enumerate(workload.steps, 1):
+            if progress:
+                progress(f"  step {n}/{len(workload.steps)}: {step.name}")
             started = position  # read before the step ran: no write of it is earlier
             promises = runner.execute(step)
             if with_log:
