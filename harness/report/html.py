@@ -182,6 +182,22 @@ def _findings(cells: list[Cell], base: Path) -> str:
     return "".join(out)
 
 
+def _not_seen(runs: list[Path]) -> str:
+    """Known failures that could have shown in these runs and did not: fixed, or
+    not hit this time (worth a look before dropping the entry)."""
+    docs = [load_summary(r) for r in runs]
+    lists = [set(d.get("totals", {}).get("known_not_seen", [])) for d in docs
+             if d.get("known_failures", {}).get("entries")]
+    gone = set.intersection(*lists) if lists else set()
+    if not gone:
+        return ""
+    entries = {e["id"]: e for d in docs for e in d["known_failures"]["entries"]}
+    items = "".join(f"<li><b>{html.escape(i)}</b>: {html.escape(entries[i].get('reason', ''))}"
+                    "</li>" for i in sorted(gone))
+    return f"<h3>Known, not seen in {'this run' if len(docs) == 1 else 'these runs'}</h3>" \
+           f"<ul>{items}</ul>"
+
+
 def _history(cells: list[Cell]) -> str:
     """Each signature across the runs given, oldest first: states that showed it."""
     runs = sorted({c.run for c in cells})
@@ -338,6 +354,7 @@ checked, {totals['violations']} violations, {totals['errors']} harness errors.
 Generated {time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}.</p>
 <h2>Matrix: whose fault, per cell</h2>{_matrix(cells)}
 <h2>Findings, by signature</h2>{_findings(cells, base)}
+{_not_seen(runs)}
 {_history(cells)}
 <h2>Environment</h2>{_environment(runs)}
 <h2>Plots</h2>

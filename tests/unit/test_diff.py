@@ -136,6 +136,14 @@ def test_report_leads_with_whose_fault_and_groups_by_signature(tmp_path: Path) -
         assert want in text, want
 
 
+def test_report_lists_known_failures_not_seen(tmp_path: Path) -> None:
+    run(tmp_path, "r1", "6.12.117", 0, fsck_on="btrfs")
+    text = write_report([tmp_path / "r1"]).read_text()
+    assert "Known, not seen in this run" in text
+    assert "<b>docker-unsynced-layer-files</b>" in text
+    assert "docker-overlay2-link-not-atomic" not in text  # bookworm only: not this run's
+
+
 def test_report_of_docker_new_is_docker_coloured(tmp_path: Path) -> None:
     run(tmp_path, "r1", "6.12.117", 1, known=False)
     page = Page()
