@@ -167,13 +167,15 @@ def _junit_part(text: str) -> str:
     return text.replace(".", "_").replace(" ", "_") or "-"
 
 
-def junit_names(b: dict[str, Any]) -> tuple[str, list[str]]:
+def junit_names(b: dict[str, Any], full_kernel: bool = False) -> tuple[str, list[str]]:
     """A backend's classname and its states' test names, the same in every run of
-    the same campaign: cell axes in the classname; live cuts by number and cut
-    point (not the seeded delay), lost-cache states by position (their ids carry
-    the write log's digest, which differs per run)."""
-    parts = [b.get("workload") or "", b.get("release") or "", kernel_series(b["kernel"]),
-             b["backend"]]
+    the same campaign: cell axes in the classname (the kernel by series, so a
+    nightly's moving point release keeps the names; by version when a run has
+    two of one series); live cuts by number and cut point (not the seeded delay),
+    lost-cache states by position (their ids carry the write log's digest, which
+    differs per run)."""
+    kernel = b["kernel"] if full_kernel else kernel_series(b["kernel"])
+    parts = [b.get("workload") or "", b.get("release") or "", kernel, b["backend"]]
     cls = ".".join(["crashtest", *(_junit_part(p) for p in parts if p)])
     names, replayed = [], 0
     for s in b["states"]:
@@ -192,8 +194,9 @@ def write_junit(run_dir: Path, summary: dict[str, Any]) -> Path:
     error. Each failure says where its reproducer bundle is and how to run it."""
     fail_on = summary.get("fail_on", "any")
     suites = ET.Element("testsuites", name="crashtest")
+    series = Counter(kernel_series(k) for k in {b["kernel"] for b in summary["backends"]})
     for b in summary["backends"]:
-        cls, names = junit_names(b)
+        cls, names = junit_names(b, full_kernel=series[kernel_series(b["kernel"])] > 1)
         suite = ET.SubElement(suites, "testsuite", name=cls, tests=str(len(b["states"])),
                               time=f"{b['wall_s']:.1f}")
         counts = Counter[str]()

@@ -90,6 +90,16 @@ def test_signatures_and_test_names_do_not_depend_on_the_run(tmp_path: Path) -> N
     assert names(junit_a)[-1][1] == "replay 002"
 
 
+def test_two_kernels_of_one_series_keep_their_names_apart(tmp_path: Path) -> None:
+    a, b = summaries()[0], summaries()[0]
+    b.kernel = "6.12.118+deb13-cloud-amd64"
+    write_results(tmp_path, {}, [a, b])
+    classes = {c.get("classname") for c in ET.parse(tmp_path / "junit.xml").getroot().iter(
+        "testcase")}
+    assert classes == {"crashtest.pull.trixie.6_12_117+deb13-cloud-amd64.btrfs",
+                       "crashtest.pull.trixie.6_12_118+deb13-cloud-amd64.btrfs"}
+
+
 def test_junit_failures_carry_the_bundle_and_its_repro(tmp_path: Path) -> None:
     write_results(tmp_path, {}, summaries())
     cases = ET.parse(tmp_path / "junit.xml").getroot().findall(".//testcase")
