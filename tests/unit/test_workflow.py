@@ -101,9 +101,25 @@ def test_the_merge_job_fails_on_new_findings_or_a_broken_merge(
     assert "crashtest report merged -o merged/report.html" in calls
 
 
+@pytest.mark.parametrize("earlier", [True, False])
+def test_the_merge_job_diffs_against_the_last_nightly(tmp_path: Path, earlier: bool) -> None:
+    venv = tmp_path / ".venv" / "bin"
+    stand_in(tmp_path / "bin", "gh", 'case "$2" in list) echo 41;; download) exit '
+             + ("0" if earlier else "1") + ";; esac")
+    stand_in(venv, "crashtest", 'echo "new: 1"; exit 1')
+    summary = tmp_path / "step-summary"
+    code, calls = run_step(tmp_path, step("merge", "What changed since the last nightly"),
+                           {"GITHUB_STEP_SUMMARY": str(summary),
+                            "GITHUB_REPOSITORY": "me/crashtest"})
+    assert code == 0  # informational: never the verdict
+    assert "gh run download 41 --repo me/crashtest -n crashtest-report -D previous" in calls
+    assert ("crashtest diff previous merged" in calls) == earlier
+    assert ("new: 1" if earlier else "no earlier nightly") in summary.read_text()
+
+
 def test_the_merge_job_runs_after_failed_shards_but_not_after_a_cancel() -> None:
     merge = workflow()["jobs"]["merge"]
     assert merge["needs"] == "shard" and "!cancelled()" in merge["if"]
-    assert workflow()["permissions"] == {"contents": "read"}
+    assert workflow()["permissions"] == {"contents": "read", "actions": "read"}
     shard = workflow()["jobs"]["shard"]
     assert shard["strategy"]["fail-fast"] is False
