@@ -266,7 +266,10 @@ def run_campaign(opts: RunOptions, progress: Progress | None = None,
             run_units(jobs, opts.jobs, finished, display.unit)
     except BaseException as e:
         why = "interrupted" if isinstance(e, KeyboardInterrupt) else f"{type(e).__name__}: {e}"
-        write(incomplete=why)
+        try:
+            write(incomplete=why)
+        except Exception as w:  # the units/ records stay; the first failure is the story
+            say(f"crashtest: could not write the incomplete summary ({w})")
         say(f"crashtest: {len([i for i in mine if i in done])} of {len(mine)} units finished "
             f"and kept in {run_dir}; finish with: crashtest run --resume {run_dir}")
         raise
