@@ -47,10 +47,9 @@ class Cell:
         return "error" if self.data["harness_errors"] else "pass"
 
 
-def load_cells(runs: list[Path]) -> list[Cell]:
+def load_cells(docs: dict[Path, dict[str, Any]]) -> list[Cell]:
     cells = []
-    for run in runs:
-        doc = load_summary(run)
+    for run, doc in docs.items():
         try:
             for b in doc["backends"]:
                 cells.append(Cell(str(doc.get("run_id", run.name)), run, b["kernel"],
@@ -182,10 +181,10 @@ def _findings(cells: list[Cell], base: Path) -> str:
     return "".join(out)
 
 
-def _not_seen(runs: list[Path]) -> str:
+def _not_seen(runs: dict[Path, dict[str, Any]]) -> str:
     """Known failures that could have shown in these runs and did not: fixed, or
     not hit this time (worth a look before dropping the entry)."""
-    docs = [load_summary(r) for r in runs]
+    docs = list(runs.values())
     lists = [set(d.get("totals", {}).get("known_not_seen", [])) for d in docs
              if d.get("known_failures", {}).get("entries")]
     gone = set.intersection(*lists) if lists else set()
@@ -219,12 +218,11 @@ def _history(cells: list[Cell]) -> str:
     return "".join(out)
 
 
-def _environment(runs: list[Path]) -> str:
+def _environment(runs: dict[Path, dict[str, Any]]) -> str:
     """What ran, per run: kernels, images, docker, QEMU, accel, seed."""
     out = ['<table class="env"><tr><th>run</th><th>kernel</th><th>image · docker</th>'
            "<th>QEMU · accel · seed</th><th>known failures</th></tr>"]
-    for run in runs:
-        doc = load_summary(run)
+    for run, doc in runs.items():
         kernels = doc.get("kernels") or [doc.get("kernel_info", {})]
         ktext = "<br>".join(html.escape(f"{k.get('version', '?')} ({k.get('source', '')}; "
                                         f"build id {k.get('build_id', '?')[:16]})")
@@ -327,7 +325,8 @@ def _headline(cells: list[Cell]) -> str:
 def write_report(dirs: list[Path], out: Path | None = None) -> Path:
     try:
         runs = find_runs(dirs)
-        cells = load_cells(runs)
+        docs = {run: load_summary(run) for run in runs}  # each read once
+        cells = load_cells(docs)
     except InputError as e:
         raise InputError(f"report: {e}") from e
     out = out or (runs[0] / "report.html" if len(runs) == 1 else dirs[0] / "report.html")
@@ -354,9 +353,9 @@ checked, {totals['violations']} violations, {totals['errors']} harness errors.
 Generated {time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}.</p>
 <h2>Matrix: whose fault, per cell</h2>{_matrix(cells)}
 <h2>Findings, by signature</h2>{_findings(cells, base)}
-{_not_seen(runs)}
+{_not_seen(docs)}
 {_history(cells)}
-<h2>Environment</h2>{_environment(runs)}
+<h2>Environment</h2>{_environment(docs)}
 <h2>Plots</h2>
 {_bars("states checked", dict(states))}
 {_bars("violations by class", {k: classes.get(k, 0) for k in CLASSES if k != "harness-error"})}
