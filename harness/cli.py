@@ -31,7 +31,7 @@ from harness.report.diff import describe, diff
 from harness.report.html import write_report
 from harness.report.merge import merge_all, merge_runs
 from harness.report.results import FAIL_ON
-from harness.repro.bundle import BundleError, load_bundle
+from harness.repro.bundle import BundleError, decompress_log, load_bundle
 from harness.storage.backends import BACKENDS, DEFAULT_BACKENDS
 from harness.storage.damage import INJECTIONS
 from harness.version import crashtest_version
@@ -249,10 +249,7 @@ def _read_any_log(path: Path) -> WriteLog:
     if not compressed:
         return read_log(path)
     with tempfile.TemporaryDirectory(prefix="crashtest-log-") as tmp:
-        plain = Path(tmp) / "writes.log"
-        hosttools.run(["zstd", "-q", "-d", "-f", str(path), "-o", str(plain)],
-                      f"decompressing {path}")
-        return read_log(plain)
+        return read_log(decompress_log(path, Path(tmp) / "writes.log"))
 
 
 def _diff(args: argparse.Namespace) -> int:

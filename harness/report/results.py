@@ -99,30 +99,26 @@ def findings(backends: list[dict[str, Any]]) -> list[dict[str, Any]]:
     showed it, whether it is known, and the first state and bundle that show it."""
     out: dict[tuple[str, ...], dict[str, Any]] = {}
     for b in backends:
+        series = kernel_series(b["kernel"])
+        cell = (b["workload"], b["release"], series, b["backend"])
         for s in b["states"]:
+            seen = set()
             for v in s["violations"]:
                 if v["class"] == "leak":
                     continue
-                key = (b["workload"], b["release"], kernel_series(b["kernel"]), b["backend"],
-                       v["signature"])
-                f = out.get(key)
-                if f is None:
-                    f = out[key] = {
-                        "signature": v["signature"], "check": v["check"], "class": v["class"],
-                        "fault": v["fault"], "workload": b["workload"],
-                        "release": b["release"], "kernel": b["kernel"],
-                        "kernel_series": key[2], "backend": b["backend"],
-                        "known": v["known"], "count": 0, "states": 0,
-                        "example": {"state": s["state"], "promise": v["promise"],
-                                    "evidence": v["evidence"], "bundle": s["bundle"]}}
+                example = {"state": s["state"], "promise": v["promise"],
+                           "evidence": v["evidence"], "bundle": s["bundle"]}
+                f = out.setdefault((*cell, v["signature"]), {
+                    "signature": v["signature"], "check": v["check"], "class": v["class"],
+                    "fault": v["fault"], "workload": b["workload"], "release": b["release"],
+                    "kernel": b["kernel"], "kernel_series": series, "backend": b["backend"],
+                    "known": v["known"], "count": 0, "states": 0, "example": example})
                 f["count"] += 1
                 if not f["example"]["bundle"] and s["bundle"]:
-                    f["example"] |= {"state": s["state"], "promise": v["promise"],
-                                     "evidence": v["evidence"], "bundle": s["bundle"]}
-            for key in {(b["workload"], b["release"], kernel_series(b["kernel"]),
-                         b["backend"], v["signature"]) for v in s["violations"]
-                        if v["class"] != "leak"}:
-                out[key]["states"] += 1
+                    f["example"] = example  # prefer an example with a reproducer
+                if v["signature"] not in seen:
+                    seen.add(v["signature"])
+                    f["states"] += 1
     return sorted(out.values(), key=lambda f: (f["known"] != "", f["fault"], f["signature"],
                                                f["workload"], f["release"], f["backend"]))
 

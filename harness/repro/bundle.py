@@ -121,10 +121,14 @@ def compress_disk(image: Path, out: Path) -> Path:
     return out
 
 
-def unpack_log(bundle: Bundle, out: Path) -> Path:
-    hosttools.run(["zstd", "-q", "-d", "-f", str(bundle.file("writes.log.zst")), "-o", str(out)],
-                  "decompressing the bundle's write log")
+def decompress_log(log_zst: Path, out: Path) -> Path:
+    hosttools.run(["zstd", "-q", "-d", "-f", str(log_zst), "-o", str(out)],
+                  f"decompressing {log_zst}")
     return out
+
+
+def unpack_log(bundle: Bundle, out: Path) -> Path:
+    return decompress_log(bundle.file("writes.log.zst"), out)
 
 
 def unpack_disk(bundle: Bundle, name: str, out: Path) -> Path:
