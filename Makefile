@@ -32,10 +32,12 @@ SETTING ?= short
 METRICS ?= M1,M2,M3,M4,M5,M6,M7
 M1_STATES ?=
 ENOSPC_DISK ?=
+ENOSPC_VARIANTS ?=
 COMPARE_ARGS := --arms '$(ARMS)' --reps '$(REPS)' --setting '$(SETTING)' --metrics '$(METRICS)'
 COMPARE_ARGS += --seed '$(SEED)' --out '$(OUT)' --release '$(RELEASE)' --jobs '$(JOBS)'
 COMPARE_ARGS += $(if $(KERNEL),--kernel '$(KERNEL)') $(if $(M1_STATES),--m1-states '$(M1_STATES)')
 COMPARE_ARGS += $(if $(ENOSPC_DISK),--enospc-disk '$(ENOSPC_DISK)')
+COMPARE_ARGS += $(if $(ENOSPC_VARIANTS),--enospc-variants '$(ENOSPC_VARIANTS)')
 COMPARE_ARGS += $(if $(filter 0,$(SAVED_GUESTS)),--no-saved-guests)
 # `make bench` runs the default campaign twice (saved guests, boots): 0 leaves that out.
 BENCH_CAMPAIGN_STATES ?= $(STATES)

@@ -23,7 +23,7 @@ from harness.campaign import RunOptions, load_plan, run_campaign
 from harness.campaign.plan import DEFAULT_CUTS, DEFAULT_JOBS, DEFAULT_STATES
 from harness.campaign.reproduce import reproduce
 from harness.compare import DEFAULT_ARMS, METRICS, CompareOptions, run_compare
-from harness.compare.measure import SETTINGS
+from harness.compare.measure import RECLAIM, SETTINGS
 from harness.compare.report import headline
 from harness.errors import CrashtestError, InputError
 from harness.images import ensure_images
@@ -168,6 +168,9 @@ def build_parser() -> argparse.ArgumentParser:
     cmp_.add_argument("--enospc-disk", type=_whole, default=None, metavar="MIB",
                       help="M6: size of the disk churned to ENOSPC (default: 320 short, "
                            "3072 long)")
+    cmp_.add_argument("--enospc-variants", default=None,
+                      help=f"M6: btrfs reclaim variants churned as extra arms (of: "
+                           f"{', '.join(RECLAIM)}; default: none short, all long)")
     cmp_.add_argument("--kernel", default=None,
                       help="Debian kernel package ([suite:]name) or a bzImage path")
     cmp_.add_argument("--release", default=DEFAULT_SUITE,
@@ -304,7 +307,8 @@ def _compare(args: argparse.Namespace) -> int:
         arms=args.arms, reps=args.reps, setting=args.setting, m1_states=args.m1_states,
         metrics=args.metrics, seed=args.seed, out=args.out, kernel=args.kernel,
         release=args.release, accel=args.accel, jobs=args.jobs,
-        enospc_disk_mib=args.enospc_disk, saved_guests=args.saved_guests))
+        enospc_disk_mib=args.enospc_disk, enospc_variants=args.enospc_variants,
+        saved_guests=args.saved_guests))
     doc = json.loads((run_dir / "compare.json").read_text())
     print(headline(doc))
     print(f"crashtest: compare results in {run_dir}/compare.json and compare.html")

@@ -25,7 +25,7 @@ from harness.campaign import RunOptions, check_out, run_campaign
 from harness.campaign.context import CampaignConfig, machine_config
 from harness.campaign.snapshots import docker_guest, qemu_version
 from harness.compare import measure
-from harness.compare.measure import SETTINGS, Budget, MetricError, Probe
+from harness.compare.measure import RECLAIM, SETTINGS, Budget, MetricError, Probe, Reclaim
 from harness.compare.report import build_compare, write_compare_html
 from harness.errors import CrashtestError, GuestError, HarnessError, InputError
 from harness.guest import docker
@@ -43,7 +43,8 @@ Say = Callable[[str], None]
 DEFAULT_ARMS = ("btrfs", "ext4-overlay2", "xfs-overlay2")
 REFERENCE_ARM = "ext4-overlay2"  # times are ratios to this arm
 METRICS = ("M1", "M2", "M3", "M4", "M5", "M6", "M7")
-M1_STATES = {"short": 40, "long": 500}  # crash states per arm
+M1_STATES = {"short": 30, "long": 500}  # crash states per arm
+VARIANTS = {"short": "", "long": ",".join(RECLAIM)}  # M6's btrfs reclaim arms
 
 
 @dataclass
@@ -62,6 +63,7 @@ class CompareOptions:
     enospc_disk_mib: int | None = None  # None: the setting's
     saved_guests: bool = True
     budget: Budget | None = None  # instead of the setting's (tests: a tiny one)
+    enospc_variants: str | None = None  # btrfs reclaim variants for M6 (None: the setting's)
 
 
 @dataclass(frozen=True)
@@ -70,6 +72,7 @@ class Plan:
     metrics: tuple[str, ...]
     budget: Budget
     m1_states: int
+    variants: tuple[Reclaim, ...] = ()
 
 
 def validate(opts: CompareOptions) -> Plan:
@@ -104,7 +107,13 @@ def validate(opts: CompareOptions) -> Plan:
                              f"{measure.MIN_ENOSPC_DISK_MIB} MiB; mkfs.xfs needs 300 MB)")
         budget = replace(budget, enospc_disk_mib=opts.enospc_disk_mib)
     check_release(opts.release)
-    return Plan(tuple(BACKENDS[n] for n in names), metrics, budget, states)
+    spec = VARIANTS[opts.setting] if opts.enospc_variants is None else opts.enospc_variants
+    variants = [v.strip() for v in spec.split(",") if v.strip()]
+    for v in variants:
+        if v not in RECLAIM:
+            raise InputError(f"ENOSPC variant {v!r}: choose from {', '.join(RECLAIM)}")
+    return Plan(tuple(BACKENDS[n] for n in names), metrics, budget, states,
+                tuple(RECLAIM[v] for v in dict.fromkeys(variants)))
 
 
 def order(arms: tuple[Backend, ...], reps: int) -> list[tuple[int, Backend]]:
@@ -177,10 +186,16 @@ def arm_session(cfg: CampaignConfig, backend: Backend, rep: int, plan: Plan, des
     return doc
 
 
+def variant_backend(reclaim: Reclaim) -> Backend:
+    btrfs = BACKENDS["btrfs"]
+    return replace(btrfs, name=f"btrfs+{reclaim.name}",
+                   mkfs_options=(*btrfs.mkfs_options, *reclaim.mkfs_options))
+
+
 def enospc_session(cfg: CampaignConfig, backend: Backend, plan: Plan, dest: Path,
-                   say: Say) -> dict[str, Any]:
-    """M6 for one arm: a guest booted on a small fresh disk, layers churned in until
-    the first ENOSPC."""
+                   say: Say, reclaim: Reclaim | None = None) -> dict[str, Any]:
+    """M6 for one arm (or btrfs reclaim variant): a guest booted on a small fresh
+    disk, layers churned in until the first ENOSPC."""
     work = dest.with_suffix("")
     work.mkdir(parents=True, exist_ok=True)
     t0 = time.monotonic()
@@ -195,7 +210,7 @@ def enospc_session(cfg: CampaignConfig, backend: Backend, plan: Plan, dest: Path
             p = Probe(vm, block_node(vm.config, DATA_SERIAL))
             measure.base(p)
             say(f"{backend.name}: M6 layer churn on a {plan.budget.enospc_disk_mib} MiB disk")
-            doc["M6"] = measure.enospc(p, backend, plan.budget)
+            doc["M6"] = measure.enospc(p, backend, plan.budget, reclaim)
     except MetricError as e:
         doc["M6"] = {"error": str(e)}
     except (HarnessError, GuestError) as e:
@@ -215,6 +230,7 @@ class Task:
     kind: str  # "session" | "enospc" | "m1"
     arm: str = ""
     rep: int = 0
+    variant: str = ""  # an "enospc" task's btrfs reclaim variant
 
 
 def tasks(plan: Plan, reps: int) -> list[Task]:
@@ -225,6 +241,7 @@ def tasks(plan: Plan, reps: int) -> list[Task]:
         out += [Task("session", a.name, r) for r, a in order(plan.arms, reps)]
     if "M6" in plan.metrics:
         out += [Task("enospc", a.name) for a in plan.arms]
+        out += [Task("enospc", "btrfs", variant=v.name) for v in plan.variants]
     return out
 
 
@@ -248,11 +265,13 @@ def run_task(job: Job) -> str:
         return f"{t.arm} rep {t.rep + 1}/{reps}: " + (
             f"FAILED: {doc['error']}" if "error" in doc else f"done in {doc['wall_s']:.0f}s")
     if t.kind == "enospc":
-        say = functools.partial(_print, f"{t.arm} M6")
-        doc = enospc_session(cfg, BACKENDS[t.arm], plan, run_dir / "enospc" / f"{t.arm}.json",
-                             say)
+        reclaim = RECLAIM[t.variant] if t.variant else None
+        arm = variant_backend(reclaim) if reclaim else BACKENDS[t.arm]
+        say = functools.partial(_print, f"{arm.name} M6")
+        doc = enospc_session(cfg, arm, plan, run_dir / "enospc" / f"{arm.name}.json", say,
+                             reclaim)
         m6 = doc.get("M6", {})
-        return f"{t.arm} M6: " + (
+        return f"{arm.name} M6: " + (
             f"FAILED: {doc.get('error') or m6.get('error')}" if "error" in doc or "error" in m6
             else f"{m6['layers_before_enospc']} layers, ENOSPC "
                  f"{'reached' if m6['reached_enospc'] else 'not reached'}")
@@ -308,6 +327,7 @@ def run_compare(opts: CompareOptions, progress: Say | None = None) -> Path:
     run_dir.mkdir(parents=True, exist_ok=False)
     plan_doc = {"options": {**asdict(opts), "out": str(opts.out)}, "budget": asdict(plan.budget),
                 "m1_states": plan.m1_states, "metrics": list(plan.metrics),
+                "enospc_variants": [variant_backend(v).name for v in plan.variants],
                 "order": [[r + 1, a.name] for r, a in order(plan.arms, opts.reps)]}
     _write(run_dir / "plan.json", plan_doc)
     cfg = CampaignConfig(images=images, accel=accel, workload=default_workload(opts.seed),

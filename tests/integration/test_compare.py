@@ -88,4 +88,4 @@ def test_layer_churn_reaches_enospc_on_a_tiny_btrfs(images: GuestImages, tmp_pat
     assert {"unallocated", "data_total", "data_used", "metadata_total",
             "global_reserve"} <= set(sp["btrfs_usage"])
     assert next(r["balance"] for r in m6["recovery"]) == "-dusage=0"
-    assert "no space left on device" in m6["error"].lower()
+    assert "no space left on device" in m6["enospc_message"].lower()

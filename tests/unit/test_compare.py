@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from harness.cli import main
-from harness.compare import CompareOptions, order, validate
-from harness.compare.measure import Op, btrfs_usage, per_op
+from harness.compare import CompareOptions, order, tasks, validate, variant_backend
+from harness.compare.measure import RECLAIM, Op, btrfs_usage, per_op
 from harness.compare.report import build_compare, headline, write_compare_html
 from harness.compare.stats import spread, wilson
 from harness.errors import InputError
@@ -26,6 +26,7 @@ from tests.unit.test_cli_input import run_cli
     (["--enospc-disk", "64"], "ENOSPC disk of 64 MiB is too small"),
     (["--jobs", "0"], "JOBS (0) must be at least 1"),
     (["--release", "sid"], "RELEASE 'sid'"),
+    (["--enospc-variants", "mixed,zoned"], "ENOSPC variant 'zoned'"),
 ])
 def test_bad_compare_input_is_one_line_exit_2(tmp_path: Path, args: list[str],
                                               message: str) -> None:
@@ -47,10 +48,26 @@ def test_defaults_are_three_arms_every_metric() -> None:
     plan = validate(CompareOptions())
     assert [a.name for a in plan.arms] == ["btrfs", "ext4-overlay2", "xfs-overlay2"]
     assert plan.metrics == ("M1", "M2", "M3", "M4", "M5", "M6", "M7")
-    assert plan.m1_states == 40 and plan.budget.enospc_disk_mib == 320
-    assert validate(CompareOptions(setting="long")).m1_states == 500
+    assert plan.m1_states == 30 and plan.budget.enospc_disk_mib == 320
+    long = validate(CompareOptions(setting="long"))
+    assert long.m1_states == 500 and long.budget.enospc_disk_mib == 3072
+    assert [v.name for v in long.variants] == ["bg-reclaim", "dynamic-reclaim", "balance-cron",
+                                               "mixed"]
+    assert plan.variants == ()
     with pytest.raises(InputError):
         validate(CompareOptions(setting="medium"))
+
+
+def test_pieces_longest_first_then_sessions_interleaved() -> None:
+    plan = validate(CompareOptions(arms="btrfs,ext4-overlay2", enospc_variants="mixed"))
+    got = [(t.kind, t.arm, t.rep, t.variant) for t in tasks(plan, 2)]
+    assert got == [("m1", "", 0, ""), ("session", "btrfs", 0, ""),
+                   ("session", "ext4-overlay2", 0, ""), ("session", "ext4-overlay2", 1, ""),
+                   ("session", "btrfs", 1, ""), ("enospc", "btrfs", 0, ""),
+                   ("enospc", "ext4-overlay2", 0, ""), ("enospc", "btrfs", 0, "mixed")]
+    assert variant_backend(RECLAIM["mixed"]).mkfs_options == ("--mixed",)
+    only = validate(CompareOptions(metrics="M4"))
+    assert [t.kind for t in tasks(only, 1)] == ["session"] * 3
 
 
 def test_arms_interleaved_and_rotated() -> None:
@@ -107,8 +124,8 @@ def _session(arm: str, rep: int, per_min: float, copies: float,
             "metrics": {
                 "M2": {"containers_per_min": per_min, "lifecycle_s": 60 / per_min},
                 "M4": {"copies_per_extra_reader": copies, "per_extra_reader_bytes": 1},
-                "M5": {"files": [{"mib": 16, "net_s": 1.0, "first_wr_bytes": copy_up_bytes,
-                                  "first_flushes": 2}]},
+                "M5": {"files": [{"mib": 16, "first_s": 1.0, "net_s": 0.5,
+                                  "first_wr_bytes": copy_up_bytes, "first_flushes": 2}]},
                 "M7": {"rm": {"wr_bytes": 100, "flushes": 1}}}}
 
 
@@ -135,6 +152,9 @@ def _run(tmp_path: Path) -> Path:
     _write(run / "enospc/ext4-overlay2.json", {"arm": "ext4-overlay2", "M6": {
         "reached_enospc": True, "layers_before_enospc": 13,
         "space": {"df_used_of_size": 0.97, "df_avail": 0}}})
+    _write(run / "enospc/btrfs+mixed.json", {"arm": "btrfs+mixed", "M6": {
+        "reached_enospc": True, "layers_before_enospc": 7, "reclaim": "mixed",
+        "space": {"df_used_of_size": 0.9, "df_avail": 0}}})
     _write(run / "enospc/xfs-overlay2.json", {"arm": "xfs-overlay2",
                                               "M6": {"error": "churn failed, not with ENOSPC"}})
     states = [{"verdict": "violation", "violations": [
@@ -148,7 +168,8 @@ def _run(tmp_path: Path) -> Path:
 
 META = {"run_id": "r", "reference": "ext4-overlay2", "reps": 2, "kernel": {"version": "6.12"},
         "release": "trixie", "image": "rootfs-x", "accel": "tcg", "setting": "short",
-        "crashtest_version": "0", "budget": {"copy_up_mib": [16], "enospc_disk_mib": 512}}
+        "crashtest_version": "0", "budget": {"copy_up_mib": [16], "enospc_disk_mib": 512},
+        "enospc_variants": ["btrfs+mixed"]}
 
 
 def test_compare_results_from_pieces(tmp_path: Path) -> None:
@@ -174,6 +195,9 @@ def test_compare_results_from_pieces(tmp_path: Path) -> None:
     assert "55% after 9 layers" in m6_row and "97% after 13 layers" in m6_row
     html = write_compare_html(doc, tmp_path / "compare.html").read_text()
     assert "<svg" in html and "churn failed, not with ENOSPC" in html
+    assert "M6: churn failed, not with ENOSPC" in x["errors"]
+    assert doc["M6_variants"]["btrfs+mixed"]["layers_before_enospc"] == 7
+    assert "btrfs+mixed" in html and "90%" in html
     assert "0.48x ext4-overlay2" in html
 
 
