@@ -85,6 +85,21 @@ def test_every_variable_the_shard_passes_is_one_make_crashtest_reads(tmp_path: P
     assert known and load_known(REPO / known.group(1)).entries
 
 
+@pytest.mark.parametrize("rc", [0, 2])
+def test_the_nightly_compare_runs_the_long_setting_and_fails_when_an_arm_did(
+        tmp_path: Path, rc: int) -> None:
+    stand_in(tmp_path / "bin", "sudo", "exit 0")
+    stand_in(tmp_path / "bin", "make", f"exit {rc}")
+    code, calls = run_step(tmp_path, step("compare", "Compare the storage stacks"), {})
+    assert (code == 0) == (rc == 0)
+    make = next(line for line in calls.splitlines() if line.startswith("make "))
+    assert make.split()[1] == "compare" and "SETTING=long" in make.split()
+    makefile = (REPO / "Makefile").read_text()
+    for var in re.findall(r"\b([A-Z_]+)=", make):
+        assert re.search(rf"^{var} \?=", makefile, re.M), var
+        assert f"$({var})" in makefile, var
+
+
 @pytest.mark.parametrize(("merge_rc", "report_rc", "want"),
                          [(0, 0, 0), (1, 0, 1), (2, 0, 2), (0, 2, 2), (1, 2, 2)])
 def test_the_merge_job_fails_on_new_findings_or_a_broken_merge(
