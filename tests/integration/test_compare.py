@@ -3,6 +3,11 @@ real, a real difference between overlay2 and the btrfs driver where the storage
 stacks differ by design, and a real ENOSPC on a tiny disk."""
 
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 from harness.campaign.context import CampaignConfig
@@ -89,3 +94,42 @@ def test_layer_churn_reaches_enospc_on_a_tiny_btrfs(images: GuestImages, tmp_pat
             "global_reserve"} <= set(sp["btrfs_usage"])
     assert next(r["balance"] for r in m6["recovery"]) == "-dusage=0"
     assert "no space left on device" in m6["enospc_message"].lower()
+
+
+def _default_sigint() -> None:
+    # A background job (CI, `make test &`) starts with SIGINT ignored; a terminal's
+    # Ctrl-C reaches a process that has its default handler.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+def test_ctrl_c_keeps_what_finished(images: GuestImages, tmp_path: Path,
+                                    no_leftovers: None) -> None:
+    """Ctrl-C during the second session: exit 130, every guest gone, no disk image
+    left, and the first session's numbers in an incomplete compare.json."""
+    out = tmp_path / "results"
+    proc = subprocess.Popen([sys.executable, "-m", "harness.cli", "compare", "--arms",
+                             "ext4-overlay2", "--metrics", "M4", "--reps", "3", "--jobs", "1",
+                             "--out", str(out)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=_default_sigint, start_new_session=True)
+    try:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            if "rep 1/3: done" in line:
+                break
+        time.sleep(5)  # inside the second session's guest
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+        assert proc.returncode == 130, err
+        assert "interrupted" in err
+    finally:
+        if proc.poll() is None:  # a failed test stops what it started
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=30)
+    [run] = [p for p in (out / "compare").iterdir() if p.is_dir()]
+    doc = json.loads((run / "compare.json").read_text())
+    assert doc["incomplete"] == "interrupted" and not doc["complete"]
+    values = doc["arms"]["ext4-overlay2"]["values"]["M4.copies_per_extra_reader"]
+    assert values["n"] == 1 and values["median"] < 0.4
+    assert (run / "compare.html").exists() and not list(run.rglob("disk.img"))
+    assert not (out / "compare" / "latest").exists()  # only a run that ran to its end
