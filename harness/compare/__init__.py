@@ -14,7 +14,6 @@ from __future__ import annotations
 import functools
 import json
 import multiprocessing
-import shutil
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
@@ -30,7 +29,7 @@ from harness.compare.report import build_compare, write_compare_html
 from harness.errors import CrashtestError, GuestError, HarnessError, InputError
 from harness.guest import docker
 from harness.images import ensure_images
-from harness.images.rootfs import check_release
+from harness.images.rootfs import DEFAULT_SUITE, check_release
 from harness.report.results import point_latest
 from harness.storage.backends import BACKENDS, DATA_SERIAL, Backend, make_test_disk
 from harness.version import crashtest_version
@@ -57,7 +56,7 @@ class CompareOptions:
     seed: int = 1
     out: Path = Path("results")
     kernel: str | None = None
-    release: str = "trixie"
+    release: str = DEFAULT_SUITE
     accel: str | None = None
     jobs: int = 2  # pieces (sessions, the M1 campaign) run at a time
     enospc_disk_mib: int | None = None  # None: the setting's
@@ -357,9 +356,11 @@ def _finish(run_dir: Path, meta: dict[str, Any], plan: Plan) -> None:
     doc = build_compare(run_dir, meta, [a.name for a in plan.arms], plan.metrics)
     _write(run_dir / "compare.json", doc)
     write_compare_html(doc, run_dir / "compare.html")
-    for leftover in run_dir.glob("**/disk.img"):  # an interrupted guest's disk
-        leftover.unlink(missing_ok=True)
-    shutil.rmtree(run_dir / "m1" / ".tmp", ignore_errors=True)
+    # What a stopped worker's guests left: sparse disks and raw write logs
+    # (finished pieces keep none; bundles keep compressed copies).
+    for name in ("disk.img", "origin.img", "base.img", "writes.log"):
+        for leftover in run_dir.glob(f"**/{name}"):
+            leftover.unlink(missing_ok=True)
 
 
 __all__ = ["CompareOptions", "run_compare", "validate"]
