@@ -201,7 +201,8 @@ def lifecycle(p: Probe, b: Budget) -> dict[str, Any]:
             walls[step].append(p.op(step, cmd).wall_s)
     total = sum(sum(v) for v in walls.values())
     return {"n": b.lifecycle, "containers_per_min": round(60 * b.lifecycle / total, 2),
-            "lifecycle_s": round(total / b.lifecycle, 3)}
+            "lifecycle_s": round(total / b.lifecycle, 3),
+            **{f"{step}_s": round(sum(w) / len(w), 3) for step, w in walls.items()}}
 
 
 def build_commit(p: Probe, b: Budget) -> dict[str, Any]:

@@ -63,6 +63,9 @@ def session_metrics(copy_up_mib: list[int], ops: list[str]) -> list[Metric]:
                "per min", "time", _m("M2", "containers_per_min")),
         Metric("M2.lifecycle_s", "M2", "one container's create+start+stop+rm", "s", "time",
                _m("M2", "lifecycle_s")),
+        *(Metric(f"M2.{step}_s", "M2", f"docker {cmd}", "s", "time", _m("M2", f"{step}_s"))
+          for step, cmd in (("create", "create"), ("start", "start"), ("stop", "stop -t 0"),
+                            ("rm", "rm"))),
         Metric("M3.build_step_s", "M3", "build step (rewrite 1% of the large file, commit)", "s",
                "time", _mean("M3", "step_s")),
         Metric("M3.build_growth_per_step_bytes", "M3", "disk used per build step (df)",

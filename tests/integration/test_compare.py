@@ -66,6 +66,7 @@ def test_every_session_metric_on_a_real_guest(images: GuestImages, tmp_path: Pat
     m = doc["metrics"]
     assert all("error" not in m[k] for k in ("M2", "M3", "M5", "M7")), m
     assert m["M2"]["containers_per_min"] > 0 and m["M2"]["n"] == 1
+    assert all(m["M2"][f"{op}_s"] > 0 for op in ("create", "start", "stop", "rm"))
     assert m["M3"]["build_growth_per_step_bytes"] >= 8 * MIB  # overlay2 copies the file up
     assert m["M3"]["commit_one_file_s"] > 0 and m["M3"]["image_size_bytes"] > 8 * MIB
     up = m["M5"]["files"][0]

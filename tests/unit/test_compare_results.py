@@ -122,7 +122,8 @@ def _session(arm: str, rep: int, per_min: float, copies: float,
              copy_up_bytes: int) -> dict[str, object]:
     return {"arm": arm, "rep": rep, "environment": {"docker": {"docker": "26.1.5"}},
             "metrics": {
-                "M2": {"containers_per_min": per_min, "lifecycle_s": 60 / per_min},
+                "M2": {"containers_per_min": per_min, "lifecycle_s": 60 / per_min,
+                       "start_s": 30 / per_min},
                 "M4": {"copies_per_extra_reader": copies, "per_extra_reader_bytes": 1},
                 "M5": {"files": [{"mib": 16, "first_s": 1.0, "net_s": 0.5,
                                   "first_wr_bytes": copy_up_bytes, "first_flushes": 2}]},
@@ -178,6 +179,8 @@ def test_compare_results_from_pieces(tmp_path: Path) -> None:
     b, e, x = (doc["arms"][a] for a in arms)
     assert e["values"]["M2.containers_per_min"]["median"] == 12.5
     assert b["ratio_to_reference"]["M2.containers_per_min"] == 0.48
+    assert b["ratio_to_reference"]["M2.start_s"] == round(5.0 / round((2.5 + 30 / 13) / 2, 3), 3)
+    assert "M2.create_s" not in b["values"]  # not measured: absent, not zero
     assert "M4.copies_per_extra_reader" not in b["ratio_to_reference"]  # a count, not a time
     assert b["status"] == "ok" and e["status"] == "ok"
     assert x["status"] == "failed" and any("no agent" in err for err in x["errors"])
