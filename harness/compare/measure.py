@@ -162,7 +162,9 @@ class Probe:
 
 
 def _fill(path: str, mib: int) -> str:
-    return f"head -c {mib * MIB} /dev/urandom > {path}"
+    # dd, not head: busybox head reports any failed write as "I/O error", dd
+    # names the errno (an ENOSPC must be told from another failure)
+    return f"dd if=/dev/urandom of={path} bs=1M count={mib}"
 
 
 FIXTURE = "compare/fixture:0"
@@ -362,7 +364,7 @@ def enospc(p: Probe, backend: Backend, b: Budget, reclaim: Reclaim | None = None
     # printf and [ are shell builtins: no process per small file
     make = (f"mkdir /d && cd /d && i=0; while [ $i -lt {b.enospc_files} ]; do "
             "printf '%1023d\\n' $i > f$i; i=$((i+1)); done && "
-            f"head -c {b.enospc_blob_mib * MIB} /dev/urandom > blob")
+            f"{_fill('blob', b.enospc_blob_mib)}")
     layers = 0
     failed = ""
 
