@@ -14,6 +14,14 @@ def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
                           capture_output=True, text=True, timeout=120)
 
 
+def assert_bad_input(res: subprocess.CompletedProcess[str], message: str) -> None:
+    """Exit 2 and one line saying what was wrong."""
+    assert res.returncode == 2, res.stderr
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("crashtest: bad input:"), lines
+    assert message in lines[0]
+
+
 @pytest.mark.parametrize(("args", "message"), [
     (["--backends", "zfs"], "unknown backend 'zfs'"),
     (["--backends", ","], "BACKENDS is empty"),
@@ -31,10 +39,7 @@ def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
 ])
 def test_bad_input_is_one_line_exit_2(tmp_path: Path, args: list[str], message: str) -> None:
     res = run_cli("run", "--out", str(tmp_path / "res"), *args)
-    assert res.returncode == 2, res.stderr
-    lines = res.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("crashtest: bad input:")
-    assert message in lines[0]
+    assert_bad_input(res, message)
     assert not (tmp_path / "res").exists() or not any((tmp_path / "res").iterdir())
 
 

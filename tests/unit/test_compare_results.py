@@ -13,7 +13,7 @@ from harness.compare.report import build_compare, headline, write_compare_html
 from harness.compare.stats import spread, wilson
 from harness.errors import InputError
 from harness.storage.backends import BACKENDS
-from tests.unit.test_cli_input import run_cli
+from tests.unit.test_cli_input import assert_bad_input, run_cli
 
 
 @pytest.mark.parametrize(("args", "message"), [
@@ -31,10 +31,7 @@ from tests.unit.test_cli_input import run_cli
 def test_bad_compare_input_is_one_line_exit_2(tmp_path: Path, args: list[str],
                                               message: str) -> None:
     res = run_cli("compare", "--out", str(tmp_path / "res"), *args)
-    assert res.returncode == 2, res.stderr
-    lines = res.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("crashtest: bad input:"), lines
-    assert message in lines[0]
+    assert_bad_input(res, message)
     assert not (tmp_path / "res").exists()
 
 
