@@ -58,6 +58,14 @@ def run_step(tmp_path: Path, script: str, env: dict[str, str]) -> tuple[int, str
     return res.returncode, calls.read_text()
 
 
+def assert_make_reads(make: str) -> None:
+    """Every VAR= on this make command line is a variable the Makefile reads."""
+    makefile = (REPO / "Makefile").read_text()
+    for var in re.findall(r"\b([A-Z_]+)=", make):
+        assert re.search(rf"^{var} \?=", makefile, re.M), var
+        assert f"$({var})" in makefile, var
+
+
 @pytest.mark.parametrize(("rc", "job_passes"), [(0, True), (1, True), (2, False), (130, False)])
 def test_a_shard_fails_only_when_crashtest_broke(tmp_path: Path, rc: int,
                                                  job_passes: bool) -> None:
@@ -77,10 +85,7 @@ def test_every_variable_the_shard_passes_is_one_make_crashtest_reads(tmp_path: P
     stand_in(tmp_path / "bin", "make", "exit 0")
     _, calls = run_step(tmp_path, step("shard", "Run this shard"), {})
     make = next(line for line in calls.splitlines() if line.startswith("make "))
-    makefile = (REPO / "Makefile").read_text()
-    for var in re.findall(r"\b([A-Z_]+)=", make):
-        assert re.search(rf"^{var} \?=", makefile, re.M), var
-        assert f"$({var})" in makefile, var
+    assert_make_reads(make)
     known = re.search(r"KNOWN=(\S+)", make)
     assert known and load_known(REPO / known.group(1)).entries
 
@@ -94,10 +99,7 @@ def test_the_nightly_compare_runs_the_long_setting_and_fails_when_an_arm_did(
     assert (code == 0) == (rc == 0)
     make = next(line for line in calls.splitlines() if line.startswith("make "))
     assert make.split()[1] == "compare" and "SETTING=long" in make.split()
-    makefile = (REPO / "Makefile").read_text()
-    for var in re.findall(r"\b([A-Z_]+)=", make):
-        assert re.search(rf"^{var} \?=", makefile, re.M), var
-        assert f"$({var})" in makefile, var
+    assert_make_reads(make)
 
 
 @pytest.mark.parametrize(("merge_rc", "report_rc", "want"),
