@@ -39,6 +39,19 @@ COMPARE_ARGS += $(if $(KERNEL),--kernel '$(KERNEL)') $(if $(M1_STATES),--m1-stat
 COMPARE_ARGS += $(if $(ENOSPC_DISK),--enospc-disk '$(ENOSPC_DISK)')
 COMPARE_ARGS += $(if $(ENOSPC_VARIANTS),--enospc-variants '$(ENOSPC_VARIANTS)')
 COMPARE_ARGS += $(if $(filter 0,$(SAVED_GUESTS)),--no-saved-guests)
+# `make known-bugs`: the known-bug corpus (crashtest corpus run --help). TREE: a
+# 6.12 source tree (default: Debian's linux-source-6.12, fetched once).
+TREE ?=
+ONLY ?=
+RUNS ?= 5
+BASELINE_RUNS ?= 1
+CORPUS_ARGS := --runs '$(RUNS)' --baseline-runs '$(BASELINE_RUNS)' --seed '$(SEED)'
+CORPUS_ARGS += --out '$(OUT)' --jobs '$(JOBS)' $(if $(TREE),--tree '$(TREE)')
+CORPUS_ARGS += $(if $(ONLY),--only '$(ONLY)') $(if $(KERNEL),--kernel '$(KERNEL)')
+# STATES and CUTS as given on the command line; else the corpus's own (40 and 1)
+CORPUS_ARGS += $(if $(filter command line environment,$(origin STATES)),--states '$(STATES)')
+CORPUS_ARGS += $(if $(filter command line environment,$(origin CUTS)),--cuts '$(CUTS)')
+CORPUS_ARGS += $(if $(filter 0,$(SAVED_GUESTS)),--no-saved-guests)
 # `make bench` runs the default campaign twice (saved guests, boots): 0 leaves that out.
 BENCH_CAMPAIGN_STATES ?= $(STATES)
 
@@ -78,7 +91,7 @@ $(error crashtest exited $(CRASHTEST_STATUS): the harness, the host or the input
 endif
 endif
 
-.PHONY: crashtest test unit lint bench compare images host-deps clean
+.PHONY: crashtest test unit lint bench compare known-bugs images host-deps clean
 
 crashtest:  # ran while the Makefile was read (above)
 	@:
@@ -103,6 +116,10 @@ bench: host-deps $(VENV)/.installed
 
 compare: host-deps $(VENV)/.installed
 	$(VENV)/bin/crashtest compare $(COMPARE_ARGS)
+
+known-bugs: $(VENV)/.installed
+	@scripts/install-host-deps --kernel-build
+	$(VENV)/bin/crashtest corpus run $(CORPUS_ARGS)
 
 images: host-deps $(VENV)/.installed
 	$(VENV)/bin/crashtest images $(if $(KERNEL),--kernel '$(KERNEL)') \

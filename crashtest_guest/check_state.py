@@ -112,6 +112,18 @@ def sha256(path: str) -> str:
     return h.hexdigest()
 
 
+def listing(path: str) -> list[str]:
+    return sorted(os.listdir(path))
+
+
+def content(path: str) -> str:
+    """What a file promise compares: a regular file's sha256; a directory's is the
+    sha256 of its sorted entry names, one per line (a directory holds its names)."""
+    if os.path.isdir(path) and not os.path.islink(path):
+        return hashlib.sha256("".join(n + "\n" for n in listing(path)).encode()).hexdigest()
+    return sha256(path)
+
+
 def file_meta(path: str) -> str:
     """"MODE UID GID" (permission bits in octal): what a metadata promise compares."""
     st = os.lstat(path)
@@ -325,9 +337,18 @@ def check_promise(store: Store, p: dict[str, Any], promises: list[dict[str, Any]
         if kind == "absent-file":
             return ("fs-durability", f"{f} is back", "filesystem") if f else (
                 None, "still gone", "")
-        got = sha256(f) if f and os.path.isfile(f) else "(missing)"
+        try:
+            got = content(f) if f and (os.path.isfile(f) or os.path.isdir(f)) else "(missing)"
+        except OSError as e:  # a recovered tree that cannot be read broke the promise
+            got = f"(unreadable: {e})"
         if got != p["sha256"]:
-            return "fs-durability", f"{f or target}: want {p['sha256']} got {got}", \
+            names = ""
+            if f and os.path.isdir(f):
+                try:
+                    names = f"; it holds {', '.join(listing(f)) or 'nothing'}"
+                except OSError as e:
+                    names = f"; unreadable: {e}"
+            return "fs-durability", f"{f or target}: want {p['sha256']} got {got}{names}", \
                 "filesystem"
         if p.get("meta") and f:
             meta = file_meta(f)
@@ -353,9 +374,12 @@ def _derive_one(store: Store, p: dict[str, Any]) -> dict[str, str]:
             f = store.file_path(target)
         except KeyError:
             return {"error": "no container named {}".format(target.split(":", 2)[1])}
-        if f is None or not os.path.isfile(f):
-            return {"error": f"{target} is not a regular file on the live guest"}
-        return {"sha256": sha256(f), "meta": file_meta(f)}
+        if f is None or not (os.path.isfile(f) or os.path.isdir(f)):
+            return {"error": f"{target} is not a regular file or directory on the live guest"}
+        if os.path.isdir(f) and target.startswith("container:"):
+            return {"error": f"{target} is a directory: a container's directory merges its "
+                             "layers, so only disk: and volume: directories can be promised"}
+        return {"sha256": content(f), "meta": file_meta(f)}
     if kind == "image":
         image_id = store.image_id(target)
         if image_id is None:

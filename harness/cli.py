@@ -17,7 +17,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from harness import hosttools
+from harness import corpus, hosttools
 from harness.bench import run_bench
 from harness.campaign import RunOptions, load_plan, run_campaign
 from harness.campaign.plan import DEFAULT_CUTS, DEFAULT_JOBS, DEFAULT_STATES
@@ -185,6 +185,39 @@ def build_parser() -> argparse.ArgumentParser:
     cmp_.add_argument("--no-saved-guests", dest="saved_guests", action="store_false",
                       help="boot every guest instead of resuming saved ones")
 
+    cor = sub.add_parser("corpus", help="the known-bug corpus: kernel crash-consistency fixes "
+                                        "undone in a 6.12 tree, and whether crashtest catches "
+                                        "them")
+    cor_sub = cor.add_subparsers(dest="corpus_command", required=True)
+    cls = cor_sub.add_parser("list", help="the entries: fix, fstests test, edit, expected verdict")
+    cls.add_argument("--json", action="store_true", help="every field, edits included, as JSON")
+    crun = cor_sub.add_parser("run", help="build each entry's kernel from TREE with its fix "
+                                          "undone, run its campaign RUNS times, and the same "
+                                          "workload on the stock tree")
+    crun.add_argument("--tree", type=Path, default=None,
+                      help="a kernel source tree the edits were written for (Debian's "
+                           "linux-source-6.12, unpacked); never modified: edits go to a "
+                           "working copy in the cache")
+    crun.add_argument("--kernel", default=None,
+                      help="instead of --tree: run the workloads on this kernel only (a "
+                           "Debian package or a bzImage), as a baseline")
+    crun.add_argument("--only", default=None, help="comma list of entry ids (default: all)")
+    crun.add_argument("--runs", type=_whole, default=corpus.DEFAULT_RUNS,
+                      help="campaigns per entry on the kernel with the fix undone")
+    crun.add_argument("--baseline-runs", type=_whole, default=1,
+                      help="campaigns per entry on the stock tree (controls: --runs)")
+    crun.add_argument("--states", type=_whole, default=corpus.DEFAULT_STATES,
+                      help="lost-cache crash states per campaign")
+    crun.add_argument("--cuts", type=_whole, default=corpus.DEFAULT_CUTS,
+                      help="live cuts per campaign, right after the entry's fsync")
+    crun.add_argument("--seed", type=_whole, default=1, help="seed of the first run (+1 each)")
+    crun.add_argument("--out", type=Path, default=Path("results"),
+                      help="runs go to OUT/corpus/RUN_ID (OUT/corpus/latest: the newest)")
+    crun.add_argument("--accel", default=None, help="auto (default), kvm or tcg")
+    crun.add_argument("--jobs", type=_whole, default=2, help="units of a campaign at a time")
+    crun.add_argument("--no-saved-guests", dest="saved_guests", action="store_false",
+                      help="boot every guest instead of resuming saved ones")
+
     chk = sub.add_parser("check", help="run every oracle on an existing test-disk image")
     chk.add_argument("image", type=Path, help="a raw or qcow2 disk image of a docker disk")
     chk.add_argument("--kernel", default=None, help="the kernel that checks it "
@@ -315,6 +348,31 @@ def _compare(args: argparse.Namespace) -> int:
     return 0 if doc["complete"] else 2
 
 
+def _corpus(args: argparse.Namespace) -> int:
+    """list: the entries. run: exit 0 when every entry came out as the corpus
+    expects (a revert caught in >= 90% of its runs, the stock tree clean), 1 when
+    one did not, 2 when the harness failed."""
+    if args.corpus_command == "list":
+        if args.json:
+            print(json.dumps([b.to_json() for b in corpus.CORPUS], indent=1))
+            return 0
+        for b in corpus.CORPUS:
+            files = ", ".join(sorted({e.path for e in b.edits})) or "no edit"
+            print(f"{b.id}\t{b.kind}\t{b.fix} {b.title}\t{b.fstests}\t{b.backend}\t{files}"
+                  f"\texpected: {b.expected}")
+        return 0
+    run_dir = corpus.run_corpus(corpus.CorpusOptions(
+        tree=args.tree, kernel=args.kernel, only=args.only, runs=args.runs,
+        baseline_runs=args.baseline_runs, states=args.states, cuts=args.cuts, seed=args.seed,
+        out=args.out, accel=args.accel, jobs=args.jobs, saved_guests=args.saved_guests))
+    doc = json.loads((run_dir / "corpus.json").read_text())
+    for en in doc["entries"]:
+        print(f"crashtest: {en['id']}: {en['result']}"
+              + ("" if en["as_expected"] else " (NOT as expected)"))
+    print(f"crashtest: corpus results in {run_dir}/corpus.json and corpus.html")
+    return 0 if all(en["as_expected"] for en in doc["entries"]) else 1
+
+
 def _workloads(args: argparse.Namespace) -> int:
     if args.workload is None:
         for name, ref in sorted(registered().items()):
@@ -339,7 +397,7 @@ def _error_log(args: argparse.Namespace) -> Path:
     """Where an unexpected exception's traceback goes: the run's output directory,
     else the cache."""
     out = getattr(args, "out", None)
-    mine = args.command in ("run", "compare") and isinstance(out, Path) and out.is_dir()
+    mine = args.command in ("run", "compare", "corpus") and isinstance(out, Path) and out.is_dir()
     base = out if mine and isinstance(out, Path) else cache_root() / "errors"
     base.mkdir(parents=True, exist_ok=True)
     return base / f"crashtest-error-{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}.log"
@@ -431,6 +489,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         return _workloads(args)
     if args.command == "compare":
         return _compare(args)
+    if args.command == "corpus":
+        return _corpus(args)
     if args.command == "bench":
         doc = run_bench(args.out, args.backend, args.states, args.reboot_states,
                         campaign_states=args.campaign_states, campaign_cuts=args.campaign_cuts)

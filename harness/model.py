@@ -264,6 +264,17 @@ class Observation:
                    str(d.get("step", "")), str(d.get("origin", "")))
 
 
+@dataclass(frozen=True)
+class SourceEdit:
+    """A change to a kernel source file: `old`, found exactly once in `path`
+    (relative to the tree's top), becomes `new` (the known-bug corpus undoes
+    fixes this way)."""
+
+    path: str
+    old: str
+    new: str
+
+
 @dataclass
 class Ledger:
     """Promises in force: the latest one for each object."""

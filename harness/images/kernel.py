@@ -3,6 +3,7 @@ modules the harness needs, from a Debian kernel package or a user's bzImage."""
 
 from __future__ import annotations
 
+import fcntl
 import gzip
 import hashlib
 import io
@@ -21,6 +22,7 @@ from harness import hosttools
 from harness.errors import HarnessError, InputError
 from harness.images.cache import RECIPES, building, cache_root, read_list, recipe_digest
 from harness.images.initramfs import cpio_of
+from harness.model import SourceEdit
 
 DEFAULT_KERNEL = "trixie:linux-image-cloud-amd64"
 MIRROR = "http://deb.debian.org/debian"
@@ -59,36 +61,42 @@ CONFIG_FRAGMENT = RECIPES / "kernel.config"
 BUILD_TIMEOUT_S = 4 * 3600
 
 
-def _tree_state(tree: Path) -> str:
-    """The tree's revision plus any uncommitted change (git), else its path and mtime."""
-    head = subprocess.run(["git", "-C", str(tree), "rev-parse", "HEAD"], capture_output=True,
-                          text=True, check=False)
-    if head.returncode == 0:
+def tree_key(tree: Path) -> str:
+    """What the tree holds, wherever it is: its git revision plus any uncommitted
+    change, else every file's path, size and mtime (a copy made with `cp -a`, or
+    the same tarball unpacked elsewhere, has the same key)."""
+    head = subprocess.run(["git", "-C", str(tree), "rev-parse", "--show-toplevel", "HEAD"],
+                          capture_output=True, text=True, check=False)
+    lines = head.stdout.split()
+    if head.returncode == 0 and len(lines) == 2 and Path(lines[0]) == tree.resolve():
         diff = subprocess.run(["git", "-C", str(tree), "diff", "HEAD"], capture_output=True,
                               check=False).stdout
-        return head.stdout.strip() + ":" + hashlib.sha256(diff).hexdigest()
-    return f"{tree.resolve()}:{(tree / 'Makefile').stat().st_mtime_ns}"
+        return "git:" + lines[1] + ":" + hashlib.sha256(diff).hexdigest()
+    h = hashlib.sha256()
+    for root, dirs, files in os.walk(tree):
+        dirs[:] = sorted(d for d in dirs if d != ".git")
+        for name in sorted(files):
+            path = os.path.join(root, name)
+            st = os.lstat(path)
+            h.update(f"{os.path.relpath(path, tree)}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+    return "files:" + h.hexdigest()
 
 
-def build_source_tree(tree: Path) -> Path:
-    """Build a bzImage out of tree (the source stays clean, so `git bisect` can move
-    it): defconfig + images/kernel.config, everything needed built in. Cached per
-    revision; a tree that does not build is an InputError (bisect: skip it)."""
+def _check_tree(tree: Path) -> None:
     if not (tree / "Makefile").is_file() or not (tree / "Kconfig").is_file():
         raise InputError(f"KERNEL {tree}: a directory, but not a kernel source tree "
                          "(no Makefile and Kconfig)")
     hosttools.require("make")  # the build names any other missing tool itself
-    digest = recipe_digest("src-v1", _tree_state(tree), CONFIG_FRAGMENT)
-    out = cache_root() / f"kbuild-{digest}"
-    image = out / "arch" / "x86" / "boot" / "bzImage"
-    if image.exists():
-        return image
+
+
+def _make_bzimage(src: Path, out: Path) -> Path:
+    """defconfig + images/kernel.config, then bzImage, out of tree in `out`; make
+    rebuilds only what changed since the last build there."""
     out.mkdir(parents=True, exist_ok=True)
-    make = ["make", "-C", str(tree.resolve()), f"O={out}", "ARCH=x86_64"]
-    print(f"crashtest: building the kernel in {tree} (out of tree: {out})", flush=True)
+    make = ["make", "-C", str(src.resolve()), f"O={out}", "ARCH=x86_64"]
     steps = [
         ([*make, "defconfig"], "make defconfig"),
-        ([str(tree.resolve() / "scripts/kconfig/merge_config.sh"), "-m", "-O", str(out),
+        ([str(src.resolve() / "scripts/kconfig/merge_config.sh"), "-m", "-O", str(out),
           str(out / ".config"), str(CONFIG_FRAGMENT)], "merging images/kernel.config"),
         ([*make, "olddefconfig"], "make olddefconfig"),
         ([*make, f"-j{os.cpu_count() or 1}", "bzImage"], "make bzImage"),
@@ -98,9 +106,140 @@ def build_source_tree(tree: Path) -> Path:
             hosttools.run(argv, f"kernel build: {what}", timeout=BUILD_TIMEOUT_S)
         except HarnessError as e:
             raise InputError(str(e)) from e
+    image = out / "arch" / "x86" / "boot" / "bzImage"
     if not image.exists():
-        raise InputError(f"KERNEL {tree}: the build made no arch/x86/boot/bzImage")
+        raise InputError(f"KERNEL {src}: the build made no arch/x86/boot/bzImage")
     return image
+
+
+def build_source_tree(tree: Path) -> Path:
+    """Build a bzImage out of tree (the source stays clean, so `git bisect` can move
+    it): defconfig + images/kernel.config, everything needed built in. Cached per
+    tree_key; a tree that does not build is an InputError (bisect: skip it)."""
+    _check_tree(tree)
+    out = cache_root() / f"kbuild-{recipe_digest('src-v2', tree_key(tree), CONFIG_FRAGMENT)}"
+    image = out / "arch" / "x86" / "boot" / "bzImage"
+    if image.exists():
+        return image
+    print(f"crashtest: building the kernel in {tree} (out of tree: {out})", flush=True)
+    return _make_bzimage(tree, out)
+
+
+def apply_edits(src: Path, edits: tuple[SourceEdit, ...], dry_run: bool = False) -> None:
+    """Each edit's `old` text, found exactly once in its file, becomes `new` (in
+    order: a later edit sees the earlier ones). `dry_run`: only check that they
+    would apply."""
+    texts: dict[str, str] = {}
+    for e in edits:
+        if e.path not in texts:
+            try:
+                texts[e.path] = (src / e.path).read_text()
+            except OSError as err:
+                raise InputError(f"edit {e.path}: {err.strerror} in {src}") from err
+        found = texts[e.path].count(e.old)
+        if found != 1:
+            first = e.old.strip().splitlines()[0] if e.old.strip() else e.old
+            raise InputError(f"edit {e.path}: the text to replace ({first.strip()!r}...) is "
+                             f"there {found} times, not once, in {src}: not the tree the edit "
+                             "was written for")
+        texts[e.path] = texts[e.path].replace(e.old, e.new)
+    if not dry_run:
+        for rel, text in texts.items():
+            (src / rel).write_text(text)
+
+
+# Debian's linux-source package the corpus edits were written for.
+LINUX_SOURCE = "linux-source-6.12"
+LINUX_SOURCE_VERSION = "6.12.117-1"
+HOST_SOURCE = Path("/usr/src") / f"{LINUX_SOURCE}.tar.xz"
+
+
+def linux_source_tarball() -> Path:
+    """The tarball of Debian's linux-source-6.12 at the corpus's version: the
+    host's (the installed package) when it is that version, else downloaded from
+    Debian's trixie into the cache once."""
+    installed = subprocess.run(["dpkg-query", "-W", "-f=${Version}", LINUX_SOURCE],
+                               capture_output=True, text=True, check=False).stdout
+    upstream = LINUX_SOURCE_VERSION.split("-")[0]
+    if HOST_SOURCE.is_file() and installed.startswith(upstream + "-"):
+        return HOST_SOURCE
+    final = cache_root() / f"{LINUX_SOURCE}-{LINUX_SOURCE_VERSION}"
+    tarball = final / "usr" / "src" / HOST_SOURCE.name
+    if tarball.is_file():
+        return tarball
+    hosttools.require("apt-get", "apt-cache", "dpkg-deb")
+    apt = _Apt("trixie")
+    if LINUX_SOURCE_VERSION not in apt.versions(LINUX_SOURCE):
+        have = ", ".join(apt.versions(LINUX_SOURCE)) or "none"
+        raise InputError(f"{LINUX_SOURCE}={LINUX_SOURCE_VERSION}: Debian's trixie no longer "
+                         f"has it (it has: {have}); unpack that tree yourself and pass it "
+                         "as TREE")
+    print(f"crashtest: fetching {LINUX_SOURCE} {LINUX_SOURCE_VERSION} (150 MB)", flush=True)
+    with building(final) as tmp, tempfile.TemporaryDirectory() as td:
+        deb = apt.download(LINUX_SOURCE, Path(td), LINUX_SOURCE_VERSION)
+        hosttools.run(["dpkg-deb", "-x", str(deb), str(tmp)], f"unpacking {deb.name}")
+    return tarball
+
+
+def linux_source_tree() -> Path:
+    """Debian's linux-source-6.12 (the corpus's version), unpacked once into the
+    cache; its files keep the tarball's mtimes, so its tree_key is the same on
+    every machine."""
+    tarball = linux_source_tarball()
+    final = cache_root() / f"{LINUX_SOURCE}-{LINUX_SOURCE_VERSION}-tree"
+    if not (final / LINUX_SOURCE / "Makefile").is_file():
+        with building(final) as tmp:
+            print(f"crashtest: unpacking {tarball}", flush=True)
+            hosttools.run(["tar", "-xJf", str(tarball), "-C", str(tmp)],
+                          f"unpacking {tarball.name}", timeout=1800)
+    return final / LINUX_SOURCE
+
+
+def edits_digest(edits: tuple[SourceEdit, ...]) -> str:
+    return recipe_digest(json.dumps([[e.path, e.old, e.new] for e in edits]))
+
+
+def build_edited_tree(tree: Path, edits: tuple[SourceEdit, ...]) -> Path:
+    """A bzImage of `tree` with `edits` applied (none: the tree as it is), cached per
+    tree_key and edits. The edits are made in one working copy of the tree kept in
+    the cache (the user's tree stays clean) and built in one output directory, so
+    each edit after the first build costs the files it touches and a relink."""
+    _check_tree(tree)
+    base = tree_key(tree)
+    digest = recipe_digest("edit-v1", base, edits_digest(edits), CONFIG_FRAGMENT)
+    final = cache_root() / f"kbuild-edit-{digest}"
+    if (final / "bzImage").exists():
+        return final / "bzImage"
+    work = cache_root() / f"kwork-{recipe_digest('work-v1', base)}"
+    work.mkdir(parents=True, exist_ok=True)
+    with open(work / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # one build in a working copy at a time
+        if (final / "bzImage").exists():
+            return final / "bzImage"
+        src = work / "src"
+        if not (src / "Makefile").exists():
+            print(f"crashtest: copying {tree} to a working copy ({src})", flush=True)
+            tmp = work / "src.tmp"
+            shutil.rmtree(tmp, ignore_errors=True)
+            shutil.copytree(tree, tmp, symlinks=True, ignore=shutil.ignore_patterns(".git"))
+            tmp.rename(src)
+        # Undo the last build's edits first; a plain copy gives the file a new mtime,
+        # so make rebuilds it.
+        edited_list = work / "edited.json"
+        edited = json.loads(edited_list.read_text()) if edited_list.exists() else []
+        for rel in edited:
+            shutil.copyfile(tree / rel, src / rel)
+        edited_list.write_text(json.dumps(sorted({e.path for e in edits})) + "\n")
+        apply_edits(src, edits)
+        print(f"crashtest: building {tree}" + (f" with {len(edits)} edit(s)" if edits else "")
+              + f" (out of tree: {work / 'out'})", flush=True)
+        image = _make_bzimage(src, work / "out")
+        with building(final) as t:
+            shutil.copy2(image, t / "bzImage")
+            (t / "edits.json").write_text(json.dumps(
+                {"tree_key": base, "edits": [[e.path, e.old, e.new] for e in edits]},
+                indent=1) + "\n")
+    return final / "bzImage"
 
 
 # ---------------------------------------------------------------- bzImage

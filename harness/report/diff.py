@@ -26,7 +26,9 @@ def find_runs(dirs: list[Path]) -> list[Path]:
             continue
         if not d.is_dir():
             raise InputError(f"{d} is not a directory")
-        found = sorted(p.parent for p in d.glob("*/summary.json") if not p.parent.is_symlink())
+        # A corpus run holds its campaigns as ENTRY/KERNEL/RUN_ID.
+        pattern = "*/*/*/summary.json" if (d / "corpus.json").is_file() else "*/summary.json"
+        found = sorted(p.parent for p in d.glob(pattern) if not p.parent.is_symlink())
         if not found:
             raise InputError(f"no summary.json in {d} or its subdirectories")
         runs.extend(found)

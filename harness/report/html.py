@@ -17,6 +17,7 @@ from typing import Any
 
 from harness.errors import InputError
 from harness.model import CLASSES, FAULTS
+from harness.report.corpus import corpus_section, load_corpus
 from harness.report.diff import find_runs, load_summary
 
 
@@ -344,10 +345,14 @@ def write_report(dirs: list[Path], out: Path | None = None) -> Path:
     totals = {"states": sum(c.data["states_checked"] for c in cells),
               "violations": sum(c.failing for c in cells),
               "errors": sum(len(c.data["harness_errors"]) for c in cells)}
+    corpora = "".join(
+        corpus_section(doc, _rel(d, base) + "/")
+        for d in dirs if (doc := load_corpus(d)) is not None)
     page = f"""<!doctype html><html><head><meta charset="utf-8">
 <title>crashtest report</title><style>{STYLE}</style></head><body>
 <h1>crashtest report</h1>
 {_headline(cells)}
+{corpora}
 <p>{len(runs)} run(s): {html.escape(", ".join(r.name for r in runs))}. {totals['states']} states
 checked, {totals['violations']} violations, {totals['errors']} harness errors.
 Generated {time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}.</p>

@@ -73,7 +73,8 @@ def file(target: str, sha256: str = "", metadata: bool = False) -> Promise:
     """`container:NAME:/path` (what the container sees: its writable layer over its
     image), `volume:NAME:/path` or `disk:/path` has this content (by default: the
     content it had on the live guest when the barrier returned); with `metadata`,
-    also the mode, owner and group it had there."""
+    also the mode, owner and group it had there. A `disk:` or `volume:` directory's
+    content is its sorted list of entry names (`ls -1 DIR` after a power cut)."""
     return _promise(PromiseKind.FILE, target, sha256=sha256,
                     meta="derive" if metadata else "")
 

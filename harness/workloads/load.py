@@ -16,10 +16,12 @@ from pathlib import Path
 
 from harness.workloads.api import Workload, WorkloadError
 from harness.workloads.declarative import load_toml
+from harness.workloads.known_bugs import WORKLOADS as KNOWN_BUG_WORKLOADS
 from harness.workloads.scenarios import SCENARIOS
 
 ENTRY_POINT_GROUP = "crashtest.workloads"
-BUILTIN = {"default": "harness.workloads.default:workload", **SCENARIOS}
+BUILTIN = {"default": "harness.workloads.default:workload", **SCENARIOS,
+           **KNOWN_BUG_WORKLOADS}
 
 
 def registered() -> dict[str, str]:

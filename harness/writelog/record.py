@@ -44,16 +44,20 @@ class Recording:
 
     def promises_at(self, entry: int, end: int | None = None) -> list[Promise]:
         """Promises in force for a state holding every log entry before `entry` and
-        perhaps some before `end`: a step's promises count once it had returned
-        within `entry`; a step that changes or removes a promised object withdraws
-        its promise as soon as the state may hold one of its writes."""
+        perhaps some before `end` (the flush that ends its epoch): a step's
+        promises count once it had returned before `end`. A power cut just after a
+        barrier returned, before the next flush, loses every unflushed write, so a
+        barrier that issued no flush of its own (an fsync that skipped the log) is
+        judged by the state without them. A step that changes or removes a
+        promised object withdraws its promise as soon as the state may hold one of
+        its writes."""
         end = entry if end is None else end
         current: dict[str, Promise] = {}
         for ev in self.events:
             if ev.withdraws and ev.started < end:
                 for k in ev.withdraws:
                     current.pop(k, None)
-            if ev.entry <= entry:
+            if ev.entry <= end:
                 for p in ev.promises:
                     current[p.key()] = p
         return list(current.values())
@@ -68,7 +72,7 @@ class Recording:
             if ev.started < end:
                 for o in ev.observes:
                     current[o.key()] = o
-            if ev.entry <= entry:
+            if ev.entry <= end:
                 for p in ev.promises:
                     current.pop(p.key(), None)
         return list(current.values())

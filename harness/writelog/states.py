@@ -102,7 +102,10 @@ def _states_for_epoch(digest: str, ep: Epoch, rng: random.Random,
         return CrashState(digest, ep.index, subset)
 
     if n == 0:
-        return []
+        # No writes between two flushes (or after the last one): its one state is the
+        # disk as the flush left it, judged by the promises of steps that returned
+        # before the next flush, which an fsync that wrote nothing must still keep.
+        return [mk("none")]
     states = [mk("none")]
     if n <= EXHAUSTIVE_MAX:
         states += [mk(f"s{m:x}") for m in range(1, (1 << n) - 1)]
@@ -133,7 +136,8 @@ def fingerprint(state: CrashState, eps: list[Epoch]) -> Fingerprint:
     only about positions, never about content)."""
     epoch = eps[state.epoch]
     kept = state.kept(epoch)
-    if len(kept) == len(epoch.entries) and all(limit is None for _, limit in kept):
+    if epoch.entries and len(kept) == len(epoch.entries) and all(
+            limit is None for _, limit in kept):
         return state.epoch + 1, ()
     shown: list[tuple[int, int]] = []
     covered: list[tuple[int, int]] = []  # sector ranges written by later kept writes
@@ -184,7 +188,9 @@ class Selection:
 
 def select_states(log: WriteLog, seed: int, budget: int) -> Selection:
     """A seeded, deterministic selection of at most `budget` distinct states,
-    spread over the epochs, in epoch order (so replay walks the log forward once)."""
+    spread over the epochs, in epoch order (so replay walks the log forward once).
+    Flush boundaries (each epoch's `none`: the disk as dm-log-writes' replay-log
+    shows it at each flush) come first; the budget left goes to seeded others."""
     eps = epochs(log)
     rng = random.Random(f"crashtest-states:{seed}:{log.digest}")
     candidates = [s for ep in eps for s in _states_for_epoch(log.digest, ep, rng, log.sectorsize)]
@@ -194,7 +200,10 @@ def select_states(log: WriteLog, seed: int, budget: int) -> Selection:
     # The group's first state in log order is its representative.
     reps = sorted(groups.values(), key=lambda g: (g[0].epoch, candidates.index(g[0])))
     if len(reps) > budget:
-        keep = set(rng.sample(range(len(reps)), budget))
+        bounds = [i for i, g in enumerate(reps) if any(s.subset == "none" for s in g)]
+        others = [i for i, g in enumerate(reps) if i not in set(bounds)]
+        keep = set(rng.sample(bounds, min(budget, len(bounds))))
+        keep |= set(rng.sample(others, budget - len(keep)))
         reps = [g for i, g in enumerate(reps) if i in keep]
     return Selection(eps, [g[0] for g in reps], len(candidates), len(groups),
                      {g[0].id: [s.id for s in g[1:]] for g in reps if len(g) > 1})

@@ -34,7 +34,7 @@ def assert_bad_input(res: subprocess.CompletedProcess[str], message: str) -> Non
     (["--releases", "trixie,buster"], "RELEASE 'buster'"),
     (["--releases", ","], "RELEASES is empty"),
     (["--workloads", "pull,nope"], "WORKLOAD 'nope': not a file and not a registered workload "
-                                   "(churn, copy-up, default, load, pull, stress)"),
+                                   "(btrfs-302, btrfs-764, "),
     (["--workloads", "pull,load", "--cut-at", "after:pull"], "step must be one of"),
 ])
 def test_bad_input_is_one_line_exit_2(tmp_path: Path, args: list[str], message: str) -> None:

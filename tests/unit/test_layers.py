@@ -20,7 +20,7 @@ LAYERS: list[set[str]] = [
     {"oracles"},
     {"repro"},
     {"campaign"},
-    {"bench", "compare"},
+    {"bench", "compare", "corpus"},
     {"cli"},
 ]
 

@@ -202,6 +202,21 @@ def test_a_removal_in_flight_withdraws_the_promise_for_replayed_states() -> None
     assert rec.promises_at(30, 40) == [gone]  # churn's sync is in: it stays removed
 
 
+def test_a_barrier_that_issued_no_flush_is_judged_in_the_epoch_it_returned_in() -> None:
+    from harness.model import Promise
+    from harness.writelog.record import Event, Recording
+
+    f = Promise("file", "disk:/f", "fsync", "fsync", sha256="a" * 64)
+    # The fsync returned at entry 12; the epoch around it runs from 10 to the flush
+    # at 20: a cut right after the return loses everything since entry 10.
+    rec = Recording(Path("o"), Path("d"), Path("l"), [Event("fsync", 12, [f], started=5)], 0.0)
+    assert rec.promises_at(10, 20) == [f]
+    assert rec.promises_at(0, 10) == []  # that epoch ended before the fsync returned
+    # A correct fsync ends with its flush (entry 11): it counts from the next epoch.
+    ok = Recording(Path("o"), Path("d"), Path("l"), [Event("fsync", 12, [f], started=5)], 0.0)
+    assert ok.promises_at(0, 11) == [] and ok.promises_at(12, 30) == [f]
+
+
 def test_states_that_are_the_same_disk_share_a_fingerprint(tmp_path: Path) -> None:
     """A write wholly overwritten by a later kept write does not show; keeping all
     of an epoch is the next epoch's flush boundary; anything else differs."""
@@ -226,3 +241,17 @@ def test_states_that_are_the_same_disk_share_a_fingerprint(tmp_path: Path) -> No
     for rep, others in sel.stands_for.items():  # each checked state stands for its twins
         assert rep in ids and not set(others) & set(ids)
     assert sel.to_json()["state_reduction_ratio"] > 1
+
+
+def test_a_small_budget_checks_every_flush_boundary_first(tmp_path: Path) -> None:
+    b = LogBuilder()
+    for k in range(12):  # 12 epochs of 3 writes: 12 boundaries among ~90 states
+        b.write(8 * k, blk(k)).write(200 + 8 * k, blk(k, 2)).write(400, blk(k)).flush()
+    log = read_log(b.save(tmp_path / "w.log"))
+    sel = select_states(log, 1, 20)
+    boundaries = {s.id for s in sel.states if s.subset == "none"}
+    assert len(sel.states) == 20 and sel.groups > 20
+    # Epoch 0's boundary is the untouched disk; the rest are one per flush.
+    assert len(boundaries) == len(epochs(log)) == 13
+    sel = select_states(log, 1, 5)  # fewer than the boundaries: only boundaries
+    assert all(s.subset == "none" for s in sel.states) and len(sel.states) == 5
