@@ -93,6 +93,19 @@ CORPUS: tuple[KnownBug, ...] = (
                     "past\n"),),
         "commit=300"),
     KnownBug(
+        "btrfs-788", "btrfs", Kind.REVERT, "5254d4181add",
+        "btrfs: fix zero size inode with non-zero size after log replay",
+        "2026; 6.12.114", "generic/788", "btrfs",
+        "fs-durability: the file truncated to 0 and fsync'd is back with its old 64 KiB",
+        (SourceEdit(TREE_LOG,
+                    "\t\tASSERT(data_race(BTRFS_I(inode)->logged_trans) > 0);\n"
+                    "\t\tif (data_race(BTRFS_I(inode)->logged_trans) < trans->transid)\n"
+                    "\t\t\tgen = 0;\n",
+                    f"\t\t{MARK.format('5254d4181add')}\n\t\tgen = 0;\n"),),
+        "commit=300",
+        note="the fix's core: generation 0 (\"this inode exists\") only for an inode not "
+             "logged before in this transaction; its size helper is left as it is"),
+    KnownBug(
         "btrfs-302", "btrfs", Kind.REVERT, "eb96e221937a",
         "btrfs: fix unwritten extent buffer after snapshotting a new subvolume",
         "6.6; 6.5.10", "btrfs/302", "btrfs",

@@ -65,6 +65,20 @@ def btrfs_784(seed: int = 0) -> Workload:
     ])
 
 
+def btrfs_788(seed: int = 0) -> Workload:
+    """generic/788: a file truncated to 0 and fsync'd, then linked and its directory
+    fsync'd: it must stay empty (not come back with its old 64 KiB)."""
+    return _workload("btrfs-788", btrfs_788.__doc__ or "", [
+        Step("setup", (f"mkdir -p {DIR}/dir",
+                       f"{IO} -f -c 'pwrite -S 0xab 0 64K' {DIR}/dir/foo >/dev/null"),
+             Barrier.SYNC),
+        Step("fsync-link", (f"{IO} -c 'truncate 0' -c fsync {DIR}/dir/foo",
+                            f"ln {DIR}/dir/foo {DIR}/dir/bar",
+                            f"{IO} -c fsync {DIR}/dir"),
+             Barrier.FSYNC, promises=[file(disk("dir")), file(disk("dir/foo"))]),
+    ])
+
+
 def btrfs_302(seed: int = 0) -> Workload:
     """btrfs/302: a new subvolume of 300 files snapshotted in the transaction that
     created it; the snapshot must read back after the commit."""
@@ -166,6 +180,7 @@ WORKLOADS: dict[str, str] = {
     "btrfs-782": "harness.workloads.known_bugs:btrfs_782",
     "btrfs-785": "harness.workloads.known_bugs:btrfs_785",
     "btrfs-784": "harness.workloads.known_bugs:btrfs_784",
+    "btrfs-788": "harness.workloads.known_bugs:btrfs_788",
     "btrfs-302": "harness.workloads.known_bugs:btrfs_302",
     "btrfs-764": "harness.workloads.known_bugs:btrfs_764",
     "btrfs-779": "harness.workloads.known_bugs:btrfs_779",

@@ -1,18 +1,22 @@
 import hashlib
 import os
+import subprocess
 from pathlib import Path
 
 import pytest
 
 from harness.errors import InputError
 from harness.images.kernel import (
+    build_edited_tree,
     build_source_tree,
     bzimage_version,
     ensure_kernel,
     kernel_identity,
     module_name,
     resolve_modules,
+    tree_key,
 )
+from harness.model import SourceEdit
 
 # What kmod's modprobe --show-depends prints for a modular ext4 (Debian's standard
 # 6.1 flavour): crc32c comes through ext4's soft dependency, not modules.dep.
@@ -168,3 +172,46 @@ def test_a_pinned_kernel_build_the_archive_lacks_says_how_to_supply_it() -> None
     msg = str(e.value)
     assert "no longer has this build (it has: " in msg
     assert "snapshot.debian.org" in msg and "--kernel-modules" in msg
+
+
+EDIT_MAKEFILE = """\
+defconfig:
+\techo CONFIG_DEFAULT=y > $(O)/.config
+olddefconfig:
+\techo olddefconfig >> $(O)/steps
+bzImage:
+\tmkdir -p $(O)/arch/x86/boot
+\tcat $(CURDIR)/image.bin $(CURDIR)/fs/a.c $(CURDIR)/fs/b.c > $(O)/arch/x86/boot/bzImage
+\techo build >> $(O)/steps
+"""
+
+
+def test_edited_trees_build_in_one_working_copy_cached_by_content(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CRASHTEST_CACHE", str(tmp_path / "cache"))
+    tree = fake_tree(tmp_path)
+    (tree / "Makefile").write_text(EDIT_MAKEFILE)
+    (tree / "fs").mkdir()
+    (tree / "fs" / "a.c").write_text("int fixed_a = 1;\n")
+    (tree / "fs" / "b.c").write_text("int fixed_b = 1;\n")
+    undo_a = (SourceEdit("fs/a.c", "fixed_a = 1", "fixed_a = 0"),)
+    undo_b = (SourceEdit("fs/b.c", "fixed_b = 1", "fixed_b = 0"),)
+    stock = build_edited_tree(tree, ())
+    assert stock.read_bytes().endswith(b"int fixed_a = 1;\nint fixed_b = 1;\n")
+    a = build_edited_tree(tree, undo_a)
+    assert a.read_bytes().endswith(b"int fixed_a = 0;\nint fixed_b = 1;\n")
+    b = build_edited_tree(tree, undo_b)  # a's edit is undone in the working copy first
+    assert b.read_bytes().endswith(b"int fixed_a = 1;\nint fixed_b = 0;\n")
+    assert (tree / "fs" / "a.c").read_text() == "int fixed_a = 1;\n"  # the tree is untouched
+    steps = next((tmp_path / "cache").glob("kwork-*/out/steps"))
+    assert steps.read_text().count("build") == 3
+    copy = tmp_path / "elsewhere" / "linux"
+    copy.parent.mkdir()
+    subprocess.run(["cp", "-a", str(tree), str(copy)], check=True)
+    assert tree_key(copy) == tree_key(tree)
+    assert build_edited_tree(copy, undo_a) == a  # the same content, wherever it is
+    assert steps.read_text().count("build") == 3
+    (copy / "fs" / "a.c").write_text("int fixed_a = 2;\n")
+    assert tree_key(copy) != tree_key(tree)
+    with pytest.raises(InputError, match="there 0 times, not once"):
+        build_edited_tree(copy, undo_a)
