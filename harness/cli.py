@@ -350,8 +350,9 @@ def _compare(args: argparse.Namespace) -> int:
 
 def _corpus(args: argparse.Namespace) -> int:
     """list: the entries. run: exit 0 when every entry came out as the corpus
-    expects (a revert caught in >= 90% of its runs, the stock tree clean), 1 when
-    one did not, 2 when the harness failed."""
+    expects (a revert caught in >= 90% of its runs, the stock tree clean), 2 when
+    a kernel did not build or a run had harness errors, else 1 when an entry did
+    not come out as expected."""
     if args.corpus_command == "list":
         if args.json:
             print(json.dumps([b.to_json() for b in corpus.CORPUS], indent=1))
@@ -370,6 +371,8 @@ def _corpus(args: argparse.Namespace) -> int:
         print(f"crashtest: {en['id']}: {en['result']}"
               + ("" if en["as_expected"] else " (NOT as expected)"))
     print(f"crashtest: corpus results in {run_dir}/corpus.json and corpus.html")
+    if any(en["harness_failed"] for en in doc["entries"]):
+        return 2
     return 0 if all(en["as_expected"] for en in doc["entries"]) else 1
 
 

@@ -217,6 +217,7 @@ def run_corpus(opts: CorpusOptions, progress: Callable[[str], None] | None = Non
     run_dir = base / run_id
     run_dir.mkdir(parents=True, exist_ok=False)
     builds: dict[str, Build] = {}
+    build_failed: dict[str, str] = {}
     results: dict[str, dict[str, list[Outcome]]] = {b.id: {} for b in plan.entries}
     tree_id = tree_key(plan.tree) if plan.tree else ""
     started = time.monotonic()
@@ -225,13 +226,17 @@ def run_corpus(opts: CorpusOptions, progress: Callable[[str], None] | None = Non
         entries = []
         for bug in plan.entries:
             words, ok = expectation(bug, results[bug.id])
+            if bug.id in build_failed:
+                words, ok = f"its kernel did not build: {build_failed[bug.id]}", False
             res = results[bug.id]
             entries.append({
                 **bug.to_json(), "result": words, "as_expected": ok,
                 "builds": {r: builds[_build_key(bug, r)].to_json() for r in res
                            if _build_key(bug, r) in builds},
                 "runs": {r: [o.to_json() for o in outs] for r, outs in res.items()},
-                "rate": {r: _rate(outs) for r, outs in res.items()}})
+                "rate": {r: _rate(outs) for r, outs in res.items()},
+                "harness_failed": bug.id in build_failed or any(
+                    o.verdict == "error" for outs in res.values() for o in outs)})
         doc = {"run_id": run_id, "crashtest_version": crashtest_version(),
                "tree": str(plan.tree or ""), "tree_key": tree_id,
                "kernel": plan.kernel or "", "runs": opts.runs,
@@ -247,7 +252,13 @@ def run_corpus(opts: CorpusOptions, progress: Callable[[str], None] | None = Non
     try:
         for bug in plan.entries:
             for role in roles(bug, plan):
-                build = _kernel_for(bug, role, plan, builds, say)
+                try:
+                    build = _kernel_for(bug, role, plan, builds, say)
+                except InputError as e:  # this entry's kernel does not build: the others may
+                    say(f"crashtest: {bug.id}: the {role} kernel did not build: {e}")
+                    build_failed[bug.id] = str(e)
+                    write()
+                    continue
                 for i in range(runs_of(role, bug, opts)):
                     seed = opts.seed + i
                     say(f"crashtest: {bug.id} on the {role} kernel, run {i + 1} "
