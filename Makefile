@@ -48,7 +48,7 @@ BASELINE_RUNS ?= 1
 CORPUS_ARGS := --runs '$(RUNS)' --baseline-runs '$(BASELINE_RUNS)' --seed '$(SEED)'
 CORPUS_ARGS += --out '$(OUT)' --jobs '$(JOBS)' $(if $(TREE),--tree '$(TREE)')
 CORPUS_ARGS += $(if $(ONLY),--only '$(ONLY)') $(if $(KERNEL),--kernel '$(KERNEL)')
-# STATES and CUTS as given on the command line; else the corpus's own (40 and 1)
+# STATES and CUTS as given on the command line; else the corpus's own (30 and 1)
 CORPUS_ARGS += $(if $(filter command line environment,$(origin STATES)),--states '$(STATES)')
 CORPUS_ARGS += $(if $(filter command line environment,$(origin CUTS)),--cuts '$(CUTS)')
 CORPUS_ARGS += $(if $(filter 0,$(SAVED_GUESTS)),--no-saved-guests)

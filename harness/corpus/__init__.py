@@ -32,7 +32,7 @@ from harness.version import crashtest_version
 # A revert counts as caught when at least this share of its runs catch it.
 CAUGHT_RATE = 0.9
 DEFAULT_RUNS = 5
-DEFAULT_STATES = 40
+DEFAULT_STATES = 30
 DEFAULT_CUTS = 1
 
 
