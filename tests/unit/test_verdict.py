@@ -230,3 +230,25 @@ def test_a_container_file_is_what_the_container_sees(tmp_path: Path,
         {"target": "container:box:/data/new", "outcomes": {"new": "y" * 64 + " 644 0 0"}}))
     assert seen == {"container:box:/data/b.txt": "empty", "container:box:/data/a.bin": "new",
                     "container:box:/data/new": "other"}
+
+
+def test_a_directory_promise_is_its_entry_names(tmp_path: Path,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """A disk: directory holds its names (what fstests lists after a power cut): a
+    lost entry or a name come back breaks the promise, with the names as evidence;
+    the same names in another order keep it."""
+    make_store(tmp_path)
+    kb = tmp_path / "kb"
+    (kb / "dir").mkdir(parents=True)
+    (kb / "foo").write_bytes(b"x")
+    mod = load_check_state(tmp_path, monkeypatch)
+    want = mod.derive({"driver": "overlay2", "promises": [_p("file", "disk:/kb")]})[0]
+    assert want["sha256"] == hashlib.sha256(b"dir\nfoo\n").hexdigest()
+    promise = _p("file", "disk:/kb", sha256=want["sha256"])
+    assert _kind_check(tmp_path, monkeypatch, promise) == []
+    (kb / "dir").rmdir()  # the entry the fsync should have kept
+    results: list[dict[str, Any]] = []
+    mod.check_store({"driver": "overlay2", "promises": [promise]}, results, {})
+    found = verdicts(results, BACKENDS["ext4-overlay2"], "s")
+    assert [(v.cls, v.check) for v in found] == [("fs-durability", "promise.file")]
+    assert found[0].evidence["output"].endswith("it holds foo")
