@@ -90,7 +90,9 @@ def test_config_that_never_flushes_is_caught_minimized_and_reproduced(
     assert bundle.meta["qemu_argv"][0] == "qemu-system-x86_64"
     minimal = bundle.meta["minimal"]
     assert minimal and 0 < len(minimal["dropped_entries"]) < minimal["original_dropped"]
-    assert signature(minimal["violations"]) == bundle.signature()
+    # the minimal state still breaks every promise the original broke (it may break
+    # more: with fewer writes kept, fsck can fail too)
+    assert set(bundle.signature()) <= set(signature(minimal["violations"]))
     report = reproduce(bundle, runs=2)
     assert report.runs == 2 and report.reproduced == 2 and report.kernel_matches
     assert [a.reproduced for a in report.attempts if a.what == "minimal"] == [True]
