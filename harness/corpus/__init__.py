@@ -21,6 +21,7 @@ from harness.images.kernel import (
     apply_edits,
     build_edited_tree,
     bzimage_version,
+    check_tree,
     linux_source_tree,
     tree_key,
 )
@@ -93,9 +94,7 @@ def validate(opts: CorpusOptions) -> Plan:
                          "baseline alone), not both")
     tree = opts.tree
     if tree is not None:
-        if not ((tree / "Makefile").is_file() and (tree / "Kconfig").is_file()):
-            raise InputError(f"TREE {tree}: not a kernel source tree (no Makefile and "
-                             "Kconfig)")
+        check_tree(tree, "TREE")
         for bug in entries:  # before any build: a tree they do not fit fails at once
             try:
                 apply_edits(tree, bug.edits, dry_run=True)

@@ -82,10 +82,11 @@ def tree_key(tree: Path) -> str:
     return "files:" + h.hexdigest()
 
 
-def _check_tree(tree: Path) -> None:
+def check_tree(tree: Path, name: str = "KERNEL") -> None:
+    """A kernel source tree, or an InputError naming the make variable `name`."""
     if not (tree / "Makefile").is_file() or not (tree / "Kconfig").is_file():
-        raise InputError(f"KERNEL {tree}: a directory, but not a kernel source tree "
-                         "(no Makefile and Kconfig)")
+        raise InputError(f"{name} {tree}: not a kernel source tree (no Makefile and "
+                         "Kconfig)")
     hosttools.require("make")  # the build names any other missing tool itself
 
 
@@ -116,7 +117,7 @@ def build_source_tree(tree: Path) -> Path:
     """Build a bzImage out of tree (the source stays clean, so `git bisect` can move
     it): defconfig + images/kernel.config, everything needed built in. Cached per
     tree_key; a tree that does not build is an InputError (bisect: skip it)."""
-    _check_tree(tree)
+    check_tree(tree)
     out = cache_root() / f"kbuild-{recipe_digest('src-v2', tree_key(tree), CONFIG_FRAGMENT)}"
     image = out / "arch" / "x86" / "boot" / "bzImage"
     if image.exists():
@@ -204,7 +205,7 @@ def build_edited_tree(tree: Path, edits: tuple[SourceEdit, ...]) -> Path:
     tree_key and edits. The edits are made in one working copy of the tree kept in
     the cache (the user's tree stays clean) and built in one output directory, so
     each edit after the first build costs the files it touches and a relink."""
-    _check_tree(tree)
+    check_tree(tree)
     base = tree_key(tree)
     digest = recipe_digest("edit-v1", base, edits_digest(edits), CONFIG_FRAGMENT)
     final = cache_root() / f"kbuild-edit-{digest}"
