@@ -91,12 +91,17 @@ $(error crashtest exited $(CRASHTEST_STATUS): the harness, the host or the input
 endif
 endif
 
-.PHONY: crashtest test unit lint bench compare known-bugs images host-deps clean
+.PHONY: crashtest test test-full unit lint bench compare known-bugs images host-deps clean
 
 crashtest:  # ran while the Makefile was read (above)
 	@:
 
+# `make test`: lint, unit tests and the real-VM tests that keep every capability
+# covered; `make test-full` adds the slower real-VM tests (the nightly runs it).
 test: host-deps $(VENV)/.installed lint
+	$(PY) -m pytest -m 'not full' $(PYTEST_ARGS)
+
+test-full: host-deps $(VENV)/.installed lint
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 unit: $(VENV)/.installed

@@ -25,16 +25,21 @@ from harness.campaign.reproduce import reproduce
 from harness.compare import DEFAULT_ARMS, METRICS, CompareOptions, run_compare
 from harness.compare.measure import RECLAIM, SETTINGS
 from harness.compare.report import headline
+from harness.corpus.entries import by_id as corpus_by_id
 from harness.errors import CrashtestError, InputError
 from harness.images import ensure_images
 from harness.images.cache import cache_root
 from harness.images.rootfs import DEFAULT_SUITE, RELEASES, check_release
+from harness.model import Violation
 from harness.oracles.check_image import check_image
-from harness.report.diff import describe, diff
+from harness.report.diff import describe, diff, find_runs
 from harness.report.html import write_report
 from harness.report.merge import merge_all, merge_runs
+from harness.report.regress import candidates
 from harness.report.results import FAIL_ON
 from harness.repro.bundle import BundleError, decompress_log, load_bundle
+from harness.repro.upstream import UpstreamFix, evidence
+from harness.repro.upstream import report as upstream_report
 from harness.storage.backends import BACKENDS, DEFAULT_BACKENDS
 from harness.storage.damage import INJECTIONS
 from harness.version import crashtest_version
@@ -245,6 +250,15 @@ def build_parser() -> argparse.ArgumentParser:
     rpt.add_argument("-o", "--output", type=Path, default=None,
                      help="HTML file (default: report.html in the run, or in the first DIR)")
 
+    ups = sub.add_parser("upstream", help="a plain-text report of one finding for upstream "
+                                          "maintainers, from its reproducer bundle")
+    ups.add_argument("bundle", type=Path, help="a reproducer bundle's directory")
+    ups.add_argument("--evidence", type=Path, action="append", default=[],
+                     help="run directories (or directories of runs) of the same workload on "
+                          "other kernels: each kernel's outcome goes in the report (repeatable)")
+    ups.add_argument("-o", "--output", type=Path, default=None,
+                     help="write the report to this file (default: standard output)")
+
     wls = sub.add_parser("workloads", help="list registered workloads, or check a workload "
                                            "file and show its steps")
     wls.add_argument("workload", nargs="?", default=None, help="a name or a .py/.toml file")
@@ -324,14 +338,20 @@ def _read_any_log(path: Path) -> WriteLog:
 
 def _diff(args: argparse.Namespace) -> int:
     d = diff([args.old], [args.new])
+    regressions = candidates(find_runs([args.new]), find_runs([args.old]))
     if args.json:
-        print(json.dumps(d.to_json(), indent=1))
+        print(json.dumps({**d.to_json(),
+                          "regression_candidates": [c.to_json() for c in regressions]},
+                         indent=1))
     else:
         for title, items in (("new", d.appeared), ("gone", d.gone), ("still failing", d.still)):
             print(f"{title}: {len(items)}")
             for f in items:
                 print(f"  {describe(f)}")
-    return 1 if d.appeared else 0
+        print(f"regression candidates: {len(regressions)}")
+        for c in regressions:
+            print(f"  {c.describe()}")
+    return 1 if d.appeared or regressions else 0
 
 
 def _compare(args: argparse.Namespace) -> int:
@@ -374,6 +394,29 @@ def _corpus(args: argparse.Namespace) -> int:
     if any(en["harness_failed"] for en in doc["entries"]):
         return 2
     return 0 if all(en["as_expected"] for en in doc["entries"]) else 1
+
+
+def _upstream(args: argparse.Namespace) -> int:
+    bundle = load_bundle(args.bundle)
+    workload = json.loads(bundle.file("workload.json").read_text())
+    proof = None
+    if args.evidence:
+        proof = evidence(args.evidence, workload["name"],
+                         {Violation.from_json(v).signature()
+                          for v in bundle.meta["verdict"]["violations"]})
+    entry = corpus_by_id().get(workload["name"])
+    fix = UpstreamFix(entry.fix, entry.title, entry.landed, entry.fstests) if entry else None
+    text = upstream_report(bundle, workload, proof, fix)
+    if args.output is None:
+        sys.stdout.write(text)
+        return 0
+    if not args.output.parent.is_dir():
+        raise InputError(f"--output {args.output}: no such directory {args.output.parent}")
+    tmp = args.output.with_name(f".{args.output.name}.tmp")
+    tmp.write_text(text)
+    tmp.replace(args.output)
+    print(f"crashtest: upstream report in {args.output}")
+    return 0
 
 
 def _workloads(args: argparse.Namespace) -> int:
@@ -490,6 +533,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         return _repro(args)
     if args.command == "workloads":
         return _workloads(args)
+    if args.command == "upstream":
+        return _upstream(args)
     if args.command == "compare":
         return _compare(args)
     if args.command == "corpus":

@@ -17,6 +17,7 @@ from typing import Any
 from harness.campaign import RunOptions, check_out, run_campaign
 from harness.corpus.entries import CORPUS, Kind, KnownBug, by_id
 from harness.errors import InputError
+from harness.images.buildlog import tree_series
 from harness.images.kernel import (
     apply_edits,
     build_edited_tree,
@@ -97,7 +98,7 @@ def validate(opts: CorpusOptions) -> Plan:
         check_tree(tree, "TREE")
         for bug in entries:  # before any build: a tree they do not fit fails at once
             try:
-                apply_edits(tree, bug.edits, dry_run=True)
+                apply_edits(tree, bug.edits_for(tree_series(tree)), dry_run=True)
             except InputError as e:
                 raise InputError(f"corpus entry {bug.id}: {e}") from e
     return Plan(entries, tree, opts.kernel)
@@ -295,7 +296,7 @@ def _kernel_for(bug: KnownBug, role: str, plan: Plan, builds: dict[str, Build],
     if plan.tree is None:
         builds[key] = Build(plan.kernel or "")
         return builds[key]
-    edits = bug.edits if key != "stock" else ()
+    edits = bug.edits_for(tree_series(plan.tree)) if key != "stock" else ()
     say(f"crashtest: kernel for {bug.id if edits else 'the stock tree'}: "
         + (f"{len(edits)} edit(s) to {', '.join(sorted({e.path for e in edits}))}"
            if edits else "the tree as given"))

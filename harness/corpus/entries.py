@@ -37,6 +37,13 @@ class KnownBug:
     edits: tuple[SourceEdit, ...] = ()
     mount_options: str = ""  # keep background commits out of the window, as fstests
     note: str = ""
+    # (series, edits) for trees where the code the edit undoes has moved
+    variants: tuple[tuple[str, tuple[SourceEdit, ...]], ...] = ()
+
+    def edits_for(self, series: str) -> tuple[SourceEdit, ...]:
+        """The edit for a tree of kernel `series` (`7.2`): its variant where the
+        code moved since 6.12, else the 6.12 one (which fits there as it is)."""
+        return dict(self.variants).get(series, self.edits)
 
     @property
     def workload(self) -> str:
@@ -47,7 +54,9 @@ class KnownBug:
                 "title": self.title, "landed": self.landed, "fstests": self.fstests,
                 "backend": self.backend, "expected": self.expected,
                 "mount_options": self.mount_options, "note": self.note,
-                "edits": [{"path": e.path, "old": e.old, "new": e.new} for e in self.edits]}
+                "edits": [{"path": e.path, "old": e.old, "new": e.new} for e in self.edits],
+                "variants": {series: [{"path": e.path, "old": e.old, "new": e.new}
+                                      for e in edits] for series, edits in self.variants}}
 
 
 TREE_LOG = "fs/btrfs/tree-log.c"
@@ -65,7 +74,14 @@ CORPUS: tuple[KnownBug, ...] = (
                     f"\t{MARK.format('bfe3d755ef7c')}\n"
                     "\tif (inode_only != LOG_INODE_EXISTS)\n"
                     "\t\tinode->last_log_commit = inode->last_sub_trans;\n"),),
-        "commit=300"),
+        "commit=300",
+        variants=(("7.2", (SourceEdit(
+            TREE_LOG,
+            "\tif (!ctx->logging_new_name && log_mode != LOG_INODE_EXISTS)\n"
+            "\t\tinode->last_log_commit = inode->last_sub_trans;\n",
+            f"\t{MARK.format('bfe3d755ef7c')}\n"
+            "\tif (log_mode != LOG_INODE_EXISTS)\n"
+            "\t\tinode->last_log_commit = inode->last_sub_trans;\n"),)),)),
     KnownBug(
         "btrfs-785", "btrfs", Kind.REVERT, "5630f7557de6",
         "btrfs: do not skip logging new dentries when logging a new name",
@@ -79,7 +95,15 @@ CORPUS: tuple[KnownBug, ...] = (
                     "\tif (ctx->logging_new_name)\n\t\treturn 0;\n\n"
                     "\tpath = btrfs_alloc_path();\n\tif (!path)\n"
                     "\t\treturn -ENOMEM;\n\n\t/* Pairs with btrfs_add_delayed_iput below. */\n"),),
-        "commit=300"),
+        "commit=300",
+        variants=(("7.2", (SourceEdit(
+            TREE_LOG,
+            "\ttrace_btrfs_log_new_dir_dentries_enter(trans, start_inode);\n\n"
+            "\tpath = btrfs_alloc_path();\n",
+            "\ttrace_btrfs_log_new_dir_dentries_enter(trans, start_inode);\n\n"
+            f"\t{MARK.format('5630f7557de6')}\n"
+            "\tif (ctx->logging_new_name)\n\t\treturn 0;\n\n"
+            "\tpath = btrfs_alloc_path();\n"),)),)),
     KnownBug(
         "btrfs-784", "btrfs", Kind.REVERT, "266273eaf4d9",
         "btrfs: don't log conflicting inode if it's a dir moved in the current transaction",
@@ -103,6 +127,12 @@ CORPUS: tuple[KnownBug, ...] = (
                     "\t\t\tgen = 0;\n",
                     f"\t\t{MARK.format('5254d4181add')}\n\t\tgen = 0;\n"),),
         "commit=300",
+        variants=(("7.2", (SourceEdit(
+            TREE_LOG,
+            "\t\tASSERT(data_race(inode->logged_trans) > 0);\n"
+            "\t\tif (data_race(inode->logged_trans) < trans->transid)\n"
+            "\t\t\tgen = 0;\n",
+            f"\t\t{MARK.format('5254d4181add')}\n\t\tgen = 0;\n"),)),),
         note="the fix's core: generation 0 (\"this inode exists\") only for an inode not "
              "logged before in this transaction; its size helper is left as it is"),
     KnownBug(
@@ -145,7 +175,21 @@ CORPUS: tuple[KnownBug, ...] = (
                     "\t\t\tret = ext4_handle_inode_extension(inode, offset, ret, count);\n"
                     "\t\text4_inode_extension_cleanup(inode, ret < 0);\n")),
         "commit=60",
-        note="the size update goes back after iomap's O_SYNC sync, as before the fix"),
+        note="the size update goes back after iomap's O_SYNC sync, as before the fix",
+        variants=(("7.2", (
+            SourceEdit("fs/ext4/file.c",
+                       "\t\treturn 0;\n"
+                       "\terror = ext4_handle_inode_extension(inode, pos, size, size);\n"
+                       "\treturn error < 0 ? error : 0;\n",
+                       "\t\treturn 0;\n"
+                       f"\t{MARK.format('91562895f803')}\n\treturn 0;\n"),
+            SourceEdit("fs/ext4/file.c",
+                       "\t\tWARN_ON_ONCE(ret == -EIOCBQUEUED);\n"
+                       "\t\text4_inode_extension_cleanup(inode, ret < 0);\n",
+                       "\t\tWARN_ON_ONCE(ret == -EIOCBQUEUED);\n"
+                       "\t\tif (ret > 0)\n"
+                       "\t\t\tret = ext4_handle_inode_extension(inode, offset, ret, count);\n"
+                       "\t\text4_inode_extension_cleanup(inode, ret < 0);\n"))),)),
     KnownBug(
         "xfs-628", "xfs", Kind.REVERT, "5ffce3cc22a0",
         "xfs: force the log after remapping a synchronous-writes file",
@@ -158,7 +202,7 @@ CORPUS: tuple[KnownBug, ...] = (
     KnownBug(
         "btrfs-764", "btrfs", Kind.PRESENT, "5e85262e542d",
         "btrfs: fix fsync of files with no hard links not persisting deletion",
-        "6.15; not in 6.12.117", "generic/764", "btrfs",
+        "6.16 (and 6.15.y); not in 6.12.117", "generic/764", "btrfs",
         "fs-durability: the file unlinked and then fsync'd through its descriptor is back",
         mount_options="commit=300",
         note="a discrepancy with ext4, xfs and f2fs rather than data loss; no fix is "
@@ -166,7 +210,7 @@ CORPUS: tuple[KnownBug, ...] = (
     KnownBug(
         "btrfs-779", "btrfs", Kind.PRESENT, "953902e4fb4c",
         "btrfs: set inode flag BTRFS_INODE_COPY_EVERYTHING when logging new name",
-        "6.18; not in 6.12.117", "generic/779", "btrfs",
+        "6.18 (and 6.17.y); not in 6.12.117", "generic/779", "btrfs",
         "fs-durability: the renamed symlink has its old name after the directory's fsync",
         mount_options="commit=300"),
     KnownBug(

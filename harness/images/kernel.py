@@ -14,20 +14,18 @@ import re
 import shutil
 import subprocess
 import tempfile
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from harness import hosttools
 from harness.errors import HarnessError, InputError
+from harness.images.buildlog import expected_files, remember_files, run_build, tree_series
 from harness.images.cache import RECIPES, building, cache_root, read_list, recipe_digest
+from harness.images.debian import DEFAULT_SUITE, AptIndex, check_suite, resolve
 from harness.images.initramfs import cpio_of
 from harness.model import SourceEdit
 
 DEFAULT_KERNEL = "trixie:linux-image-cloud-amd64"
-MIRROR = "http://deb.debian.org/debian"
-SUITES = ("trixie", "bookworm", "bookworm-backports")
-APT_LISTS_MAX_AGE_S = 24 * 3600
 
 
 @dataclass(frozen=True)
@@ -43,16 +41,21 @@ class KernelBundle:
 
 def ensure_kernel(spec: str | None, modules_dir: str | None = None) -> KernelBundle:
     """Resolve KERNEL (a Debian package, `suite:package`, `suite:package=version`
-    (exactly that build: bundles pin it), a bzImage path, or a kernel source tree)."""
+    (exactly that build: bundles pin it), a bzImage path, or a kernel source tree).
+    A Debian 7.x image at `.../lib/modules/VER/vmlinuz` brings its modules
+    directory along unless KERNEL_MODULES names one."""
     spec = spec or DEFAULT_KERNEL
     path = Path(spec)
     if path.is_dir():
         return _from_bzimage(build_source_tree(path), None)
     if "/" in spec or path.exists():
-        return _from_bzimage(path, Path(modules_dir) if modules_dir else None)
+        mods = Path(modules_dir) if modules_dir else None
+        if mods is None and path.name == "vmlinuz" and (path.parent / "kernel").is_dir():
+            mods = path.parent
+        return _from_bzimage(path, mods)
     suite, _, package = spec.rpartition(":")
     package, _, version = package.partition("=")
-    return _from_debian(suite or "trixie", package, version)
+    return _from_debian(check_suite(suite or DEFAULT_SUITE), package, version)
 
 
 # ---------------------------------------------------------------- source tree
@@ -92,7 +95,9 @@ def check_tree(tree: Path, name: str = "KERNEL") -> None:
 
 def _make_bzimage(src: Path, out: Path) -> Path:
     """defconfig + images/kernel.config, then bzImage, out of tree in `out`; make
-    rebuilds only what changed since the last build there."""
+    rebuilds only what changed since the last build there. The compile shows its
+    progress against the files the last full build of this series compiled."""
+    fresh = not (out / "vmlinux").exists()
     out.mkdir(parents=True, exist_ok=True)
     make = ["make", "-C", str(src.resolve()), f"O={out}", "ARCH=x86_64"]
     steps = [
@@ -100,13 +105,18 @@ def _make_bzimage(src: Path, out: Path) -> Path:
         ([str(src.resolve() / "scripts/kconfig/merge_config.sh"), "-m", "-O", str(out),
           str(out / ".config"), str(CONFIG_FRAGMENT)], "merging images/kernel.config"),
         ([*make, "olddefconfig"], "make olddefconfig"),
-        ([*make, f"-j{os.cpu_count() or 1}", "bzImage"], "make bzImage"),
     ]
-    for argv, what in steps:
-        try:
+    try:
+        for argv, what in steps:
             hosttools.run(argv, f"kernel build: {what}", timeout=BUILD_TIMEOUT_S)
-        except HarnessError as e:
-            raise InputError(str(e)) from e
+        key = f"{tree_series(src)}:{recipe_digest(CONFIG_FRAGMENT)}"
+        label = f"kernel build {tree_series(src) or src.name}"
+        done = run_build([*make, f"-j{os.cpu_count() or 1}", "bzImage"], label,
+                         BUILD_TIMEOUT_S, expected_files(key) if fresh else 0)
+        if fresh:
+            remember_files(key, done)
+    except HarnessError as e:
+        raise InputError(str(e)) from e
     image = out / "arch" / "x86" / "boot" / "bzImage"
     if not image.exists():
         raise InputError(f"KERNEL {src}: the build made no arch/x86/boot/bzImage")
@@ -149,51 +159,65 @@ def apply_edits(src: Path, edits: tuple[SourceEdit, ...], dry_run: bool = False)
             (src / rel).write_text(text)
 
 
-# Debian's linux-source package the corpus edits were written for.
-LINUX_SOURCE = "linux-source-6.12"
-LINUX_SOURCE_VERSION = "6.12.117-1"
-HOST_SOURCE = Path("/usr/src") / f"{LINUX_SOURCE}.tar.xz"
+@dataclass(frozen=True)
+class LinuxSource:
+    """A Debian linux-source package the corpus's edits were written for."""
+
+    series: str
+    version: str
+    suite: str
+
+    @property
+    def package(self) -> str:
+        return f"linux-source-{self.series}"
 
 
-def linux_source_tarball() -> Path:
-    """The tarball of Debian's linux-source-6.12 at the corpus's version: the
+# The corpus's default tree first; `make known-bugs SERIES=7.2` takes the other.
+LINUX_SOURCES = {s.series: s for s in (LinuxSource("6.12", "6.12.117-1", "trixie"),
+                                       LinuxSource("7.2", "7.2.13-1", "sid"))}
+DEFAULT_SOURCE = "6.12"
+
+
+def linux_source_tarball(series: str = DEFAULT_SOURCE) -> Path:
+    """The tarball of Debian's linux-source-SERIES at the corpus's version: the
     host's (the installed package) when it is that version, else downloaded from
-    Debian's trixie into the cache once."""
-    installed = subprocess.run(["dpkg-query", "-W", "-f=${Version}", LINUX_SOURCE],
+    its Debian suite into the cache once."""
+    src = LINUX_SOURCES[series]
+    host = Path("/usr/src") / f"{src.package}.tar.xz"
+    installed = subprocess.run(["dpkg-query", "-W", "-f=${Version}", src.package],
                                capture_output=True, text=True, check=False).stdout
-    upstream = LINUX_SOURCE_VERSION.split("-")[0]
-    if HOST_SOURCE.is_file() and installed.startswith(upstream + "-"):
-        return HOST_SOURCE
-    final = cache_root() / f"{LINUX_SOURCE}-{LINUX_SOURCE_VERSION}"
-    tarball = final / "usr" / "src" / HOST_SOURCE.name
+    if host.is_file() and installed.startswith(src.version.split("-")[0] + "-"):
+        return host
+    final = cache_root() / f"{src.package}-{src.version}"
+    tarball = final / "usr" / "src" / host.name
     if tarball.is_file():
         return tarball
     hosttools.require("apt-get", "apt-cache", "dpkg-deb")
-    apt = _Apt("trixie")
-    if LINUX_SOURCE_VERSION not in apt.versions(LINUX_SOURCE):
-        have = ", ".join(apt.versions(LINUX_SOURCE)) or "none"
-        raise InputError(f"{LINUX_SOURCE}={LINUX_SOURCE_VERSION}: Debian's trixie no longer "
-                         f"has it (it has: {have}); unpack that tree yourself and pass it "
-                         "as TREE")
-    print(f"crashtest: fetching {LINUX_SOURCE} {LINUX_SOURCE_VERSION} (150 MB)", flush=True)
+    apt = AptIndex(src.suite)
+    if src.version not in apt.versions(src.package):
+        have = ", ".join(apt.versions(src.package)) or "none"
+        raise InputError(f"{src.package}={src.version}: Debian's {src.suite} no longer has it "
+                         f"(it has: {have}); unpack that tree yourself and pass it as TREE")
+    print(f"crashtest: fetching {src.package} {src.version} (150 MB)", flush=True)
     with building(final) as tmp, tempfile.TemporaryDirectory() as td:
-        deb = apt.download(LINUX_SOURCE, Path(td), LINUX_SOURCE_VERSION)
+        deb = apt.download(src.package, Path(td), src.version)
         hosttools.run(["dpkg-deb", "-x", str(deb), str(tmp)], f"unpacking {deb.name}")
     return tarball
 
 
-def linux_source_tree() -> Path:
-    """Debian's linux-source-6.12 (the corpus's version), unpacked once into the
+def linux_source_tree(series: str = DEFAULT_SOURCE) -> Path:
+    """Debian's linux-source-SERIES (the corpus's version), unpacked once into the
     cache; its files keep the tarball's mtimes, so its tree_key is the same on
     every machine."""
-    tarball = linux_source_tarball()
-    final = cache_root() / f"{LINUX_SOURCE}-{LINUX_SOURCE_VERSION}-tree"
-    if not (final / LINUX_SOURCE / "Makefile").is_file():
+    src = LINUX_SOURCES[series]
+    tarball = linux_source_tarball(series)
+    final = cache_root() / f"{src.package}-{src.version}-tree"
+    if not (final / src.package / "Makefile").is_file():
         with building(final) as tmp:
             print(f"crashtest: unpacking {tarball}", flush=True)
             hosttools.run(["tar", "-xJf", str(tarball), "-C", str(tmp)],
                           f"unpacking {tarball.name}", timeout=1800)
-    return final / LINUX_SOURCE
+    return final / src.package
 
 
 def edits_digest(edits: tuple[SourceEdit, ...]) -> str:
@@ -263,15 +287,18 @@ def _from_bzimage(path: Path, modules_dir: Path | None) -> KernelBundle:
     version_line = bzimage_version(path)
     version = version_line.split()[0]
     kernel_sha = hashlib.sha256(path.read_bytes()).hexdigest()
-    if modules_dir is not None and not (modules_dir / "modules.dep").exists():
-        raise InputError(f"KERNEL_MODULES {modules_dir}: no modules.dep (run depmod)")
+    if modules_dir is not None:
+        if not modules_dir.is_dir():
+            raise InputError(f"KERNEL_MODULES {modules_dir}: no such directory")
+        modules_dir = modules_with_dep(modules_dir)
     mod_key = str(modules_dir.resolve()) if modules_dir else "builtin"
-    digest = recipe_digest("bz-v2", kernel_sha, mod_key, RECIPES / "initramfs.modules")
+    digest = recipe_digest("bz-v3", kernel_sha, mod_key, RECIPES / "initramfs.modules")
     final = cache_root() / f"kernel-bz-{digest}"
     if not (final / "kernel.json").exists():
         with building(final) as tmp:
             shutil.copy2(path, tmp / "vmlinuz")
-            loaded = _write_modules_cpio(modules_dir, tmp / "modules.cpio")
+            loaded = _write_modules_cpio(modules_dir, tmp / "modules.cpio",
+                                         f"KERNEL_MODULES {modules_dir}")
             info = {
                 "version": version, "version_line": version_line, "source": str(path),
                 "sha256": kernel_sha, "modules": " ".join(loaded),
@@ -283,93 +310,31 @@ def _from_bzimage(path: Path, modules_dir: Path | None) -> KernelBundle:
 # ---------------------------------------------------------------- Debian packages
 
 
-class _Apt:
-    """A private apt state for one suite, so the host's own apt setup is untouched."""
-
-    def __init__(self, suite: str) -> None:
-        if suite not in SUITES:
-            raise InputError(f"KERNEL suite {suite!r}: choose one of {', '.join(SUITES)}")
-        self.root = cache_root() / f"apt-{suite}"
-        for d in ("lists/partial", "cache/archives/partial"):
-            (self.root / d).mkdir(parents=True, exist_ok=True)
-        base = suite.split("-")[0]
-        lines = [f"deb {MIRROR} {suite} main"]
-        if suite != base:  # backports needs its base suite for dependencies
-            lines.append(f"deb {MIRROR} {base} main")
-        (self.root / "sources.list").write_text("\n".join(lines) + "\n")
-        self.opts = [
-            f"-oDir::Etc::SourceList={self.root}/sources.list", "-oDir::Etc::SourceParts=/dev/null",
-            f"-oDir::State::Lists={self.root}/lists", f"-oDir::Cache={self.root}/cache",
-            "-oDir::State::status=/dev/null", "-oAPT::Architecture=amd64",
-            "-oAPT::Sandbox::User=root", "-oDebug::NoLocking=1",
-        ]
-        stamp = self.root / "lists" / ".updated"
-        if not stamp.exists() or time.time() - stamp.stat().st_mtime > APT_LISTS_MAX_AGE_S:
-            hosttools.run(["apt-get", *self.opts, "-qq", "update"], f"apt-get update ({suite})")
-            stamp.touch()
-
-    def field(self, package: str, name: str) -> str:
-        proc = subprocess.run(
-            ["apt-cache", *self.opts, "show", "--no-all-versions", package],
-            capture_output=True, text=True, check=False,
-        )
-        if proc.returncode != 0 or not proc.stdout.strip():
-            raise InputError(f"KERNEL {package}: no such Debian package")
-        m = re.search(rf"^{name}: (.*)$", proc.stdout, re.M)
-        return m.group(1).strip() if m else ""
-
-    def versions(self, package: str) -> list[str]:
-        proc = subprocess.run(["apt-cache", *self.opts, "show", package], capture_output=True,
-                              text=True, check=False)
-        return re.findall(r"^Version: (.*)$", proc.stdout, re.M)
-
-    def download(self, package: str, dest: Path, version: str = "") -> Path:
-        want = f"{package}={version}" if version else package
-        hosttools.run(["apt-get", *self.opts, "-qq", "download", want],
-                      f"download {want}", cwd=dest)
-        debs = sorted(dest.glob(f"{package}_*.deb"))
-        if not debs:
-            raise HarnessError(f"download {package}: no .deb appeared")
-        return debs[-1]
-
-
 def _from_debian(suite: str, package: str, pinned: str = "") -> KernelBundle:
     hosttools.require("apt-get", "apt-cache", "dpkg-deb", "depmod", "cpio")
-    apt = _Apt(suite)
-    # A metapackage (linux-image-cloud-amd64) points at the versioned image package.
-    for _ in range(3 if not pinned else 0):
-        real = re.findall(r"\b(linux-image-[0-9][^\s,|(]*)", apt.field(package, "Depends"))
-        if not real:
-            break
-        package = real[0]
-    version = pinned or apt.field(package, "Version")
-    if pinned and pinned not in apt.versions(package):
-        have = ", ".join(apt.versions(package)) or "none"
-        raise InputError(
-            f"KERNEL {suite}:{package}={pinned}: Debian's {suite} archive no longer has this "
-            f"build (it has: {have}); fetch {package}_{pinned}_amd64.deb (e.g. from "
-            "snapshot.debian.org), unpack it with dpkg-deb -x, and pass its boot/vmlinuz-* as "
-            "--kernel and its lib/modules/VERSION as --kernel-modules")
-    digest = recipe_digest("deb-v2", package, version, RECIPES / "initramfs.modules")
-    final = cache_root() / f"kernel-{package}-{digest}"
+    index = AptIndex(suite)
+    debs = resolve(index, package, pinned)
+    digest = recipe_digest("deb-v4", debs.image, debs.version, RECIPES / "initramfs.modules")
+    final = cache_root() / f"kernel-{debs.image}-{digest}"
     if not (final / "kernel.json").exists():
-        print(f"crashtest: fetching kernel {package} {version} ({suite})", flush=True)
+        print(f"crashtest: fetching kernel {debs.image} {debs.version} ({debs.suite}"
+              + (", split packages)" if debs.split else ")"), flush=True)
         with building(final) as tmp, tempfile.TemporaryDirectory() as td:
             work = Path(td)
-            deb = apt.download(package, work, version)
             tree = work / "x"
-            hosttools.run(["dpkg-deb", "-x", str(deb), str(tree)], f"unpacking {deb.name}")
-            vmlinuz = sorted(tree.glob("boot/vmlinuz-*"))
-            if not vmlinuz:
-                raise InputError(f"KERNEL {package}: package has no /boot/vmlinuz")
-            kver = vmlinuz[0].name[len("vmlinuz-"):]
+            for name in debs.fetch:
+                deb = index.download(name, work, debs.version)
+                hosttools.run(["dpkg-deb", "-x", str(deb), str(tree)], f"unpacking {deb.name}")
+            vmlinuz, kver = _image_in(tree, debs.image)
             moddir = _modules_dir(tree, kver)
-            shutil.copy2(vmlinuz[0], tmp / "vmlinuz")
-            loaded = _write_modules_cpio(moddir, tmp / "modules.cpio")
-            config = next(iter(tree.glob("boot/config-*")), None)
+            _depmod(moddir.parents[2], kver)
+            shutil.copy2(vmlinuz, tmp / "vmlinuz")
+            loaded = _write_modules_cpio(moddir, tmp / "modules.cpio", f"KERNEL {debs.pin}")
+            config = next((c for c in (tree / "boot" / f"config-{kver}", moddir / "config")
+                           if c.is_file()), None)
             info = {
-                "version": kver, "source": f"{suite}:{package}={version}",
-                "sha256": hashlib.sha256(vmlinuz[0].read_bytes()).hexdigest(),
+                "version": kver, "source": debs.pin,
+                "sha256": hashlib.sha256(vmlinuz.read_bytes()).hexdigest(),
                 "config_sha256": hashlib.sha256(config.read_bytes()).hexdigest() if config else "",
                 "modules": " ".join(loaded),
             }
@@ -377,17 +342,64 @@ def _from_debian(suite: str, package: str, pinned: str = "") -> KernelBundle:
     return _load(final)
 
 
+def _image_in(tree: Path, image: str) -> tuple[Path, str]:
+    """The kernel image wherever the packages put it (`/boot/vmlinuz-VER` up to
+    6.x, `/usr/lib/modules/VER/vmlinuz` from 7.x on) and its version."""
+    for found in sorted(tree.glob("boot/vmlinuz-*")):
+        return found, found.name.removeprefix("vmlinuz-")
+    for found in sorted([*tree.glob("usr/lib/modules/*/vmlinuz"),
+                         *tree.glob("lib/modules/*/vmlinuz")]):
+        return found, found.parent.name
+    raise InputError(f"KERNEL {image}: its packages hold no vmlinuz")
+
+
 def _modules_dir(tree: Path, kver: str) -> Path:
     for cand in (tree / "usr/lib/modules" / kver, tree / "lib/modules" / kver):
-        if cand.is_dir():
-            # Debian ships no modules.dep: depmod computes it from the files.
-            base = cand.parents[1]
-            (base / "lib").mkdir(exist_ok=True)
-            if not (base / "lib/modules").exists():
-                (base / "lib/modules").symlink_to(cand.parent)
-            hosttools.run(["depmod", "-b", str(base), kver], "depmod of the kernel modules")
+        if (cand / "kernel").is_dir():
             return cand
-    raise InputError(f"kernel {kver}: package has no modules directory")
+    raise InputError(f"kernel {kver}: its packages hold no modules directory")
+
+
+def _depmod(base: Path, kver: str) -> None:
+    """modules.dep for BASE/{usr/,}lib/modules/KVER: Debian ships none (depmod
+    makes it at install); kmod reads lib/modules, so a usr/lib tree gets a link."""
+    if not (base / "lib/modules").exists():
+        (base / "lib").mkdir(exist_ok=True)
+        (base / "lib/modules").symlink_to(base / "usr/lib/modules")
+    hosttools.run(["depmod", "-b", str(base), kver], "depmod of the kernel modules")
+
+
+def modules_with_dep(moddir: Path) -> Path:
+    """A user's modules directory as modprobe needs it: as it is when it has
+    modules.dep, else a view of it in the cache (links to its files) with a
+    modules.dep depmod made there: the user's tree is never written."""
+    if (moddir / "modules.dep").exists():
+        return moddir
+    if not (moddir / "kernel").is_dir():
+        raise InputError(f"KERNEL_MODULES {moddir}: not a modules directory (no kernel/ in it)")
+    hosttools.require("depmod")
+    kver = moddir.name
+    key = hashlib.sha256()
+    for path in sorted(moddir.rglob("*")):
+        if path.is_file():
+            st = path.stat()
+            key.update(f"{path.relative_to(moddir)}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+    digest = recipe_digest("kmods-v1", str(moddir.resolve()), key.hexdigest())
+    final = cache_root() / f"kmods-{digest}"
+    view = final / "lib" / "modules" / kver
+    if not (view / "modules.dep").exists():
+        with building(final) as tmp:
+            out = tmp / "lib" / "modules" / kver
+            out.mkdir(parents=True)
+            for entry in moddir.iterdir():
+                # depmod's own outputs are made anew; the rest are read through links
+                if not entry.name.startswith("modules.") or entry.name.startswith(
+                        ("modules.builtin", "modules.order")):
+                    (out / entry.name).symlink_to(entry.resolve())
+            print(f"crashtest: KERNEL_MODULES {moddir} has no modules.dep: depmod into {view}",
+                  flush=True)
+            hosttools.run(["depmod", "-b", str(tmp), kver], "depmod of KERNEL_MODULES")
+    return view
 
 
 # ---------------------------------------------------------------- modules
@@ -409,24 +421,59 @@ def parse_show_depends(text: str, root: str) -> list[str]:
     return paths
 
 
+def soft_predeps(moddir: Path) -> dict[str, list[str]]:
+    """Each module's `pre:` soft dependencies from modules.softdep, every line of
+    it: kmod 30 (Debian 12) follows only the first line of a module that has
+    several (6.17's btrfs: blake2b-256, sha256, xxhash64, crypto-crc32c), and a
+    btrfs without crc32c does not mount."""
+    out: dict[str, list[str]] = {}
+    try:
+        text = (moddir / "modules.softdep").read_text()
+    except OSError:
+        return out
+    for line in text.splitlines():
+        parts = line.split()
+        if len(parts) < 3 or parts[0] != "softdep":
+            continue
+        pre = parts[parts.index("pre:") + 1:] if "pre:" in parts else []
+        if "post:" in pre:
+            pre = pre[:pre.index("post:")]
+        out.setdefault(module_name(parts[1]), []).extend(pre)
+    return out
+
+
 def resolve_modules(moddir: Path, wanted: list[str]) -> list[str]:
     """Module paths (relative to `moddir`) to insmod, in order, each once: what
     kmod's `modprobe --show-depends` lists for each wanted module, so hard and soft
     dependencies (ext4's crc32c, which a modular ext4 needs) come as modprobe would
-    load them, whatever the flavour. Built-in or absent modules are skipped."""
+    load them, whatever the flavour, with every soft dependency of each module
+    loaded before it. Built-in or absent modules are skipped."""
     hosttools.require("modprobe")
     kver = moddir.name
     order: list[str] = []
+    softdeps = soft_predeps(moddir)
     with tempfile.TemporaryDirectory() as td:
         root = Path(td) / "lib" / "modules" / kver
         root.parent.mkdir(parents=True)
         root.symlink_to(moddir.resolve())
-        for name in wanted:
+
+        def add(name: str, seen: set[str]) -> None:
             proc = subprocess.run(["modprobe", "--show-depends", "-d", td, "-S", kver, name],
                                   capture_output=True, text=True, check=False)
             if proc.returncode != 0:
-                continue  # not a module of this kernel: built in, or not there at all
-            order += [p for p in parse_show_depends(proc.stdout, str(root)) if p not in order]
+                return  # not a module of this kernel: built in, or not there at all
+            for path in parse_show_depends(proc.stdout, str(root)):
+                if path in order:
+                    continue
+                mod = module_name(path)
+                for pre in softdeps.get(mod, []):
+                    if pre not in seen:
+                        add(pre, seen | {pre})
+                if path not in order:
+                    order.append(path)
+
+        for name in wanted:
+            add(name, {name})
     return order
 
 
@@ -442,14 +489,44 @@ def _decompress(path: Path) -> bytes:
     return data
 
 
-def _write_modules_cpio(moddir: Path | None, out: Path) -> list[str]:
+# Without these the guest cannot boot (its disks, its agent channel, its ext4 root);
+# the others only narrow the backends a kernel can run.
+ESSENTIAL_MODULES = ("virtio_pci", "virtio_blk", "virtio_console", "ext4")
+
+
+def builtin_modules(moddir: Path) -> set[str] | None:
+    """Names of the modules built into the kernel (`modules.builtin`), or None
+    when the directory does not say."""
+    listing = moddir / "modules.builtin"
+    if not listing.is_file():
+        return None
+    return {module_name(line.strip()) for line in listing.read_text().splitlines() if line.strip()}
+
+
+def missing_modules(moddir: Path, wanted: list[str], resolved: list[str]) -> list[str]:
+    """Wanted modules neither built in nor loadable (empty when the directory has
+    no modules.builtin to tell)."""
+    builtin = builtin_modules(moddir)
+    if builtin is None:
+        return []
+    have = builtin | {module_name(p) for p in resolved}
+    return [w for w in wanted if module_name(w) not in have]
+
+
+def _write_modules_cpio(moddir: Path | None, out: Path, what: str) -> list[str]:
     wanted = read_list(RECIPES / "initramfs.modules")
     with tempfile.TemporaryDirectory() as td:
         tree = Path(td)
         (tree / "modules").mkdir()
         order: list[str] = []
         if moddir is not None:
-            for p in resolve_modules(moddir, wanted):
+            resolved = resolve_modules(moddir, wanted)
+            missing = missing_modules(moddir, wanted, resolved)
+            essential = [m for m in missing if module_name(m) in ESSENTIAL_MODULES]
+            if essential:
+                raise InputError(f"{what}: the guest needs {', '.join(essential)}, neither built "
+                                 "into this kernel nor among its modules")
+            for p in resolved:
                 name = module_name(p) + ".ko"
                 (tree / "modules" / name).write_bytes(_decompress(moddir / p))
                 order.append(name)

@@ -14,7 +14,7 @@ from harness import hosttools
 from harness.errors import InputError
 from harness.guest.docker import device_by_serial
 from harness.images import ensure_images
-from harness.model import Violation
+from harness.model import Violation, is_clean
 from harness.oracles import console as console_oracle
 from harness.oracles.checker import STATE_SERIAL, run_checks
 from harness.storage.backends import BACKENDS, BY_FS
@@ -30,6 +30,7 @@ class ImageReport:
     backend: str
     kernel: str
     violations: list[Violation] = field(default_factory=list)
+    console: str = ""  # what the kernel printed while the image was checked
 
     @property
     def failing(self) -> list[Violation]:
@@ -80,6 +81,7 @@ def check_image(image: Path, kernel: str | None = None, before: str = "") -> Ima
             mark = vm.console_mark()
             report.violations = run_checks(vm, backend, str(image), [], before=before,
                                            full=True)
-            report.violations += console_oracle.violations(vm.console_since(mark),
-                                                             str(image))
+            report.console = vm.console_since(mark)
+            report.violations += console_oracle.violations(
+                report.console, str(image), others_clean=is_clean(report.violations))
     return report

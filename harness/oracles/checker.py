@@ -15,7 +15,7 @@ from crashtest_guest import CHECKER
 from harness import hosttools
 from harness.errors import GuestError, GuestPanic, GuestTimeout, HarnessError, ResumeError
 from harness.guest import docker
-from harness.model import Observation, Promise, Violation, ViolationClass
+from harness.model import Observation, Promise, Violation, ViolationClass, is_clean
 from harness.oracles import console as console_oracle
 from harness.oracles import offline
 from harness.oracles.docker import check_inventory, daemon_checks, what_docker_says
@@ -110,7 +110,8 @@ def check_by_reboot(config: MachineConfig, backend: Backend, state_id: str, disk
         vm.wait_booted()
         mark = vm.console_mark()
         found = run_checks(vm, backend, state_id, promises)
-        return found + console_oracle.violations(vm.console_since(mark), state_id)
+        return found + console_oracle.violations(vm.console_since(mark), state_id,
+                                                 others_clean=is_clean(found))
 
 
 def qcow2_size(path: Path) -> int:
@@ -319,4 +320,5 @@ class Checker:
             found.append(hang_verdict(state_id, str(e), vm.console_tail()))
             self.close()
             return found
-        return found + console_oracle.violations(vm.console_since(mark), state_id)
+        return found + console_oracle.violations(vm.console_since(mark), state_id,
+                                                 others_clean=is_clean(found))

@@ -19,6 +19,7 @@ from harness.errors import InputError
 from harness.model import CLASSES, FAULTS
 from harness.report.corpus import corpus_section, load_corpus
 from harness.report.diff import find_runs, load_summary
+from harness.report.regress import candidates
 
 
 @dataclass
@@ -180,6 +181,21 @@ def _findings(cells: list[Cell], base: Path) -> str:
                        f"<pre>{html.escape(str(val)[-6000:])}</pre>")
         out.append("</section>")
     return "".join(out)
+
+
+def _regressions(runs: list[Path]) -> str:
+    found = candidates(runs)
+    if not found:
+        return ""
+    rows = "".join(
+        f"<tr><td><code>{html.escape(c.signature)}</code></td><td>{html.escape(c.workload)} "
+        f"{html.escape(c.release)} {html.escape(c.backend)}</td><td>{html.escape(c.kernel)}</td>"
+        f"<td>{html.escape(c.predecessor)}</td><td>{html.escape(c.why)}</td></tr>"
+        for c in found)
+    return ("<h2>Regression candidates</h2><p>A signature on a kernel whose predecessor ran "
+            "the same cell without it: bisect between the two.</p><table><tr><th>signature</th>"
+            "<th>cell</th><th>appeared on</th><th>absent on</th><th>predecessor</th></tr>"
+            f"{rows}</table>")
 
 
 def _not_seen(runs: dict[Path, dict[str, Any]]) -> str:
@@ -358,6 +374,7 @@ checked, {totals['violations']} violations, {totals['errors']} harness errors.
 Generated {time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}.</p>
 <h2>Matrix: whose fault, per cell</h2>{_matrix(cells)}
 <h2>Findings, by signature</h2>{_findings(cells, base)}
+{_regressions(runs)}
 {_not_seen(docs)}
 {_history(cells)}
 <h2>Environment</h2>{_environment(docs)}

@@ -28,7 +28,8 @@ def assert_exit_matches(rc: int, out: Path) -> dict[str, Any]:
     return summary
 
 
-@pytest.mark.parametrize("backend", ["btrfs", "ext4-overlay2"])
+@pytest.mark.parametrize("backend", ["btrfs", pytest.param("ext4-overlay2",
+                                                             marks=pytest.mark.full)])
 def test_power_cut_cycle_on_each_backend(images: GuestImages, tmp_path: Path, backend: str,
                                          no_leftovers: None) -> None:
     out = tmp_path / "results"
@@ -221,6 +222,7 @@ def test_shards_merge_to_the_totals_of_one_parallel_run(images: GuestImages, tmp
     assert "ext4-overlay2" in (tmp_path / "report.html").read_text()
 
 
+@pytest.mark.full
 def test_kernel_matrix_in_one_campaign(images: GuestImages, tmp_path: Path,
                                        no_leftovers: None) -> None:
     """Debian 6.1 and 6.12 in one campaign, two guests at a time, one report."""

@@ -10,6 +10,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from harness.campaign.context import CampaignConfig
 from harness.compare import CompareOptions, Plan, arm_session, enospc_session, run_compare
 from harness.compare.measure import Budget
@@ -55,6 +57,7 @@ def test_compare_run_m1_and_page_cache_sharing(images: GuestImages, tmp_path: Pa
     assert not list(run.rglob("disk.img"))
 
 
+@pytest.mark.full
 def test_every_session_metric_on_a_real_guest(images: GuestImages, tmp_path: Path,
                                               no_leftovers: None) -> None:
     """M2, M3, M5 and M7 measured in one ext4 + overlay2 session: a copy-up writes
@@ -81,6 +84,7 @@ def test_every_session_metric_on_a_real_guest(images: GuestImages, tmp_path: Pat
     assert not (tmp_path / "rep1" / "disk.img").exists()
 
 
+@pytest.mark.full
 def test_layer_churn_reaches_enospc_on_a_tiny_btrfs(images: GuestImages, tmp_path: Path,
                                                     no_leftovers: None) -> None:
     arm = BACKENDS["btrfs"]
@@ -105,6 +109,7 @@ def _default_sigint() -> None:
     signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
+@pytest.mark.full
 def test_ctrl_c_keeps_what_finished(images: GuestImages, tmp_path: Path,
                                     no_leftovers: None) -> None:
     """Ctrl-C during the second session: exit 130, every guest gone, no disk image

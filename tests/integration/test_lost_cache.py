@@ -98,6 +98,7 @@ def test_config_that_never_flushes_is_caught_minimized_and_reproduced(
     assert [a.reproduced for a in report.attempts if a.what == "minimal"] == [True]
 
 
+@pytest.mark.full
 def test_checker_sees_each_state_not_a_cached_one(images: GuestImages, tmp_path: Path,
                                                   no_leftovers: None) -> None:
     """States are swapped under one guest device (blockdev-reopen) of a checker

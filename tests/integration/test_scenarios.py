@@ -61,7 +61,9 @@ def check_caught(rc: int, summary: dict[str, Any], name: str) -> None:
         assert others == [], others
 
 
-@pytest.mark.parametrize("name", sorted(PLANTED))
+# pull (a real registry) and copy-up in `make test`; the others nightly
+@pytest.mark.parametrize("name", [n if n in ("pull", "copy-up") else
+                                  pytest.param(n, marks=pytest.mark.full) for n in sorted(PLANTED)])
 def test_scenario_catches_its_planted_fault_on_both_backends(
         name: str, images: GuestImages, tmp_path: Path, no_leftovers: None) -> None:
     rc, summary = campaign(tmp_path, name)

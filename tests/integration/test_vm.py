@@ -50,6 +50,7 @@ def test_panicking_kernel_is_a_boot_error_with_console(images: GuestImages, tmp_
     assert "Kernel panic" in e.value.console_tail
 
 
+@pytest.mark.full
 def test_kernel_that_never_boots_times_out(images: GuestImages, tmp_path: Path,
                                            no_leftovers: None) -> None:
     broken = tmp_path / "vmlinuz"
@@ -61,6 +62,7 @@ def test_kernel_that_never_boots_times_out(images: GuestImages, tmp_path: Path,
         vm.wait_booted(20)
 
 
+@pytest.mark.full
 def test_qemu_dying_is_a_harness_error(images: GuestImages, tmp_path: Path,
                                        no_leftovers: None) -> None:
     with Machine(config(images), tmp_path / "c.log") as vm:
@@ -83,6 +85,7 @@ def test_hung_guest_is_a_timeout(images: GuestImages, tmp_path: Path,
         assert time.monotonic() - t < 30
 
 
+@pytest.mark.full
 def test_kernel_without_its_disk_drivers_says_which(images: GuestImages, tmp_path: Path,
                                                     no_leftovers: None,
                                                     capsys: pytest.CaptureFixture[str]) -> None:
@@ -100,6 +103,7 @@ def test_kernel_without_its_disk_drivers_says_which(images: GuestImages, tmp_pat
     assert "no root disk" in err[0] and "virtio_blk" in err[0] and "KERNEL_MODULES" in err[0]
 
 
+@pytest.mark.full
 def test_check_of_a_disk_with_no_docker_is_the_wrong_disk(images: GuestImages, tmp_path: Path,
                                                           no_leftovers: None,
                                                           capsys: pytest.CaptureFixture[str]
@@ -136,6 +140,7 @@ def test_saved_guest_resumes_with_its_ram_the_hosts_clock_and_new_randomness(
     assert drawn[0] != drawn[1]
 
 
+@pytest.mark.full
 def test_saved_guest_that_does_not_resume_falls_back_to_a_boot(
         images: GuestImages, tmp_path: Path, no_leftovers: None) -> None:
     from harness.oracles.checker import Checker
@@ -155,6 +160,7 @@ def test_saved_guest_that_does_not_resume_falls_back_to_a_boot(
     assert not [v for v in found if v.check.startswith("fs.")]  # checked all the same
 
 
+@pytest.mark.full
 def test_a_standard_debian_kernel_boots(tmp_path: Path, no_leftovers: None) -> None:
     """Debian's standard flavour (not cloud) builds ext4 as a module that reaches
     crc32c only through a soft dependency: modules resolved as modprobe does."""
@@ -171,6 +177,7 @@ def test_a_standard_debian_kernel_boots(tmp_path: Path, no_leftovers: None) -> N
         assert {"btrfs", "xfs", "overlay"} <= set(std.kernel.info["modules"].split())
 
 
+@pytest.mark.full
 def test_a_root_disk_that_does_not_mount_says_why_in_one_line(
         images: GuestImages, tmp_path: Path, no_leftovers: None) -> None:
     blank = tmp_path / "root.img"

@@ -22,7 +22,7 @@ from harness.corpus import (
 )
 from harness.corpus.entries import CORPUS, Kind, by_id
 from harness.errors import InputError
-from harness.images.kernel import LINUX_SOURCE, apply_edits, linux_source_tarball
+from harness.images.kernel import LINUX_SOURCES, apply_edits, linux_source_tarball
 from harness.model import Barrier
 from harness.report.corpus import corpus_section, write_corpus_html
 from harness.storage.backends import parse_backends
@@ -30,33 +30,41 @@ from harness.workloads.load import load_workload
 from tests.unit.test_cli_input import assert_bad_input, run_cli
 
 
-@pytest.fixture(scope="module")
-def source_files(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The files the corpus edits, from the linux-source-6.12 package the edits
-    were written for (the host's, or downloaded from Debian once into the cache)."""
-    paths = sorted({e.path for b in CORPUS for e in b.edits})
+@pytest.fixture(scope="module", params=sorted(LINUX_SOURCES))
+def source_files(request: pytest.FixtureRequest,
+                 tmp_path_factory: pytest.TempPathFactory) -> tuple[str, Path]:
+    """The files the corpus edits, from each linux-source package the edits were
+    written for, 6.12 and 7.2 (the host's, or downloaded from Debian once into the
+    cache, 150 MB each)."""
+    series = str(request.param)
+    package = LINUX_SOURCES[series].package
+    paths = sorted({e.path for b in CORPUS for e in b.edits_for(series)})
     out = tmp_path_factory.mktemp("linux-source")
-    subprocess.run(["tar", "-xJf", str(linux_source_tarball()), "-C", str(out),
-                    *(f"{LINUX_SOURCE}/{p}" for p in paths)], check=True, timeout=900)
-    return out / LINUX_SOURCE
+    subprocess.run(["tar", "-xJf", str(linux_source_tarball(series)), "-C", str(out),
+                    *(f"{package}/{p}" for p in paths)], check=True, timeout=900)
+    return series, out / package
 
 
 @pytest.mark.parametrize("bug", [b for b in CORPUS if b.edits], ids=lambda b: b.id)
-def test_each_edit_applies_to_the_6_12_tree_and_undoes_the_fix(source_files: Path,
-                                                               bug: Any) -> None:
-    before = {e.path: (source_files / e.path).read_text() for e in bug.edits}
-    apply_edits(source_files, bug.edits, dry_run=True)  # each old text found exactly once
-    assert {p: (source_files / p).read_text() for p in before} == before  # dry: untouched
-    work = source_files.parent / f"work-{bug.id}"
+def test_each_edit_applies_to_its_tree_and_undoes_the_fix(
+        source_files: tuple[str, Path], bug: Any) -> None:
+    """Every entry's edit applies exactly once to 6.12 and to 7.2 (its 7.2 variant
+    where the code moved), and no longer applies once applied."""
+    series, tree = source_files
+    edits = bug.edits_for(series)
+    before = {e.path: (tree / e.path).read_text() for e in edits}
+    apply_edits(tree, edits, dry_run=True)  # each old text found exactly once
+    assert {p: (tree / p).read_text() for p in before} == before  # dry: untouched
+    work = tree.parent / f"work-{bug.id}"
     for rel, text in before.items():
         (work / rel).parent.mkdir(parents=True, exist_ok=True)
         (work / rel).write_text(text)
-    apply_edits(work, bug.edits)
+    apply_edits(work, edits)
     for rel, text in before.items():
         after = (work / rel).read_text()
         assert after != text and f"fix {bug.fix} undone" in after
     with pytest.raises(InputError, match="not once"):  # an edited tree is not the one
-        apply_edits(work, bug.edits, dry_run=True)
+        apply_edits(work, edits, dry_run=True)
 
 
 def test_entries_are_complete_and_their_workloads_load() -> None:

@@ -82,15 +82,21 @@ def test_modules_resolve_as_modprobe_does_soft_dependencies_included(
 
 
 FAKE_MAKEFILE = """\
-# Stands in for Kbuild: honours O=, the three targets the harness calls, and
-# leaves the source tree untouched.
+VERSION = 6
+PATCHLEVEL = 15
+# Stands in for Kbuild: honours O=, the three targets the harness calls, prints
+# kbuild's quiet lines, and leaves the source tree untouched.
 defconfig:
 \techo CONFIG_DEFAULT=y > $(O)/.config
 olddefconfig:
 \techo olddefconfig >> $(O)/steps
 bzImage:
-\ttest -z "$(BROKEN)"
+\t@echo "  CC      fs/a.o"
+\t@echo "  CC [M]  fs/b.o"
+\t@test -z "$(BROKEN)" || { echo "fs/c.c:1:1: error: expected ';'"; exit 2; }
+\t@echo "  LD      vmlinux"
 \tmkdir -p $(O)/arch/x86/boot
+\ttouch $(O)/vmlinux
 \tcp $(CURDIR)/image.bin $(O)/arch/x86/boot/bzImage
 \techo build >> $(O)/steps
 """
@@ -127,11 +133,32 @@ def test_source_tree_is_built_out_of_tree_with_the_fragment_and_cached(
     assert sorted(p.name for p in tree.rglob("*")) == before  # the tree stays clean
 
 
+def test_a_build_shows_files_compiled_elapsed_and_an_estimate(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Plain lines when stdout is no terminal; the first full build of a series
+    counts its files, which the next fresh build of that series is measured by."""
+    from harness.images import buildlog
+
+    monkeypatch.setenv("CRASHTEST_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(buildlog, "PLAIN_EVERY_S", 0.0)
+    tree = fake_tree(tmp_path)
+    build_source_tree(tree)
+    first = capsys.readouterr().out
+    assert "crashtest: kernel build 6.15: 1 files compiled, 0.0 min" in first
+    assert "kernel build 6.15: 2 files compiled in" in first
+    (tree / "Kconfig").write_text("# another tree of the same series\n")
+    build_source_tree(tree)
+    second = capsys.readouterr().out
+    assert "1 files compiled of about 2, 0.0 min, about 0 min left" in second
+
+
 def test_a_tree_that_does_not_build_is_input_error(tmp_path: Path,
                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("CRASHTEST_CACHE", str(tmp_path / "cache"))
     monkeypatch.setenv("BROKEN", "1")
-    with pytest.raises(InputError, match="make bzImage failed"):
+    with pytest.raises(InputError, match=r"kernel build 6\.15 failed \(exit 2\): fs/c\.c:1:1: "
+                                          "error: expected"):
         build_source_tree(fake_tree(tmp_path))
     (tmp_path / "empty").mkdir()
     with pytest.raises(InputError, match="not a kernel source tree"):
@@ -215,3 +242,75 @@ def test_edited_trees_build_in_one_working_copy_cached_by_content(
     assert tree_key(copy) != tree_key(tree)
     with pytest.raises(InputError, match="there 0 times, not once"):
         build_edited_tree(copy, undo_a)
+
+
+def test_a_modules_directory_without_modules_dep_gets_one_in_the_cache_only(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Debian 7.x ships no modules.dep: depmod makes it in a view of the user's
+    directory in the cache (links to its files); the user's tree is not written."""
+    from harness.images.kernel import modules_with_dep
+
+    monkeypatch.setenv("CRASHTEST_CACHE", str(tmp_path / "cache"))
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    (bindir / "depmod").write_text('#!/bin/sh\n# depmod -b BASE KVER\nd="$2/lib/modules/$3"\n'
+                                   'ls "$d/kernel" > "$d/modules.dep"\n')
+    (bindir / "depmod").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bindir}:{os.environ['PATH']}")
+    user = tmp_path / "root" / "usr" / "lib" / "modules" / "7.2.13+deb14-cloud-amd64"
+    (user / "kernel" / "fs").mkdir(parents=True)
+    (user / "modules.builtin").write_text("kernel/fs/ext4/ext4.ko\n")
+    before = sorted(str(p) for p in user.rglob("*"))
+    view = modules_with_dep(user)
+    assert view.name == user.name and (view / "modules.dep").read_text() == "fs\n"
+    assert (view / "kernel").resolve() == (user / "kernel").resolve()
+    assert sorted(str(p) for p in user.rglob("*")) == before
+    assert modules_with_dep(user) == view  # cached
+    with pytest.raises(InputError, match="not a modules directory"):
+        modules_with_dep(tmp_path / "bin")
+
+
+def test_a_driver_the_guest_needs_that_the_kernel_lacks_is_named(tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch
+                                                                  ) -> None:
+    from harness.images import kernel
+
+    moddir = tmp_path / "7.2.13+deb14-cloud-amd64"
+    moddir.mkdir()
+    (moddir / "modules.builtin").write_text("kernel/drivers/virtio/virtio_pci.ko\n"
+                                            "kernel/drivers/char/virtio_console.ko\n"
+                                            "kernel/fs/ext4/ext4.ko\n")
+    wanted = ["virtio_pci", "virtio_blk", "virtio_console", "pvpanic-pci", "overlay", "btrfs",
+              "ext4"]
+    resolved = ["kernel/fs/btrfs/btrfs.ko.xz", "kernel/fs/overlayfs/overlay.ko.xz"]
+    assert kernel.missing_modules(moddir, wanted, resolved) == ["virtio_blk", "pvpanic-pci"]
+    assert kernel.missing_modules(tmp_path, wanted, []) == []  # no modules.builtin: can't tell
+    monkeypatch.setattr(kernel, "resolve_modules", lambda d, w: resolved)
+    with pytest.raises(InputError) as e:
+        kernel._write_modules_cpio(moddir, tmp_path / "m.cpio", "KERNEL sid:linux-image-x")
+    assert str(e.value) == ("KERNEL sid:linux-image-x: the guest needs virtio_blk, neither built "
+                            "into this kernel nor among its modules")
+    assert not (tmp_path / "m.cpio").exists()
+
+
+def test_every_soft_dependency_line_is_loaded_before_its_module(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """kmod 30's --show-depends follows one softdep line of a module; 6.17's btrfs
+    has four, the last (crypto-crc32c) needed to mount."""
+    moddir = tmp_path / "6.17.13+deb13-cloud-amd64"
+    moddir.mkdir()
+    (moddir / "modules.softdep").write_text(
+        "# Soft dependencies extracted from modules themselves.\n"
+        "softdep btrfs pre: blake2b-256\nsoftdep btrfs pre: crypto-crc32c post: nonesuch\n")
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    (bindir / "modprobe").write_text(
+        '#!/bin/sh\nR="$3/lib/modules/$5/kernel"\ncase "$6" in\n'
+        '  btrfs) printf "insmod $R/%s \\n" lib/xor.ko blake2b.ko fs/btrfs.ko;;\n'
+        '  blake2b-256) echo "insmod $R/blake2b.ko ";;\n'
+        '  crypto-crc32c) echo "insmod $R/crc32c-cryptoapi.ko ";;\n  *) exit 1;;\nesac\n')
+    (bindir / "modprobe").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bindir}:{os.environ['PATH']}")
+    assert resolve_modules(moddir, ["btrfs"]) == [
+        "kernel/lib/xor.ko", "kernel/blake2b.ko", "kernel/crc32c-cryptoapi.ko",
+        "kernel/fs/btrfs.ko"]

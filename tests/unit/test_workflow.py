@@ -3,6 +3,7 @@
 its handling of crashtest's exit codes is exercised, not read. (actionlint runs
 on it in `make lint`.)"""
 
+import json
 import os
 import re
 import stat
@@ -34,7 +35,7 @@ def step(job: str, name: str) -> str:
 def expand(script: str) -> str:
     """GitHub's ${{ }} expressions, with a shard's values."""
     values = {"matrix.kernel": "trixie:linux-image-cloud-amd64", "matrix.backend": "btrfs",
-              "matrix.shard": "1", "env.SHARDS": "2"}
+              "matrix.shard": "1", "env.SHARDS": "2", "inputs.kernels": ""}
     return re.sub(r"\$\{\{\s*([^}]+?)\s*\}\}", lambda m: values[m.group(1)], script)
 
 
@@ -54,7 +55,9 @@ def run_step(tmp_path: Path, script: str, env: dict[str, str]) -> tuple[int, str
                           str(tmp_path / "step.sh")], cwd=tmp_path, capture_output=True,
                          text=True, env={**os.environ, "CALLS": str(calls),
                                          "PATH": f"{tmp_path / 'bin'}:{os.environ['PATH']}",
-                                         "CUTS": "6", "STATES": "48", "SEED": "7", **env})
+                                         "CUTS": "6", "STATES": "48", "SEED": "7",
+                                         "KNOWN": "known-failures.toml", "WORKLOADS": "default",
+                                         **env})
     return res.returncode, calls.read_text()
 
 
@@ -136,7 +139,72 @@ def test_the_merge_job_diffs_against_the_last_nightly(tmp_path: Path, earlier: b
 
 def test_the_merge_job_runs_after_failed_shards_but_not_after_a_cancel() -> None:
     merge = workflow()["jobs"]["merge"]
-    assert merge["needs"] == "shard" and "!cancelled()" in merge["if"]
+    assert merge["needs"] == ["shard", "reproducers"] and "!cancelled()" in merge["if"]
     assert workflow()["permissions"] == {"contents": "read", "actions": "read"}
     shard = workflow()["jobs"]["shard"]
     assert shard["strategy"]["fail-fast"] is False
+
+
+def test_the_kernel_axis_is_the_newest_debian_kernels_or_the_callers(tmp_path: Path) -> None:
+    """One list for every job: sid, experimental's RC, trixie-backports, trixie
+    (both flavours) and bookworm; a caller's JSON list replaces it."""
+    kernels = workflow()["jobs"]["kernels"]
+    [script] = [s["run"] for s in kernels["steps"]]
+    for given, want in (("", None), ('["sid:linux-image-amd64"]', ["sid:linux-image-amd64"])):
+        out = tmp_path / "output"
+        out.write_text("")
+        run_step(tmp_path, script, {"GITHUB_OUTPUT": str(out), "KERNELS": given})
+        listed = json.loads(out.read_text().removeprefix("list="))
+        if want is None:
+            assert [k.split(":")[0] for k in listed] == [
+                "sid", "experimental", "trixie-backports", "trixie", "trixie", "bookworm"]
+            assert "trixie:linux-image-amd64" in listed
+        else:
+            assert listed == want
+    for job in ("shard", "reproducers"):
+        assert workflow()["jobs"][job]["needs"] == "kernels"
+        assert "needs.kernels.outputs.list" in workflow()["jobs"][job]["strategy"]["matrix"][
+            "kernel"]
+
+
+@pytest.mark.parametrize(("rc", "job_passes"), [(0, True), (1, True), (2, False)])
+def test_the_live_bug_reproducers_run_on_every_kernel(tmp_path: Path, rc: int,
+                                                      job_passes: bool) -> None:
+    stand_in(tmp_path / "bin", "sudo", "exit 0")
+    stand_in(tmp_path / "bin", "make", f"exit {rc}")
+    code, calls = run_step(tmp_path, step("reproducers", "Run the live-bug reproducers"), {})
+    assert (code == 0) == job_passes
+    make = next(line for line in calls.splitlines() if line.startswith("make "))
+    assert "WORKLOADS=btrfs-764,btrfs-779" in make and "BACKENDS=btrfs" in make
+    assert "SHARD=1/1" in make  # a one-shard campaign, so `merge --all` takes it
+    assert_make_reads(make)
+
+
+def test_a_calling_repository_brings_its_workloads_and_known_failures(tmp_path: Path) -> None:
+    on = workflow()[True]  # yaml reads the key `on` as True
+    call = on["workflow_call"]["inputs"]
+    assert {"crashtest_repository", "kernels", "workloads", "known"} <= set(call)
+    assert call["crashtest_repository"]["required"] is True
+    assert "caller/" in workflow()["env"]["KNOWN"]
+    assert workflow()["jobs"]["compare"]["if"] == "${{ !inputs.crashtest_repository }}"
+    stand_in(tmp_path / "bin", "sudo", "exit 0")
+    stand_in(tmp_path / "bin", "make", "exit 0")
+    (tmp_path / "caller").mkdir()
+    _, calls = run_step(tmp_path, step("shard", "Run this shard"),
+                        {"WORKLOADS": "default,wl/mine.toml,btrfs-779"})
+    assert "WORKLOADS=default,caller/wl/mine.toml,btrfs-779" in calls
+
+
+def test_the_live_bugs_are_known_on_the_kernels_without_their_fixes() -> None:
+    from harness.model import Violation
+
+    known = load_known(REPO / "known-failures.toml")
+    lost = Violation("fs-durability", "s", "p", {}, "", "promise.file", "file:disk:/kb/dir")
+    back = Violation("fs-durability", "s", "p", {}, "", "promise.absent-file",
+                     "file:disk:/kb/foo")
+    for v, wl in ((lost, "btrfs-779"), (back, "btrfs-764")):
+        for kernel, is_known in (("6.12.117+deb13-cloud-amd64", True),
+                                 ("6.1.0-28-cloud-amd64", True),
+                                 ("7.2.13+deb14-cloud-amd64", False)):
+            cell = {"backend": "btrfs", "kernel": kernel, "release": "trixie", "workload": wl}
+            assert (known.match(v, cell) != "") == is_known, (wl, kernel)
