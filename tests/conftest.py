@@ -1,5 +1,6 @@
 import os
 import subprocess
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -26,6 +27,17 @@ def qemu_pids() -> set[int]:
                 mine.add(pid)
                 break
     return mine
+
+
+@pytest.fixture(scope="session", autouse=True)
+def private_tmpdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Temp files of this test run, and of the crashtest processes it starts, go to
+    a directory of its own: another crashtest on the machine (a campaign, a second
+    test run) makes its own temp dirs, which are not this run's leftovers."""
+    tmp = tmp_path_factory.mktemp("tmpdir")
+    os.environ["TMPDIR"] = str(tmp)
+    tempfile.tempdir = str(tmp)
+    return tmp
 
 
 @pytest.fixture

@@ -42,12 +42,18 @@ def read_list(path: Path) -> list[str]:
 @contextmanager
 def building(final: Path) -> Iterator[Path]:
     """Build into a temp dir beside `final` and rename it into place only on success,
-    so an interrupted build never leaves a half-written image in the cache."""
+    so an interrupted build never leaves a half-written image in the cache. Two
+    processes building the same recipe at once: the first rename wins, the other
+    build is dropped (the same recipe, the same image)."""
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
     try:
         yield tmp
-        tmp.rename(final)
+        try:
+            tmp.rename(final)
+        except OSError:
+            if not final.is_dir():
+                raise
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 

@@ -117,7 +117,9 @@ def standalone_script(bundle: Bundle, workload: dict[str, Any]) -> str | None:
         "2>/dev/null || true; losetup -d \"$LOOP\"; rm -rf \"$IMG\" \"$MNT\" \"$EXPECT\"; }",
         "trap cleanup EXIT",
         f"{mkfs} {mkfs_opts} \"$LOOP\" >/dev/null".replace("  ", " "),
-        "dmsetup create crashtest-flakey --table \"0 $SECTORS flakey $LOOP 0 180 0\"",
+        "dmsetup create --noudevsync crashtest-flakey --table "
+        "\"0 $SECTORS flakey $LOOP 0 180 0\"",
+        "dmsetup mknodes crashtest-flakey  # /dev/mapper/ without udev too",
         f"mount {'-o ' + shlex.quote(mount_opts) + ' ' if mount_opts else ''}"
         "/dev/mapper/crashtest-flakey \"$MNT\"",
     ]
