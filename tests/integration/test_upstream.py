@@ -1,7 +1,7 @@
-"""`crashtest upstream`: the report of a shipped bundle (btrfs-779 on Debian's
-6.12.117), and its standalone reproducer run for real without crashtest in a guest:
-it reproduces the bug on 6.12.117 (exit 1, the old name back) and passes on sid's
-7.2, which has the fix."""
+"""`crashtest upstream`: the reports of the shipped bundles (btrfs-779 and
+btrfs-764 on Debian's 6.12.117), and their standalone reproducers run for real
+without crashtest in a guest: each reproduces its bug on 6.12.117 (exit 1) and
+passes on sid's 7.2, which has the fix."""
 
 from pathlib import Path
 
@@ -16,14 +16,17 @@ from harness.vm.machine import Machine
 from harness.vm.qemu import Disk, MachineConfig
 
 BUNDLES = Path(__file__).parents[2] / "bundles"
-BUNDLE = BUNDLES / "btrfs-779-debian-6.12.117"
+FIXES = {"btrfs-779": ("generic/779", "953902e4fb4c", "/kb/dir differs from what", "old-slink"),
+         "btrfs-764": ("generic/764", "5e85262e542d", "/kb/foo is back", "FAIL: ")}
+SID = "sid:linux-image-cloud-amd64"
 
 
-def standalone(tmp_path: Path, bundle: Path) -> str:
+def standalone(tmp_path: Path, bundle: Path, bug: str) -> str:
     out = tmp_path / "report.txt"
     assert main(["upstream", str(bundle), "-o", str(out)]) == 0
     text = out.read_text()
-    assert "generic/779" in text and "953902e4fb4c" in text
+    fstests, fix, _, _ = FIXES[bug]
+    assert fstests in text and fix in text
     return text.split("----- reproduce.sh -----\n", 1)[1]
 
 
@@ -41,19 +44,22 @@ def run_in_guest(kernel: str, script: str, tmp_path: Path) -> tuple[int, str]:
     return res.rc, res.stdout + res.stderr
 
 
-@pytest.mark.parametrize(("kernel", "reproduced"), [
-    ("", True),  # the bundle's own kernel, 6.12.117
-    ("sid:linux-image-cloud-amd64", False),  # 7.2: the fix is in
+@pytest.mark.parametrize(("bug", "kernel", "reproduced"), [
+    ("btrfs-779", "", True),  # the bundle's own kernel, 6.12.117
+    ("btrfs-779", SID, False),  # 7.2: the fix is in
+    pytest.param("btrfs-764", "", True, marks=pytest.mark.full),
+    pytest.param("btrfs-764", SID, False, marks=pytest.mark.full),
 ])
 def test_the_standalone_reproducer_runs_without_crashtest(
-        tmp_path: Path, kernel: str, reproduced: bool, no_leftovers: None) -> None:
-    script = standalone(tmp_path, BUNDLE)
-    spec = kernel or load_bundle(BUNDLE).meta["kernel"]["spec"]
+        tmp_path: Path, bug: str, kernel: str, reproduced: bool, no_leftovers: None) -> None:
+    bundle = BUNDLES / f"{bug}-debian-6.12.117"
+    script = standalone(tmp_path, bundle, bug)
+    spec = kernel or load_bundle(bundle).meta["kernel"]["spec"]
     rc, out = run_in_guest(spec, script, tmp_path)
+    _, _, failed, shows = FIXES[bug]
     if reproduced:
         assert rc == 1, out
-        assert "FAIL: $MNT/kb/dir differs" not in out and "/kb/dir differs from what" in out
-        assert "old-slink" in out  # the diff shows the old name back
+        assert failed in out and shows in out, out  # the diff shows the old name back
     else:
         assert rc == 0, out
         assert "not reproduced: every promise held" in out
