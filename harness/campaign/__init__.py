@@ -32,6 +32,7 @@ from harness.campaign.snapshots import qemu_version
 from harness.errors import InputError
 from harness.guest import docker
 from harness.images import ensure_images
+from harness.images.kernel import lacks
 from harness.model import StateResult, UnitKind
 from harness.report.known import KnownList, load_known
 from harness.report.results import BackendSummary, point_latest, write_results
@@ -157,6 +158,13 @@ def run_campaign(opts: RunOptions, progress: Progress | None = None,
         say(f"crashtest: kernel {im.kernel.version}, {rel} image {im.root.manifest_id} "
             f"(docker.io {im.root.key_packages().get('docker.io', '?')}), accel {accel} ({why})")
     say(f"crashtest: images ready in {time.monotonic() - t_img:.1f}s")
+    for im in {id(i.kernel): i for i in images.values()}.values():
+        for b in backends:
+            needs = [m for m in b.kernel_modules() if lacks(im.kernel, m)]
+            if needs:
+                raise InputError(f"KERNEL {im.kernel.info.get('source', im.kernel.version)}: "
+                                 f"backend {b.name} needs {', '.join(needs)}, neither built "
+                                 "into this kernel nor among its modules")
     versions = [images[(k, releases[0])].kernel.version for k in range(len(specs))]
     if len(set(versions)) < len(versions):
         raise InputError(f"KERNELS: two of them are the same kernel ({', '.join(versions)})")

@@ -530,9 +530,19 @@ def _write_modules_cpio(moddir: Path | None, out: Path, what: str) -> list[str]:
                 name = module_name(p) + ".ko"
                 (tree / "modules" / name).write_bytes(_decompress(moddir / p))
                 order.append(name)
+            if missing:
+                (out.parent / "missing-modules").write_text("\n".join(missing) + "\n")
         (tree / "modules.order").write_text("\n".join(order) + "\n")
         out.write_bytes(cpio_of(tree))
     return [o.removesuffix(".ko") for o in order]
+
+
+def lacks(bundle: KernelBundle, module: str) -> bool:
+    """The kernel has `module` neither built in nor as a module (known only where
+    its modules directory listed what is built in)."""
+    listed = bundle.vmlinuz.parent / "missing-modules"
+    return listed.is_file() and module_name(module) in {
+        module_name(m) for m in listed.read_text().split()}
 
 
 def _load(final: Path) -> KernelBundle:

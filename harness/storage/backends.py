@@ -31,6 +31,11 @@ class Backend:
                 "xfs": ["mkfs.xfs", "-q", "-f"]}[self.fs]
         return [*tool, "-L", "crashtest", *self.mkfs_options, str(image)]
 
+    def kernel_modules(self) -> tuple[str, ...]:
+        """What the guest kernel needs for this backend: its filesystem, and
+        overlayfs for the overlay2 driver."""
+        return (self.fs, "overlay") if self.driver == "overlay2" else (self.fs,)
+
     def mount_cmd(self, device: str, target: str = DOCKER_ROOT, read_only: bool = False) -> str:
         options = ",".join(o for o in (self.mount_options, "ro" if read_only else "") if o)
         opts = f"-o {shlex.quote(options)} " if options else ""

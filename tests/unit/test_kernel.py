@@ -314,3 +314,21 @@ def test_every_soft_dependency_line_is_loaded_before_its_module(
     assert resolve_modules(moddir, ["btrfs"]) == [
         "kernel/lib/xor.ko", "kernel/blake2b.ko", "kernel/crc32c-cryptoapi.ko",
         "kernel/fs/btrfs.ko"]
+
+
+def test_a_backend_whose_filesystem_the_kernel_lacks_is_named(tmp_path: Path) -> None:
+    """The modules a kernel lacks are kept with its bundle; a campaign refuses a
+    backend that needs one of them (its filesystem, overlayfs for overlay2)."""
+    from harness.images.kernel import KernelBundle, lacks
+    from harness.storage.backends import BACKENDS
+
+    (tmp_path / "vmlinuz").write_bytes(b"")
+    (tmp_path / "missing-modules").write_text("xfs\npvpanic-pci\n")
+    bundle = KernelBundle(tmp_path / "vmlinuz", tmp_path / "modules.cpio", {"version": "7.2"})
+    assert BACKENDS["xfs-overlay2"].kernel_modules() == ("xfs", "overlay")
+    assert BACKENDS["btrfs"].kernel_modules() == ("btrfs",)
+    assert [m for m in BACKENDS["xfs-overlay2"].kernel_modules() if lacks(bundle, m)] == ["xfs"]
+    assert not any(lacks(bundle, m) for m in BACKENDS["btrfs"].kernel_modules())
+    assert lacks(bundle, "pvpanic_pci")  # names as modprobe spells them, - or _
+    (tmp_path / "missing-modules").unlink()
+    assert not lacks(bundle, "xfs")  # unknown: the run goes on (and says so at mount)
