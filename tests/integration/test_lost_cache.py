@@ -44,6 +44,7 @@ def test_recording_ties_events_to_log_positions(safe_recording: Recording) -> No
     assert len(safe_recording.promises_at(positions[-1])) >= 7
 
 
+@pytest.mark.full
 def test_flush_honouring_config_passes_and_replay_is_deterministic(
         images: GuestImages, safe_recording: Recording, tmp_path: Path,
         no_leftovers: None) -> None:

@@ -58,6 +58,7 @@ def test_zeroed_layer_file_is_named(store_disk: tuple[str, Path], no_leftovers: 
     assert "has 0 bytes, tar-split says" in content[0].evidence["output"]
 
 
+@pytest.mark.full
 def test_truncated_repositories_json(store_disk: tuple[str, Path], no_leftovers: None) -> None:
     _, disk = store_disk
     report = check_image(disk, before=MOUNT + "truncate -s 10 /mnt/image/*/repositories.json"
@@ -77,6 +78,7 @@ RESNAPSHOT_LAYER = (
     "btrfs subvolume delete $C >/dev/null && btrfs subvolume snapshot $B $C >/dev/null && cd /")
 
 
+@pytest.mark.full
 def test_driver_layer_links(store_disk: tuple[str, Path], no_leftovers: None) -> None:
     """overlay2: an emptied `link`; btrfs: a layer that is not a snapshot of its parent."""
     backend, disk = store_disk
@@ -90,6 +92,7 @@ def test_driver_layer_links(store_disk: tuple[str, Path], no_leftovers: None) ->
         assert found and "parent uuid" in found[0].evidence["output"], failing(report)
 
 
+@pytest.mark.full
 def test_orphan_layer_is_a_leak_not_corruption(store_disk: tuple[str, Path],
                                                no_leftovers: None) -> None:
     _, disk = store_disk
@@ -105,6 +108,14 @@ def test_kernel_error_on_the_console(store_disk: tuple[str, Path], no_leftovers:
     _, disk = store_disk
     report = check_image(disk, before="echo 'BUG: injected by the test' > /dev/kmsg")
     assert ("fs-corruption", "the kernel reports no failure in recovery") in failing(report)
+    # an error line in words no kernel used before, every other check passing: a
+    # console-only finding to triage, not corruption
+    fs = {"ext4-overlay2": "EXT4-fs error", "btrfs": "BTRFS error"}[store_disk[0]]
+    report = check_image(disk, before=f"echo '{fs} (device vdb): injected: new words' "
+                                      "> /dev/kmsg")
+    [alone] = report.failing
+    assert (alone.cls, alone.fault, alone.check) == ("console-only", "unknown", "kernel.console")
+    assert "injected: new words" in alone.evidence["console"]
 
 
 def test_dropped_fsynced_file_breaks_its_promise(store_disk: tuple[str, Path], images,  # type: ignore[no-untyped-def]

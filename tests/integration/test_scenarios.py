@@ -61,8 +61,8 @@ def check_caught(rc: int, summary: dict[str, Any], name: str) -> None:
         assert others == [], others
 
 
-# pull (a real registry) and copy-up in `make test`; the others nightly
-@pytest.mark.parametrize("name", [n if n in ("pull", "copy-up") else
+# pull (a real registry) in `make test`; the others nightly
+@pytest.mark.parametrize("name", [n if n == "pull" else
                                   pytest.param(n, marks=pytest.mark.full) for n in sorted(PLANTED)])
 def test_scenario_catches_its_planted_fault_on_both_backends(
         name: str, images: GuestImages, tmp_path: Path, no_leftovers: None) -> None:
