@@ -208,3 +208,13 @@ def test_the_live_bugs_are_known_on_the_kernels_without_their_fixes() -> None:
                                  ("7.2.13+deb14-cloud-amd64", False)):
             cell = {"backend": "btrfs", "kernel": kernel, "release": "trixie", "workload": wl}
             assert (known.match(v, cell) != "") == is_known, (wl, kernel)
+
+
+def test_the_nightly_runs_the_full_test_suite(tmp_path: Path) -> None:
+    stand_in(tmp_path / "bin", "sudo", "exit 0")
+    stand_in(tmp_path / "bin", "make", "exit 0")
+    code, calls = run_step(tmp_path, step("test-full", "The full test suite"), {})
+    assert code == 0
+    make = next(line for line in calls.splitlines() if line.startswith("make "))
+    assert make.split()[1] == "test-full"
+    assert "test-full:" in (REPO / "Makefile").read_text()
