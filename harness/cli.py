@@ -29,6 +29,7 @@ from harness.corpus.entries import by_id as corpus_by_id
 from harness.errors import CrashtestError, InputError
 from harness.images import ensure_images
 from harness.images.cache import cache_root
+from harness.images.debian import SUITES
 from harness.images.rootfs import DEFAULT_SUITE, RELEASES, check_release
 from harness.model import Violation
 from harness.oracles.check_image import check_image
@@ -49,6 +50,8 @@ from harness.workloads.load import BUILTIN, load_workload, registered
 from harness.writelog.format import WriteLog, read_log
 from harness.writelog.states import select_states
 
+KERNEL_HELP = (f"Debian kernel package ([suite:]name[=version]; suites {', '.join(SUITES)}), "
+               "a bzImage path, or a kernel source tree")
 
 def _whole(text: str) -> int:
     try:
@@ -75,7 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="lost-cache crash states replayed from the write log, per backend "
                           "(distinct states: identical ones are checked once)")
     run.add_argument("--kernel", default=None,
-                     help="Debian kernel package ([suite:]name) or a bzImage path")
+                     help=KERNEL_HELP)
     run.add_argument("--kernel-modules", default=None,
                      help="modules directory for a bzImage (lib/modules/VERSION)")
     run.add_argument("--seed", type=_whole, default=1,
@@ -177,7 +180,7 @@ def build_parser() -> argparse.ArgumentParser:
                       help=f"M6: btrfs reclaim variants churned as extra arms (of: "
                            f"{', '.join(RECLAIM)}; default: none short, all long)")
     cmp_.add_argument("--kernel", default=None,
-                      help="Debian kernel package ([suite:]name) or a bzImage path")
+                      help=KERNEL_HELP)
     cmp_.add_argument("--release", default=DEFAULT_SUITE,
                       help=f"Debian suite of the guest root and its docker ({', '.join(RELEASES)})")
     cmp_.add_argument("--seed", type=_whole, default=1, help="seed of M1's crash states")
@@ -266,7 +269,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     img = sub.add_parser("images", help="build (or find cached) guest images, print manifests")
     img.add_argument("--kernel", default=None,
-                     help="Debian kernel package ([suite:]name) or a bzImage path "
+                     help=KERNEL_HELP + " "
                           "(default: the built-in one)")
     img.add_argument("--kernel-modules", default=None,
                      help="modules directory for a bzImage (lib/modules/VERSION)")
