@@ -19,7 +19,8 @@ from harness.model import StateResult, UnitKind
 
 def fake_images(spec: str | None, modules: str | None, release: str) -> Any:
     kernel = SimpleNamespace(version="6.12.117+deb13-cloud-amd64",
-                             info={"version": "6.12.117+deb13-cloud-amd64"})
+                             info={"version": "6.12.117+deb13-cloud-amd64"},
+                             vmlinuz=Path("/nonexistent/vmlinuz"))
     root = SimpleNamespace(manifest_id="rootfs-1", manifest={"id": "rootfs-1"},
                            key_packages=lambda: {"docker.io": "26.1.5"})
     return SimpleNamespace(kernel=kernel, root=root)
