@@ -3,7 +3,9 @@ predecessor ran the same cell (workload, release, backend) without it. The
 predecessor is the previous night's build of the same Debian suite and flavour
 (sid's 7.2.13 one night, 7.2.14 the next), or the next older kernel of the same
 flavour in the same run (7.2 beside 6.17). Both versions are named: that pair is
-where a bisection starts."""
+where a bisection starts. Only failures a kernel can cause count (the filesystem's
+or the kernel's fault): docker's unsynced layer files come and go with where a
+cut lands, whatever the kernel."""
 
 from __future__ import annotations
 
@@ -17,6 +19,7 @@ from harness.report.diff import load_summary
 from harness.report.results import kernel_series
 
 Cell = tuple[str, str, str]  # workload, release, backend
+KERNEL_FAULTS = ("filesystem", "kernel", "unknown")
 
 
 @dataclass(frozen=True)
@@ -61,6 +64,8 @@ class KernelRuns:
                         str(b.get("release", "")), str(b["backend"]))
                 out.ran.add((str(b["kernel"]), cell))
             for f in doc["findings"]:
+                if f.get("fault") not in KERNEL_FAULTS:
+                    continue
                 cell = (str(f["workload"]), str(f["release"]), str(f["backend"]))
                 out.found.setdefault((str(f["kernel"]), cell), {})[str(f["signature"])] = f
         return out

@@ -22,8 +22,17 @@ def lost_rename(state: str) -> Violation:
                      {"output": "it holds old-slink"}, "", "promise.file", "file:disk:/kb/dir")
 
 
-def night(root: Path, name: str, kernels: dict[str, tuple[str, bool]]) -> Path:
-    """One run: per kernel version (source, whether btrfs-779's signature shows)."""
+def docker_layer(state: str) -> Violation:
+    what = "image app:s1, which docker restores, has intact layers (layer files match " \
+           "their tar-split CRC64)"
+    return Violation("docker-corruption", state, what, {"output": "bin/sh has 0 bytes"},
+                     "docker", "invariant.docker-intact", what)
+
+
+def night(root: Path, name: str, kernels: dict[str, tuple[str, bool]],
+          docker: tuple[str, ...] = ()) -> Path:
+    """One run: per kernel version (source, whether btrfs-779's signature shows);
+    docker's layer files on the kernels in `docker`."""
     d = root / name
     d.mkdir(parents=True)
     backends = []
@@ -32,6 +41,8 @@ def night(root: Path, name: str, kernels: dict[str, tuple[str, bool]]) -> Path:
                          kind="replay", wall_s=1)
         if buggy:
             st.violations.append(lost_rename(st.state))
+        if version in docker:
+            st.violations.append(docker_layer(st.state))
         backends.append(BackendSummary("btrfs", version, "rootfs-1", "tcg", 0, {}, [st], 1,
                                        release="trixie", workload="btrfs-779"))
     write_results(d, {"run_id": name, "seed": 1,
@@ -58,6 +69,13 @@ def test_a_signature_new_on_sids_next_build_names_both_versions(tmp_path: Path) 
     # still there the next night: not a regression any more, nor on the same build again
     assert candidates([night(tmp_path, "n3", {"7.2.14+deb14-cloud-amd64": (SID, True)})],
                       [new]) == []
+
+
+def test_dockers_failures_are_no_kernel_regression(tmp_path: Path) -> None:
+    old = night(tmp_path, "n1", {"7.2.13+deb14-cloud-amd64": (SID, False)})
+    new = night(tmp_path, "n2", {"7.2.14+deb14-cloud-amd64": (SID, False)},
+                docker=("7.2.14+deb14-cloud-amd64",))
+    assert candidates([new], [old]) == []
 
 
 def test_another_suite_or_flavour_is_no_predecessor(tmp_path: Path) -> None:
