@@ -190,6 +190,7 @@ def test_ctrl_c_stops_and_cleans_up_then_resume_finishes(images: GuestImages, tm
     assert (out / "latest").resolve() == run.resolve()
 
 
+@pytest.mark.full
 def test_shards_merge_to_the_totals_of_one_parallel_run(images: GuestImages, tmp_path: Path,
                                                         no_leftovers: None) -> None:
     """The same campaign and seed: once unsharded with two guests at a time, once as
