@@ -95,7 +95,8 @@ bzImage:
 \t@echo "  CC [M]  fs/b.o"
 \t@test -z "$(BROKEN)" || { echo "fs/c.c:1:1: error: expected ';'"; exit 2; }
 \t@echo "  LD      vmlinux"
-\tmkdir -p $(O)/arch/x86/boot
+\tmkdir -p $(O)/arch/x86/boot $(O)/fs
+\ttouch $(O)/fs/a.o $(O)/fs/b.o
 \ttouch $(O)/vmlinux
 \tcp $(CURDIR)/image.bin $(O)/arch/x86/boot/bzImage
 \techo build >> $(O)/steps
