@@ -110,8 +110,8 @@ def roles(bug: KnownBug, plan: Plan) -> list[str]:
     edit on both)."""
     if plan.tree is None:
         return [Role.STOCK]
-    if bug.kind == Kind.PRESENT:
-        return [Role.BUGGY]
+    if bug.kind == Kind.PRESENT:  # the buggy side, unless the tree has the fix
+        return [Role.STOCK if bug.fixed_in_series(tree_series(plan.tree)) else Role.BUGGY]
     if bug.kind == Kind.CONTROL and not bug.edits:
         return [Role.STOCK]
     return [Role.BUGGY, Role.STOCK]
@@ -174,8 +174,11 @@ def outcome_of(summary: dict[str, Any], run_dir: str, seed: int, wall_s: float) 
                    "; ".join(errors[:3]))
 
 
-def expectation(bug: KnownBug, results: dict[str, list[Outcome]]) -> tuple[str, bool]:
-    """The entry's result in words, and whether it is what the corpus expects."""
+def expectation(bug: KnownBug, results: dict[str, list[Outcome]],
+                tree_has_fix: bool = False) -> tuple[str, bool]:
+    """The entry's result in words, and whether it is what the corpus expects.
+    `tree_has_fix`: a bug present in 6.12 run on a tree that has its fix (7.2):
+    the fixed side, which must be clean."""
     def rate(role: str) -> tuple[int, int]:
         got = results.get(role, [])
         return sum(1 for o in got if o.verdict == "caught"), len(got)
@@ -191,6 +194,11 @@ def expectation(bug: KnownBug, results: dict[str, list[Outcome]]) -> tuple[str, 
         fp = caught + false_pos
         return ((f"clean in {n + base} runs", True) if fp == 0 else
                 (f"false positive: a violation in {fp} of {n + base} runs", False))
+    if tree_has_fix:
+        return ((f"clean in {base} runs: the tree has the fix ({bug.fixed_in})", True)
+                if false_pos == 0 else
+                (f"caught in {false_pos} of {base} runs although the tree has the fix "
+                 f"({bug.fixed_in})", False))
     if n == 0:  # no tree: the baseline alone
         return ((f"clean in {base} runs on the given kernel", True) if false_pos == 0 else
                 (f"caught in {false_pos} of {base} runs on the given kernel",
@@ -227,7 +235,8 @@ def run_corpus(opts: CorpusOptions, progress: Callable[[str], None] | None = Non
     def write(incomplete: str = "") -> None:
         entries = []
         for bug in plan.entries:
-            words, ok = expectation(bug, results[bug.id])
+            has_fix = plan.tree is not None and bug.fixed_in_series(tree_series(plan.tree))
+            words, ok = expectation(bug, results[bug.id], has_fix)
             if bug.id in build_failed:
                 words, ok = f"its kernel did not build: {build_failed[bug.id]}", False
             res = results[bug.id]

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from debian.debian_support import Version
+
 from harness.model import SourceEdit
 
 
@@ -39,6 +41,13 @@ class KnownBug:
     note: str = ""
     # (series, edits) for trees where the code the edit undoes has moved
     variants: tuple[tuple[str, tuple[SourceEdit, ...]], ...] = ()
+    fixed_in: str = ""  # a bug present in 6.12: the mainline series that has its fix
+
+    def fixed_in_series(self, series: str) -> bool:
+        """A tree of `series` has this bug's fix (a bug still present in 6.12 is
+        fixed in newer trees: there its workload must come out clean)."""
+        return bool(self.fixed_in and series) and \
+            Version(series) >= Version(self.fixed_in)
 
     def edits_for(self, series: str) -> tuple[SourceEdit, ...]:
         """The edit for a tree of kernel `series` (`7.2`): its variant where the
@@ -204,7 +213,7 @@ CORPUS: tuple[KnownBug, ...] = (
         "btrfs: fix fsync of files with no hard links not persisting deletion",
         "6.16 (and 6.15.y); not in 6.12.117", "generic/764", "btrfs",
         "fs-durability: the file unlinked and then fsync'd through its descriptor is back",
-        mount_options="commit=300",
+        mount_options="commit=300", fixed_in="6.16",
         note="a discrepancy with ext4, xfs and f2fs rather than data loss; no fix is "
              "applied forward here"),
     KnownBug(
@@ -212,7 +221,7 @@ CORPUS: tuple[KnownBug, ...] = (
         "btrfs: set inode flag BTRFS_INODE_COPY_EVERYTHING when logging new name",
         "6.18 (and 6.17.y); not in 6.12.117", "generic/779", "btrfs",
         "fs-durability: the renamed symlink has its old name after the directory's fsync",
-        mount_options="commit=300"),
+        mount_options="commit=300", fixed_in="6.18"),
     KnownBug(
         "ovl-metacopy", "overlayfs", Kind.CONTROL, "1f6ee9be92f8",
         "ovl: make fsync after metadata copy-up opt-in mount option",

@@ -120,6 +120,14 @@ def test_which_kernels_each_kind_runs_on(tmp_path: Path) -> None:
     assert roles(bugs["btrfs-782"], tree) == [Role.BUGGY, Role.STOCK]
     assert roles(bugs["btrfs-764"], tree) == [Role.BUGGY]  # stock is the buggy one
     assert roles(bugs["ovl-metacopy"], tree) == [Role.STOCK]
+    # a 7.2 tree has both fixes: the bugs present in 6.12 run as the fixed side
+    (tmp_path / "Makefile").write_text("VERSION = 7\nPATCHLEVEL = 2\n")
+    assert roles(bugs["btrfs-764"], tree) == roles(bugs["btrfs-779"], tree) == [Role.STOCK]
+    assert bugs["btrfs-779"].fixed_in_series("7.2") and not bugs["btrfs-779"].fixed_in_series(
+        "6.17")  # 6.17.y took the fix, but not 6.17 itself: a Debian 6.17 tree may lack it
+    words, ok = expectation(bugs["btrfs-764"], {Role.STOCK: _runs("clean", "clean")}, True)
+    assert ok and words == "clean in 2 runs: the tree has the fix (6.16)"
+    assert not expectation(bugs["btrfs-764"], {Role.STOCK: _runs("caught", "clean")}, True)[1]
 
 
 def summary(*states: dict[str, Any]) -> dict[str, Any]:
