@@ -327,7 +327,7 @@ def _from_debian(suite: str, package: str, pinned: str = "") -> KernelBundle:
                 hosttools.run(["dpkg-deb", "-x", str(deb), str(tree)], f"unpacking {deb.name}")
             vmlinuz, kver = _image_in(tree, debs.image)
             moddir = _modules_dir(tree, kver)
-            _depmod(moddir.parents[2], kver)
+            _depmod(moddir)
             shutil.copy2(vmlinuz, tmp / "vmlinuz")
             loaded = _write_modules_cpio(moddir, tmp / "modules.cpio", f"KERNEL {debs.pin}")
             config = next((c for c in (tree / "boot" / f"config-{kver}", moddir / "config")
@@ -360,13 +360,11 @@ def _modules_dir(tree: Path, kver: str) -> Path:
     raise InputError(f"kernel {kver}: its packages hold no modules directory")
 
 
-def _depmod(base: Path, kver: str) -> None:
-    """modules.dep for BASE/{usr/,}lib/modules/KVER: Debian ships none (depmod
-    makes it at install); kmod reads lib/modules, so a usr/lib tree gets a link."""
-    if not (base / "lib/modules").exists():
-        (base / "lib").mkdir(exist_ok=True)
-        (base / "lib/modules").symlink_to(base / "usr/lib/modules")
-    hosttools.run(["depmod", "-b", str(base), kver], "depmod of the kernel modules")
+def _depmod(moddir: Path) -> None:
+    """modules.dep for a package's DIR/lib/modules/VER (or DIR/usr/lib/modules/VER):
+    Debian ships none (depmod makes it at install); depmod -b reads BASE/lib/modules."""
+    hosttools.run(["depmod", "-b", str(moddir.parents[2]), moddir.name],
+                  "depmod of the kernel modules")
 
 
 def modules_with_dep(moddir: Path) -> Path:
