@@ -404,9 +404,12 @@ def _upstream(args: argparse.Namespace) -> int:
     workload = json.loads(bundle.file("workload.json").read_text())
     proof = None
     if args.evidence:
-        proof = evidence(args.evidence, workload["name"],
-                         {Violation.from_json(v).signature()
-                          for v in bundle.meta["verdict"]["violations"]})
+        try:
+            proof = evidence(args.evidence, workload["name"],
+                             {Violation.from_json(v).signature()
+                              for v in bundle.meta["verdict"]["violations"]})
+        except InputError as e:
+            raise InputError(f"--evidence: {e}") from e
     entry = corpus_by_id().get(workload["name"])
     fix = UpstreamFix(entry.fix, entry.title, entry.landed, entry.fstests) if entry else None
     text = upstream_report(bundle, workload, proof, fix)
