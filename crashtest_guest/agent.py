@@ -44,9 +44,13 @@ def handle(req: dict[str, Any]) -> dict[str, Any]:
         stdin = base64.b64decode(req.get("stdin", ""))
         # A session of its own, so a timeout kills every process the command
         # started (a hung docker CLI would otherwise hold the pipes open forever).
-        proc = subprocess.Popen(["/bin/sh", "-c", req["cmd"]], stdin=subprocess.PIPE,
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                start_new_session=True)
+        proc = subprocess.Popen(
+            ["/bin/sh", "-c", req["cmd"]],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            start_new_session=True,
+        )
         try:
             out, err = proc.communicate(stdin, timeout=req.get("timeout"))
             rc = proc.returncode
@@ -55,8 +59,12 @@ def handle(req: dict[str, Any]) -> dict[str, Any]:
             out, err = proc.communicate()
             rc = 124
             err += b"\ncrashtest-agent: command timed out\n"
-        return {"rc": rc, "stdout": b64(out), "stderr": b64(err),
-                "duration": time.monotonic() - started}
+        return {
+            "rc": rc,
+            "stdout": b64(out),
+            "stderr": b64(err),
+            "duration": time.monotonic() - started,
+        }
     if op == "put":
         path = req["path"]
         os.makedirs(os.path.dirname(path) or "/", exist_ok=True)
@@ -72,8 +80,11 @@ def handle(req: dict[str, Any]) -> dict[str, Any]:
             result = getattr(importlib.import_module(req["module"]), req["func"])(req["arg"])
             return {"rc": 0, "result": result, "duration": time.monotonic() - started}
         except Exception:
-            return {"rc": 1, "stderr": b64(traceback.format_exc().encode()),
-                    "duration": time.monotonic() - started}
+            return {
+                "rc": 1,
+                "stderr": b64(traceback.format_exc().encode()),
+                "duration": time.monotonic() - started,
+            }
     if op == "get":
         with open(req["path"], "rb") as f:
             return {"rc": 0, "data": b64(f.read(MAX_GET))}
@@ -102,7 +113,7 @@ def serve(fd: int) -> None:
             resp["id"] = req.get("id")
             data = (json.dumps(resp) + "\n").encode()
             while data:
-                data = data[os.write(fd, data):]
+                data = data[os.write(fd, data) :]
 
 
 def main() -> None:

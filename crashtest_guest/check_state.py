@@ -47,8 +47,9 @@ class Background:
     def __init__(self, cmd: str, timeout: float = 300) -> None:
         self.started = time.monotonic()
         self.timeout = timeout
-        self.proc = subprocess.Popen(["/bin/sh", "-c", cmd], stdout=subprocess.PIPE,
-                                     stderr=subprocess.STDOUT)
+        self.proc = subprocess.Popen(
+            ["/bin/sh", "-c", cmd], stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+        )
         self.seconds = 0.0
 
     def wait(self) -> tuple[int, str]:
@@ -63,6 +64,7 @@ class Background:
             rc, text = 124, f"timed out after {self.timeout:.0f}s"
         self.seconds = time.monotonic() - self.started
         return rc, text
+
 
 # Remount, unmount and cache drop are system calls, not programs: under TCG each
 # program started costs tens of milliseconds, per state.
@@ -79,8 +81,7 @@ def _syscall_result(rc: int) -> tuple[int, str]:
 
 
 def remount_ro(target: str) -> tuple[int, str]:
-    return _syscall_result(_libc.mount(None, target.encode(), None,
-                                       MS_REMOUNT | MS_RDONLY, None))
+    return _syscall_result(_libc.mount(None, target.encode(), None, MS_REMOUNT | MS_RDONLY, None))
 
 
 def umount(target: str) -> tuple[int, str]:
@@ -125,7 +126,7 @@ def content(path: str) -> str:
 
 
 def file_meta(path: str) -> str:
-    """"MODE UID GID" (permission bits in octal): what a metadata promise compares."""
+    """ "MODE UID GID" (permission bits in octal): what a metadata promise compares."""
     st = os.lstat(path)
     return f"{stat.S_IMODE(st.st_mode):o} {st.st_uid} {st.st_gid}"
 
@@ -160,8 +161,11 @@ class Store:
         diff_ids = json.loads(raw)["rootfs"]["diff_ids"]
         chain, dirs = None, []
         for diff in diff_ids:
-            chain = diff if chain is None else "sha256:" + hashlib.sha256(
-                (chain + " " + diff).encode()).hexdigest()
+            chain = (
+                diff
+                if chain is None
+                else "sha256:" + hashlib.sha256((chain + " " + diff).encode()).hexdigest()
+            )
             ldir = os.path.join(self.img, "layerdb/sha256", chain.split(":", 1)[1])
             if read(os.path.join(ldir, "diff")) != diff:
                 raise ValueError(f"layer {ldir}: diff does not match {diff}")
@@ -201,7 +205,7 @@ class Store:
         reader sees it (a container: its writable layer over its image's layers);
         None when absent or deleted. KeyError when its container is gone."""
         if target.startswith("disk:"):
-            p = os.path.join(ROOT, target[len("disk:"):].lstrip("/"))
+            p = os.path.join(ROOT, target[len("disk:") :].lstrip("/"))
             return p if os.path.lexists(p) else None
         where, name, path = target.split(":", 2)
         if where == "container":
@@ -295,8 +299,11 @@ def _container_lost(name: str, promises: list[dict[str, Any]], why: str) -> Outc
     metadata without fsync, so the file is durable and docker cannot find it."""
     if any(q["kind"] == "container" and q["target"] == name for q in promises):
         return "docker-lost", why, "filesystem"
-    return "docker-lost", why + " (nothing had synced the container; docker writes its " \
-        "metadata without fsync)", "docker"
+    return (
+        "docker-lost",
+        why + " (nothing had synced the container; docker writes its metadata without fsync)",
+        "docker",
+    )
 
 
 def check_promise(store: Store, p: dict[str, Any], promises: list[dict[str, Any]]) -> Outcome:
@@ -306,8 +313,7 @@ def check_promise(store: Store, p: dict[str, Any], promises: list[dict[str, Any]
         if image_id is None:
             return "docker-lost", f"repositories.json has no {target}", "filesystem"
         if p.get("image_id") and image_id != p["image_id"]:
-            return "fs-durability", f"{target} names {image_id}, not {p['image_id']}", \
-                "filesystem"
+            return "fs-durability", f"{target} names {image_id}, not {p['image_id']}", "filesystem"
         dirs = store.layers(image_id)
         bad = []
         for line in p.get("manifest", "").splitlines():
@@ -324,8 +330,11 @@ def check_promise(store: Store, p: dict[str, Any], promises: list[dict[str, Any]
             found = store.container_dir(target)
         except ValueError as e:
             return _container_lost(target, promises, str(e))
-        return (None, "found", "") if found else _container_lost(
-            target, promises, f"no container named {target}")
+        return (
+            (None, "found", "")
+            if found
+            else _container_lost(target, promises, f"no container named {target}")
+        )
     if kind in ("file", "absent-file"):
         name = target.split(":", 2)[1] if target.startswith("container:") else ""
         try:
@@ -335,8 +344,9 @@ def check_promise(store: Store, p: dict[str, Any], promises: list[dict[str, Any]
         except ValueError as e:
             return _container_lost(name, promises, str(e))
         if kind == "absent-file":
-            return ("fs-durability", f"{f} is back", "filesystem") if f else (
-                None, "still gone", "")
+            return (
+                ("fs-durability", f"{f} is back", "filesystem") if f else (None, "still gone", "")
+            )
         try:
             got = content(f) if f and (os.path.isfile(f) or os.path.isdir(f)) else "(missing)"
         except OSError as e:  # a recovered tree that cannot be read broke the promise
@@ -348,22 +358,28 @@ def check_promise(store: Store, p: dict[str, Any], promises: list[dict[str, Any]
                     names = f"; it holds {', '.join(listing(f)) or 'nothing'}"
                 except OSError as e:
                     names = f"; unreadable: {e}"
-            return "fs-durability", f"{f or target}: want {p['sha256']} got {got}{names}", \
-                "filesystem"
+            return (
+                "fs-durability",
+                f"{f or target}: want {p['sha256']} got {got}{names}",
+                "filesystem",
+            )
         if p.get("meta") and f:
             meta = file_meta(f)
             if meta != p["meta"]:
-                return "fs-durability", f"{f}: mode/owner want {p['meta']} got {meta}", \
-                    "filesystem"
+                return "fs-durability", f"{f}: mode/owner want {p['meta']} got {meta}", "filesystem"
         return None, f"{f} intact", ""
     if kind in ("absent-image", "absent-container"):
         try:
-            present = (store.image_id(target) if kind == "absent-image"
-                       else store.container_dir(target))
+            present = (
+                store.image_id(target) if kind == "absent-image" else store.container_dir(target)
+            )
         except ValueError:
             present = target  # its config is there: it is back, if half-made
-        return (("fs-durability", f"{target} is back", "filesystem") if present
-                else (None, "still gone", ""))
+        return (
+            ("fs-durability", f"{target} is back", "filesystem")
+            if present
+            else (None, "still gone", "")
+        )
     return "harness-error", f"unknown promise kind {kind}", "harness"
 
 
@@ -377,8 +393,10 @@ def _derive_one(store: Store, p: dict[str, Any]) -> dict[str, str]:
         if f is None or not (os.path.isfile(f) or os.path.isdir(f)):
             return {"error": f"{target} is not a regular file or directory on the live guest"}
         if os.path.isdir(f) and target.startswith("container:"):
-            return {"error": f"{target} is a directory: a container's directory merges its "
-                             "layers, so only disk: and volume: directories can be promised"}
+            return {
+                "error": f"{target} is a directory: a container's directory merges its "
+                "layers, so only disk: and volume: directories can be promised"
+            }
         return {"sha256": content(f), "meta": file_meta(f)}
     if kind == "image":
         image_id = store.image_id(target)
@@ -388,8 +406,11 @@ def _derive_one(store: Store, p: dict[str, Any]) -> dict[str, str]:
             return {"image_id": image_id}
         files = store.visible_files(store.layers(image_id))
         paths = [x.rstrip("/") for x in p.get("paths") or ()]
-        lines = [f"{sha256(full)}  {path}" for path, full in sorted(files.items())
-                 if not paths or any(path == x or path.startswith(x + "/") for x in paths)]
+        lines = [
+            f"{sha256(full)}  {path}"
+            for path, full in sorted(files.items())
+            if not paths or any(path == x or path.startswith(x + "/") for x in paths)
+        ]
         return {"image_id": image_id, "manifest": "".join(line + "\n" for line in lines)}
     return {}
 
@@ -421,8 +442,9 @@ def find_device(serial: str, timeout: float = 10.0) -> str:
         time.sleep(0.02)
 
 
-def check_store(req: dict[str, Any], results: list[dict[str, Any]],
-                times: dict[str, float]) -> None:
+def check_store(
+    req: dict[str, Any], results: list[dict[str, Any]], times: dict[str, float]
+) -> None:
     """Promises and docker's store, offline, on the recovered tree (dockerd not
     running, so nothing has rewritten the evidence). A workload promise was made by
     sync/fsync: breaking it is the filesystem's fault. Docker's own promise (an image
@@ -432,9 +454,16 @@ def check_store(req: dict[str, Any], results: list[dict[str, Any]],
         store = Store(req["driver"] or DockerStore(ROOT).driver)
     except ValueError as e:
         traces = [n for n in DOCKER_TRACES if os.path.lexists(os.path.join(ROOT, n))]
-        results.append({"check": "store", "ok": False, "class": "docker-lost",
-                        "command": "detect docker's store", "output": str(e),
-                        "no_trace": not traces})
+        results.append(
+            {
+                "check": "store",
+                "ok": False,
+                "class": "docker-lost",
+                "command": "detect docker's store",
+                "output": str(e),
+                "no_trace": not traces,
+            }
+        )
         return
     check_observations(store, req, results)
     for p in req["promises"]:
@@ -442,10 +471,19 @@ def check_store(req: dict[str, Any], results: list[dict[str, Any]],
             cls, msg, fault = check_promise(store, p, req["promises"])
         except (OSError, ValueError, KeyError) as e:
             cls, msg, fault = "docker-corruption", f"{type(e).__name__}: {e}", "filesystem"
-        results.append({"check": "promise", "ok": cls is None, "class": cls,
-                        "fault": fault, "promise": p["describe"],
-                        "subject": p["key"], "kind": p["kind"],
-                        "command": "offline check", "output": msg})
+        results.append(
+            {
+                "check": "promise",
+                "ok": cls is None,
+                "class": cls,
+                "fault": fault,
+                "promise": p["describe"],
+                "subject": p["key"],
+                "kind": p["kind"],
+                "command": "offline check",
+                "output": msg,
+            }
+        )
     # Structure and content of every promised image and container, then of every
     # other image docker would restore.
     refs = {p["target"] for p in req["promises"] if p["kind"] == "image"}
@@ -470,11 +508,18 @@ def check_store(req: dict[str, Any], results: list[dict[str, Any]],
     except (OSError, ValueError) as e:
         findings = [Finding("docker-corruption", "docker's store is readable", ROOT, e)]
     for f in findings:
-        results.append({"check": "store", "ok": False, "class": f["cls"],
-                        "fault": "docker" if f["cls"] == "leak" else f["fault"],
-                        "promise": f["what"], "command": "offline store check",
-                        "output": "{}: {}".format(f["path"], f["detail"]),
-                        "image": f.get("image", "")})
+        results.append(
+            {
+                "check": "store",
+                "ok": False,
+                "class": f["cls"],
+                "fault": "docker" if f["cls"] == "leak" else f["fault"],
+                "promise": f["what"],
+                "command": "offline store check",
+                "output": "{}: {}".format(f["path"], f["detail"]),
+                "image": f.get("image", ""),
+            }
+        )
     times["store"] = time.monotonic() - t_store
 
 
@@ -482,7 +527,7 @@ EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
 
 
 def fingerprint(store: Store, target: str) -> str:
-    """"absent", or "SHA256 MODE UID GID" of the file a target names (what an
+    """ "absent", or "SHA256 MODE UID GID" of the file a target names (what an
     observation compares)."""
     f = store.file_path(target)
     if f is None:
@@ -492,8 +537,7 @@ def fingerprint(store: Store, target: str) -> str:
     return f"{sha256(f)} {file_meta(f)}"
 
 
-def check_observations(store: Store, req: dict[str, Any],
-                       results: list[dict[str, Any]]) -> None:
+def check_observations(store: Store, req: dict[str, Any], results: list[dict[str, Any]]) -> None:
     """What each observed file is: the first outcome it matches, else empty or other."""
     for o in req.get("observe", ()):
         try:
@@ -503,20 +547,30 @@ def check_observations(store: Store, req: dict[str, Any],
         label = next((k for k, v in o["outcomes"].items() if v == got), "")
         if not label:
             label = "empty" if got.startswith(EMPTY_SHA256) else "other"
-        results.append({"check": "observe", "ok": True, "target": o["target"],
-                        "label": label, "value": got})
+        results.append(
+            {"check": "observe", "ok": True, "target": o["target"], "label": label, "value": got}
+        )
 
 
-def check_commands(req: dict[str, Any], results: list[dict[str, Any]],
-                   times: dict[str, float]) -> None:
+def check_commands(
+    req: dict[str, Any], results: list[dict[str, Any]], times: dict[str, float]
+) -> None:
     """The workload's offline invariants: commands that must succeed on any
     recovered disk, run with the store mounted read-only at /var/lib/docker."""
     t = time.monotonic()
     for c in req.get("commands", ()):
         rc, out = sh(c["command"], timeout=c.get("timeout", 300))
-        results.append({"check": "invariant", "id": c["id"], "ok": rc == 0,
-                        "class": c["class"], "promise": c["promise"],
-                        "command": c["command"], "output": f"(exit {rc})\n{out}"})
+        results.append(
+            {
+                "check": "invariant",
+                "id": c["id"],
+                "ok": rc == 0,
+                "class": c["class"],
+                "promise": c["promise"],
+                "command": c["command"],
+                "output": f"(exit {rc})\n{out}",
+            }
+        )
     times["commands"] = time.monotonic() - t
 
 
@@ -538,6 +592,7 @@ def check(req: dict[str, Any]) -> list[dict[str, Any]]:
 
     def sh(cmd: str, timeout: float = 300) -> tuple[int, str]:
         return timed(cmd.split()[0], _sh, cmd, timeout)
+
     # The checker swaps the disk's content under the same device between states.
     # The kernel drops a block device's cache at its last close; drop it here too,
     # in case anything (udev, blkid) still holds the device open.
@@ -550,8 +605,7 @@ def check(req: dict[str, Any]) -> list[dict[str, Any]]:
             raise RuntimeError(f"preparing the state failed (exit {rc}): {out}")
 
     def record(check: str, rc: int, cmd: str, out: str, cls: str = "fs-corruption") -> bool:
-        results.append({"check": check, "ok": rc == 0, "class": cls, "command": cmd,
-                        "output": out})
+        results.append({"check": check, "ok": rc == 0, "class": cls, "command": cmd, "output": out})
         return rc == 0
 
     # Recovery runs at the first mount; a read-only remount then flushes what it

@@ -21,9 +21,13 @@ def _step(cmd: str, timeout: float) -> dict[str, Any]:
         rc, out, err = p.returncode, p.stdout, p.stderr
     except subprocess.TimeoutExpired:
         rc, out, err = 124, b"", f"timed out after {timeout:.0f}s".encode()
-    return {"cmd": cmd, "rc": rc, "stdout": out.decode("utf-8", "replace")[-8000:],
-            "stderr": err.decode("utf-8", "replace")[-8000:],
-            "duration": time.monotonic() - t}
+    return {
+        "cmd": cmd,
+        "rc": rc,
+        "stdout": out.decode("utf-8", "replace")[-8000:],
+        "stderr": err.decode("utf-8", "replace")[-8000:],
+        "duration": time.monotonic() - t,
+    }
 
 
 def _one(i: int, ref: str, run: str, timeout: float, step: Step) -> list[dict[str, Any]]:
@@ -33,8 +37,9 @@ def _one(i: int, ref: str, run: str, timeout: float, step: Step) -> list[dict[st
         return steps
     tar = f"/tmp/crashtest-save-{i}.tar"
     steps.append(step(f"docker save -o {tar} {q}; rc=$?; rm -f {tar}; exit $rc", timeout))
-    steps.append(step(f"docker run --rm --network none {q} sh -c {shlex.quote(run or 'true')}",
-                      timeout))
+    steps.append(
+        step(f"docker run --rm --network none {q} sh -c {shlex.quote(run or 'true')}", timeout)
+    )
     return steps
 
 

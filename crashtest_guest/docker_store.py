@@ -66,10 +66,10 @@ def _read(path: str) -> str:
 
 
 class Finding(dict[str, str]):
-    def __init__(self, cls: str, what: str, path: str, detail: object = "",
-                 fault: str = "") -> None:
-        super().__init__(cls=cls, what=what, path=path, detail=str(detail)[:2000],
-                         fault=fault)
+    def __init__(
+        self, cls: str, what: str, path: str, detail: object = "", fault: str = ""
+    ) -> None:
+        super().__init__(cls=cls, what=what, path=path, detail=str(detail)[:2000], fault=fault)
 
 
 class DockerStore:
@@ -88,8 +88,7 @@ class DockerStore:
         for drv in ("overlay2", "btrfs"):
             if os.path.isdir(os.path.join(self.root, "image", drv)):
                 return drv
-        raise ValueError("no docker image store (image/overlay2 or image/btrfs) under "
-                         + self.root)
+        raise ValueError("no docker image store (image/overlay2 or image/btrfs) under " + self.root)
 
     def add(self, cls: str, what: str, path: str, detail: object = "") -> None:
         self.findings.append(Finding(cls, what, path, detail))
@@ -122,8 +121,12 @@ class DockerStore:
         except FileNotFoundError:
             return {}
         except (OSError, ValueError, KeyError) as e:
-            self.add("docker-corruption", "repositories.json parses (dockerd refuses to start "
-                     "otherwise)", path, e)
+            self.add(
+                "docker-corruption",
+                "repositories.json parses (dockerd refuses to start otherwise)",
+                path,
+                e,
+            )
             return {}
         refs = {}
         for _name, tags in repos.items():
@@ -141,8 +144,12 @@ class DockerStore:
             self.add("docker-lost", f"image config of {image_id} exists", path, e)
             return None
         if hashlib.sha256(raw).hexdigest() != digest:
-            self.add("docker-corruption", "image config hashes to its name", path,
-                     f"{len(raw)} bytes, sha256 {hashlib.sha256(raw).hexdigest()}")
+            self.add(
+                "docker-corruption",
+                "image config hashes to its name",
+                path,
+                f"{len(raw)} bytes, sha256 {hashlib.sha256(raw).hexdigest()}",
+            )
             return None
         try:
             config: dict[str, Any] = json.loads(raw)
@@ -157,32 +164,48 @@ class DockerStore:
         parent: str | None = None
         out: list[Layer] = []
         for diff in config.get("rootfs", {}).get("diff_ids", []):
-            chain = diff if chain is None else "sha256:" + hashlib.sha256(
-                (chain + " " + diff).encode()).hexdigest()
+            chain = (
+                diff
+                if chain is None
+                else "sha256:" + hashlib.sha256((chain + " " + diff).encode()).hexdigest()
+            )
             ldir = os.path.join(self.img, "layerdb/sha256", chain.split(":", 1)[1])
             if not os.path.isdir(ldir):
                 self.add("docker-lost", f"layer {chain} of image {image_id} exists", ldir)
                 return out
             try:
                 if _read(os.path.join(ldir, "diff")) != diff:
-                    self.add("docker-corruption", "layer diff matches its diffID", ldir,
-                             "want " + diff)
-                got_parent = (_read(os.path.join(ldir, "parent"))
-                              if os.path.exists(os.path.join(ldir, "parent")) else None)
+                    self.add(
+                        "docker-corruption", "layer diff matches its diffID", ldir, "want " + diff
+                    )
+                got_parent = (
+                    _read(os.path.join(ldir, "parent"))
+                    if os.path.exists(os.path.join(ldir, "parent"))
+                    else None
+                )
                 if got_parent != parent:
-                    self.add("docker-corruption", "layer parent is the previous chain ID",
-                             ldir, f"want {parent} got {got_parent}")
+                    self.add(
+                        "docker-corruption",
+                        "layer parent is the previous chain ID",
+                        ldir,
+                        f"want {parent} got {got_parent}",
+                    )
                 cache_id = _read(os.path.join(ldir, "cache-id"))
             except OSError as e:
                 self.add("docker-corruption", "layer metadata is readable", ldir, e)
                 return out
             if not HEX64.match(cache_id):
-                self.add("docker-corruption", "layer cache-id is 64 hex digits", ldir,
-                         repr(cache_id))
+                self.add(
+                    "docker-corruption", "layer cache-id is 64 hex digits", ldir, repr(cache_id)
+                )
                 return out
             if not os.path.isdir(self.driver_dir(cache_id)):
-                self.add("docker-lost", "layer driver directory exists",
-                         self.driver_dir(cache_id), "layer " + chain)
+                self.add(
+                    "docker-lost",
+                    "layer driver directory exists",
+                    self.driver_dir(cache_id),
+                    "layer " + chain,
+                )
                 return out
             if self.driver == "btrfs" and not self.check_subvolume(cache_id, out):
                 return out
@@ -203,9 +226,12 @@ class DockerStore:
         if below:
             want = self.uuids.get(below[-1][2])
             if want and parent_uuid != want:
-                self.add("docker-corruption", "btrfs layer is a snapshot of the layer below",
-                         path, f"parent uuid {parent_uuid}, the layer below "
-                         f"({below[-1][2][:12]}) is {want}")
+                self.add(
+                    "docker-corruption",
+                    "btrfs layer is a snapshot of the layer below",
+                    path,
+                    f"parent uuid {parent_uuid}, the layer below ({below[-1][2][:12]}) is {want}",
+                )
                 return False
         return True
 
@@ -218,14 +244,22 @@ class DockerStore:
             self.add("docker-corruption", "overlay2 link file is readable", d, e)
             return None
         if not LINK_RE.match(link):
-            self.add("docker-corruption", "overlay2 link is a 26-character id",
-                     os.path.join(d, "link"), repr(link))
+            self.add(
+                "docker-corruption",
+                "overlay2 link is a 26-character id",
+                os.path.join(d, "link"),
+                repr(link),
+            )
             return None
         lpath = os.path.join(self.root, "overlay2/l", link)
         target = os.readlink(lpath) if os.path.islink(lpath) else None
         if target != f"../{cache_id}/diff":
-            self.add("docker-corruption", "overlay2 l/ symlink points at the layer",
-                     lpath, f"target {target!r}")
+            self.add(
+                "docker-corruption",
+                "overlay2 l/ symlink points at the layer",
+                lpath,
+                f"target {target!r}",
+            )
         return link
 
     def check_overlay_links(self, layers: list[Layer]) -> None:
@@ -239,12 +273,17 @@ class DockerStore:
             lower_path = os.path.join(d, "lower")
             got_lower = _read(lower_path) if os.path.exists(lower_path) else ""
             if got_lower != want_lower:
-                self.add("docker-corruption", "overlay2 lower lists the parent links",
-                         lower_path, f"want {want_lower!r} got {got_lower!r}")
+                self.add(
+                    "docker-corruption",
+                    "overlay2 lower lists the parent links",
+                    lower_path,
+                    f"want {want_lower!r} got {got_lower!r}",
+                )
             links.append(link)
 
-    def check_tar_split(self, chain: str, diff_id: str, cache_id: str,
-                        content: bool = True) -> bool:
+    def check_tar_split(
+        self, chain: str, diff_id: str, cache_id: str, content: bool = True
+    ) -> bool:
         """Rebuild the layer's tar stream; returns False if it does not match."""
         ldir = os.path.join(self.img, "layerdb/sha256", chain.split(":", 1)[1])
         ts = os.path.join(ldir, "tar-split.json.gz")
@@ -264,7 +303,8 @@ class DockerStore:
                 h.update(base64.b64decode(entry.get("payload") or ""))
             elif entry.get("type") == 1 and entry.get("size", 0) > 0:
                 name = entry.get("name") or base64.b64decode(entry.get("name_raw", "")).decode(
-                    "utf-8", "surrogateescape")
+                    "utf-8", "surrogateescape"
+                )
                 path = os.path.join(base, name)
                 read: bytes | OSError
                 try:
@@ -281,23 +321,34 @@ class DockerStore:
         for name, path, read, entry in files:
             layer = f"layer {chain} (cache {cache_id}): file {name}"
             if not isinstance(read, bytes):
-                self.add("docker-corruption", "layer files match their tar-split CRC64",
-                         path, f"{layer} is unreadable ({read.strerror or read}), "
-                         f"tar-split says {entry['size']} bytes")
+                self.add(
+                    "docker-corruption",
+                    "layer files match their tar-split CRC64",
+                    path,
+                    f"{layer} is unreadable ({read.strerror or read}), "
+                    f"tar-split says {entry['size']} bytes",
+                )
                 return False
             want = base64.b64decode(entry.get("payload") or "")
             got = crc64_iso(read).to_bytes(8, "big")
             if len(read) != entry["size"] or (want and got != want):
-                self.add("docker-corruption", "layer files match their tar-split CRC64",
-                         path, f"{layer} has {len(read)} bytes, tar-split says "
-                         f"{entry['size']}{'' if got == want else ', CRC64 differs'}")
+                self.add(
+                    "docker-corruption",
+                    "layer files match their tar-split CRC64",
+                    path,
+                    f"{layer} has {len(read)} bytes, tar-split says "
+                    f"{entry['size']}{'' if got == want else ', CRC64 differs'}",
+                )
                 return False
-        self.add("docker-corruption", "layer tar stream hashes to its diffID",
-                 base, f"layer {chain}: rebuilt stream does not match {diff_id}")
+        self.add(
+            "docker-corruption",
+            "layer tar stream hashes to its diffID",
+            base,
+            f"layer {chain}: rebuilt stream does not match {diff_id}",
+        )
         return False
 
-    def layer_intact(self, chain: str, diff_id: str, cache_id: str,
-                     content: bool = True) -> bool:
+    def layer_intact(self, chain: str, diff_id: str, cache_id: str, content: bool = True) -> bool:
         """check_tar_split once per layer (images share layers)."""
         if chain not in self.checked:
             self.stats["layers"] += 1
@@ -331,8 +382,9 @@ class DockerStore:
                 self.add("docker-corruption", "container config parses", path, e)
                 continue
             if cfg.get("ID") != cid:
-                self.add("docker-corruption", "container config ID is its directory", path,
-                         cfg.get("ID"))
+                self.add(
+                    "docker-corruption", "container config ID is its directory", path, cfg.get("ID")
+                )
             mdir = os.path.join(self.img, "layerdb/mounts", cid)
             for key in ("mount-id", "init-id"):
                 try:
@@ -341,13 +393,21 @@ class DockerStore:
                     self.add("docker-corruption", f"container {key} is readable", mdir, e)
                     continue
                 if not HEX64.match(mid.replace("-init", "")):
-                    self.add("docker-corruption", f"container {key} is 64 hex digits",
-                             os.path.join(mdir, key), repr(mid))
+                    self.add(
+                        "docker-corruption",
+                        f"container {key} is 64 hex digits",
+                        os.path.join(mdir, key),
+                        repr(mid),
+                    )
                     continue
                 mounts.add(mid)
                 if not os.path.isdir(self.driver_dir(mid)):
-                    self.add("docker-lost", "container layer directory exists",
-                             self.driver_dir(mid), f"container {cid}")
+                    self.add(
+                        "docker-lost",
+                        "container layer directory exists",
+                        self.driver_dir(mid),
+                        f"container {cid}",
+                    )
                 elif self.driver == "overlay2":
                     self.check_link(mid)
         return mounts
@@ -375,8 +435,7 @@ class DockerStore:
                 if name.endswith("-removing"):
                     self.add("leak", "no half-removed driver directories", path)
                 elif name not in used:
-                    self.add("leak", "every driver directory belongs to a layer or container",
-                             path)
+                    self.add("leak", "every driver directory belongs to a layer or container", path)
 
     # -------------------------------------------------------------- docker's own
 
@@ -415,7 +474,8 @@ class DockerStore:
             name = "image " + ", ".join(tags) if tags else "an untagged image"
             for f in self.findings:
                 f["what"] = "{}, which docker restores, has intact layers ({})".format(
-                    name, f["what"])
+                    name, f["what"]
+                )
                 f["fault"] = "docker"
                 f["image"] = image_id
             out.extend(self.findings)
@@ -424,8 +484,12 @@ class DockerStore:
 
     # -------------------------------------------------------------- all
 
-    def check(self, content: bool = True, only_refs: Iterable[str] | None = None,
-              only_containers: Iterable[str] | None = None) -> list[Finding]:
+    def check(
+        self,
+        content: bool = True,
+        only_refs: Iterable[str] | None = None,
+        only_containers: Iterable[str] | None = None,
+    ) -> list[Finding]:
         """Check every image and container, or with `only_refs` just the images those
         tags name and the containers in `only_containers` (what a workload promised;
         the rest may legitimately be half-written)."""

@@ -49,8 +49,9 @@ from harness.writelog.replay import Replayer
 from harness.writelog.states import crash_states, select_states
 
 
-def _store_oracle_time(base: MachineConfig, backend: Backend, workdir: Path,
-                       images_n: int) -> dict[str, Any]:
+def _store_oracle_time(
+    base: MachineConfig, backend: Backend, workdir: Path, images_n: int
+) -> dict[str, Any]:
     """Build a store of `images_n` committed images, stop dockerd, time the offline
     structure + content oracle over all of it inside the guest."""
     disk = make_test_disk(backend, workdir / "disk.img")
@@ -60,28 +61,34 @@ def _store_oracle_time(base: MachineConfig, backend: Backend, workdir: Path,
         a = vm.agent
         if not docker.mount_data(a, backend).ok or not docker.start_dockerd(a, backend).ok:
             raise HarnessError("bench: docker did not start on a fresh disk")
-        script = (f"docker import {BASE_TAR_IN_GUEST} bench/base && "
-                  "docker create --name benchbox bench/base sleep 1 && "
-                  f"for i in $(seq {images_n - 1}); do head -c 200000 /dev/urandom > /tmp/f && "
-                  "docker cp /tmp/f benchbox:/f$i && "
-                  "docker commit benchbox bench/img$i >/dev/null || exit 1; done")
+        script = (
+            f"docker import {BASE_TAR_IN_GUEST} bench/base && "
+            "docker create --name benchbox bench/base sleep 1 && "
+            f"for i in $(seq {images_n - 1}); do head -c 200000 /dev/urandom > /tmp/f && "
+            "docker cp /tmp/f benchbox:/f$i && "
+            "docker commit benchbox bench/img$i >/dev/null || exit 1; done"
+        )
         built = a.run(script, timeout=900)
         if not built.ok:
             raise HarnessError(f"bench: building images failed: {built.evidence(400)}")
         docker.stop_dockerd(a)
-        res = a.run("cd /crashtest && python3 -c 'import json,time; "
-                    "from crashtest_guest.docker_store import DockerStore; t=time.monotonic(); "
-                    "s=DockerStore(\"/var/lib/docker\"); f=s.check(); "
-                    "print(json.dumps({**s.stats, \"findings\": len(f), "
-                    "\"seconds\": round(time.monotonic()-t, 2)}))'", timeout=600)
+        res = a.run(
+            "cd /crashtest && python3 -c 'import json,time; "
+            "from crashtest_guest.docker_store import DockerStore; t=time.monotonic(); "
+            's=DockerStore("/var/lib/docker"); f=s.check(); '
+            'print(json.dumps({**s.stats, "findings": len(f), '
+            '"seconds": round(time.monotonic()-t, 2)}))\'',
+            timeout=600,
+        )
         if not res.ok:
             raise HarnessError(f"bench: store oracle failed: {res.evidence(400)}")
     out: dict[str, Any] = json.loads(res.stdout)
     return out
 
 
-def _live_cycles(cfg: CampaignConfig, backend: Backend, seed: int,
-                 say: Callable[[str], None]) -> dict[str, Any]:
+def _live_cycles(
+    cfg: CampaignConfig, backend: Backend, seed: int, say: Callable[[str], None]
+) -> dict[str, Any]:
     """The same live cut twice: from saved guests, then with every guest booted."""
     plan = plan_cuts(seed, backend.name, 1, cfg.workload.step_names, cfg.workload.synced)[0]
     out: dict[str, Any] = {"live_cut": plan.describe()}
@@ -89,9 +96,13 @@ def _live_cycles(cfg: CampaignConfig, backend: Backend, seed: int,
     snapshots.idle_guest(cfg, say)
     for how, resume in (("", True), ("_booted", False)):
         say(f"bench: one live cut {'from saved guests' if resume else 'with boots'}")
-        res = run_live_cut(replace(cfg, resume=resume, bundles=False,
-                                   run_dir=cfg.run_dir / f"live{how}"),
-                           backend, 0, plan, say)
+        res = run_live_cut(
+            replace(cfg, resume=resume, bundles=False, run_dir=cfg.run_dir / f"live{how}"),
+            backend,
+            0,
+            plan,
+            say,
+        )
         if res.harness_error:
             raise HarnessError(f"bench: the live cut failed: {res.harness_error}")
         out[f"live_cycle_s{how}"] = res.wall_s
@@ -102,16 +113,27 @@ def _live_cycles(cfg: CampaignConfig, backend: Backend, seed: int,
     return out
 
 
-def _campaign(cfg: CampaignConfig, states: int, cuts: int, work: Path,
-              say: Callable[[str], None]) -> dict[str, Any]:
+def _campaign(
+    cfg: CampaignConfig, states: int, cuts: int, work: Path, say: Callable[[str], None]
+) -> dict[str, Any]:
     """A campaign of the default's shape, from saved guests and then booted."""
     out: dict[str, Any] = {"campaign_states_per_backend": states, "campaign_cuts": cuts}
     for how, saved in (("", True), ("_booted", False)):
-        say(f"bench: campaign of {states} states and {cuts} cuts per backend "
-            f"{'from saved guests' if saved else 'with boots'}")
+        say(
+            f"bench: campaign of {states} states and {cuts} cuts per backend "
+            f"{'from saved guests' if saved else 'with boots'}"
+        )
         t0 = time.monotonic()
-        run = run_campaign(RunOptions(cuts=cuts, states=states, out=work / f"campaign{how}",
-                                      jobs=DEFAULT_JOBS, saved_guests=saved), say)
+        run = run_campaign(
+            RunOptions(
+                cuts=cuts,
+                states=states,
+                out=work / f"campaign{how}",
+                jobs=DEFAULT_JOBS,
+                saved_guests=saved,
+            ),
+            say,
+        )
         wall = time.monotonic() - t0
         summary = json.loads((run / "summary.json").read_text())
         checked = summary["totals"]["states_checked"]
@@ -122,23 +144,32 @@ def _campaign(cfg: CampaignConfig, states: int, cuts: int, work: Path,
         out[f"campaign_wall_s{how}"] = round(wall, 1)
         out[f"campaign_states_per_min{how}"] = round(checked / wall * 60, 1)
         out[f"checker_states_per_min_in_campaign{how}"] = round(
-            replay_states / max(replay_wall, 1e-9) * 60, 1)
-    out["campaign_speedup"] = round(out["campaign_states_per_min"]
-                                    / out["campaign_states_per_min_booted"], 2)
+            replay_states / max(replay_wall, 1e-9) * 60, 1
+        )
+    out["campaign_speedup"] = round(
+        out["campaign_states_per_min"] / out["campaign_states_per_min_booted"], 2
+    )
     return out
 
 
-def run_bench(out: Path, backend_name: str = "ext4-overlay2", states: int = 48,
-              reboot_states: int = 3, seed: int = 1, campaign_states: int = 0,
-              campaign_cuts: int = DEFAULT_CUTS) -> dict[str, Any]:
+def run_bench(
+    out: Path,
+    backend_name: str = "ext4-overlay2",
+    states: int = 48,
+    reboot_states: int = 3,
+    seed: int = 1,
+    campaign_states: int = 0,
+    campaign_cuts: int = DEFAULT_CUTS,
+) -> dict[str, Any]:
     say = print
     backend = BACKENDS[backend_name]
     accel, _ = accel_mod.choose()
     images = ensure_images()
     work = Path(tempfile.mkdtemp(prefix="crashtest-bench-"))
     try:
-        cfg = CampaignConfig(images=images, accel=accel, workload=default_workload(seed),
-                             run_dir=work)
+        cfg = CampaignConfig(
+            images=images, accel=accel, workload=default_workload(seed), run_dir=work
+        )
         base = machine_config(cfg, None)
         say("bench: workload without write log")
         plain = record(base, backend, cfg.workload, work / "plain", with_log=False)
@@ -160,8 +191,14 @@ def run_bench(out: Path, backend_name: str = "ext4-overlay2", states: int = 48,
         for st in chosen[:reboot_states]:
             disk = replayer.build(eps, st, work / "reboot-state.qcow2")
             ep = eps[st.epoch]
-            check_by_reboot(base, backend, st.id, disk,
-                            rec.promises_at(ep.first_entry, ep.end_entry), work / "reboot.log")
+            check_by_reboot(
+                base,
+                backend,
+                st.id,
+                disk,
+                rec.promises_at(ep.first_entry, ep.end_entry),
+                work / "reboot.log",
+            )
             disk.unlink()
         reboot_s = time.monotonic() - t0
 
@@ -169,24 +206,30 @@ def run_bench(out: Path, backend_name: str = "ext4-overlay2", states: int = 48,
 
         say("bench: offline store oracle on a tree of 20 images")
         store = _store_oracle_time(base, backend, work / "store", images_n=20)
-        campaign = (_campaign(cfg, campaign_states, campaign_cuts, work, say)
-                    if campaign_states else {})
+        campaign = (
+            _campaign(cfg, campaign_states, campaign_cuts, work, say) if campaign_states else {}
+        )
 
         checker_rate = len(results) / checker_s * 60
         reboot_rate = reboot_states / reboot_s * 60
         doc = {
-            "backend": backend_name, "accel": accel, "kernel": images.kernel.version,
-            "log_entries": len(log.entries), "log_bytes": rec.log.stat().st_size,
+            "backend": backend_name,
+            "accel": accel,
+            "kernel": images.kernel.version,
+            "log_entries": len(log.entries),
+            "log_bytes": rec.log.stat().st_size,
             "workload_s_plain": round(plain.workload_s, 2),
             "workload_s_logged": round(rec.workload_s, 2),
             "record_overhead": round(rec.workload_s / plain.workload_s, 3),
-            "checker_states": len(results), "checker_s": round(checker_s, 1),
+            "checker_states": len(results),
+            "checker_s": round(checker_s, 1),
             "checker_states_per_min": round(checker_rate, 1),
-            "reboot_states": reboot_states, "reboot_s": round(reboot_s, 1),
+            "reboot_states": reboot_states,
+            "reboot_s": round(reboot_s, 1),
             "reboot_states_per_min": round(reboot_rate, 1),
             "checker_speedup": round(checker_rate / reboot_rate, 2),
             "checker_started": f"{stats.get('checker_resumes')} of "
-                               f"{stats.get('checker_boots')} checker guests resumed",
+            f"{stats.get('checker_boots')} checker guests resumed",
             "candidate_states": everything.candidates,
             "distinct_states": everything.groups,
             "state_reduction_ratio": round(everything.candidates / max(everything.groups, 1), 3),
@@ -194,8 +237,9 @@ def run_bench(out: Path, backend_name: str = "ext4-overlay2", states: int = 48,
             **campaign,
             "replay_bytes": stats["replay_bytes"],
             "naive_replay_bytes": stats["naive_replay_bytes"],
-            "replay_bytes_ratio": round(int(str(stats["replay_bytes"]))
-                                        / max(1, int(str(stats["naive_replay_bytes"]))), 4),
+            "replay_bytes_ratio": round(
+                int(str(stats["replay_bytes"])) / max(1, int(str(stats["naive_replay_bytes"]))), 4
+            ),
             "store_oracle_images": store["images"],
             "store_oracle_layers": store["layers"],
             "store_oracle_s": store["seconds"],

@@ -50,8 +50,11 @@ from harness.workloads.load import BUILTIN, load_workload, registered
 from harness.writelog.format import WriteLog, read_log
 from harness.writelog.states import select_states
 
-KERNEL_HELP = (f"Debian kernel package ([suite:]name[=version]; suites {', '.join(SUITES)}), "
-               "a bzImage path, or a kernel source tree")
+KERNEL_HELP = (
+    f"Debian kernel package ([suite:]name[=version]; suites {', '.join(SUITES)}), "
+    "a bzImage path, or a kernel source tree"
+)
+
 
 def _whole(text: str) -> int:
     try:
@@ -64,172 +67,346 @@ def _whole(text: str) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="crashtest", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="crashtest", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--version", action="version", version=f"crashtest {crashtest_version()}")
     sub = p.add_subparsers(dest="command", required=True)
 
     run = sub.add_parser("run", help="run a power-cut campaign")
-    run.add_argument("--backends", default=",".join(DEFAULT_BACKENDS),
-                     help=f"comma list of: {', '.join(BACKENDS)}")
-    run.add_argument("--cuts", type=_whole, default=DEFAULT_CUTS,
-                     help="live power cuts per backend")
-    run.add_argument("--states", type=_whole, default=DEFAULT_STATES,
-                     help="lost-cache crash states replayed from the write log, per backend "
-                          "(distinct states: identical ones are checked once)")
-    run.add_argument("--kernel", default=None,
-                     help=KERNEL_HELP)
-    run.add_argument("--kernel-modules", default=None,
-                     help="modules directory for a bzImage (lib/modules/VERSION)")
-    run.add_argument("--seed", type=_whole, default=1,
-                     help="seed of the cut points, delays and lost-cache state selection")
-    run.add_argument("--daemon-checks", action="store_true",
-                     help="run the daemon stage (dockerd on the recovered disk) on lost-cache "
-                          "states too, not only on live cuts (about 45 s a state under TCG)")
-    run.add_argument("--no-saved-guests", dest="saved_guests", action="store_false",
-                     help="boot every guest instead of resuming saved ones (a guest booted "
-                          "once and saved, per kernel, image and backend, in the cache)")
-    run.add_argument("--workload", default="default",
-                     help="a registered workload name, or a workload file (.py or .toml); "
-                          "`crashtest workloads` lists the names")
-    run.add_argument("--workloads", default=None,
-                     help="comma list of workloads (as --workload): run the campaign with each "
-                          f"(built in: {', '.join(sorted(BUILTIN))})")
-    run.add_argument("--release", default=DEFAULT_SUITE,
-                     help=f"Debian suite of the guest root and its docker ({', '.join(RELEASES)})")
-    run.add_argument("--releases", default=None,
-                     help="comma list of releases (as --release): run the campaign on each")
-    run.add_argument("--out", type=Path, default=Path("results"),
-                     help="where run directories go (OUT/latest names the newest)")
+    run.add_argument(
+        "--backends",
+        default=",".join(DEFAULT_BACKENDS),
+        help=f"comma list of: {', '.join(BACKENDS)}",
+    )
+    run.add_argument(
+        "--cuts", type=_whole, default=DEFAULT_CUTS, help="live power cuts per backend"
+    )
+    run.add_argument(
+        "--states",
+        type=_whole,
+        default=DEFAULT_STATES,
+        help="lost-cache crash states replayed from the write log, per backend "
+        "(distinct states: identical ones are checked once)",
+    )
+    run.add_argument("--kernel", default=None, help=KERNEL_HELP)
+    run.add_argument(
+        "--kernel-modules",
+        default=None,
+        help="modules directory for a bzImage (lib/modules/VERSION)",
+    )
+    run.add_argument(
+        "--seed",
+        type=_whole,
+        default=1,
+        help="seed of the cut points, delays and lost-cache state selection",
+    )
+    run.add_argument(
+        "--daemon-checks",
+        action="store_true",
+        help="run the daemon stage (dockerd on the recovered disk) on lost-cache "
+        "states too, not only on live cuts (about 45 s a state under TCG)",
+    )
+    run.add_argument(
+        "--no-saved-guests",
+        dest="saved_guests",
+        action="store_false",
+        help="boot every guest instead of resuming saved ones (a guest booted "
+        "once and saved, per kernel, image and backend, in the cache)",
+    )
+    run.add_argument(
+        "--workload",
+        default="default",
+        help="a registered workload name, or a workload file (.py or .toml); "
+        "`crashtest workloads` lists the names",
+    )
+    run.add_argument(
+        "--workloads",
+        default=None,
+        help="comma list of workloads (as --workload): run the campaign with each "
+        f"(built in: {', '.join(sorted(BUILTIN))})",
+    )
+    run.add_argument(
+        "--release",
+        default=DEFAULT_SUITE,
+        help=f"Debian suite of the guest root and its docker ({', '.join(RELEASES)})",
+    )
+    run.add_argument(
+        "--releases",
+        default=None,
+        help="comma list of releases (as --release): run the campaign on each",
+    )
+    run.add_argument(
+        "--out",
+        type=Path,
+        default=Path("results"),
+        help="where run directories go (OUT/latest names the newest)",
+    )
     run.add_argument("--accel", default=None, help="auto (default), kvm or tcg")
-    run.add_argument("--cut-at", default=None,
-                     help="cut every cycle at STEP, after:STEP, during:STEP:SECONDS or "
-                          "returned:STEP (after its docker command, before its sync)")
+    run.add_argument(
+        "--cut-at",
+        default=None,
+        help="cut every cycle at STEP, after:STEP, during:STEP:SECONDS or "
+        "returned:STEP (after its docker command, before its sync)",
+    )
     run.add_argument("--mkfs-options", default="", help="extra mkfs options for every backend")
     run.add_argument("--mount-options", default="", help="mount options for every backend")
     run.add_argument("--keep-disks", action="store_true", help="keep cut disks of passing states")
-    run.add_argument("--inject", choices=INJECTIONS, default=None,
-                     help="self-test: damage the recovered disk on purpose before checking")
+    run.add_argument(
+        "--inject",
+        choices=INJECTIONS,
+        default=None,
+        help="self-test: damage the recovered disk on purpose before checking",
+    )
     run.add_argument("--memory", type=_whole, default=2048, help="guest MiB")
-    run.add_argument("--kernels", default=None,
-                     help="comma list of kernels (as --kernel): run the campaign on each")
-    run.add_argument("--jobs", type=_whole, default=DEFAULT_JOBS,
-                     help="units (live cuts, lost-cache replays) run in parallel, each with "
-                          "its own guests (about 2 GiB of RAM each)")
-    run.add_argument("--minimize-steps", type=_whole, default=0,
-                     help="live cycles to spend shrinking the workload of a failing live "
-                          "cut (0: off)")
-    run.add_argument("--shard", default=None,
-                     help="i/N: run only this job's share of the campaign (merge later)")
+    run.add_argument(
+        "--kernels",
+        default=None,
+        help="comma list of kernels (as --kernel): run the campaign on each",
+    )
+    run.add_argument(
+        "--jobs",
+        type=_whole,
+        default=DEFAULT_JOBS,
+        help="units (live cuts, lost-cache replays) run in parallel, each with "
+        "its own guests (about 2 GiB of RAM each)",
+    )
+    run.add_argument(
+        "--minimize-steps",
+        type=_whole,
+        default=0,
+        help="live cycles to spend shrinking the workload of a failing live cut (0: off)",
+    )
+    run.add_argument(
+        "--shard", default=None, help="i/N: run only this job's share of the campaign (merge later)"
+    )
 
-    run.add_argument("--resume", type=Path, default=None, metavar="RUN_DIR",
-                     help="finish an interrupted run with its own plan (its other options "
-                          "come from RUN_DIR/plan.json)")
-    run.add_argument("--known", type=Path, default=None,
-                     help="a known-failures TOML file: findings it lists are known, not new "
-                          "(the project ships known-failures.toml)")
-    run.add_argument("--fail-on", choices=FAIL_ON, default=None,
-                     help="which violations fail the run (exit 1): new ones (the default "
-                          "with --known) or any (the default without)")
+    run.add_argument(
+        "--resume",
+        type=Path,
+        default=None,
+        metavar="RUN_DIR",
+        help="finish an interrupted run with its own plan (its other options "
+        "come from RUN_DIR/plan.json)",
+    )
+    run.add_argument(
+        "--known",
+        type=Path,
+        default=None,
+        help="a known-failures TOML file: findings it lists are known, not new "
+        "(the project ships known-failures.toml)",
+    )
+    run.add_argument(
+        "--fail-on",
+        choices=FAIL_ON,
+        default=None,
+        help="which violations fail the run (exit 1): new ones (the default "
+        "with --known) or any (the default without)",
+    )
     mrg = sub.add_parser("merge", help="join the shards of one campaign into one run")
     mrg.add_argument("out", type=Path, help="the merged run directory to create")
     mrg.add_argument("shards", type=Path, nargs="+", help="the shards' run directories")
-    mrg.add_argument("--all", action="store_true",
-                     help="SHARDS are directories holding shard runs of many campaigns: "
-                          "merge each campaign into its own run under OUT")
+    mrg.add_argument(
+        "--all",
+        action="store_true",
+        help="SHARDS are directories holding shard runs of many campaigns: "
+        "merge each campaign into its own run under OUT",
+    )
 
-    dif = sub.add_parser("diff", help="failure signatures new, gone and still failing between "
-                                      "two runs (exit 1 when something new appears)")
+    dif = sub.add_parser(
+        "diff",
+        help="failure signatures new, gone and still failing between "
+        "two runs (exit 1 when something new appears)",
+    )
     dif.add_argument("old", type=Path, help="a run directory, or a directory of runs")
     dif.add_argument("new", type=Path, help="a run directory, or a directory of runs")
     dif.add_argument("--json", action="store_true", help="print the difference as JSON")
     bench = sub.add_parser("bench", help="measure checker speed, replay bytes, record overhead")
-    bench.add_argument("--out", type=Path, default=Path("results/bench.json"),
-                       help="the JSON file the numbers go to")
-    bench.add_argument("--backend", default="ext4-overlay2", choices=list(BACKENDS),
-                       help="the backend measured")
-    bench.add_argument("--states", type=_whole, default=48,
-                       help="states for the checker (a campaign checks 24-48 per boot)")
-    bench.add_argument("--reboot-states", type=_whole, default=3,
-                       help="states checked with a guest boot each, for the speedup")
-    bench.add_argument("--campaign-states", type=_whole, default=0,
-                       help="also run a campaign of this many states per backend twice, "
-                            "from saved guests and with boots (the default campaign: "
-                            f"{DEFAULT_STATES}; 0: skip, it takes about half an hour)")
-    bench.add_argument("--campaign-cuts", type=_whole, default=DEFAULT_CUTS,
-                       help="live cuts per backend in the measured campaigns")
+    bench.add_argument(
+        "--out",
+        type=Path,
+        default=Path("results/bench.json"),
+        help="the JSON file the numbers go to",
+    )
+    bench.add_argument(
+        "--backend", default="ext4-overlay2", choices=list(BACKENDS), help="the backend measured"
+    )
+    bench.add_argument(
+        "--states",
+        type=_whole,
+        default=48,
+        help="states for the checker (a campaign checks 24-48 per boot)",
+    )
+    bench.add_argument(
+        "--reboot-states",
+        type=_whole,
+        default=3,
+        help="states checked with a guest boot each, for the speedup",
+    )
+    bench.add_argument(
+        "--campaign-states",
+        type=_whole,
+        default=0,
+        help="also run a campaign of this many states per backend twice, "
+        "from saved guests and with boots (the default campaign: "
+        f"{DEFAULT_STATES}; 0: skip, it takes about half an hour)",
+    )
+    bench.add_argument(
+        "--campaign-cuts",
+        type=_whole,
+        default=DEFAULT_CUTS,
+        help="live cuts per backend in the measured campaigns",
+    )
 
-    cmp_ = sub.add_parser("compare", help="measure the storage stacks side by side: crash "
-                                          "safety, lifecycle, build, page cache, copy-up, "
-                                          "ENOSPC, write amplification")
-    cmp_.add_argument("--arms", default=",".join(DEFAULT_ARMS),
-                      help=f"comma list of storage stacks (of: {', '.join(BACKENDS)})")
-    cmp_.add_argument("--reps", type=_whole, default=2,
-                      help="repetitions of each arm's timed session, arms interleaved")
-    cmp_.add_argument("--setting", choices=list(SETTINGS), default="short",
-                      help="budgets: short (`make compare`, about 20 min on 2 cores) or long "
-                           "(nightly: 50 containers, 5000 files, ENOSPC on a 3 GiB disk)")
-    cmp_.add_argument("--m1-states", type=_whole, default=None,
-                      help="M1: lost-cache crash states per arm (default: 40 short, 500 long)")
-    cmp_.add_argument("--metrics", default=",".join(METRICS),
-                      help="comma list of the metrics to measure")
-    cmp_.add_argument("--enospc-disk", type=_whole, default=None, metavar="MIB",
-                      help="M6: size of the disk churned to ENOSPC (default: 320 short, "
-                           "3072 long)")
-    cmp_.add_argument("--enospc-variants", default=None,
-                      help=f"M6: btrfs reclaim variants churned as extra arms (of: "
-                           f"{', '.join(RECLAIM)}; default: none short, all long)")
-    cmp_.add_argument("--kernel", default=None,
-                      help=KERNEL_HELP)
-    cmp_.add_argument("--release", default=DEFAULT_SUITE,
-                      help=f"Debian suite of the guest root and its docker ({', '.join(RELEASES)})")
+    cmp_ = sub.add_parser(
+        "compare",
+        help="measure the storage stacks side by side: crash "
+        "safety, lifecycle, build, page cache, copy-up, "
+        "ENOSPC, write amplification",
+    )
+    cmp_.add_argument(
+        "--arms",
+        default=",".join(DEFAULT_ARMS),
+        help=f"comma list of storage stacks (of: {', '.join(BACKENDS)})",
+    )
+    cmp_.add_argument(
+        "--reps",
+        type=_whole,
+        default=2,
+        help="repetitions of each arm's timed session, arms interleaved",
+    )
+    cmp_.add_argument(
+        "--setting",
+        choices=list(SETTINGS),
+        default="short",
+        help="budgets: short (`make compare`, about 20 min on 2 cores) or long "
+        "(nightly: 50 containers, 5000 files, ENOSPC on a 3 GiB disk)",
+    )
+    cmp_.add_argument(
+        "--m1-states",
+        type=_whole,
+        default=None,
+        help="M1: lost-cache crash states per arm (default: 40 short, 500 long)",
+    )
+    cmp_.add_argument(
+        "--metrics", default=",".join(METRICS), help="comma list of the metrics to measure"
+    )
+    cmp_.add_argument(
+        "--enospc-disk",
+        type=_whole,
+        default=None,
+        metavar="MIB",
+        help="M6: size of the disk churned to ENOSPC (default: 320 short, 3072 long)",
+    )
+    cmp_.add_argument(
+        "--enospc-variants",
+        default=None,
+        help=f"M6: btrfs reclaim variants churned as extra arms (of: "
+        f"{', '.join(RECLAIM)}; default: none short, all long)",
+    )
+    cmp_.add_argument("--kernel", default=None, help=KERNEL_HELP)
+    cmp_.add_argument(
+        "--release",
+        default=DEFAULT_SUITE,
+        help=f"Debian suite of the guest root and its docker ({', '.join(RELEASES)})",
+    )
     cmp_.add_argument("--seed", type=_whole, default=1, help="seed of M1's crash states")
-    cmp_.add_argument("--out", type=Path, default=Path("results"),
-                      help="runs go to OUT/compare/RUN_ID (OUT/compare/latest: the newest)")
+    cmp_.add_argument(
+        "--out",
+        type=Path,
+        default=Path("results"),
+        help="runs go to OUT/compare/RUN_ID (OUT/compare/latest: the newest)",
+    )
     cmp_.add_argument("--accel", default=None, help="auto (default), kvm or tcg")
-    cmp_.add_argument("--jobs", type=_whole, default=2,
-                      help="pieces (timed sessions, ENOSPC sessions, the M1 campaign) run at a "
-                           "time, a guest each")
-    cmp_.add_argument("--no-saved-guests", dest="saved_guests", action="store_false",
-                      help="boot every guest instead of resuming saved ones")
+    cmp_.add_argument(
+        "--jobs",
+        type=_whole,
+        default=2,
+        help="pieces (timed sessions, ENOSPC sessions, the M1 campaign) run at a "
+        "time, a guest each",
+    )
+    cmp_.add_argument(
+        "--no-saved-guests",
+        dest="saved_guests",
+        action="store_false",
+        help="boot every guest instead of resuming saved ones",
+    )
 
-    cor = sub.add_parser("corpus", help="the known-bug corpus: kernel crash-consistency fixes "
-                                        "undone in a 6.12 tree, and whether crashtest catches "
-                                        "them")
+    cor = sub.add_parser(
+        "corpus",
+        help="the known-bug corpus: kernel crash-consistency fixes "
+        "undone in a 6.12 tree, and whether crashtest catches "
+        "them",
+    )
     cor_sub = cor.add_subparsers(dest="corpus_command", required=True)
     cls = cor_sub.add_parser("list", help="the entries: fix, fstests test, edit, expected verdict")
     cls.add_argument("--json", action="store_true", help="every field, edits included, as JSON")
-    crun = cor_sub.add_parser("run", help="build each entry's kernel from TREE with its fix "
-                                          "undone, run its campaign RUNS times, and the same "
-                                          "workload on the stock tree")
-    crun.add_argument("--tree", type=Path, default=None,
-                      help="a kernel source tree the edits were written for (Debian's "
-                           "linux-source-6.12, unpacked); never modified: edits go to a "
-                           "working copy in the cache")
-    crun.add_argument("--kernel", default=None,
-                      help="instead of --tree: run the workloads on this kernel only (a "
-                           "Debian package or a bzImage), as a baseline")
+    crun = cor_sub.add_parser(
+        "run",
+        help="build each entry's kernel from TREE with its fix "
+        "undone, run its campaign RUNS times, and the same "
+        "workload on the stock tree",
+    )
+    crun.add_argument(
+        "--tree",
+        type=Path,
+        default=None,
+        help="a kernel source tree the edits were written for (Debian's "
+        "linux-source-6.12, unpacked); never modified: edits go to a "
+        "working copy in the cache",
+    )
+    crun.add_argument(
+        "--kernel",
+        default=None,
+        help="instead of --tree: run the workloads on this kernel only (a "
+        "Debian package or a bzImage), as a baseline",
+    )
     crun.add_argument("--only", default=None, help="comma list of entry ids (default: all)")
-    crun.add_argument("--runs", type=_whole, default=corpus.DEFAULT_RUNS,
-                      help="campaigns per entry on the kernel with the fix undone")
-    crun.add_argument("--baseline-runs", type=_whole, default=1,
-                      help="campaigns per entry on the stock tree (controls: --runs)")
-    crun.add_argument("--states", type=_whole, default=corpus.DEFAULT_STATES,
-                      help="lost-cache crash states per campaign")
-    crun.add_argument("--cuts", type=_whole, default=corpus.DEFAULT_CUTS,
-                      help="live cuts per campaign, right after the entry's fsync")
+    crun.add_argument(
+        "--runs",
+        type=_whole,
+        default=corpus.DEFAULT_RUNS,
+        help="campaigns per entry on the kernel with the fix undone",
+    )
+    crun.add_argument(
+        "--baseline-runs",
+        type=_whole,
+        default=1,
+        help="campaigns per entry on the stock tree (controls: --runs)",
+    )
+    crun.add_argument(
+        "--states",
+        type=_whole,
+        default=corpus.DEFAULT_STATES,
+        help="lost-cache crash states per campaign",
+    )
+    crun.add_argument(
+        "--cuts",
+        type=_whole,
+        default=corpus.DEFAULT_CUTS,
+        help="live cuts per campaign, right after the entry's fsync",
+    )
     crun.add_argument("--seed", type=_whole, default=1, help="seed of the first run (+1 each)")
-    crun.add_argument("--out", type=Path, default=Path("results"),
-                      help="runs go to OUT/corpus/RUN_ID (OUT/corpus/latest: the newest)")
+    crun.add_argument(
+        "--out",
+        type=Path,
+        default=Path("results"),
+        help="runs go to OUT/corpus/RUN_ID (OUT/corpus/latest: the newest)",
+    )
     crun.add_argument("--accel", default=None, help="auto (default), kvm or tcg")
     crun.add_argument("--jobs", type=_whole, default=2, help="units of a campaign at a time")
-    crun.add_argument("--no-saved-guests", dest="saved_guests", action="store_false",
-                      help="boot every guest instead of resuming saved ones")
+    crun.add_argument(
+        "--no-saved-guests",
+        dest="saved_guests",
+        action="store_false",
+        help="boot every guest instead of resuming saved ones",
+    )
 
     chk = sub.add_parser("check", help="run every oracle on an existing test-disk image")
     chk.add_argument("image", type=Path, help="a raw or qcow2 disk image of a docker disk")
-    chk.add_argument("--kernel", default=None, help="the kernel that checks it "
-                                                   "(default: the built-in one)")
+    chk.add_argument(
+        "--kernel", default=None, help="the kernel that checks it (default: the built-in one)"
+    )
     chk.add_argument("--json", action="store_true", help="print the report as JSON")
 
     st = sub.add_parser("states", help="read a write log and list its crash states")
@@ -239,43 +416,79 @@ def build_parser() -> argparse.ArgumentParser:
 
     rep = sub.add_parser("repro", help="rebuild and recheck a reproducer bundle")
     rep.add_argument("bundle", type=Path, help="a reproducer bundle's directory")
-    rep.add_argument("--runs", type=_whole, default=3,
-                     help="checks of a lost-cache state, or live cuts to repeat")
-    rep.add_argument("--kernel", default=None,
-                     help="check on this kernel instead of the bundle's (bisecting, fixes)")
+    rep.add_argument(
+        "--runs",
+        type=_whole,
+        default=3,
+        help="checks of a lost-cache state, or live cuts to repeat",
+    )
+    rep.add_argument(
+        "--kernel",
+        default=None,
+        help="check on this kernel instead of the bundle's (bisecting, fixes)",
+    )
     rep.add_argument("--json", action="store_true", help="print the report as JSON")
-    rep.add_argument("--bisect", action="store_true",
-                     help="exit as `git bisect run` wants: 0 good, 1 bad, 125 cannot test")
+    rep.add_argument(
+        "--bisect",
+        action="store_true",
+        help="exit as `git bisect run` wants: 0 good, 1 bad, 125 cannot test",
+    )
 
     rpt = sub.add_parser("report", help="write a static HTML report from result directories")
-    rpt.add_argument("dirs", type=Path, nargs="+",
-                     help="run directories, or directories holding runs (e.g. results/)")
-    rpt.add_argument("-o", "--output", type=Path, default=None,
-                     help="HTML file (default: report.html in the run, or in the first DIR)")
+    rpt.add_argument(
+        "dirs",
+        type=Path,
+        nargs="+",
+        help="run directories, or directories holding runs (e.g. results/)",
+    )
+    rpt.add_argument(
+        "-o",
+        "--output",
+        type=Path,
+        default=None,
+        help="HTML file (default: report.html in the run, or in the first DIR)",
+    )
 
-    ups = sub.add_parser("upstream", help="a plain-text report of one finding for upstream "
-                                          "maintainers, from its reproducer bundle")
+    ups = sub.add_parser(
+        "upstream",
+        help="a plain-text report of one finding for upstream "
+        "maintainers, from its reproducer bundle",
+    )
     ups.add_argument("bundle", type=Path, help="a reproducer bundle's directory")
-    ups.add_argument("--evidence", type=Path, action="append", default=[],
-                     help="run directories (or directories of runs) of the same workload on "
-                          "other kernels: each kernel's outcome goes in the report (repeatable)")
-    ups.add_argument("-o", "--output", type=Path, default=None,
-                     help="write the report to this file (default: standard output)")
+    ups.add_argument(
+        "--evidence",
+        type=Path,
+        action="append",
+        default=[],
+        help="run directories (or directories of runs) of the same workload on "
+        "other kernels: each kernel's outcome goes in the report (repeatable)",
+    )
+    ups.add_argument(
+        "-o",
+        "--output",
+        type=Path,
+        default=None,
+        help="write the report to this file (default: standard output)",
+    )
 
-    wls = sub.add_parser("workloads", help="list registered workloads, or check a workload "
-                                           "file and show its steps")
+    wls = sub.add_parser(
+        "workloads", help="list registered workloads, or check a workload file and show its steps"
+    )
     wls.add_argument("workload", nargs="?", default=None, help="a name or a .py/.toml file")
     wls.add_argument("--seed", type=_whole, default=1, help="the seed the workload is built with")
 
     img = sub.add_parser("images", help="build (or find cached) guest images, print manifests")
-    img.add_argument("--kernel", default=None,
-                     help=KERNEL_HELP + " "
-                          "(default: the built-in one)")
-    img.add_argument("--kernel-modules", default=None,
-                     help="modules directory for a bzImage (lib/modules/VERSION)")
-    img.add_argument("--releases", default=DEFAULT_SUITE,
-                     help=f"comma list of Debian suites to build guest roots for "
-                          f"({', '.join(RELEASES)})")
+    img.add_argument("--kernel", default=None, help=KERNEL_HELP + " (default: the built-in one)")
+    img.add_argument(
+        "--kernel-modules",
+        default=None,
+        help="modules directory for a bzImage (lib/modules/VERSION)",
+    )
+    img.add_argument(
+        "--releases",
+        default=DEFAULT_SUITE,
+        help=f"comma list of Debian suites to build guest roots for ({', '.join(RELEASES)})",
+    )
     for cmd in sub.choices.values():  # every option's default shown in --help
         cmd.formatter_class = Help
     return p
@@ -296,8 +509,9 @@ def _repro(args: argparse.Namespace) -> int:
     """Exit 1 when the bundle's violation came back, 0 when it did not."""
     try:
         bundle = load_bundle(args.bundle)
-        report = reproduce(bundle, args.runs, args.kernel,
-                           progress=lambda m: print(m, file=sys.stderr, flush=True))
+        report = reproduce(
+            bundle, args.runs, args.kernel, progress=lambda m: print(m, file=sys.stderr, flush=True)
+        )
     except CrashtestError as e:
         if not args.bisect:
             raise
@@ -309,13 +523,17 @@ def _repro(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(report.to_json(), indent=1))
     else:
-        print(f"crashtest: {report.kind} state {report.state} on kernel "
-              f"{report.kernel['version']}: reproduced {report.reproduced}/{report.runs} "
-              f"(rate {report.rate:.2f}); expected {report.expected}")
+        print(
+            f"crashtest: {report.kind} state {report.state} on kernel "
+            f"{report.kernel['version']}: reproduced {report.reproduced}/{report.runs} "
+            f"(rate {report.rate:.2f}); expected {report.expected}"
+        )
         for a in report.attempts:
             if a.what not in ("original", "live cut"):
-                print(f"  {a.what} {a.state}: {'REPRODUCED' if a.reproduced else 'not reproduced'}"
-                      f" {a.signature or ''}")
+                print(
+                    f"  {a.what} {a.state}: {'REPRODUCED' if a.reproduced else 'not reproduced'}"
+                    f" {a.signature or ''}"
+                )
     if report.reproduced:
         return 1
     if report.harness_errors:
@@ -343,9 +561,12 @@ def _diff(args: argparse.Namespace) -> int:
     d = diff([args.old], [args.new])
     regressions = candidates(find_runs([args.new]), find_runs([args.old]))
     if args.json:
-        print(json.dumps({**d.to_json(),
-                          "regression_candidates": [c.to_json() for c in regressions]},
-                         indent=1))
+        print(
+            json.dumps(
+                {**d.to_json(), "regression_candidates": [c.to_json() for c in regressions]},
+                indent=1,
+            )
+        )
     else:
         for title, items in (("new", d.appeared), ("gone", d.gone), ("still failing", d.still)):
             print(f"{title}: {len(items)}")
@@ -359,12 +580,24 @@ def _diff(args: argparse.Namespace) -> int:
 
 def _compare(args: argparse.Namespace) -> int:
     """Exit 0 when every arm measured every metric, 2 when one failed."""
-    run_dir = run_compare(CompareOptions(
-        arms=args.arms, reps=args.reps, setting=args.setting, m1_states=args.m1_states,
-        metrics=args.metrics, seed=args.seed, out=args.out, kernel=args.kernel,
-        release=args.release, accel=args.accel, jobs=args.jobs,
-        enospc_disk_mib=args.enospc_disk, enospc_variants=args.enospc_variants,
-        saved_guests=args.saved_guests))
+    run_dir = run_compare(
+        CompareOptions(
+            arms=args.arms,
+            reps=args.reps,
+            setting=args.setting,
+            m1_states=args.m1_states,
+            metrics=args.metrics,
+            seed=args.seed,
+            out=args.out,
+            kernel=args.kernel,
+            release=args.release,
+            accel=args.accel,
+            jobs=args.jobs,
+            enospc_disk_mib=args.enospc_disk,
+            enospc_variants=args.enospc_variants,
+            saved_guests=args.saved_guests,
+        )
+    )
     doc = json.loads((run_dir / "compare.json").read_text())
     print(headline(doc))
     print(f"crashtest: compare results in {run_dir}/compare.json and compare.html")
@@ -382,17 +615,33 @@ def _corpus(args: argparse.Namespace) -> int:
             return 0
         for b in corpus.CORPUS:
             files = ", ".join(sorted({e.path for e in b.edits})) or "no edit"
-            print(f"{b.id}\t{b.kind}\t{b.fix} {b.title}\t{b.fstests}\t{b.backend}\t{files}"
-                  f"\texpected: {b.expected}")
+            print(
+                f"{b.id}\t{b.kind}\t{b.fix} {b.title}\t{b.fstests}\t{b.backend}\t{files}"
+                f"\texpected: {b.expected}"
+            )
         return 0
-    run_dir = corpus.run_corpus(corpus.CorpusOptions(
-        tree=args.tree, kernel=args.kernel, only=args.only, runs=args.runs,
-        baseline_runs=args.baseline_runs, states=args.states, cuts=args.cuts, seed=args.seed,
-        out=args.out, accel=args.accel, jobs=args.jobs, saved_guests=args.saved_guests))
+    run_dir = corpus.run_corpus(
+        corpus.CorpusOptions(
+            tree=args.tree,
+            kernel=args.kernel,
+            only=args.only,
+            runs=args.runs,
+            baseline_runs=args.baseline_runs,
+            states=args.states,
+            cuts=args.cuts,
+            seed=args.seed,
+            out=args.out,
+            accel=args.accel,
+            jobs=args.jobs,
+            saved_guests=args.saved_guests,
+        )
+    )
     doc = json.loads((run_dir / "corpus.json").read_text())
     for en in doc["entries"]:
-        print(f"crashtest: {en['id']}: {en['result']}"
-              + ("" if en["as_expected"] else " (NOT as expected)"))
+        print(
+            f"crashtest: {en['id']}: {en['result']}"
+            + ("" if en["as_expected"] else " (NOT as expected)")
+        )
     print(f"crashtest: corpus results in {run_dir}/corpus.json and corpus.html")
     if any(en["harness_failed"] for en in doc["entries"]):
         return 2
@@ -405,9 +654,11 @@ def _upstream(args: argparse.Namespace) -> int:
     proof = None
     if args.evidence:
         try:
-            proof = evidence(args.evidence, workload["name"],
-                             {Violation.from_json(v).signature()
-                              for v in bundle.meta["verdict"]["violations"]})
+            proof = evidence(
+                args.evidence,
+                workload["name"],
+                {Violation.from_json(v).signature() for v in bundle.meta["verdict"]["violations"]},
+            )
         except InputError as e:
             raise InputError(f"--evidence: {e}") from e
     entry = corpus_by_id().get(workload["name"])
@@ -435,13 +686,30 @@ def _workloads(args: argparse.Namespace) -> int:
             print(f"{name}\t{ref}\t{about}")
         return 0
     wl = load_workload(args.workload, args.seed)
-    print(json.dumps({
-        "name": wl.name, "source": wl.source, "digest": wl.digest, "seed": wl.seed,
-        "description": wl.description, "cuts": list(wl.cuts),
-        "steps": [{"name": s.name, "barrier": s.barrier or "none", "needs": list(s.needs),
-                   "promises": [p.describe() for p in s.promises],
-                   "observes": [o.target for o in s.observes]} for s in wl.steps],
-        "invariants": [i.describe() for i in wl.invariants]}, indent=1))
+    print(
+        json.dumps(
+            {
+                "name": wl.name,
+                "source": wl.source,
+                "digest": wl.digest,
+                "seed": wl.seed,
+                "description": wl.description,
+                "cuts": list(wl.cuts),
+                "steps": [
+                    {
+                        "name": s.name,
+                        "barrier": s.barrier or "none",
+                        "needs": list(s.needs),
+                        "promises": [p.describe() for p in s.promises],
+                        "observes": [o.target for o in s.observes],
+                    }
+                    for s in wl.steps
+                ],
+                "invariants": [i.describe() for i in wl.invariants],
+            },
+            indent=1,
+        )
+    )
     return 0
 
 
@@ -475,8 +743,10 @@ def main(argv: list[str] | None = None) -> int:
         kill_all()
         log = _error_log(args)
         log.write_text(traceback.format_exc())
-        print(f"crashtest: internal error: {type(e).__name__}: {e} (traceback in {log})",
-              file=sys.stderr)
+        print(
+            f"crashtest: internal error: {type(e).__name__}: {e} (traceback in {log})",
+            file=sys.stderr,
+        )
         return 2
     finally:
         kill_all()
@@ -487,43 +757,71 @@ def _dispatch(args: argparse.Namespace) -> int:
         suites = [check_release(r.strip()) for r in args.releases.split(",") if r.strip()]
         for suite in suites:
             images = ensure_images(args.kernel, args.kernel_modules, suite)
-            print(json.dumps({"kernel": images.kernel.info, "rootfs": images.root.manifest,
-                              "initrd": str(images.initrd)}, indent=1))
+            print(
+                json.dumps(
+                    {
+                        "kernel": images.kernel.info,
+                        "rootfs": images.root.manifest,
+                        "initrd": str(images.initrd),
+                    },
+                    indent=1,
+                )
+            )
         return 0
     if args.command == "check":
         report = check_image(args.image, args.kernel)
         if args.json:
             print(json.dumps(report.to_json(), indent=1))
         else:
-            print(f"crashtest: {args.image}: {report.fs} ({report.backend}), "
-                  f"kernel {report.kernel}")
+            print(
+                f"crashtest: {args.image}: {report.fs} ({report.backend}), kernel {report.kernel}"
+            )
             for v in report.violations:
                 print(f"  [{v.cls}, fault: {v.fault}] {v.promise}")
                 for key, val in v.evidence.items():
                     print(f"      {key}: {val.strip().splitlines()[0] if val.strip() else ''}")
-            print("crashtest: clean" if not report.failing else
-                  f"crashtest: {len(report.failing)} violations")
+            print(
+                "crashtest: clean"
+                if not report.failing
+                else f"crashtest: {len(report.failing)} violations"
+            )
         return 1 if report.failing else 0
     if args.command == "states":
         log = _read_any_log(args.log)
         sel = select_states(log, args.seed, args.budget)
         eps, states = sel.epochs, sel.states
-        print(json.dumps({**sel.to_json(),
-            "log": str(args.log), "digest": log.digest, "sector_size": log.sectorsize,
-            "entries": len(log.entries), "superblock_entries": log.nr_entries_super,
-            "flushes": sum(1 for e in log.entries if e.is_flush), "epochs": len(eps),
-            "states": [s.id for s in states]}, indent=1))
+        print(
+            json.dumps(
+                {
+                    **sel.to_json(),
+                    "log": str(args.log),
+                    "digest": log.digest,
+                    "sector_size": log.sectorsize,
+                    "entries": len(log.entries),
+                    "superblock_entries": log.nr_entries_super,
+                    "flushes": sum(1 for e in log.entries if e.is_flush),
+                    "epochs": len(eps),
+                    "states": [s.id for s in states],
+                },
+                indent=1,
+            )
+        )
         return 0
     if args.command == "merge":
-        merged, failed = (merge_all(args.out, args.shards) if args.all
-                          else ([merge_runs(args.out, args.shards)], []))
+        merged, failed = (
+            merge_all(args.out, args.shards)
+            if args.all
+            else ([merge_runs(args.out, args.shards)], [])
+        )
         worst = 2 if failed else 0
         for why in failed:
             print(f"crashtest: could not merge {why}", file=sys.stderr)
         for m in merged:
             summary = json.loads((m / "summary.json").read_text())
-            print(f"crashtest: merged {len(summary['shard']['merged_from'])} shards into "
-                  f"{m}: {verdict_line(summary)}")
+            print(
+                f"crashtest: merged {len(summary['shard']['merged_from'])} shards into "
+                f"{m}: {verdict_line(summary)}"
+            )
             for f in summary["findings"]:
                 if not f["known"]:
                     print(f"  new: {f['signature']} ({f['backend']}, {f['states']} states)")
@@ -546,21 +844,44 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "corpus":
         return _corpus(args)
     if args.command == "bench":
-        doc = run_bench(args.out, args.backend, args.states, args.reboot_states,
-                        campaign_states=args.campaign_states, campaign_cuts=args.campaign_cuts)
+        doc = run_bench(
+            args.out,
+            args.backend,
+            args.states,
+            args.reboot_states,
+            campaign_states=args.campaign_states,
+            campaign_cuts=args.campaign_cuts,
+        )
         print(json.dumps({k: v for k, v in doc.items() if k != "verdicts"}, indent=1))
         print(f"crashtest: benchmark written to {args.out}")
         return 0
     opts = RunOptions(
-        backends=args.backends, cuts=args.cuts, states=args.states, kernel=args.kernel,
-        kernel_modules=args.kernel_modules, seed=args.seed, out=args.out,
-        accel=args.accel, cut_at=args.cut_at, mkfs_options=args.mkfs_options,
-        mount_options=args.mount_options, keep_disks=args.keep_disks,
-        inject=args.inject, memory_mb=args.memory, kernels=args.kernels, jobs=args.jobs,
-        shard=args.shard, minimize_steps=args.minimize_steps, workload=args.workload,
-        daemon_checks=args.daemon_checks, saved_guests=args.saved_guests,
-        workloads=args.workloads, release=args.release, releases=args.releases,
-        known=args.known, fail_on=args.fail_on or "",
+        backends=args.backends,
+        cuts=args.cuts,
+        states=args.states,
+        kernel=args.kernel,
+        kernel_modules=args.kernel_modules,
+        seed=args.seed,
+        out=args.out,
+        accel=args.accel,
+        cut_at=args.cut_at,
+        mkfs_options=args.mkfs_options,
+        mount_options=args.mount_options,
+        keep_disks=args.keep_disks,
+        inject=args.inject,
+        memory_mb=args.memory,
+        kernels=args.kernels,
+        jobs=args.jobs,
+        shard=args.shard,
+        minimize_steps=args.minimize_steps,
+        workload=args.workload,
+        daemon_checks=args.daemon_checks,
+        saved_guests=args.saved_guests,
+        workloads=args.workloads,
+        release=args.release,
+        releases=args.releases,
+        known=args.known,
+        fail_on=args.fail_on or "",
     )
     if args.resume is not None:
         opts = load_plan(args.resume)
@@ -574,8 +895,9 @@ def verdict_line(summary: dict[str, Any]) -> str:
     """One line for a run's outcome: states, violations by fault, new and known."""
     t = summary["totals"]
     faults = ", ".join(f"{n} {f}'s fault" for f, n in t.get("faults", {}).items())
-    line = (f"{t['states_checked']} states checked, {t['violations']} violations"
-            + (f" ({faults})" if faults else ""))
+    line = f"{t['states_checked']} states checked, {t['violations']} violations" + (
+        f" ({faults})" if faults else ""
+    )
     if summary.get("known_failures", {}).get("entries"):
         line += f", {t['new']} new, {t['known']} known"
         if t["known_not_seen"]:

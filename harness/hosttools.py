@@ -46,8 +46,21 @@ def require(*tools: str) -> None:
 
 def qcow2_overlay(backing: Path, out: Path, backing_fmt: str = "raw") -> Path:
     """A throwaway qcow2 over `backing`: the guest writes there, the backing stays as is."""
-    run(["qemu-img", "create", "-q", "-f", "qcow2", "-b", str(backing.resolve()),
-         "-F", backing_fmt, str(out)], f"qemu-img create of an overlay over {backing.name}")
+    run(
+        [
+            "qemu-img",
+            "create",
+            "-q",
+            "-f",
+            "qcow2",
+            "-b",
+            str(backing.resolve()),
+            "-F",
+            backing_fmt,
+            str(out),
+        ],
+        f"qemu-img create of an overlay over {backing.name}",
+    )
     return out
 
 
@@ -57,24 +70,24 @@ def as_root(argv: Sequence[str], why: str) -> list[str]:
     no unprivileged user namespaces for mmdebstrap's unshare mode)."""
     if os.geteuid() == 0:
         return list(argv)
-    if shutil.which("sudo") is None or subprocess.run(
-            ["sudo", "-n", "true"], capture_output=True, check=False).returncode != 0:
-        raise HarnessError(f"{why} needs root: run crashtest as root, or give this user "
-                           "passwordless sudo, or build the images once as root "
-                           "(sudo make images)")
+    if (
+        shutil.which("sudo") is None
+        or subprocess.run(["sudo", "-n", "true"], capture_output=True, check=False).returncode != 0
+    ):
+        raise HarnessError(
+            f"{why} needs root: run crashtest as root, or give this user "
+            "passwordless sudo, or build the images once as root "
+            "(sudo make images)"
+        )
     require(argv[0])
     return ["sudo", "-n", *argv]
 
 
-def run(
-    argv: Sequence[str], what: str, timeout: float = 600, cwd: Path | None = None
-) -> str:
+def run(argv: Sequence[str], what: str, timeout: float = 600, cwd: Path | None = None) -> str:
     """Run a host command; on failure raise a HarnessError with its last output line."""
     require(argv[0])
     try:
-        proc = subprocess.run(
-            list(argv), capture_output=True, text=True, timeout=timeout, cwd=cwd
-        )
+        proc = subprocess.run(list(argv), capture_output=True, text=True, timeout=timeout, cwd=cwd)
     except subprocess.TimeoutExpired as e:
         raise HarnessError(f"{what}: timed out after {timeout:.0f}s") from e
     if proc.returncode != 0:

@@ -78,24 +78,27 @@ class Stage(StrEnum):
 CLASSES = tuple(c.value for c in ViolationClass)
 FAULTS: dict[str, str] = {
     Fault.FILESYSTEM: "the filesystem lost or damaged what sync/fsync had made durable, or "
-                      "its recovery left it inconsistent",
+    "its recovery left it inconsistent",
     Fault.KERNEL: "the kernel failed (BUG, Oops, panic, hung task) outside filesystem code",
     Fault.DOCKER: "docker left an object it lists as usable with content or metadata that "
-                  "was never made durable, or did not restore or clean up its own state",
+    "was never made durable, or did not restore or clean up its own state",
     Fault.CONFIGURATION: "the filesystem was told not to flush the disk cache (barrier=0, "
-                         "nobarrier), so a power cut may lose anything written since mount",
+    "nobarrier), so a power cut may lose anything written since mount",
     Fault.HARNESS: "the harness could not decide",
     Fault.UNKNOWN: "no durability point is known for this disk (crashtest check), or only the "
-                   "kernel console speaks of damage (console-only), so it cannot be laid at "
-                   "anyone's door",
+    "kernel console speaks of damage (console-only), so it cannot be laid at "
+    "anyone's door",
 }
 # Whose promise a class breaks by default: a workload promise is made by sync/fsync,
 # so breaking it is the filesystem's fault; docker's own promises say so explicitly.
 _DEFAULT_FAULT = {
-    ViolationClass.FS_CORRUPTION: Fault.FILESYSTEM, ViolationClass.FS_DURABILITY: Fault.FILESYSTEM,
+    ViolationClass.FS_CORRUPTION: Fault.FILESYSTEM,
+    ViolationClass.FS_DURABILITY: Fault.FILESYSTEM,
     ViolationClass.DOCKER_CORRUPTION: Fault.FILESYSTEM,
-    ViolationClass.DOCKER_LOST: Fault.FILESYSTEM, ViolationClass.LEAK: Fault.DOCKER,
-    ViolationClass.HARNESS_ERROR: Fault.HARNESS, ViolationClass.CONSOLE_ONLY: Fault.UNKNOWN,
+    ViolationClass.DOCKER_LOST: Fault.FILESYSTEM,
+    ViolationClass.LEAK: Fault.DOCKER,
+    ViolationClass.HARNESS_ERROR: Fault.HARNESS,
+    ViolationClass.CONSOLE_ONLY: Fault.UNKNOWN,
 }
 
 
@@ -105,8 +108,10 @@ def is_clean(found: list[Violation]) -> bool:
 
 
 _IDS = re.compile(r"(sha256:)?[0-9a-f]{12,}")
-_RESTORED = re.compile(r"^(image .*|an untagged image), which docker restores, has intact "
-                       r"layers \((.*)\)$")
+_RESTORED = re.compile(
+    r"^(image .*|an untagged image), which docker restores, has intact "
+    r"layers \((.*)\)$"
+)
 
 
 def _stable(text: str) -> str:
@@ -145,10 +150,15 @@ class Violation:
     @classmethod
     def from_json(cls, d: dict[str, object]) -> Violation:
         ev = d.get("evidence") or {}
-        return cls(str(d["class"]), str(d["state"]), str(d["promise"]),
-                   {str(k): str(v) for k, v in dict(ev).items()},  # type: ignore[call-overload]
-                   str(d.get("fault") or ""), str(d.get("check") or ""),
-                   str(d.get("subject") or ""))
+        return cls(
+            str(d["class"]),
+            str(d["state"]),
+            str(d["promise"]),
+            {str(k): str(v) for k, v in dict(ev).items()},  # type: ignore[call-overload]
+            str(d.get("fault") or ""),
+            str(d.get("check") or ""),
+            str(d.get("subject") or ""),
+        )
 
     def headline(self) -> str:
         return f"[{self.cls}, {self.fault}'s fault] {self.state}: {self.promise}"
@@ -173,8 +183,15 @@ class Violation:
         return _stable(self.subject)
 
     def with_evidence(self, **extra: str) -> Violation:
-        return Violation(self.cls, self.state, self.promise, {**self.evidence, **extra},
-                         self.fault, self.check, self.subject)
+        return Violation(
+            self.cls,
+            self.state,
+            self.promise,
+            {**self.evidence, **extra},
+            self.fault,
+            self.check,
+            self.subject,
+        )
 
 
 def blame_configuration(found: list[Violation], option: str) -> list[Violation]:
@@ -182,9 +199,20 @@ def blame_configuration(found: list[Violation], option: str) -> list[Violation]:
     filesystem could not keep is the configuration's fault."""
     if not option:
         return found
-    return [Violation(v.cls, v.state, v.promise, {**v.evidence, "configuration": option},
-                      Fault.CONFIGURATION, v.check, v.subject)
-            if v.fault == Fault.FILESYSTEM else v for v in found]
+    return [
+        Violation(
+            v.cls,
+            v.state,
+            v.promise,
+            {**v.evidence, "configuration": option},
+            Fault.CONFIGURATION,
+            v.check,
+            v.subject,
+        )
+        if v.fault == Fault.FILESYSTEM
+        else v
+        for v in found
+    ]
 
 
 @dataclass(frozen=True)
@@ -223,9 +251,9 @@ class Promise:
         text = {
             PromiseKind.IMAGE: f"image {t} exists, saves and runs",
             PromiseKind.CONTAINER: f"container {t} exists"
-                                   + (f" ({self.state})" if self.state else ""),
+            + (f" ({self.state})" if self.state else ""),
             PromiseKind.FILE: f"{t} has sha256 {self.sha256[:16]}"
-                              + (f" and mode/owner {self.meta}" if self.meta else ""),
+            + (f" and mode/owner {self.meta}" if self.meta else ""),
             PromiseKind.ABSENT_FILE: f"removed file {t} stays removed",
             PromiseKind.ABSENT_IMAGE: f"removed image {t} stays removed",
             PromiseKind.ABSENT_CONTAINER: f"removed container {t} stays removed",
@@ -264,13 +292,21 @@ class Observation:
         return f"file:{self.target}"
 
     def to_json(self) -> dict[str, Any]:
-        return {"target": self.target, "outcomes": dict(self.outcomes), "step": self.step,
-                "origin": self.origin}
+        return {
+            "target": self.target,
+            "outcomes": dict(self.outcomes),
+            "step": self.step,
+            "origin": self.origin,
+        }
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> Observation:
-        return cls(str(d["target"]), tuple((str(k), str(v)) for k, v in d["outcomes"].items()),
-                   str(d.get("step", "")), str(d.get("origin", "")))
+        return cls(
+            str(d["target"]),
+            tuple((str(k), str(v)) for k, v in d["outcomes"].items()),
+            str(d.get("step", "")),
+            str(d.get("origin", "")),
+        )
 
 
 @dataclass(frozen=True)
@@ -324,22 +360,41 @@ class StateResult:
 
     def to_json(self) -> dict[str, object]:
         return {
-            "state": self.state, "kind": str(self.kind), "backend": self.backend,
-            "plan": self.plan, "actual": self.actual,
+            "state": self.state,
+            "kind": str(self.kind),
+            "backend": self.backend,
+            "plan": self.plan,
+            "actual": self.actual,
             "last_durability_point": self.last_durability_point,
-            "promises": self.promises, "verdict": self.verdict,
+            "promises": self.promises,
+            "verdict": self.verdict,
             "violations": [v.to_json() for v in self.violations],
-            "harness_error": self.harness_error, "wall_s": self.wall_s, "timings": self.timings,
-            "bundle": self.bundle, "started": self.started, "observed": self.observed,
+            "harness_error": self.harness_error,
+            "wall_s": self.wall_s,
+            "timings": self.timings,
+            "bundle": self.bundle,
+            "started": self.started,
+            "observed": self.observed,
         }
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> StateResult:
-        return cls(d["state"], d["backend"], d["plan"], d["kind"], d["actual"],
-                   d["last_durability_point"], d["promises"],
-                   [Violation.from_json(v) for v in d["violations"]], d["harness_error"],
-                   d["wall_s"], d["timings"], d.get("bundle", ""), d.get("started", ""),
-                   dict(d.get("observed") or {}))
+        return cls(
+            d["state"],
+            d["backend"],
+            d["plan"],
+            d["kind"],
+            d["actual"],
+            d["last_durability_point"],
+            d["promises"],
+            [Violation.from_json(v) for v in d["violations"]],
+            d["harness_error"],
+            d["wall_s"],
+            d["timings"],
+            d.get("bundle", ""),
+            d.get("started", ""),
+            dict(d.get("observed") or {}),
+        )
 
     @property
     def verdict(self) -> str:

@@ -18,9 +18,23 @@ def crashtest_version() -> str:
     except PackageNotFoundError:
         base = "0+unknown"
     try:
-        commit = subprocess.run(["git", "-C", str(SOURCE), "describe", "--always", "--dirty",
-                                 "--abbrev=12", "--exclude", "*"], capture_output=True,
-                                text=True, timeout=10, check=False).stdout.strip()
+        commit = subprocess.run(
+            [
+                "git",
+                "-C",
+                str(SOURCE),
+                "describe",
+                "--always",
+                "--dirty",
+                "--abbrev=12",
+                "--exclude",
+                "*",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=False,
+        ).stdout.strip()
     except (OSError, subprocess.TimeoutExpired):
         commit = ""
     return f"{base}+g{commit}" if commit else base

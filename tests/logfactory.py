@@ -29,7 +29,8 @@ class LogBuilder:
         return self._entry(sector, nr, 4)
 
     def save(self, path: Path, nr_entries: int | None = None) -> Path:
-        sup = struct.pack("<QQQI", MAGIC, 1, self.count if nr_entries is None else nr_entries,
-                          self.ss)
+        sup = struct.pack(
+            "<QQQI", MAGIC, 1, self.count if nr_entries is None else nr_entries, self.ss
+        )
         path.write_bytes(sup + bytes(self.ss - len(sup)) + bytes(self.body))
         return path

@@ -30,11 +30,18 @@ def make_store(root: Path) -> dict[str, str]:
     with tarfile.open(fileobj=io.BytesIO(stream)) as tar:
         members = tar.getmembers()
     for member in members:
-        entries.append({"type": 2, "payload": base64.b64encode(
-            stream[pos:member.offset_data]).decode()})
+        entries.append(
+            {"type": 2, "payload": base64.b64encode(stream[pos : member.offset_data]).decode()}
+        )
         crc = ds.crc64_iso(FILES[member.name]).to_bytes(8, "big")
-        entries.append({"type": 1, "name": member.name, "size": member.size,
-                        "payload": base64.b64encode(crc).decode()})
+        entries.append(
+            {
+                "type": 1,
+                "name": member.name,
+                "size": member.size,
+                "payload": base64.b64encode(crc).decode(),
+            }
+        )
         pos = member.offset_data + member.size
     entries.append({"type": 2, "payload": base64.b64encode(stream[pos:]).decode()})
     cache_id = "c" * 64
@@ -57,12 +64,14 @@ def make_store(root: Path) -> dict[str, str]:
     image_id = "sha256:" + hashlib.sha256(config).hexdigest()
     (img / "imagedb/content/sha256").mkdir(parents=True)
     (img / "imagedb/content/sha256" / image_id.split(":")[1]).write_bytes(config)
-    (img / "repositories.json").write_text(json.dumps(
-        {"Repositories": {"t/app": {"t/app:1": image_id}}}))
+    (img / "repositories.json").write_text(
+        json.dumps({"Repositories": {"t/app": {"t/app:1": image_id}}})
+    )
     cid, mount = "d" * 64, "e" * 64
     (root / "containers" / cid).mkdir(parents=True)
-    (root / "containers" / cid / "config.v2.json").write_text(json.dumps(
-        {"ID": cid, "Name": "/box"}))
+    (root / "containers" / cid / "config.v2.json").write_text(
+        json.dumps({"ID": cid, "Name": "/box"})
+    )
     (img / "layerdb/mounts" / cid).mkdir(parents=True)
     (img / "layerdb/mounts" / cid / "mount-id").write_text(mount)
     (img / "layerdb/mounts" / cid / "init-id").write_text(mount + "-init")

@@ -58,8 +58,10 @@ def check_out(out: Path) -> None:
         raise InputError(f"OUT {out}: cannot write results there ({e.strerror})") from e
     free = shutil.disk_usage(out).free
     if free < MIN_FREE_BYTES:
-        raise InputError(f"OUT {out}: only {free >> 20} MiB free; a campaign needs at least "
-                         f"{MIN_FREE_BYTES >> 20} MiB for its disks and write logs")
+        raise InputError(
+            f"OUT {out}: only {free >> 20} MiB free; a campaign needs at least "
+            f"{MIN_FREE_BYTES >> 20} MiB for its disks and write logs"
+        )
 
 
 def damage_for(name: str | None, workload: Workload) -> str:
@@ -95,8 +97,17 @@ def _save_unit(run_dir: Path, r: UnitResult) -> None:
     path = _unit_path(run_dir, r.unit)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps({"unit": r.unit, "wall_s": r.wall_s, "replay": r.replay,
-                               "states": [s.to_json() for s in r.states]}) + "\n")
+    tmp.write_text(
+        json.dumps(
+            {
+                "unit": r.unit,
+                "wall_s": r.wall_s,
+                "replay": r.replay,
+                "states": [s.to_json() for s in r.states],
+            }
+        )
+        + "\n"
+    )
     tmp.replace(path)
 
 
@@ -105,8 +116,12 @@ def _load_units(run_dir: Path) -> dict[int, UnitResult]:
     for path in sorted((run_dir / UNITS_DIR).glob("*.json")):
         try:
             d = json.loads(path.read_text())
-            r = UnitResult(int(d["unit"]), [StateResult.from_json(x) for x in d["states"]],
-                           dict(d["replay"]), float(d["wall_s"]))
+            r = UnitResult(
+                int(d["unit"]),
+                [StateResult.from_json(x) for x in d["states"]],
+                dict(d["replay"]),
+                float(d["wall_s"]),
+            )
         except (OSError, ValueError, KeyError, TypeError) as e:
             raise InputError(f"resume: {path} is not a finished unit's record ({e})") from e
         done[r.unit] = r
@@ -118,8 +133,9 @@ def load_plan(run_dir: Path) -> RunOptions:
     try:
         doc = json.loads((run_dir / PLAN_JSON).read_text())
     except (OSError, ValueError) as e:
-        raise InputError(f"resume: {run_dir} is not a crashtest run directory "
-                         f"(no readable {PLAN_JSON})") from e
+        raise InputError(
+            f"resume: {run_dir} is not a crashtest run directory (no readable {PLAN_JSON})"
+        ) from e
     try:
         summary = json.loads((run_dir / "summary.json").read_text())
     except (OSError, ValueError):
@@ -131,8 +147,9 @@ def load_plan(run_dir: Path) -> RunOptions:
     return opts
 
 
-def run_campaign(opts: RunOptions, progress: Progress | None = None,
-                 resume: Path | None = None) -> Path:
+def run_campaign(
+    opts: RunOptions, progress: Progress | None = None, resume: Path | None = None
+) -> Path:
     """Run the campaign (or this job's shard of it); return its run directory.
     Each unit is recorded as it finishes; an interrupted or failed run leaves a
     summary marked incomplete, which `resume` (its run directory) finishes with
@@ -152,19 +169,26 @@ def run_campaign(opts: RunOptions, progress: Progress | None = None,
     accel, why = accel_mod.choose(opts.accel)
     specs = kernel_specs(opts)
     t_img = time.monotonic()
-    images = {(k, r): ensure_images(spec, opts.kernel_modules, r)
-              for k, spec in enumerate(specs) for r in releases}
+    images = {
+        (k, r): ensure_images(spec, opts.kernel_modules, r)
+        for k, spec in enumerate(specs)
+        for r in releases
+    }
     for (_, rel), im in images.items():
-        say(f"crashtest: kernel {im.kernel.version}, {rel} image {im.root.manifest_id} "
-            f"(docker.io {im.root.key_packages().get('docker.io', '?')}), accel {accel} ({why})")
+        say(
+            f"crashtest: kernel {im.kernel.version}, {rel} image {im.root.manifest_id} "
+            f"(docker.io {im.root.key_packages().get('docker.io', '?')}), accel {accel} ({why})"
+        )
     say(f"crashtest: images ready in {time.monotonic() - t_img:.1f}s")
     for im in {id(i.kernel): i for i in images.values()}.values():
         for b in backends:
             needs = [m for m in b.kernel_modules() if lacks(im.kernel, m)]
             if needs:
-                raise InputError(f"KERNEL {im.kernel.info.get('source', im.kernel.version)}: "
-                                 f"backend {b.name} needs {', '.join(needs)}, neither built "
-                                 "into this kernel nor among its modules")
+                raise InputError(
+                    f"KERNEL {im.kernel.info.get('source', im.kernel.version)}: "
+                    f"backend {b.name} needs {', '.join(needs)}, neither built "
+                    "into this kernel nor among its modules"
+                )
     versions = [images[(k, releases[0])].kernel.version for k in range(len(specs))]
     if len(set(versions)) < len(versions):
         raise InputError(f"KERNELS: two of them are the same kernel ({', '.join(versions)})")
@@ -176,54 +200,87 @@ def run_campaign(opts: RunOptions, progress: Progress | None = None,
         planned = json.loads((resume / PLAN_JSON).read_text())["campaign"]
         if planned != key:
             changed = sorted(k for k in key if planned.get(k) != key[k])
-            raise InputError(f"resume: {resume} was planned with other {', '.join(changed)} "
-                             f"(now {', '.join(str(key[k]) for k in changed)}): it cannot be "
-                             "finished with the same plan")
+            raise InputError(
+                f"resume: {resume} was planned with other {', '.join(changed)} "
+                f"(now {', '.join(str(key[k]) for k in changed)}): it cannot be "
+                "finished with the same plan"
+            )
         done = _load_units(resume)
     else:
-        run_id = time.strftime("%Y%m%d-%H%M%S", time.gmtime()) + f"-s{opts.seed}" + (
-            f"-shard{shard_i}of{shard_n}" if shard_n > 1 else "")
+        run_id = (
+            time.strftime("%Y%m%d-%H%M%S", time.gmtime())
+            + f"-s{opts.seed}"
+            + (f"-shard{shard_i}of{shard_n}" if shard_n > 1 else "")
+        )
         run_dir = opts.out / run_id
         run_dir.mkdir(parents=True, exist_ok=False)
-        (run_dir / PLAN_JSON).write_text(json.dumps(
-            {"options": options_json(opts), "campaign": key}, indent=1) + "\n")
+        (run_dir / PLAN_JSON).write_text(
+            json.dumps({"options": options_json(opts), "campaign": key}, indent=1) + "\n"
+        )
         done = {}
-    cells = [Cell(k, r, w, fixed[w.name]) for w in workloads for r in releases
-             for k in range(len(specs))]
+    cells = [
+        Cell(k, r, w, fixed[w.name]) for w in workloads for r in releases for k in range(len(specs))
+    ]
     cdirs = _cell_dirs(cells, versions)
-    cfgs = [CampaignConfig(images=images[(c.kernel, c.release)], accel=accel,
-                           workload=c.workload, run_dir=run_dir / cd, memory_mb=opts.memory_mb,
-                           keep_disks=opts.keep_disks, damage=damage[c.workload.name],
-                           minimize_steps=opts.minimize_steps,
-                           daemon_checks=opts.daemon_checks, resume=opts.saved_guests)
-            for c, cd in zip(cells, cdirs, strict=True)]
+    cfgs = [
+        CampaignConfig(
+            images=images[(c.kernel, c.release)],
+            accel=accel,
+            workload=c.workload,
+            run_dir=run_dir / cd,
+            memory_mb=opts.memory_mb,
+            keep_disks=opts.keep_disks,
+            damage=damage[c.workload.name],
+            minimize_steps=opts.minimize_steps,
+            daemon_checks=opts.daemon_checks,
+            resume=opts.saved_guests,
+        )
+        for c, cd in zip(cells, cdirs, strict=True)
+    ]
     units = plan_units(opts, backends, cells)
     mine = [u.index for u in units if u.index % shard_n == shard_i - 1]
     todo = [i for i in mine if i not in done]
-    say(f"crashtest: {len(mine)} of {len(units)} units"
+    say(
+        f"crashtest: {len(mine)} of {len(units)} units"
         + (f" (shard {shard_i}/{shard_n})" if shard_n > 1 else "")
         + (f" over {len(cells)} cells (workload x release x kernel)" if len(cells) > 1 else "")
         + f", {opts.jobs} at a time"
-        + (f"; resuming {run_dir}: {len(mine) - len(todo)} done, {len(todo)} to run"
-           if resume is not None else ""))
+        + (
+            f"; resuming {run_dir}: {len(mine) - len(todo)} done, {len(todo)} to run"
+            if resume is not None
+            else ""
+        )
+    )
     display = Display([units[i].kind for i in todo], opts.states, opts.jobs, plain=progress)
     labels = {i: units[i].label(cdirs[units[i].cell].replace("/", " ")) for i in todo}
 
     def finished(r: UnitResult) -> None:
         _save_unit(run_dir, r)
         done[r.unit] = r
-        display.finished(labels[r.unit], units[r.unit].kind, r.wall_s, len(r.states),
-                         sum(1 for s in r.states if s.verdict == "violation"))
+        display.finished(
+            labels[r.unit],
+            units[r.unit].kind,
+            r.wall_s,
+            len(r.states),
+            sum(1 for s in r.states if s.verdict == "violation"),
+        )
 
     def write(incomplete: str = "") -> None:
         summaries = []
         for c, cell in enumerate(cells):
             im = images[(cell.kernel, cell.release)]
             for b in backends:
-                summary = BackendSummary(b.name, im.kernel.version, im.root.manifest_id,
-                                         accel, opts.cuts, b.describe(), release=cell.release,
-                                         workload=cell.workload.name,
-                                         docker=_docker_json(cfgs[c].run_dir / b.name))
+                summary = BackendSummary(
+                    b.name,
+                    im.kernel.version,
+                    im.root.manifest_id,
+                    accel,
+                    opts.cuts,
+                    b.describe(),
+                    release=cell.release,
+                    workload=cell.workload.name,
+                    docker=_docker_json(cfgs[c].run_dir / b.name),
+                )
                 for u in units:
                     if u.cell == c and u.backend == b and u.index in done:
                         ur = done[u.index]
@@ -237,27 +294,41 @@ def run_campaign(opts: RunOptions, progress: Progress | None = None,
                 summaries.append(summary)
         first = images[(0, releases[0])]
         meta = {
-            "run_id": run_id, "crashtest_version": crashtest_version(), "seed": opts.seed,
+            "run_id": run_id,
+            "crashtest_version": crashtest_version(),
+            "seed": opts.seed,
             "workload": workloads[0].name,
-            "workload_source": workloads[0].source, "workload_digest": workloads[0].digest,
+            "workload_source": workloads[0].source,
+            "workload_digest": workloads[0].digest,
             "workload_steps": workloads[0].step_names,
-            "workloads": [{"name": w.name, "source": w.source, "digest": w.digest,
-                           "steps": w.step_names, "description": w.description}
-                          for w in workloads],
+            "workloads": [
+                {
+                    "name": w.name,
+                    "source": w.source,
+                    "digest": w.digest,
+                    "steps": w.step_names,
+                    "description": w.description,
+                }
+                for w in workloads
+            ],
             "releases": {r: images[(0, r)].root.key_packages() for r in releases},
-            "cells": [{"dir": cd, **c.parts(versions[c.kernel])}
-                      for c, cd in zip(cells, cdirs, strict=True)],
+            "cells": [
+                {"dir": cd, **c.parts(versions[c.kernel])}
+                for c, cd in zip(cells, cdirs, strict=True)
+            ],
             "kernel_info": first.kernel.info,
             "kernels": [images[(k, releases[0])].kernel.info for k in range(len(specs))],
             "image_manifest": {k: v for k, v in first.root.manifest.items() if k != "packages"},
             "image_packages": first.root.key_packages(),
             "images": {r: images[(0, r)].root.manifest_id for r in releases},
-            "host": platform.node(), "qemu": shutil.which("qemu-system-x86_64") or "",
-            "qemu_version": qemu_version("qemu-system-x86_64"), "accel": accel,
-            "injected": opts.inject or "", "jobs": opts.jobs,
+            "host": platform.node(),
+            "qemu": shutil.which("qemu-system-x86_64") or "",
+            "qemu_version": qemu_version("qemu-system-x86_64"),
+            "accel": accel,
+            "injected": opts.inject or "",
+            "jobs": opts.jobs,
             "campaign": key,
-            "shard": {"index": shard_i, "count": shard_n, "units": mine,
-                      "total_units": len(units)},
+            "shard": {"index": shard_i, "count": shard_n, "units": mine, "total_units": len(units)},
             "units_done": sorted(i for i in mine if i in done),
         }
         if incomplete:
@@ -278,8 +349,10 @@ def run_campaign(opts: RunOptions, progress: Progress | None = None,
             write(incomplete=why)
         except Exception as w:  # the units/ records stay; the first failure is the story
             say(f"crashtest: could not write the incomplete summary ({w})")
-        say(f"crashtest: {len([i for i in mine if i in done])} of {len(mine)} units finished "
-            f"and kept in {run_dir}; finish with: crashtest run --resume {run_dir}")
+        say(
+            f"crashtest: {len([i for i in mine if i in done])} of {len(mine)} units finished "
+            f"and kept in {run_dir}; finish with: crashtest run --resume {run_dir}"
+        )
         raise
     write()
     point_latest(opts.out, run_dir)

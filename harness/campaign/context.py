@@ -42,6 +42,11 @@ class CampaignConfig:
 
 def machine_config(cfg: CampaignConfig, data: Disk | None) -> MachineConfig:
     root = Disk(cfg.images.root.path, "root", read_only=True)
-    return MachineConfig(kernel=cfg.images.kernel.vmlinuz, initrd=cfg.images.initrd,
-                         disks=(root, data) if data else (root,), accel=cfg.accel,
-                         memory_mb=cfg.memory_mb, cpus=cfg.cpus or default_cpus(cfg.accel))
+    return MachineConfig(
+        kernel=cfg.images.kernel.vmlinuz,
+        initrd=cfg.images.initrd,
+        disks=(root, data) if data else (root,),
+        accel=cfg.accel,
+        memory_mb=cfg.memory_mb,
+        cpus=cfg.cpus or default_cpus(cfg.accel),
+    )

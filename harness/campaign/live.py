@@ -25,27 +25,43 @@ from harness.vm.qemu import Disk
 from harness.workloads.api import Workload
 
 
-def run_workload(cfg: CampaignConfig, backend: Backend, plan: CutPlan, disk: Path,
-                 logdir: Path, state: str, progress: Progress
-                 ) -> tuple[CutOutcome, list[Violation], dict[str, float], str]:
-    vm, started, t = snapshots.docker_guest(cfg, backend, disk, logdir / "workload.console.log",
-                                            progress)
+def run_workload(
+    cfg: CampaignConfig,
+    backend: Backend,
+    plan: CutPlan,
+    disk: Path,
+    logdir: Path,
+    state: str,
+    progress: Progress,
+) -> tuple[CutOutcome, list[Violation], dict[str, float], str]:
+    vm, started, t = snapshots.docker_guest(
+        cfg, backend, disk, logdir / "workload.console.log", progress
+    )
     with vm:
         docker.note_versions(vm.agent, backend, logdir.parent / docker.DOCKER_JSON)
         t0 = time.monotonic()
-        outcome = run_until_cut(vm, cfg.workload, plan, backend.driver,
-                                lambda: docker.inventory(vm.agent), progress)
+        outcome = run_until_cut(
+            vm, cfg.workload, plan, backend.driver, lambda: docker.inventory(vm.agent), progress
+        )
         t["workload_s"] = round(time.monotonic() - t0, 2)
         found = console_oracle.violations(
-            vm.console_since(0), state,
-            "the kernel reports no failure during the workload before the cut")
+            vm.console_since(0),
+            state,
+            "the kernel reports no failure during the workload before the cut",
+        )
     return outcome, found, t, started
 
 
-def check_cut_disk(cfg: CampaignConfig, backend: Backend, outcome: CutOutcome, disk: Path,
-                   logdir: Path, state: str, progress: Progress,
-                   observed: dict[str, str] | None = None
-                   ) -> tuple[list[Violation], dict[str, float], bool, str]:
+def check_cut_disk(
+    cfg: CampaignConfig,
+    backend: Backend,
+    outcome: CutOutcome,
+    disk: Path,
+    logdir: Path,
+    state: str,
+    progress: Progress,
+    observed: dict[str, str] | None = None,
+) -> tuple[list[Violation], dict[str, float], bool, str]:
     """The check sequence (offline, then daemon) on the cut disk, in a checker
     guest of its own, resumed from the saved idle guest (or booted): the same
     kernel recovers the disk when it mounts it. The cut disk stays as the power
@@ -56,24 +72,46 @@ def check_cut_disk(cfg: CampaignConfig, backend: Backend, outcome: CutOutcome, d
     observed = {} if observed is None else observed
     saved = snapshots.idle_guest(cfg, progress)
     t0 = time.monotonic()
-    with Checker(machine_config(cfg, None), backend, logdir, saved=saved,
-                 console_name="verify", one_state=True) as checker:
+    with Checker(
+        machine_config(cfg, None),
+        backend,
+        logdir,
+        saved=saved,
+        console_name="verify",
+        one_state=True,
+    ) as checker:
         found = checker.check(
-            state, disk, outcome.ledger.in_force(), cfg.workload.invariants,
-            after_mount=cfg.damage, daemon=True,
-            daemon_context=DaemonContext(outcome.inventory, outcome.ledger.last_point,
-                                         logdir / "dockerd.log"),
-            observe=tuple(outcome.observing.values()))
+            state,
+            disk,
+            outcome.ledger.in_force(),
+            cfg.workload.invariants,
+            after_mount=cfg.damage,
+            daemon=True,
+            daemon_context=DaemonContext(
+                outcome.inventory, outcome.ledger.last_point, logdir / "dockerd.log"
+            ),
+            observe=tuple(outcome.observing.values()),
+        )
         observed.update(checker.last_observed)
         if checker.fallback:
             progress(f"  {checker.fallback}")
-        t = {"start_s": checker.start_s, **checker.last_times,
-             "verify_s": round(time.monotonic() - t0, 2)}
+        t = {
+            "start_s": checker.start_s,
+            **checker.last_times,
+            "verify_s": round(time.monotonic() - t0, 2),
+        }
         return found, t, checker.retried, checker.started
 
 
-def _minimize_workload(cfg: CampaignConfig, backend: Backend, index: int, plan: CutPlan,
-                       res: StateResult, logdir: Path, progress: Progress) -> MinimalSteps:
+def _minimize_workload(
+    cfg: CampaignConfig,
+    backend: Backend,
+    index: int,
+    plan: CutPlan,
+    res: StateResult,
+    logdir: Path,
+    progress: Progress,
+) -> MinimalSteps:
     """Repeat the cut with fewer workload steps while the same promises still break."""
     want = signature_of(res.violations)
     work = logdir / "minimize"
@@ -83,8 +121,14 @@ def _minimize_workload(cfg: CampaignConfig, backend: Backend, index: int, plan: 
         nonlocal tries
         tries += 1
         progress(f"  minimizing steps, try {tries}: {', '.join(workload.step_names)}")
-        sub = replace(cfg, workload=workload, run_dir=work / f"try{tries}", minimize_steps=0,
-                      bundles=False, keep_disks=False)
+        sub = replace(
+            cfg,
+            workload=workload,
+            run_dir=work / f"try{tries}",
+            minimize_steps=0,
+            bundles=False,
+            keep_disks=False,
+        )
         got = run_live_cut(sub, backend, index, plan, lambda _: None)
         return reproduces(want, signature_of(got.violations))
 
@@ -92,13 +136,16 @@ def _minimize_workload(cfg: CampaignConfig, backend: Backend, index: int, plan: 
         minimal = minimize_steps(cfg.workload, plan.step, fails, cfg.minimize_steps)
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    progress(f"  minimal workload: {len(minimal.steps)} of {len(minimal.original)} steps "
-             f"({minimal.tests} live cycles)")
+    progress(
+        f"  minimal workload: {len(minimal.steps)} of {len(minimal.original)} steps "
+        f"({minimal.tests} live cycles)"
+    )
     return minimal
 
 
-def run_live_cut(cfg: CampaignConfig, backend: Backend, index: int, plan: CutPlan,
-                 progress: Progress) -> StateResult:
+def run_live_cut(
+    cfg: CampaignConfig, backend: Backend, index: int, plan: CutPlan, progress: Progress
+) -> StateResult:
     state = f"{backend.name}/cut{index}/{plan.slug()}"
     res = StateResult(state=state, backend=backend.name, plan=plan.describe())
     logdir = cfg.run_dir / backend.name / f"cut{index}"
@@ -106,30 +153,37 @@ def run_live_cut(cfg: CampaignConfig, backend: Backend, index: int, plan: CutPla
     disk = logdir / "disk.img"
     t0 = time.monotonic()
     try:
-        outcome, found, t, started = run_workload(cfg, backend, plan, disk, logdir, state,
-                                                  progress)
+        outcome, found, t, started = run_workload(cfg, backend, plan, disk, logdir, state, progress)
         res.actual = outcome.actual
         res.last_durability_point = outcome.ledger.last_point or "(none)"
         res.promises = len(outcome.ledger.in_force())
         progress(f"  cut {outcome.actual}; {res.promises} promises in force; checking")
-        vfound, vt, retried, vstarted = check_cut_disk(cfg, backend, outcome, disk, logdir,
-                                                       state, progress, res.observed)
+        vfound, vt, retried, vstarted = check_cut_disk(
+            cfg, backend, outcome, disk, logdir, state, progress, res.observed
+        )
         res.started = f"workload {started}, check {vstarted}"
         if retried:
             res.actual += " (check retried after the checking guest hung)"
         res.violations = found + vfound
-        res.timings = {**{f"workload_{k}": v for k, v in t.items()},
-                       **{f"verify_{k}": v for k, v in vt.items()},
-                       "steps": sum(outcome.step_seconds.values())}
-        (logdir / "ledger.json").write_text(json.dumps(
-            [p.to_json() for p in outcome.ledger.in_force()], indent=1) + "\n")
+        res.timings = {
+            **{f"workload_{k}": v for k, v in t.items()},
+            **{f"verify_{k}": v for k, v in vt.items()},
+            "steps": sum(outcome.step_seconds.values()),
+        }
+        (logdir / "ledger.json").write_text(
+            json.dumps([p.to_json() for p in outcome.ledger.in_force()], indent=1) + "\n"
+        )
         if res.verdict == "violation" and cfg.bundles:
-            minimal = (_minimize_workload(cfg, backend, index, plan, res, logdir, progress)
-                       if cfg.minimize_steps else None)
+            minimal = (
+                _minimize_workload(cfg, backend, index, plan, res, logdir, progress)
+                if cfg.minimize_steps
+                else None
+            )
             dest = cfg.run_dir / "bundles" / state.replace("/", "-")
             argv = qemu_argv(machine_config(cfg, Disk(Path("disk.img"), DATA_SERIAL)))
-            live_bundle(dest, cfg, backend, res, argv, outcome, disk,
-                        sorted(logdir.glob("*.log")), minimal)
+            live_bundle(
+                dest, cfg, backend, res, argv, outcome, disk, sorted(logdir.glob("*.log")), minimal
+            )
             res.bundle = str(dest.relative_to(cfg.run_dir))
     except GuestSetupError:
         raise
@@ -149,4 +203,3 @@ def run_live_cut(cfg: CampaignConfig, backend: Backend, index: int, plan: CutPla
             disk.unlink(missing_ok=True)
     (logdir / "verdict.json").write_text(json.dumps(res.to_json(), indent=1) + "\n")
     return res
-

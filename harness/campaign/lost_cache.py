@@ -25,8 +25,9 @@ from harness.writelog.replay import Replayer, ReplayStats
 from harness.writelog.states import CrashState, Epoch, epochs, select_states
 
 
-def run_lost_cache(cfg: CampaignConfig, backend: Backend, budget: int,
-               progress: Progress) -> tuple[list[StateResult], dict[str, object]]:
+def run_lost_cache(
+    cfg: CampaignConfig, backend: Backend, budget: int, progress: Progress
+) -> tuple[list[StateResult], dict[str, object]]:
     """Returns one StateResult per crash state, and replay statistics."""
     workdir = cfg.run_dir / backend.name / "replay"
     t0 = time.monotonic()
@@ -35,17 +36,30 @@ def run_lost_cache(cfg: CampaignConfig, backend: Backend, budget: int,
         rec = _record(cfg, backend, workdir, progress)
         log = rec.parse()
         eps = epochs(log)
-        stats.update({"log_digest": log.digest, "log_entries": len(log.entries),
-                      "log_bytes": rec.log.stat().st_size, "epochs": len(eps),
-                      "record_s": round(time.monotonic() - t0, 1),
-                      "events": [{"step": e.step, "entry": e.entry} for e in rec.events]})
-        progress(f"  recorded {len(log.entries)} log entries in {len(eps)} epochs; "
-                 f"checking up to {budget} lost-cache states")
+        stats.update(
+            {
+                "log_digest": log.digest,
+                "log_entries": len(log.entries),
+                "log_bytes": rec.log.stat().st_size,
+                "epochs": len(eps),
+                "record_s": round(time.monotonic() - t0, 1),
+                "events": [{"step": e.step, "entry": e.entry} for e in rec.events],
+            }
+        )
+        progress(
+            f"  recorded {len(log.entries)} log entries in {len(eps)} epochs; "
+            f"checking up to {budget} lost-cache states"
+        )
     except GuestSetupError:
         raise
     except (HarnessError, GuestError) as e:
-        res = StateResult(f"{backend.name}/replay/record", backend.name, "record the workload",
-                          kind=UnitKind.REPLAY, harness_error=f"{type(e).__name__}: {e}")
+        res = StateResult(
+            f"{backend.name}/replay/record",
+            backend.name,
+            "record the workload",
+            kind=UnitKind.REPLAY,
+            harness_error=f"{type(e).__name__}: {e}",
+        )
         return [res], stats
     results, rstats = check_recording(cfg, backend, rec, log, budget, progress, workdir)
     stats.update(rstats)
@@ -64,22 +78,33 @@ def run_lost_cache(cfg: CampaignConfig, backend: Backend, budget: int,
     return results, stats
 
 
-def _record(cfg: CampaignConfig, backend: Backend, workdir: Path,
-            progress: Progress) -> Recording:
+def _record(cfg: CampaignConfig, backend: Backend, workdir: Path, progress: Progress) -> Recording:
     """Record from the saved docker-ready guest when there is one, else from a boot."""
     saved = snapshots.docker_ready(cfg, backend, progress)
     if saved is not None and saved.disk is not None:
         try:
-            return record(machine_config(cfg, None), backend, cfg.workload, workdir,
-                          resume_from=(saved.vmstate, saved.disk), progress=progress)
+            return record(
+                machine_config(cfg, None),
+                backend,
+                cfg.workload,
+                workdir,
+                resume_from=(saved.vmstate, saved.disk),
+                progress=progress,
+            )
         except ResumeError as e:
             snapshots.discard(saved, str(e), progress)
     return record(machine_config(cfg, None), backend, cfg.workload, workdir, progress=progress)
 
 
-def check_recording(cfg: CampaignConfig, backend: Backend, rec: Recording, log: WriteLog,
-                    budget: int, progress: Progress,
-                    workdir: Path) -> tuple[list[StateResult], dict[str, object]]:
+def check_recording(
+    cfg: CampaignConfig,
+    backend: Backend,
+    rec: Recording,
+    log: WriteLog,
+    budget: int,
+    progress: Progress,
+    workdir: Path,
+) -> tuple[list[StateResult], dict[str, object]]:
     """Replay and check `budget` seeded crash states of a recording. The same log
     and seed give the same states (and, on a deterministic stack, the same verdicts)."""
     selection = select_states(log, cfg.seed, budget)
@@ -94,21 +119,31 @@ def check_recording(cfg: CampaignConfig, backend: Backend, rec: Recording, log: 
             t = time.monotonic()
             epoch = eps[st.epoch]
             promises = rec.promises_at(epoch.first_entry, epoch.end_entry)
-            res = StateResult(f"{backend.name}/replay/{st.id}", backend.name,
-                              f"lost cache in epoch {st.epoch} ({len(epoch.entries)} writes): "
-                              f"keep {st.subset}", kind=UnitKind.REPLAY, actual="replayed",
-                              last_durability_point=_last_step(rec.events, epoch.first_entry),
-                              promises=len(promises))
+            res = StateResult(
+                f"{backend.name}/replay/{st.id}",
+                backend.name,
+                f"lost cache in epoch {st.epoch} ({len(epoch.entries)} writes): keep {st.subset}",
+                kind=UnitKind.REPLAY,
+                actual="replayed",
+                last_durability_point=_last_step(rec.events, epoch.first_entry),
+                promises=len(promises),
+            )
             disk = workdir / "state.qcow2"
             try:
                 replayer.build(eps, st, disk)
                 res.timings["replay_build_s"] = round(time.monotonic() - t, 3)
                 res.violations = blame_configuration(
-                    checker.check(st.id, disk, promises, cfg.workload.invariants,
-                                  after_mount=cfg.damage, daemon=cfg.daemon_checks,
-                                  observe=tuple(rec.observations_at(epoch.first_entry,
-                                                                    epoch.end_entry))),
-                    backend.flushes_off())
+                    checker.check(
+                        st.id,
+                        disk,
+                        promises,
+                        cfg.workload.invariants,
+                        after_mount=cfg.damage,
+                        daemon=cfg.daemon_checks,
+                        observe=tuple(rec.observations_at(epoch.first_entry, epoch.end_entry)),
+                    ),
+                    backend.flushes_off(),
+                )
                 res.timings.update(checker.last_times)
                 res.observed = checker.last_observed
                 res.started = f"checker {checker.started}"
@@ -143,12 +178,16 @@ def _last_step(events: list[Event], entry: int) -> str:
     return done[-1] if done else "(none)"
 
 
-def _replay_stats(s: ReplayStats, checked: int, boots: int,
-                  wall: float) -> dict[str, object]:
+def _replay_stats(s: ReplayStats, checked: int, boots: int, wall: float) -> dict[str, object]:
     """`states`: the campaign's states; `states_built` also counts minimization's."""
-    return {"states": checked, "states_built": s.states, "replay_bytes": s.replay_bytes,
-            "naive_replay_bytes": s.naive_bytes, "checker_boots": boots,
-            "check_wall_s": round(wall, 1)}
+    return {
+        "states": checked,
+        "states_built": s.states,
+        "replay_bytes": s.replay_bytes,
+        "naive_replay_bytes": s.naive_bytes,
+        "checker_boots": boots,
+        "check_wall_s": round(wall, 1),
+    }
 
 
 def _short(subset: str) -> str:
@@ -165,8 +204,17 @@ class _Bundler:
     """Reproducer bundles for failing states. The first state to break a given set
     of promises is minimized; bundles of one recording share its compressed log."""
 
-    def __init__(self, cfg: CampaignConfig, backend: Backend, rec: Recording, eps: list[Epoch],
-                 replayer: Replayer, checker: Checker, workdir: Path, progress: Progress) -> None:
+    def __init__(
+        self,
+        cfg: CampaignConfig,
+        backend: Backend,
+        rec: Recording,
+        eps: list[Epoch],
+        replayer: Replayer,
+        checker: Checker,
+        workdir: Path,
+        progress: Progress,
+    ) -> None:
         self.cfg, self.backend, self.rec, self.eps = cfg, backend, rec, eps
         self.replayer, self.checker, self.progress = replayer, checker, progress
         self.shared = workdir / "bundle-shared"
@@ -183,9 +231,17 @@ class _Bundler:
     def _check(self, st: CrashState, promises: list[Promise]) -> list[dict[str, Any]]:
         disk = self.replayer.build(self.eps, st, self.shared / "candidate.qcow2")
         try:
-            return [v.to_json() for v in self.checker.check(
-                st.id, disk, promises, self.cfg.workload.invariants,
-                after_mount=self.cfg.damage, daemon=self.cfg.daemon_checks)]
+            return [
+                v.to_json()
+                for v in self.checker.check(
+                    st.id,
+                    disk,
+                    promises,
+                    self.cfg.workload.invariants,
+                    after_mount=self.cfg.damage,
+                    daemon=self.cfg.daemon_checks,
+                )
+            ]
         finally:
             disk.unlink(missing_ok=True)
 
@@ -193,23 +249,42 @@ class _Bundler:
         want = signature_of(res.violations)
         minimal: Minimized | None = None
         minimal_found: list[dict[str, Any]] = []
-        if (self.cfg.minimize_tests and tuple(want) not in self.minimized
-                and len(self.minimized) < MINIMIZE_SIGNATURES):
+        if (
+            self.cfg.minimize_tests
+            and tuple(want) not in self.minimized
+            and len(self.minimized) < MINIMIZE_SIGNATURES
+        ):
             self.minimized.add(tuple(want))
             self.shared.mkdir(parents=True, exist_ok=True)
             minimal = minimize(
-                st, self.eps[st.epoch],
+                st,
+                self.eps[st.epoch],
                 lambda cand: reproduces(want, signature(self._check(cand, promises))),
-                self.cfg.minimize_tests)
+                self.cfg.minimize_tests,
+            )
             if minimal is not None:
                 minimal_found = self._check(minimal.state, promises)  # its evidence
-                self.progress(f"  minimized: drops {len(minimal.dropped)} of "
-                              f"{minimal.original_dropped} writes ({minimal.tests} checks)")
+                self.progress(
+                    f"  minimized: drops {len(minimal.dropped)} of "
+                    f"{minimal.original_dropped} writes ({minimal.tests} checks)"
+                )
         log, origin = self._artifacts()
         dest = self.cfg.run_dir / "bundles" / f"{self.backend.name}-e{st.epoch}-{_short(st.subset)}"
         argv = qemu_argv(machine_config(self.cfg, None))
-        replay_bundle(dest, self.cfg, self.backend, res, argv, st.id, promises, log, origin,
-                      [self.checker.console_log], minimal, minimal_found)
+        replay_bundle(
+            dest,
+            self.cfg,
+            self.backend,
+            res,
+            argv,
+            st.id,
+            promises,
+            log,
+            origin,
+            [self.checker.console_log],
+            minimal,
+            minimal_found,
+        )
         res.bundle = str(dest.relative_to(self.cfg.run_dir))
 
     def close(self) -> None:

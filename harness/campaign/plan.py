@@ -80,8 +80,10 @@ def parse_cut_at(spec: str, workload: Workload) -> CutPlan:
         raise InputError(f"CUT_AT {spec!r}: step must be one of {', '.join(steps)}")
     if kind == CutKind.RETURNED:
         if rest[0] not in workload.synced:
-            raise InputError(f"CUT_AT {spec!r}: only a step that ends in its own sync can "
-                             f"be cut before it: {', '.join(workload.synced) or 'none'}")
+            raise InputError(
+                f"CUT_AT {spec!r}: only a step that ends in its own sync can "
+                f"be cut before it: {', '.join(workload.synced) or 'none'}"
+            )
         return CutPlan(str(CutKind.RETURNED), rest[0])
     if kind == CutKind.DURING:
         try:
@@ -94,8 +96,9 @@ def parse_cut_at(spec: str, workload: Workload) -> CutPlan:
 
 def validate(opts: RunOptions) -> list[Backend]:
     if opts.cuts < 0 or opts.states < 0 or opts.cuts + opts.states == 0:
-        raise InputError(f"CUTS ({opts.cuts}) and STATES ({opts.states}) must be >= 0 "
-                         "and not both 0")
+        raise InputError(
+            f"CUTS ({opts.cuts}) and STATES ({opts.states}) must be >= 0 and not both 0"
+        )
     if opts.fail_on not in ("", *FAIL_ON):
         raise InputError(f"FAIL_ON {opts.fail_on!r}: choose one of {', '.join(FAIL_ON)}")
     if opts.memory_mb < 512:
@@ -184,8 +187,11 @@ def plan_units(opts: RunOptions, backends: list[Backend], cells: list[Cell]) -> 
     units: list[Unit] = []
     for c, cell in enumerate(cells):
         for b in backends:
-            plans = [cell.fixed] * opts.cuts if cell.fixed else workload_cuts(
-                opts.seed, b.name, opts.cuts, cell.workload)
+            plans = (
+                [cell.fixed] * opts.cuts
+                if cell.fixed
+                else workload_cuts(opts.seed, b.name, opts.cuts, cell.workload)
+            )
             for i, plan in enumerate(plans):
                 units.append(Unit(len(units), c, b, str(UnitKind.LIVE), i, plan))
             if opts.states:
@@ -193,11 +199,24 @@ def plan_units(opts: RunOptions, backends: list[Backend], cells: list[Cell]) -> 
     return units
 
 
-def campaign_key(opts: RunOptions, backends: list[Backend], versions: list[str],
-                 workloads: list[Workload], releases: list[str]) -> dict[str, object]:
+def campaign_key(
+    opts: RunOptions,
+    backends: list[Backend],
+    versions: list[str],
+    workloads: list[Workload],
+    releases: list[str],
+) -> dict[str, object]:
     """What makes two shards parts of the same campaign."""
-    return {"seed": opts.seed, "cuts": opts.cuts, "states": opts.states,
-            "backends": [b.describe() for b in backends], "kernels": versions,
-            "cut_at": opts.cut_at or "", "inject": opts.inject or "",
-            "workload": workloads[0].name, "workload_digest": workloads[0].digest,
-            "workloads": [[w.name, w.digest] for w in workloads], "releases": releases}
+    return {
+        "seed": opts.seed,
+        "cuts": opts.cuts,
+        "states": opts.states,
+        "backends": [b.describe() for b in backends],
+        "kernels": versions,
+        "cut_at": opts.cut_at or "",
+        "inject": opts.inject or "",
+        "workload": workloads[0].name,
+        "workload_digest": workloads[0].digest,
+        "workloads": [[w.name, w.digest] for w in workloads],
+        "releases": releases,
+    }

@@ -39,8 +39,7 @@ class UnitJob:
 
 
 def unit_dir(u: Unit, cfg: CampaignConfig) -> Path:
-    return cfg.run_dir / u.backend.name / (f"cut{u.cut}" if u.kind == UnitKind.LIVE
-                                           else "replay")
+    return cfg.run_dir / u.backend.name / (f"cut{u.cut}" if u.kind == UnitKind.LIVE else "replay")
 
 
 # Where a unit's progress lines go: (label, line). In a worker process, a queue the
@@ -70,21 +69,30 @@ def run_unit(job: UnitJob) -> UnitResult:
         say(f"cut {u.plan.describe()}")
         res = run_live_cut(cfg, u.backend, u.cut, u.plan, say)
         detail = res.harness_error or "; ".join(
-            f"{n}x {h}" for h, n in Counter(
-                f"[{v.cls}, fault: {v.fault}] {v.promise}" for v in res.violations).items())
+            f"{n}x {h}"
+            for h, n in Counter(
+                f"[{v.cls}, fault: {v.fault}] {v.promise}" for v in res.violations
+            ).items()
+        )
         say(f"=> {res.verdict.upper()} in {res.wall_s:.0f}s" + (f": {detail}" if detail else ""))
         return UnitResult(u.index, [res], wall_s=time.monotonic() - t0)
     say("recording the workload's writes")
     replayed, stats = run_lost_cache(cfg, u.backend, job.states, say)
     bad = [r for r in replayed if r.verdict != "pass"]
     errors = Counter(r.harness_error for r in replayed if r.harness_error)
-    say(f"=> {len(replayed) - len(bad)}/{len(replayed)} lost-cache states pass"
-        + "".join(f"; {n}x {e[:400]}" for e, n in errors.most_common(3)))
+    say(
+        f"=> {len(replayed) - len(bad)}/{len(replayed)} lost-cache states pass"
+        + "".join(f"; {n}x {e[:400]}" for e, n in errors.most_common(3))
+    )
     return UnitResult(u.index, replayed, stats, time.monotonic() - t0)
 
 
-def run_units(jobs: list[UnitJob], parallel: int, done: Callable[[UnitResult], None],
-              say: UnitSay | None = None) -> None:
+def run_units(
+    jobs: list[UnitJob],
+    parallel: int,
+    done: Callable[[UnitResult], None],
+    say: UnitSay | None = None,
+) -> None:
     """Run the jobs, `parallel` at a time; `done` gets each result as it ends (in
     this process), `say` each unit's progress lines (default: printed)."""
     global _say_to

@@ -59,8 +59,14 @@ class Display:
     progress lines, `finished` when a unit ends. A context manager: on a terminal
     it runs a live display while open."""
 
-    def __init__(self, kinds: list[str], states: int, jobs: int,
-                 plain: Callable[[str], None] | None = None, out: TextIO | None = None) -> None:
+    def __init__(
+        self,
+        kinds: list[str],
+        states: int,
+        jobs: int,
+        plain: Callable[[str], None] | None = None,
+        out: TextIO | None = None,
+    ) -> None:
         """`plain`: where lines go instead (no live display); `out`: the terminal."""
         self.out = out or sys.stdout
         self.plain = plain
@@ -75,13 +81,15 @@ class Display:
     def __enter__(self) -> Display:
         if self.live_on:
             console = Console(file=self.out)
-            self._live = Live(get_renderable=self._render, console=console,
-                              refresh_per_second=2, transient=True)
+            self._live = Live(
+                get_renderable=self._render, console=console, refresh_per_second=2, transient=True
+            )
             self._live.start()
         return self
 
-    def __exit__(self, t: type[BaseException] | None, e: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
         if self._live is not None:
             self._live.stop()
             self._live = None
@@ -102,8 +110,7 @@ class Display:
         if self._live is None or msg.startswith("=>"):  # on a terminal, verdicts stay
             self.line(f"[{label}] {msg}")
 
-    def finished(self, label: str, kind: str, wall_s: float, states: int,
-                 violations: int) -> None:
+    def finished(self, label: str, kind: str, wall_s: float, states: int, violations: int) -> None:
         with self.lock:
             self.running.pop(label, None)
             self.eta.finished(kind, wall_s)
@@ -118,9 +125,11 @@ class Display:
         frac = self.units / max(self.eta.total, 1)
         filled = int(frac * 30)
         head = f"[{'#' * filled}{'.' * (30 - filled)}] " if bar else ""
-        return (f"{head}{self.units}/{self.eta.total} units, {self.states} states, "
-                f"{self.bad} violations, {elapsed / 60:.1f} min elapsed, "
-                f"~{self.eta.seconds_left() / 60:.1f} min left")
+        return (
+            f"{head}{self.units}/{self.eta.total} units, {self.states} states, "
+            f"{self.bad} violations, {elapsed / 60:.1f} min elapsed, "
+            f"~{self.eta.seconds_left() / 60:.1f} min left"
+        )
 
     def _render(self) -> Group:
         table = Table(box=None, show_header=False, pad_edge=False)

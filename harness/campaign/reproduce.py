@@ -69,8 +69,7 @@ class ReproReport:
 
     @property
     def reproduced(self) -> int:
-        return sum(1 for a in self.attempts
-                   if a.what in ("original", "live cut") and a.reproduced)
+        return sum(1 for a in self.attempts if a.what in ("original", "live cut") and a.reproduced)
 
     @property
     def rate(self) -> float:
@@ -81,12 +80,19 @@ class ReproReport:
         return sum(1 for a in self.attempts if a.harness_error)
 
     def to_json(self) -> dict[str, object]:
-        return {"bundle": self.bundle, "kind": self.kind, "state": self.state,
-                "expected": self.expected, "kernel": self.kernel,
-                "kernel_matches": self.kernel_matches, "image_matches": self.image_matches,
-                "runs": self.runs,
-                "reproduced": self.reproduced, "rate": round(self.rate, 3),
-                "attempts": [a.__dict__ for a in self.attempts]}
+        return {
+            "bundle": self.bundle,
+            "kind": self.kind,
+            "state": self.state,
+            "expected": self.expected,
+            "kernel": self.kernel,
+            "kernel_matches": self.kernel_matches,
+            "image_matches": self.image_matches,
+            "runs": self.runs,
+            "reproduced": self.reproduced,
+            "rate": round(self.rate, 3),
+            "attempts": [a.__dict__ for a in self.attempts],
+        }
 
 
 def _images(bundle: Bundle, kernel: str | None) -> tuple[GuestImages, bool]:
@@ -94,8 +100,9 @@ def _images(bundle: Bundle, kernel: str | None) -> tuple[GuestImages, bool]:
     if kernel is None and "kernel/bzImage" in bundle.meta["files"]:
         spec = str(bundle.file("kernel/bzImage").resolve())  # the bundle's own kernel
     if kernel is None and spec and "/" in spec and not Path(spec).exists():
-        raise BundleError(f"bundle {bundle.path}: its kernel {spec} is not on this machine; "
-                          "pass --kernel")
+        raise BundleError(
+            f"bundle {bundle.path}: its kernel {spec} is not on this machine; pass --kernel"
+        )
     # The bundle's docker generation: its guest root's Debian suite.
     images = ensure_images(spec, suite=check_release(bundle.meta.get("release") or DEFAULT_SUITE))
     same = images.kernel.info.get("sha256") == bundle.meta["kernel"].get("sha256")
@@ -109,12 +116,17 @@ def image_matches(meta: dict[str, Any], images: GuestImages) -> tuple[bool, str]
     if not want or want == got:
         return True, ""
     then, now = meta.get("image_packages") or {}, images.root.key_packages()
-    moved = [f"{p} {then.get(p, '-')} -> {now.get(p, '-')}" for p in sorted({*then, *now})
-             if then.get(p) != now.get(p)]
-    return False, (f"the guest image {got} is not the bundle's {want} (built since from "
-                   f"Debian's {meta.get('release') or DEFAULT_SUITE}"
-                   + (f": {', '.join(moved)}" if moved else ": other packages changed")
-                   + "); a result that differs may be the image's doing")
+    moved = [
+        f"{p} {then.get(p, '-')} -> {now.get(p, '-')}"
+        for p in sorted({*then, *now})
+        if then.get(p) != now.get(p)
+    ]
+    return False, (
+        f"the guest image {got} is not the bundle's {want} (built since from "
+        f"Debian's {meta.get('release') or DEFAULT_SUITE}"
+        + (f": {', '.join(moved)}" if moved else ": other packages changed")
+        + "); a result that differs may be the image's doing"
+    )
 
 
 def bundle_workload(bundle: Bundle) -> Workload:
@@ -124,8 +136,9 @@ def bundle_workload(bundle: Bundle) -> Workload:
         try:
             return Workload.from_json(json.loads(bundle.file("workload.json").read_text()))
         except (OSError, ValueError, KeyError, TypeError) as e:
-            raise BundleError(f"bundle {bundle.path}: workload.json is not a workload "
-                              f"({type(e).__name__}: {e})") from e
+            raise BundleError(
+                f"bundle {bundle.path}: workload.json is not a workload ({type(e).__name__}: {e})"
+            ) from e
     name = bundle.meta["workload"]
     try:
         return load_workload(name if isinstance(name, str) else "default", bundle.seed)
@@ -134,22 +147,31 @@ def bundle_workload(bundle: Bundle) -> Workload:
 
 
 def _config(bundle: Bundle, images: GuestImages, work: Path) -> CampaignConfig:
-    return CampaignConfig(images=images, accel=accel_mod.choose()[0],
-                          workload=bundle_workload(bundle), run_dir=work)
+    return CampaignConfig(
+        images=images, accel=accel_mod.choose()[0], workload=bundle_workload(bundle), run_dir=work
+    )
 
 
-def reproduce(bundle: Bundle, runs: int, kernel: str | None = None,
-              progress: Progress = print) -> ReproReport:
+def reproduce(
+    bundle: Bundle, runs: int, kernel: str | None = None, progress: Progress = print
+) -> ReproReport:
     if runs < 1:
         raise BundleError(f"--runs must be at least 1, got {runs}")
     bundle_workload(bundle)  # a bundle whose workload cannot be read fails before any boot
     images, same = _images(bundle, kernel)
-    report = ReproReport(str(bundle.path), bundle.kind, bundle.state, bundle.signature(),
-                         {"version": images.kernel.version,
-                          "build_id": images.kernel.info.get("build_id", "")}, same)
+    report = ReproReport(
+        str(bundle.path),
+        bundle.kind,
+        bundle.state,
+        bundle.signature(),
+        {"version": images.kernel.version, "build_id": images.kernel.info.get("build_id", "")},
+        same,
+    )
     if not same:
-        progress(f"crashtest: note: kernel {images.kernel.version} differs from the bundle's "
-                 f"({bundle.meta['kernel'].get('version')})")
+        progress(
+            f"crashtest: note: kernel {images.kernel.version} differs from the bundle's "
+            f"({bundle.meta['kernel'].get('version')})"
+        )
     report.image_matches, why = image_matches(bundle.meta, images)
     if not report.image_matches:
         progress(f"crashtest: note: {why}")
@@ -164,27 +186,41 @@ def reproduce(bundle: Bundle, runs: int, kernel: str | None = None,
     return report
 
 
-def _replay(bundle: Bundle, images: GuestImages, work: Path, runs: int,
-            report: ReproReport, progress: Progress) -> None:
+def _replay(
+    bundle: Bundle,
+    images: GuestImages,
+    work: Path,
+    runs: int,
+    report: ReproReport,
+    progress: Progress,
+) -> None:
     log = read_recorded_log(unpack_log(bundle, work / "writes.log"))
     if log.digest != bundle.meta["log_digest"]:
-        raise BundleError(f"bundle {bundle.path}: write log digest {log.digest} is not the "
-                          f"state's ({bundle.meta['log_digest']})")
+        raise BundleError(
+            f"bundle {bundle.path}: write log digest {log.digest} is not the "
+            f"state's ({bundle.meta['log_digest']})"
+        )
     origin = unpack_disk(bundle, "origin.qcow2", work / "origin.img")
     eps = epochs(log)
     todo = [("original", parse_state_id(bundle.meta["state_id"]), report.expected)]
     minimal = bundle.meta.get("minimal")
     if minimal:
-        todo.append(("minimal", parse_state_id(minimal["state_id"]),
-                     signature(minimal["violations"], bundle.legacy)))
+        todo.append(
+            (
+                "minimal",
+                parse_state_id(minimal["state_id"]),
+                signature(minimal["violations"], bundle.legacy),
+            )
+        )
     for _, st, _ in todo:
         if st.epoch >= len(eps):
             raise BundleError(f"bundle {bundle.path}: state {st.id} lies past the log's end")
     cfg = _config(bundle, images, work)
     backend = bundle.backend()
     replayer = Replayer(log, origin, work / "replay")
-    with Checker(machine_config(cfg, None), backend, work,
-                 saved=snapshots.idle_guest(cfg, progress)) as checker:
+    with Checker(
+        machine_config(cfg, None), backend, work, saved=snapshots.idle_guest(cfg, progress)
+    ) as checker:
         for run in range(runs):
             for what, st, expected in todo:
                 if what == "minimal" and run > 0:
@@ -192,20 +228,32 @@ def _replay(bundle: Bundle, images: GuestImages, work: Path, runs: int,
                 t0 = time.monotonic()
                 disk = replayer.build(eps, st, work / "state.qcow2")
                 try:
-                    found = checker.check(st.id, disk, bundle.promises(),
-                                          cfg.workload.invariants)
+                    found = checker.check(st.id, disk, bundle.promises(), cfg.workload.invariants)
                 finally:
                     disk.unlink(missing_ok=True)
                 got = signature_of(found, bundle.legacy)
-                a = Attempt(what, st.id, got, reproduces(expected, got),
-                            wall_s=round(time.monotonic() - t0, 2))
+                a = Attempt(
+                    what,
+                    st.id,
+                    got,
+                    reproduces(expected, got),
+                    wall_s=round(time.monotonic() - t0, 2),
+                )
                 report.attempts.append(a)
-                progress(f"  {what} {st.id}: {'REPRODUCED' if a.reproduced else 'not reproduced'}"
-                         + (f" {got}" if got else ""))
+                progress(
+                    f"  {what} {st.id}: {'REPRODUCED' if a.reproduced else 'not reproduced'}"
+                    + (f" {got}" if got else "")
+                )
 
 
-def _live(bundle: Bundle, images: GuestImages, work: Path, runs: int,
-          report: ReproReport, progress: Progress) -> None:
+def _live(
+    bundle: Bundle,
+    images: GuestImages,
+    work: Path,
+    runs: int,
+    report: ReproReport,
+    progress: Progress,
+) -> None:
     cfg = _config(bundle, images, work)
     backend = bundle.backend()
     cut = bundle.meta.get("cut") or {}
@@ -215,18 +263,26 @@ def _live(bundle: Bundle, images: GuestImages, work: Path, runs: int,
         raise BundleError(f"bundle {bundle.path}: bad cut plan {cut!r}") from e
     if plan.step not in cfg.workload.step_names:
         raise BundleError(f"bundle {bundle.path}: cut step {plan.step!r} is not a workload step")
-    ledger = Ledger({p.key(): p for p in bundle.promises()},
-                    str(bundle.meta.get("last_durability_point", "")))
+    ledger = Ledger(
+        {p.key(): p for p in bundle.promises()}, str(bundle.meta.get("last_durability_point", ""))
+    )
     outcome = CutOutcome(plan, ledger, inventory=bundle.meta.get("inventory"))
     disk = unpack_disk(bundle, "disk.qcow2", work / "disk.img")
     t0 = time.monotonic()
     (work / "recheck").mkdir()
-    found, _, _, _ = check_cut_disk(cfg, backend, outcome, disk, work / "recheck",
-                                    bundle.state, progress)
+    found, _, _, _ = check_cut_disk(
+        cfg, backend, outcome, disk, work / "recheck", bundle.state, progress
+    )
     got = signature_of(found, bundle.legacy)
-    report.attempts.append(Attempt("cut disk", bundle.state, got,
-                                   reproduces(report.expected, got),
-                                   wall_s=round(time.monotonic() - t0, 1)))
+    report.attempts.append(
+        Attempt(
+            "cut disk",
+            bundle.state,
+            got,
+            reproduces(report.expected, got),
+            wall_s=round(time.monotonic() - t0, 1),
+        )
+    )
     progress(f"  recheck of the cut disk: {got or 'clean'}")
     disk.unlink()
     cfg = replace(cfg, bundles=False)
@@ -235,10 +291,19 @@ def _live(bundle: Bundle, images: GuestImages, work: Path, runs: int,
     if minimal:
         tries.append(("minimal", cfg.workload.keeping(set(minimal["steps"]))))
     for i, (what, workload) in enumerate(tries):
-        progress(f"  {what} {i + 1}/{len(tries)}: {plan.describe()} with "
-                 f"{len(workload.steps)} steps")
+        progress(
+            f"  {what} {i + 1}/{len(tries)}: {plan.describe()} with {len(workload.steps)} steps"
+        )
         res = run_live_cut(replace(cfg, workload=workload), backend, i, plan, progress)
         got = signature_of(res.violations, bundle.legacy)
-        report.attempts.append(Attempt(what, res.state, got, reproduces(report.expected, got),
-                                       res.harness_error, res.wall_s))
+        report.attempts.append(
+            Attempt(
+                what,
+                res.state,
+                got,
+                reproduces(report.expected, got),
+                res.harness_error,
+                res.wall_s,
+            )
+        )
         progress(f"  => {'REPRODUCED' if report.attempts[-1].reproduced else 'not reproduced'}")

@@ -44,8 +44,10 @@ class SavedGuest:
         if self.disk is None:
             raise ResumeError(f"{self.vmstate.parent}: this saved guest has no test disk")
         try:
-            hosttools.run(["cp", "--sparse=always", "--reflink=auto", str(self.disk),
-                           str(dest)], "copying the saved test disk")
+            hosttools.run(
+                ["cp", "--sparse=always", "--reflink=auto", str(self.disk), str(dest)],
+                "copying the saved test disk",
+            )
         except HarnessError as e:  # pruned or damaged meanwhile: boot instead
             raise ResumeError(str(e)) from e
         return dest
@@ -62,21 +64,35 @@ def saved_key(config: MachineConfig, backend: Backend | None) -> str:
     image it runs, the machine, and for a docker-ready guest the backend."""
     root = config.disks[0].path
     st = root.stat()
-    machine = {"accel": config.accel, "memory_mb": config.memory_mb, "cpus": config.cpus,
-               "cmdline": list(config.cmdline), "disks": len(config.disks)}
+    machine = {
+        "accel": config.accel,
+        "memory_mb": config.memory_mb,
+        "cpus": config.cpus,
+        "cmdline": list(config.cmdline),
+        "disks": len(config.disks),
+    }
     return recipe_digest(
-        SAVE_VERSION, qemu_version(config.qemu_binary), snapshot.file_digest(config.kernel),
-        snapshot.file_digest(config.initrd), f"{root.name}:{st.st_size}:{st.st_mtime_ns}",
+        SAVE_VERSION,
+        qemu_version(config.qemu_binary),
+        snapshot.file_digest(config.kernel),
+        snapshot.file_digest(config.initrd),
+        f"{root.name}:{st.st_size}:{st.st_mtime_ns}",
         json.dumps(machine, sort_keys=True),
-        json.dumps({"backend": backend.describe(), "daemon": docker.daemon_config(backend)}
-                   if backend else None, sort_keys=True))
+        json.dumps(
+            {"backend": backend.describe(), "daemon": docker.daemon_config(backend)}
+            if backend
+            else None,
+            sort_keys=True,
+        ),
+    )
 
 
 _UNUSABLE: set[str] = set()  # keys that failed in this process: boot, do not retry
 
 
-def _saved(cfg: CampaignConfig, backend: Backend | None, progress: Progress,
-           make: Callable[[Path], float]) -> SavedGuest | None:
+def _saved(
+    cfg: CampaignConfig, backend: Backend | None, progress: Progress, make: Callable[[Path], float]
+) -> SavedGuest | None:
     if not cfg.resume:
         return None
     config = machine_config(cfg, None)
@@ -94,9 +110,17 @@ def _saved(cfg: CampaignConfig, backend: Backend | None, progress: Progress,
             tmp = Path(tempfile.mkdtemp(prefix=f".{key}.", dir=root))
             try:
                 save_s = make(tmp)
-                (tmp / "meta.json").write_text(json.dumps(
-                    {"what": what, "save_s": round(save_s, 2),
-                     "kernel": str(config.kernel), "initrd": str(config.initrd)}) + "\n")
+                (tmp / "meta.json").write_text(
+                    json.dumps(
+                        {
+                            "what": what,
+                            "save_s": round(save_s, 2),
+                            "kernel": str(config.kernel),
+                            "initrd": str(config.initrd),
+                        }
+                    )
+                    + "\n"
+                )
                 tmp.rename(final)
             except GuestSetupError:
                 raise
@@ -110,8 +134,9 @@ def _saved(cfg: CampaignConfig, backend: Backend | None, progress: Progress,
     os.utime(final)  # most recently used
     meta = json.loads((final / "meta.json").read_text())
     disk = final / "disk.img"
-    return SavedGuest(final / "vmstate", disk if disk.exists() else None,
-                      float(meta.get("save_s", 0)))
+    return SavedGuest(
+        final / "vmstate", disk if disk.exists() else None, float(meta.get("save_s", 0))
+    )
 
 
 def discard(saved: SavedGuest, why: str, progress: Progress) -> None:
@@ -122,8 +147,11 @@ def discard(saved: SavedGuest, why: str, progress: Progress) -> None:
 
 
 def _prune(root: Path) -> None:
-    entries = sorted((d for d in root.iterdir() if d.is_dir() and not d.name.startswith(".")),
-                     key=lambda d: d.stat().st_mtime, reverse=True)
+    entries = sorted(
+        (d for d in root.iterdir() if d.is_dir() and not d.name.startswith(".")),
+        key=lambda d: d.stat().st_mtime,
+        reverse=True,
+    )
     for old in entries[KEEP:]:
         shutil.rmtree(old, ignore_errors=True)
 
@@ -149,8 +177,11 @@ def docker_ready(cfg: CampaignConfig, backend: Backend, progress: Progress) -> S
     def make(d: Path) -> float:
         t0 = time.monotonic()
         disk = make_test_disk(backend, d / "disk.img")
-        with Machine(machine_config(cfg, Disk(disk, DATA_SERIAL)), d / "save.console.log",
-                     name=f"save-{backend.name}") as vm:
+        with Machine(
+            machine_config(cfg, Disk(disk, DATA_SERIAL)),
+            d / "save.console.log",
+            name=f"save-{backend.name}",
+        ) as vm:
             vm.wait_booted()
             docker.start_on_fresh_disk(vm.agent, backend)
             # Stopped before the copy of the disk is taken, and saved while stopped:
@@ -161,8 +192,9 @@ def docker_ready(cfg: CampaignConfig, backend: Backend, progress: Progress) -> S
     return _saved(cfg, backend, progress, make)
 
 
-def docker_guest(cfg: CampaignConfig, backend: Backend, disk: Path, console_log: Path,
-                 progress: Progress) -> tuple[Machine, str, dict[str, float]]:
+def docker_guest(
+    cfg: CampaignConfig, backend: Backend, disk: Path, console_log: Path, progress: Progress
+) -> tuple[Machine, str, dict[str, float]]:
     """A guest with dockerd ready on a fresh test disk at `disk`: resumed from the
     saved docker-ready guest (with a copy of its disk) when there is one, else
     booted on a new disk. Returns it running, how it started, and its timings."""
@@ -170,8 +202,12 @@ def docker_guest(cfg: CampaignConfig, backend: Backend, disk: Path, console_log:
     name = f"{backend.name}-workload"
     t0 = time.monotonic()
     if saved is not None:
-        vm = Machine(machine_config(cfg, Disk(disk, DATA_SERIAL)), console_log, name=name,
-                     restore_from=saved.vmstate)
+        vm = Machine(
+            machine_config(cfg, Disk(disk, DATA_SERIAL)),
+            console_log,
+            name=name,
+            restore_from=saved.vmstate,
+        )
         try:
             saved.disk_copy(disk)
             vm.__enter__()

@@ -96,14 +96,17 @@ def validate(opts: CompareOptions) -> Plan:
         raise InputError(f"JOBS ({opts.jobs}) must be at least 1")
     states = M1_STATES[opts.setting] if opts.m1_states is None else opts.m1_states
     if states <= 0:
-        raise InputError(f"M1 states ({states}) must be at least 1 (leave M1 out of "
-                         "METRICS to skip it)")
+        raise InputError(
+            f"M1 states ({states}) must be at least 1 (leave M1 out of METRICS to skip it)"
+        )
     budget = opts.budget or SETTINGS[opts.setting]
     if opts.enospc_disk_mib is not None:
         if opts.enospc_disk_mib < measure.MIN_ENOSPC_DISK_MIB:
-            raise InputError(f"ENOSPC disk of {opts.enospc_disk_mib} MiB is too small to hold "
-                             f"docker and the base image (at least "
-                             f"{measure.MIN_ENOSPC_DISK_MIB} MiB; mkfs.xfs needs 300 MB)")
+            raise InputError(
+                f"ENOSPC disk of {opts.enospc_disk_mib} MiB is too small to hold "
+                f"docker and the base image (at least "
+                f"{measure.MIN_ENOSPC_DISK_MIB} MiB; mkfs.xfs needs 300 MB)"
+            )
         budget = replace(budget, enospc_disk_mib=opts.enospc_disk_mib)
     check_release(opts.release)
     spec = VARIANTS[opts.setting] if opts.enospc_variants is None else opts.enospc_variants
@@ -111,8 +114,13 @@ def validate(opts: CompareOptions) -> Plan:
     for v in variants:
         if v not in RECLAIM:
             raise InputError(f"ENOSPC variant {v!r}: choose from {', '.join(RECLAIM)}")
-    return Plan(tuple(BACKENDS[n] for n in names), metrics, budget, states,
-                tuple(RECLAIM[v] for v in dict.fromkeys(variants)))
+    return Plan(
+        tuple(BACKENDS[n] for n in names),
+        metrics,
+        budget,
+        states,
+        tuple(RECLAIM[v] for v in dict.fromkeys(variants)),
+    )
 
 
 def order(arms: tuple[Backend, ...], reps: int) -> list[tuple[int, Backend]]:
@@ -142,13 +150,18 @@ def environment(vm: Machine, backend: Backend) -> dict[str, Any]:
         driver_status = {k: v for k, v in json.loads(status.stdout or "[]")}
     except ValueError:
         driver_status = {}
-    return {"docker": docker.versions(a, backend), "driver_status": driver_status,
-            "mounted": mount.stdout.strip(), "kernel": a.run("uname -r").stdout.strip(),
-            "backend": backend.describe()}
+    return {
+        "docker": docker.versions(a, backend),
+        "driver_status": driver_status,
+        "mounted": mount.stdout.strip(),
+        "kernel": a.run("uname -r").stdout.strip(),
+        "backend": backend.describe(),
+    }
 
 
-def arm_session(cfg: CampaignConfig, backend: Backend, rep: int, plan: Plan, dest: Path,
-                say: Say) -> dict[str, Any]:
+def arm_session(
+    cfg: CampaignConfig, backend: Backend, rep: int, plan: Plan, dest: Path, say: Say
+) -> dict[str, Any]:
     """One arm's timed session: M2-M5 (and M7 from their operations) in one guest
     with dockerd ready on a fresh 4 GiB test disk."""
     work = dest.with_suffix("")
@@ -156,16 +169,19 @@ def arm_session(cfg: CampaignConfig, backend: Backend, rep: int, plan: Plan, des
     t0 = time.monotonic()
     doc: dict[str, Any] = {"arm": backend.name, "rep": rep, "metrics": {}}
     try:
-        vm, started, _ = docker_guest(cfg, backend, work / "disk.img", work / "console.log",
-                                      say)
+        vm, started, _ = docker_guest(cfg, backend, work / "disk.img", work / "console.log", say)
         with vm:
             doc["started"] = started
             doc["environment"] = environment(vm, backend)
             p = Probe(vm, block_node(vm.config, DATA_SERIAL))
             measure.setup(p, plan.budget)
             measure.noop(p)
-            for key, fn in (("M2", measure.lifecycle), ("M3", measure.build_commit),
-                            ("M4", measure.page_cache), ("M5", measure.copy_up)):
+            for key, fn in (
+                ("M2", measure.lifecycle),
+                ("M3", measure.build_commit),
+                ("M4", measure.page_cache),
+                ("M5", measure.copy_up),
+            ):
                 if key not in plan.metrics and not (key == "M5" and "M7" in plan.metrics):
                     continue
                 say(f"{backend.name} rep {rep + 1}: {key}")
@@ -187,12 +203,21 @@ def arm_session(cfg: CampaignConfig, backend: Backend, rep: int, plan: Plan, des
 
 def variant_backend(reclaim: Reclaim) -> Backend:
     btrfs = BACKENDS["btrfs"]
-    return replace(btrfs, name=f"btrfs+{reclaim.name}",
-                   mkfs_options=(*btrfs.mkfs_options, *reclaim.mkfs_options))
+    return replace(
+        btrfs,
+        name=f"btrfs+{reclaim.name}",
+        mkfs_options=(*btrfs.mkfs_options, *reclaim.mkfs_options),
+    )
 
 
-def enospc_session(cfg: CampaignConfig, backend: Backend, plan: Plan, dest: Path,
-                   say: Say, reclaim: Reclaim | None = None) -> dict[str, Any]:
+def enospc_session(
+    cfg: CampaignConfig,
+    backend: Backend,
+    plan: Plan,
+    dest: Path,
+    say: Say,
+    reclaim: Reclaim | None = None,
+) -> dict[str, Any]:
     """M6 for one arm (or btrfs reclaim variant): a guest booted on a small fresh
     disk, layers churned in until the first ENOSPC."""
     work = dest.with_suffix("")
@@ -202,8 +227,11 @@ def enospc_session(cfg: CampaignConfig, backend: Backend, plan: Plan, dest: Path
     disk = work / "disk.img"
     try:
         make_test_disk(backend, disk, plan.budget.enospc_disk_mib << 20)
-        with Machine(machine_config(cfg, Disk(disk, DATA_SERIAL)), work / "console.log",
-                     name=f"{backend.name}-enospc") as vm:
+        with Machine(
+            machine_config(cfg, Disk(disk, DATA_SERIAL)),
+            work / "console.log",
+            name=f"{backend.name}-enospc",
+        ) as vm:
             vm.wait_booted()
             docker.start_on_fresh_disk(vm.agent, backend)
             p = Probe(vm, block_node(vm.config, DATA_SERIAL))
@@ -259,29 +287,47 @@ def run_task(job: Job) -> str:
     reps = job.opts.reps
     if t.kind == "session":
         say = functools.partial(_print, f"{t.arm} {t.rep + 1}/{reps}")
-        doc = arm_session(cfg, BACKENDS[t.arm], t.rep, plan,
-                          run_dir / "arms" / t.arm / f"rep{t.rep + 1}.json", say)
+        doc = arm_session(
+            cfg,
+            BACKENDS[t.arm],
+            t.rep,
+            plan,
+            run_dir / "arms" / t.arm / f"rep{t.rep + 1}.json",
+            say,
+        )
         return f"{t.arm} rep {t.rep + 1}/{reps}: " + (
-            f"FAILED: {doc['error']}" if "error" in doc else f"done in {doc['wall_s']:.0f}s")
+            f"FAILED: {doc['error']}" if "error" in doc else f"done in {doc['wall_s']:.0f}s"
+        )
     if t.kind == "enospc":
         reclaim = RECLAIM[t.variant] if t.variant else None
         arm = variant_backend(reclaim) if reclaim else BACKENDS[t.arm]
         say = functools.partial(_print, f"{arm.name} M6")
-        doc = enospc_session(cfg, arm, plan, run_dir / "enospc" / f"{arm.name}.json", say,
-                             reclaim)
+        doc = enospc_session(cfg, arm, plan, run_dir / "enospc" / f"{arm.name}.json", say, reclaim)
         m6 = doc.get("M6", {})
         return f"{arm.name} M6: " + (
-            f"FAILED: {doc.get('error') or m6.get('error')}" if "error" in doc or "error" in m6
+            f"FAILED: {doc.get('error') or m6.get('error')}"
+            if "error" in doc or "error" in m6
             else f"{m6['layers_before_enospc']} layers, ENOSPC "
-                 f"{'reached' if m6['reached_enospc'] else 'not reached'}")
+            f"{'reached' if m6['reached_enospc'] else 'not reached'}"
+        )
     say = functools.partial(_print, "M1")
     say(f"crash-state campaign, {plan.m1_states} states per arm")
     try:
-        run = run_campaign(RunOptions(backends=",".join(a.name for a in plan.arms), cuts=0,
-                                      states=plan.m1_states, kernel=job.opts.kernel,
-                                      seed=job.opts.seed, out=run_dir / "m1", accel=cfg.accel,
-                                      jobs=1, release=job.opts.release,
-                                      saved_guests=job.opts.saved_guests), progress=say)
+        run = run_campaign(
+            RunOptions(
+                backends=",".join(a.name for a in plan.arms),
+                cuts=0,
+                states=plan.m1_states,
+                kernel=job.opts.kernel,
+                seed=job.opts.seed,
+                out=run_dir / "m1",
+                accel=cfg.accel,
+                jobs=1,
+                release=job.opts.release,
+                saved_guests=job.opts.saved_guests,
+            ),
+            progress=say,
+        )
     except CrashtestError as e:
         _write(run_dir / "m1" / "error.json", {"error": f"{type(e).__name__}: {e}"})
         return f"M1: FAILED: {e}"
@@ -317,26 +363,45 @@ def run_compare(opts: CompareOptions, progress: Say | None = None) -> Path:
     accel, why = accel_mod.choose(opts.accel)
     say = progress or functools.partial(_print, "compare")
     images = ensure_images(opts.kernel, None, opts.release)
-    say(f"compare: kernel {images.kernel.version}, {opts.release} image "
+    say(
+        f"compare: kernel {images.kernel.version}, {opts.release} image "
         f"{images.root.manifest_id}, accel {accel} ({why}); arms "
-        f"{', '.join(a.name for a in plan.arms)}; {opts.setting} setting, {opts.reps} reps")
+        f"{', '.join(a.name for a in plan.arms)}; {opts.setting} setting, {opts.reps} reps"
+    )
     root = opts.out / "compare"
     run_id = time.strftime("%Y%m%d-%H%M%S", time.gmtime()) + f"-s{opts.seed}"
     run_dir = root / run_id
     run_dir.mkdir(parents=True, exist_ok=False)
-    plan_doc = {"options": {**asdict(opts), "out": str(opts.out)}, "budget": asdict(plan.budget),
-                "m1_states": plan.m1_states, "metrics": list(plan.metrics),
-                "enospc_variants": [variant_backend(v).name for v in plan.variants],
-                "order": [[r + 1, a.name] for r, a in order(plan.arms, opts.reps)]}
+    plan_doc = {
+        "options": {**asdict(opts), "out": str(opts.out)},
+        "budget": asdict(plan.budget),
+        "m1_states": plan.m1_states,
+        "metrics": list(plan.metrics),
+        "enospc_variants": [variant_backend(v).name for v in plan.variants],
+        "order": [[r + 1, a.name] for r, a in order(plan.arms, opts.reps)],
+    }
     _write(run_dir / "plan.json", plan_doc)
-    cfg = CampaignConfig(images=images, accel=accel, workload=default_workload(opts.seed),
-                         run_dir=run_dir, resume=opts.saved_guests)
-    meta = {"run_id": run_id, "crashtest_version": crashtest_version(),
-            "kernel": images.kernel.info, "release": opts.release,
-            "image": images.root.manifest_id, "image_packages": images.root.key_packages(),
-            "accel": accel, "qemu_version": qemu_version("qemu-system-x86_64"),
-            "setting": opts.setting, "reps": opts.reps, "reference": REFERENCE_ARM,
-            **plan_doc}
+    cfg = CampaignConfig(
+        images=images,
+        accel=accel,
+        workload=default_workload(opts.seed),
+        run_dir=run_dir,
+        resume=opts.saved_guests,
+    )
+    meta = {
+        "run_id": run_id,
+        "crashtest_version": crashtest_version(),
+        "kernel": images.kernel.info,
+        "release": opts.release,
+        "image": images.root.manifest_id,
+        "image_packages": images.root.key_packages(),
+        "accel": accel,
+        "qemu_version": qemu_version("qemu-system-x86_64"),
+        "setting": opts.setting,
+        "reps": opts.reps,
+        "reference": REFERENCE_ARM,
+        **plan_doc,
+    }
     t0 = time.monotonic()
     todo = [Job(t, cfg, plan, opts, run_dir) for t in tasks(plan, opts.reps)]
     say(f"compare: {len(todo)} pieces, {opts.jobs} at a time")
@@ -344,8 +409,7 @@ def run_compare(opts: CompareOptions, progress: Say | None = None) -> Path:
         run_jobs(todo, opts.jobs, say)
     except BaseException as e:
         why = "interrupted" if isinstance(e, KeyboardInterrupt) else f"{type(e).__name__}: {e}"
-        _finish(run_dir, {**meta, "incomplete": why, "wall_s": round(time.monotonic() - t0)},
-                plan)
+        _finish(run_dir, {**meta, "incomplete": why, "wall_s": round(time.monotonic() - t0)}, plan)
         raise
     _finish(run_dir, {**meta, "wall_s": round(time.monotonic() - t0)}, plan)
     point_latest(root, run_dir)

@@ -48,10 +48,21 @@ class Budget:
 
 SETTINGS = {
     "short": Budget(),
-    "long": Budget(lifecycle=50, big_mib=64, build_steps=5, many_files=5000, readers=8,
-                   copy_up_mib=(1, 16, 64), random_writes=256, seq_mib=64,
-                   enospc_disk_mib=3072, enospc_blob_mib=32, enospc_files=5000,
-                   enospc_rmi_every=5, enospc_max_layers=500),
+    "long": Budget(
+        lifecycle=50,
+        big_mib=64,
+        build_steps=5,
+        many_files=5000,
+        readers=8,
+        copy_up_mib=(1, 16, 64),
+        random_writes=256,
+        seq_mib=64,
+        enospc_disk_mib=3072,
+        enospc_blob_mib=32,
+        enospc_files=5000,
+        enospc_rmi_every=5,
+        enospc_max_layers=500,
+    ),
 }
 
 
@@ -67,13 +78,18 @@ class Reclaim:
 
 
 _SYSFS = f"/sys/fs/btrfs/$(findmnt -no UUID {DOCKER_ROOT})/allocation/data"
-RECLAIM = {r.name: r for r in (
-    Reclaim("bg-reclaim", after_mount=f"echo 50 > {_SYSFS}/bg_reclaim_threshold"),  # >= 5.19
-    Reclaim("dynamic-reclaim", after_mount=f"echo 1 > {_SYSFS}/dynamic_reclaim && "
-                                           f"echo 1 > {_SYSFS}/periodic_reclaim"),  # >= 6.11
-    Reclaim("balance-cron", balance_every=5),
-    Reclaim("mixed", mkfs_options=("--mixed",)),
-)}
+RECLAIM = {
+    r.name: r
+    for r in (
+        Reclaim("bg-reclaim", after_mount=f"echo 50 > {_SYSFS}/bg_reclaim_threshold"),  # >= 5.19
+        Reclaim(
+            "dynamic-reclaim",
+            after_mount=f"echo 1 > {_SYSFS}/dynamic_reclaim && echo 1 > {_SYSFS}/periodic_reclaim",
+        ),  # >= 6.11
+        Reclaim("balance-cron", balance_every=5),
+        Reclaim("mixed", mkfs_options=("--mixed",)),
+    )
+}
 MIN_ENOSPC_DISK_MIB = 320  # mkfs.xfs refuses less than 300 MB; the base image must fit
 
 
@@ -84,8 +100,9 @@ class Counters:
     flushes: int
 
     def __sub__(self, o: Counters) -> Counters:
-        return Counters(self.wr_bytes - o.wr_bytes, self.wr_ops - o.wr_ops,
-                        self.flushes - o.flushes)
+        return Counters(
+            self.wr_bytes - o.wr_bytes, self.wr_ops - o.wr_ops, self.flushes - o.flushes
+        )
 
 
 @dataclass(frozen=True)
@@ -107,8 +124,7 @@ def disk_counters(vm: Machine, node: str) -> Counters:
     for dev in vm.qmp("query-blockstats"):
         if dev.get("node-name") == node:
             s = dev["stats"]
-            return Counters(int(s["wr_bytes"]), int(s["wr_operations"]),
-                            int(s["flush_operations"]))
+            return Counters(int(s["wr_bytes"]), int(s["wr_operations"]), int(s["flush_operations"]))
     raise HarnessError(f"{vm.name}: QMP query-blockstats has no node {node!r}")
 
 
@@ -155,8 +171,9 @@ class Probe:
 
     def cached_bytes(self) -> int:
         """The guest's page cache of files (Cached less tmpfs/shmem)."""
-        info = dict(line.split(":", 1) for line in
-                    self.sh("cat /proc/meminfo").splitlines() if ":" in line)
+        info = dict(
+            line.split(":", 1) for line in self.sh("cat /proc/meminfo").splitlines() if ":" in line
+        )
         kib = int(info["Cached"].split()[0]) - int(info["Shmem"].split()[0])
         return kib * 1024
 
@@ -182,8 +199,11 @@ def setup(p: Probe, b: Budget) -> None:
     base(p)
     files = " && ".join(_fill(f"/c{s}", s) for s in b.copy_up_mib)
     make = f"{_fill('/big', b.big_mib)} && {files}"
-    p.op("fixture-layer", f"{RUN} --name fixture {BASE} sh -c {shlex.quote(make)} && "
-         f"docker commit fixture {FIXTURE} && docker rm fixture")
+    p.op(
+        "fixture-layer",
+        f"{RUN} --name fixture {BASE} sh -c {shlex.quote(make)} && "
+        f"docker commit fixture {FIXTURE} && docker rm fixture",
+    )
 
 
 def noop(p: Probe) -> Op:
@@ -196,15 +216,20 @@ def lifecycle(p: Probe, b: Budget) -> dict[str, Any]:
     walls: dict[str, list[float]] = {"create": [], "start": [], "stop": [], "rm": []}
     for i in range(b.lifecycle):
         name = f"lc{i}"
-        for step, cmd in (("create", f"docker create --network none --name {name} {BASE} "
-                                     "sleep 1d"),
-                          ("start", f"docker start {name}"), ("stop", f"docker stop -t 0 {name}"),
-                          ("rm", f"docker rm {name}")):
+        for step, cmd in (
+            ("create", f"docker create --network none --name {name} {BASE} sleep 1d"),
+            ("start", f"docker start {name}"),
+            ("stop", f"docker stop -t 0 {name}"),
+            ("rm", f"docker rm {name}"),
+        ):
             walls[step].append(p.op(step, cmd).wall_s)
     total = sum(sum(v) for v in walls.values())
-    return {"n": b.lifecycle, "containers_per_min": round(60 * b.lifecycle / total, 2),
-            "lifecycle_s": round(total / b.lifecycle, 3),
-            **{f"{step}_s": round(sum(w) / len(w), 3) for step, w in walls.items()}}
+    return {
+        "n": b.lifecycle,
+        "containers_per_min": round(60 * b.lifecycle / total, 2),
+        "lifecycle_s": round(total / b.lifecycle, 3),
+        **{f"{step}_s": round(sum(w) / len(w), 3) for step, w in walls.items()},
+    }
 
 
 def build_commit(p: Probe, b: Budget) -> dict[str, Any]:
@@ -217,27 +242,40 @@ def build_commit(p: Probe, b: Budget) -> dict[str, Any]:
     for k in range(1, b.build_steps + 1):
         seek = (k * 37 * chunk) % max(1, b.big_mib * 16 - chunk)
         parent = FIXTURE if k == 1 else f"compare/build:{k - 1}"
-        steps.append(p.op("build-step", f"{RUN} --name m3s{k} {parent} dd "
-                          f"if=/dev/urandom of=/big bs=64k count={chunk} seek={seek} "
-                          f"conv=notrunc && docker commit m3s{k} compare/build:{k} && "
-                          f"docker rm m3s{k}"))
+        steps.append(
+            p.op(
+                "build-step",
+                f"{RUN} --name m3s{k} {parent} dd "
+                f"if=/dev/urandom of=/big bs=64k count={chunk} seek={seek} "
+                f"conv=notrunc && docker commit m3s{k} compare/build:{k} && "
+                f"docker rm m3s{k}",
+            )
+        )
     used2 = p.used_bytes()
     img = p.sh(f"docker image inspect --format '{{{{.Size}}}}' compare/build:{b.build_steps}")
-    make_many = (f"mkdir /many && cd /many && i=0; while [ $i -lt {b.many_files} ]; do "
-                 "echo $i > f$i; i=$((i+1)); done")  # builtins only: no process per file
-    p.op("many-files-layer", f"{RUN} --name m3f {BASE} sh -c {shlex.quote(make_many)} && "
-         "docker commit m3f compare/many:0 && docker rm m3f")
+    make_many = (
+        f"mkdir /many && cd /many && i=0; while [ $i -lt {b.many_files} ]; do "
+        "echo $i > f$i; i=$((i+1)); done"
+    )  # builtins only: no process per file
+    p.op(
+        "many-files-layer",
+        f"{RUN} --name m3f {BASE} sh -c {shlex.quote(make_many)} && "
+        "docker commit m3f compare/many:0 && docker rm m3f",
+    )
     p.sh(f"{RUN} --name m3t compare/many:0 touch /many/f1")
     used3 = p.used_bytes()
     commit = p.op("commit-one-file", "docker commit m3t compare/many:1")
     used4 = p.used_bytes()
     return {
-        "big_mib": b.big_mib, "steps": b.build_steps, "many_files": b.many_files,
+        "big_mib": b.big_mib,
+        "steps": b.build_steps,
+        "many_files": b.many_files,
         "step_s": [s.wall_s for s in steps],
         "build_growth_bytes": used2 - used1,
         "build_growth_per_step_bytes": (used2 - used1) // b.build_steps,
         "image_size_bytes": int(img.strip()),
-        "commit_one_file_s": commit.wall_s, "commit_one_file_growth_bytes": used4 - used3,
+        "commit_one_file_s": commit.wall_s,
+        "commit_one_file_growth_bytes": used4 - used3,
     }
 
 
@@ -254,10 +292,15 @@ def page_cache(p: Probe, b: Budget) -> dict[str, Any]:
     extra = (cached[-1] - cached[1]) / max(1, b.readers - 1)
     size = b.big_mib * MIB
     p.sh(f"docker rm {' '.join(f'm4r{m}' for m in range(1, b.readers + 1))}")
-    return {"file_bytes": size, "readers": b.readers, "cached_growth_bytes": growth,
-            "first_reader_bytes": growth[0], "per_extra_reader_bytes": round(extra),
-            # 1.0: every extra reader cached the file again; 0.0: all share one copy
-            "copies_per_extra_reader": round(extra / size, 3)}
+    return {
+        "file_bytes": size,
+        "readers": b.readers,
+        "cached_growth_bytes": growth,
+        "first_reader_bytes": growth[0],
+        "per_extra_reader_bytes": round(extra),
+        # 1.0: every extra reader cached the file again; 0.0: all share one copy
+        "copies_per_extra_reader": round(extra / size, 3),
+    }
 
 
 def copy_up(p: Probe, b: Budget) -> dict[str, Any]:
@@ -269,25 +312,40 @@ def copy_up(p: Probe, b: Budget) -> dict[str, Any]:
     for s in b.copy_up_mib:
         # Timed inside the container from /proc/uptime (shell builtins, 10 ms steps):
         # docker exec's own seconds under TCG would drown a copy-up.
-        write = ("read a _ < /proc/uptime; dd if=/dev/zero of=/c{s} bs=1 count=1 "
-                 f"seek={s * MIB - 1} conv=notrunc 2>/dev/null; read b _ < /proc/uptime; "
-                 "echo $a $b").replace("{s}", str(s))
+        write = (
+            "read a _ < /proc/uptime; dd if=/dev/zero of=/c{s} bs=1 count=1 "
+            f"seek={s * MIB - 1} conv=notrunc 2>/dev/null; read b _ < /proc/uptime; "
+            "echo $a $b"
+        ).replace("{s}", str(s))
         cmd = f"docker exec m5 sh -c {shlex.quote(write)}"
         first = p.op("copy-up", cmd)
         first_s = _elapsed(p.last_stdout)
         second = p.op("rewrite", cmd)
         second_s = _elapsed(p.last_stdout)
-        out.append({"mib": s, "first_s": first_s, "second_s": second_s,
-                    "net_s": round(first_s - second_s, 3),
-                    "first_exec_s": first.wall_s, "second_exec_s": second.wall_s,
-                    "first_wr_bytes": first.wr_bytes, "second_wr_bytes": second.wr_bytes,
-                    "first_flushes": first.flushes, "second_flushes": second.flushes})
-    p.op("seq-write-fsync", f"docker exec m5 dd if=/dev/zero of=/seq bs=1M count={b.seq_mib} "
-         "conv=fsync")
+        out.append(
+            {
+                "mib": s,
+                "first_s": first_s,
+                "second_s": second_s,
+                "net_s": round(first_s - second_s, 3),
+                "first_exec_s": first.wall_s,
+                "second_exec_s": second.wall_s,
+                "first_wr_bytes": first.wr_bytes,
+                "second_wr_bytes": second.wr_bytes,
+                "first_flushes": first.flushes,
+                "second_flushes": second.flushes,
+            }
+        )
+    p.op(
+        "seq-write-fsync",
+        f"docker exec m5 dd if=/dev/zero of=/seq bs=1M count={b.seq_mib} conv=fsync",
+    )
     blocks = b.copy_up_mib[-1] * 256
-    rand = (f"i=0; while [ $i -lt {b.random_writes} ]; do dd if=/dev/zero of=/c{b.copy_up_mib[-1]}"
-            f" bs=4k count=1 seek=$(( (i * 2654435761) % {blocks} )) conv=notrunc,fsync "
-            "2>/dev/null; i=$((i+1)); done")
+    rand = (
+        f"i=0; while [ $i -lt {b.random_writes} ]; do dd if=/dev/zero of=/c{b.copy_up_mib[-1]}"
+        f" bs=4k count=1 seek=$(( (i * 2654435761) % {blocks} )) conv=notrunc,fsync "
+        "2>/dev/null; i=$((i+1)); done"
+    )
     p.op("random-4k-fsync", f"docker exec m5 sh -c {shlex.quote(rand)}")
     p.sh("docker rm -f m5")
     return {"files": out}
@@ -309,11 +367,13 @@ def per_op(ops: list[Op]) -> dict[str, dict[str, float]]:
     for name in dict.fromkeys(o.name for o in ops if o.name != "noop"):
         mine = [o for o in ops if o.name == name]
         n = len(mine)
-        out[name] = {"n": n,
-                     "wr_bytes": round(sum(o.wr_bytes for o in mine) / n - f.wr_bytes),
-                     "wr_ops": round(sum(o.wr_ops for o in mine) / n - f.wr_ops, 1),
-                     "flushes": round(sum(o.flushes for o in mine) / n - f.flushes, 1),
-                     "wall_s": round(sum(o.wall_s for o in mine) / n, 3)}
+        out[name] = {
+            "n": n,
+            "wr_bytes": round(sum(o.wr_bytes for o in mine) / n - f.wr_bytes),
+            "wr_ops": round(sum(o.wr_ops for o in mine) / n - f.wr_ops, 1),
+            "flushes": round(sum(o.flushes for o in mine) / n - f.flushes, 1),
+            "wall_s": round(sum(o.wall_s for o in mine) / n, 3),
+        }
     return out
 
 
@@ -344,9 +404,14 @@ def _space(p: Probe, backend: Backend) -> dict[str, Any]:
     df = p.sh(f"df -B1 --output=size,used,avail {DOCKER_ROOT} | tail -1").split()
     dfi = p.sh(f"df --output=itotal,iused {DOCKER_ROOT} | tail -1").split()
     size, used, avail = (int(x) for x in df)
-    out: dict[str, Any] = {"df_size": size, "df_used": used, "df_avail": avail,
-                           "df_used_of_size": round(used / size, 3),
-                           "inodes_total": int(dfi[0]), "inodes_used": int(dfi[1])}
+    out: dict[str, Any] = {
+        "df_size": size,
+        "df_used": used,
+        "df_avail": avail,
+        "df_used_of_size": round(used / size, 3),
+        "inodes_total": int(dfi[0]),
+        "inodes_used": int(dfi[1]),
+    }
     if backend.fs == "btrfs":
         text = p.sh(f"btrfs filesystem usage -b {DOCKER_ROOT}")
         out["btrfs_usage"] = btrfs_usage(text)
@@ -354,27 +419,32 @@ def _space(p: Probe, backend: Backend) -> dict[str, Any]:
     return out
 
 
-def enospc(p: Probe, backend: Backend, b: Budget, reclaim: Reclaim | None = None
-           ) -> dict[str, Any]:
+def enospc(p: Probe, backend: Backend, b: Budget, reclaim: Reclaim | None = None) -> dict[str, Any]:
     """M6: layer churn on a small disk until the first ENOSPC; where `df` stood
     then, and (btrfs) whether a balance lets the failed step through."""
     if reclaim and reclaim.after_mount:
         p.sh(reclaim.after_mount)
     balances = 0
     # printf and [ are shell builtins: no process per small file
-    make = (f"mkdir /d && cd /d && i=0; while [ $i -lt {b.enospc_files} ]; do "
-            "printf '%1023d\\n' $i > f$i; i=$((i+1)); done && "
-            f"{_fill('blob', b.enospc_blob_mib)}")
+    make = (
+        f"mkdir /d && cd /d && i=0; while [ $i -lt {b.enospc_files} ]; do "
+        "printf '%1023d\\n' $i > f$i; i=$((i+1)); done && "
+        f"{_fill('blob', b.enospc_blob_mib)}"
+    )
     layers = 0
     failed = ""
 
     def step(i: int) -> str:
-        return (f"{RUN} --name e{i} {BASE} sh -c {shlex.quote(make)} && "
-                f"docker commit e{i} compare/churn:{i} && docker rm e{i} && "
-                f"{RUN} --rm compare/churn:{i} sh -c {shlex.quote(_fill('/w', 4))}"
-                + (f" && docker rmi compare/churn:{i - b.enospc_rmi_every}"
-                   if b.enospc_rmi_every and i >= b.enospc_rmi_every
-                   and i % b.enospc_rmi_every == 0 else ""))
+        return (
+            f"{RUN} --name e{i} {BASE} sh -c {shlex.quote(make)} && "
+            f"docker commit e{i} compare/churn:{i} && docker rm e{i} && "
+            f"{RUN} --rm compare/churn:{i} sh -c {shlex.quote(_fill('/w', 4))}"
+            + (
+                f" && docker rmi compare/churn:{i - b.enospc_rmi_every}"
+                if b.enospc_rmi_every and i >= b.enospc_rmi_every and i % b.enospc_rmi_every == 0
+                else ""
+            )
+        )
 
     for i in range(b.enospc_max_layers):
         if reclaim and reclaim.balance_every and i and i % reclaim.balance_every == 0:
@@ -385,17 +455,23 @@ def enospc(p: Probe, backend: Backend, b: Budget, reclaim: Reclaim | None = None
             failed = res.evidence(800)
             break
         layers += 1
-    out: dict[str, Any] = {"disk_mib": b.enospc_disk_mib, "layers_before_enospc": layers,
-                           "reached_enospc": False, "max_layers": b.enospc_max_layers,
-                           "reclaim": reclaim.name if reclaim else "", "balances": balances}
+    out: dict[str, Any] = {
+        "disk_mib": b.enospc_disk_mib,
+        "layers_before_enospc": layers,
+        "reached_enospc": False,
+        "max_layers": b.enospc_max_layers,
+        "reclaim": reclaim.name if reclaim else "",
+        "balances": balances,
+    }
     if not failed:
         out["space"] = _space(p, backend)
         return out
     if "no space left on device" not in failed.lower():
         raise MetricError(f"layer churn failed, not with ENOSPC: {failed}")
     out["reached_enospc"] = True
-    out["enospc_message"] = next(line for line in failed.splitlines()
-                                 if "no space left on device" in line.lower())[:400]
+    out["enospc_message"] = next(
+        line for line in failed.splitlines() if "no space left on device" in line.lower()
+    )[:400]
     out["space"] = _space(p, backend)
     p.agent.run(f"docker rm -f e{layers}", timeout=300)
     if backend.fs == "btrfs":
@@ -403,8 +479,14 @@ def enospc(p: Probe, backend: Backend, b: Budget, reclaim: Reclaim | None = None
         for how in ("-dusage=0", "-dusage=50"):
             bal = p.agent.run(f"btrfs balance start {how} {DOCKER_ROOT}", timeout=900)
             retry = p.agent.run(step(layers), timeout=900)
-            out["recovery"].append({"balance": how, "balance_ok": bal.ok,
-                                    "retry_ok": retry.ok, "space": _space(p, backend)})
+            out["recovery"].append(
+                {
+                    "balance": how,
+                    "balance_ok": bal.ok,
+                    "retry_ok": retry.ok,
+                    "space": _space(p, backend),
+                }
+            )
             if retry.ok:
                 break
             p.agent.run(f"docker rm -f e{layers}", timeout=300)

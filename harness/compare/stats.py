@@ -24,8 +24,12 @@ def wilson(k: int, n: int, z: float = Z95) -> tuple[float, float]:
 
 def per_1000(k: int, n: int) -> dict[str, Any]:
     lo, hi = wilson(k, n)
-    return {"count": k, "states": n, "per_1000": round(1000 * k / n, 1) if n else 0.0,
-            "ci95": [round(1000 * lo, 1), round(1000 * hi, 1)]}
+    return {
+        "count": k,
+        "states": n,
+        "per_1000": round(1000 * k / n, 1) if n else 0.0,
+        "ci95": [round(1000 * lo, 1), round(1000 * hi, 1)],
+    }
 
 
 def spread(values: list[float]) -> dict[str, float | int]:
@@ -35,8 +39,14 @@ def spread(values: list[float]) -> dict[str, float | int]:
         q1 = q3 = v[0]
     else:
         q1, _, q3 = statistics.quantiles(v, n=4, method="inclusive")
-    return {"median": _round(statistics.median(v)), "q1": _round(q1), "q3": _round(q3),
-            "min": _round(v[0]), "max": _round(v[-1]), "n": len(v)}
+    return {
+        "median": _round(statistics.median(v)),
+        "q1": _round(q1),
+        "q3": _round(q3),
+        "min": _round(v[0]),
+        "max": _round(v[-1]),
+        "n": len(v),
+    }
 
 
 def ratio(value: float, reference: float) -> float | None:

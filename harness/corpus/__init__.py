@@ -75,24 +75,27 @@ def select(only: str | None) -> list[KnownBug]:
         raise InputError("ONLY is empty")
     bad = [i for i in ids if i not in known]
     if bad:
-        raise InputError(f"corpus entry {bad[0]!r}: not in the corpus "
-                         f"({', '.join(known)})")
+        raise InputError(f"corpus entry {bad[0]!r}: not in the corpus ({', '.join(known)})")
     return [known[i] for i in dict.fromkeys(ids)]
 
 
 def validate(opts: CorpusOptions) -> Plan:
     entries = select(opts.only)
     if opts.runs < 1 or opts.baseline_runs < 0:
-        raise InputError(f"RUNS must be at least 1 and BASELINE_RUNS at least 0, got "
-                         f"{opts.runs} and {opts.baseline_runs}")
+        raise InputError(
+            f"RUNS must be at least 1 and BASELINE_RUNS at least 0, got "
+            f"{opts.runs} and {opts.baseline_runs}"
+        )
     if opts.states < 0 or opts.cuts < 0 or opts.states + opts.cuts == 0:
-        raise InputError(f"STATES ({opts.states}) and CUTS ({opts.cuts}) must be >= 0 and "
-                         "not both 0")
+        raise InputError(
+            f"STATES ({opts.states}) and CUTS ({opts.cuts}) must be >= 0 and not both 0"
+        )
     if opts.jobs < 1:
         raise InputError(f"JOBS must be at least 1, got {opts.jobs}")
     if opts.tree is not None and opts.kernel is not None:
-        raise InputError("give a kernel source tree (TREE) or a kernel (KERNEL, the "
-                         "baseline alone), not both")
+        raise InputError(
+            "give a kernel source tree (TREE) or a kernel (KERNEL, the baseline alone), not both"
+        )
     tree = opts.tree
     if tree is not None:
         check_tree(tree, "TREE")
@@ -131,8 +134,12 @@ class Build:
     edits: int = 0
 
     def to_json(self) -> dict[str, object]:
-        return {"kernel": self.kernel, "version": self.version, "build_s": self.build_s,
-                "edits": self.edits}
+        return {
+            "kernel": self.kernel,
+            "version": self.version,
+            "build_s": self.build_s,
+            "edits": self.edits,
+        }
 
 
 @dataclass
@@ -147,8 +154,14 @@ class Outcome:
     error: str = ""
 
     def to_json(self) -> dict[str, object]:
-        return {"seed": self.seed, "run_dir": self.run_dir, "verdict": self.verdict,
-                "wall_s": self.wall_s, "violations": self.violations, "error": self.error}
+        return {
+            "seed": self.seed,
+            "run_dir": self.run_dir,
+            "verdict": self.verdict,
+            "wall_s": self.wall_s,
+            "violations": self.violations,
+            "error": self.error,
+        }
 
 
 def outcome_of(summary: dict[str, Any], run_dir: str, seed: int, wall_s: float) -> Outcome:
@@ -164,21 +177,33 @@ def outcome_of(summary: dict[str, Any], run_dir: str, seed: int, wall_s: float) 
             for v in s.get("violations", []):
                 if v["class"] == "leak":  # space docker did not free: not a crash bug
                     continue
-                entry = seen.setdefault(v["signature"], {
-                    "signature": v["signature"], "class": v["class"], "fault": v["fault"],
-                    "promise": v["promise"], "state": v["state"], "states": 0,
-                    "evidence": v["evidence"], "bundle": s.get("bundle", "")})
+                entry = seen.setdefault(
+                    v["signature"],
+                    {
+                        "signature": v["signature"],
+                        "class": v["class"],
+                        "fault": v["fault"],
+                        "promise": v["promise"],
+                        "state": v["state"],
+                        "states": 0,
+                        "evidence": v["evidence"],
+                        "bundle": s.get("bundle", ""),
+                    },
+                )
                 entry["states"] += 1
     verdict = "caught" if seen else ("error" if errors else "clean")
-    return Outcome(seed, run_dir, verdict, round(wall_s, 1), list(seen.values()),
-                   "; ".join(errors[:3]))
+    return Outcome(
+        seed, run_dir, verdict, round(wall_s, 1), list(seen.values()), "; ".join(errors[:3])
+    )
 
 
-def expectation(bug: KnownBug, results: dict[str, list[Outcome]],
-                tree_has_fix: bool = False) -> tuple[str, bool]:
+def expectation(
+    bug: KnownBug, results: dict[str, list[Outcome]], tree_has_fix: bool = False
+) -> tuple[str, bool]:
     """The entry's result in words, and whether it is what the corpus expects.
     `tree_has_fix`: a bug present in 6.12 run on a tree that has its fix (7.2):
     the fixed side, which must be clean."""
+
     def rate(role: str) -> tuple[int, int]:
         got = results.get(role, [])
         return sum(1 for o in got if o.verdict == "caught"), len(got)
@@ -192,22 +217,38 @@ def expectation(bug: KnownBug, results: dict[str, list[Outcome]],
         return "harness errors in some runs", False
     if bug.kind == Kind.CONTROL:
         fp = caught + false_pos
-        return ((f"clean in {n + base} runs", True) if fp == 0 else
-                (f"false positive: a violation in {fp} of {n + base} runs", False))
+        return (
+            (f"clean in {n + base} runs", True)
+            if fp == 0
+            else (f"false positive: a violation in {fp} of {n + base} runs", False)
+        )
     if tree_has_fix:
-        return ((f"clean in {base} runs: the tree has the fix ({bug.fixed_in})", True)
-                if false_pos == 0 else
-                (f"caught in {false_pos} of {base} runs although the tree has the fix "
-                 f"({bug.fixed_in})", False))
+        return (
+            (f"clean in {base} runs: the tree has the fix ({bug.fixed_in})", True)
+            if false_pos == 0
+            else (
+                f"caught in {false_pos} of {base} runs although the tree has the fix "
+                f"({bug.fixed_in})",
+                False,
+            )
+        )
     if n == 0:  # no tree: the baseline alone
-        return ((f"clean in {base} runs on the given kernel", True) if false_pos == 0 else
-                (f"caught in {false_pos} of {base} runs on the given kernel",
-                 bug.kind == Kind.PRESENT))
+        return (
+            (f"clean in {base} runs on the given kernel", True)
+            if false_pos == 0
+            else (
+                f"caught in {false_pos} of {base} runs on the given kernel",
+                bug.kind == Kind.PRESENT,
+            )
+        )
     words = f"caught in {caught} of {n} runs"
     ok = caught >= CAUGHT_RATE * n
     if base:
-        words += f"; stock tree: a violation in {false_pos} of {base} runs" if false_pos \
+        words += (
+            f"; stock tree: a violation in {false_pos} of {base} runs"
+            if false_pos
             else f"; stock tree clean in {base} runs"
+        )
         ok = ok and false_pos == 0
     return words, ok
 
@@ -240,21 +281,39 @@ def run_corpus(opts: CorpusOptions, progress: Callable[[str], None] | None = Non
             if bug.id in build_failed:
                 words, ok = f"its kernel did not build: {build_failed[bug.id]}", False
             res = results[bug.id]
-            entries.append({
-                **bug.to_json(), "result": words, "as_expected": ok,
-                "builds": {r: builds[_build_key(bug, r)].to_json() for r in res
-                           if _build_key(bug, r) in builds},
-                "runs": {r: [o.to_json() for o in outs] for r, outs in res.items()},
-                "rate": {r: _rate(outs) for r, outs in res.items()},
-                "harness_failed": bug.id in build_failed or any(
-                    o.verdict == "error" for outs in res.values() for o in outs)})
-        doc = {"run_id": run_id, "crashtest_version": crashtest_version(),
-               "tree": str(plan.tree or ""), "tree_key": tree_id,
-               "kernel": plan.kernel or "", "runs": opts.runs,
-               "baseline_runs": opts.baseline_runs, "states": opts.states, "cuts": opts.cuts,
-               "seed": opts.seed, "caught_rate": CAUGHT_RATE,
-               "wall_s": round(time.monotonic() - started, 1),
-               "complete": not incomplete, "incomplete": incomplete, "entries": entries}
+            entries.append(
+                {
+                    **bug.to_json(),
+                    "result": words,
+                    "as_expected": ok,
+                    "builds": {
+                        r: builds[_build_key(bug, r)].to_json()
+                        for r in res
+                        if _build_key(bug, r) in builds
+                    },
+                    "runs": {r: [o.to_json() for o in outs] for r, outs in res.items()},
+                    "rate": {r: _rate(outs) for r, outs in res.items()},
+                    "harness_failed": bug.id in build_failed
+                    or any(o.verdict == "error" for outs in res.values() for o in outs),
+                }
+            )
+        doc = {
+            "run_id": run_id,
+            "crashtest_version": crashtest_version(),
+            "tree": str(plan.tree or ""),
+            "tree_key": tree_id,
+            "kernel": plan.kernel or "",
+            "runs": opts.runs,
+            "baseline_runs": opts.baseline_runs,
+            "states": opts.states,
+            "cuts": opts.cuts,
+            "seed": opts.seed,
+            "caught_rate": CAUGHT_RATE,
+            "wall_s": round(time.monotonic() - started, 1),
+            "complete": not incomplete,
+            "incomplete": incomplete,
+            "entries": entries,
+        }
         tmp = run_dir / "corpus.json.tmp"
         tmp.write_text(json.dumps(doc, indent=1) + "\n")
         tmp.replace(run_dir / "corpus.json")
@@ -272,10 +331,10 @@ def run_corpus(opts: CorpusOptions, progress: Callable[[str], None] | None = Non
                     continue
                 for i in range(runs_of(role, bug, opts)):
                     seed = opts.seed + i
-                    say(f"crashtest: {bug.id} on the {role} kernel, run {i + 1} "
-                        f"(seed {seed})")
+                    say(f"crashtest: {bug.id} on the {role} kernel, run {i + 1} (seed {seed})")
                     results[bug.id].setdefault(role, []).append(
-                        _campaign(bug, role, build, seed, opts, run_dir))
+                        _campaign(bug, role, build, seed, opts, run_dir)
+                    )
                     write()
     except BaseException as e:
         why = "interrupted" if isinstance(e, KeyboardInterrupt) else f"{type(e).__name__}: {e}"
@@ -289,16 +348,20 @@ def run_corpus(opts: CorpusOptions, progress: Callable[[str], None] | None = Non
 
 def _rate(outs: list[Outcome]) -> dict[str, object]:
     caught = sum(1 for o in outs if o.verdict == "caught")
-    return {"caught": caught, "runs": len(outs),
-            "rate": round(caught / len(outs), 3) if outs else 0.0}
+    return {
+        "caught": caught,
+        "runs": len(outs),
+        "rate": round(caught / len(outs), 3) if outs else 0.0,
+    }
 
 
 def _build_key(bug: KnownBug, role: str) -> str:
     return f"{bug.id}:{role}" if role == Role.BUGGY and bug.edits else "stock"
 
 
-def _kernel_for(bug: KnownBug, role: str, plan: Plan, builds: dict[str, Build],
-                say: Callable[[str], None]) -> Build:
+def _kernel_for(
+    bug: KnownBug, role: str, plan: Plan, builds: dict[str, Build], say: Callable[[str], None]
+) -> Build:
     key = _build_key(bug, role)
     if key in builds:
         return builds[key]
@@ -306,29 +369,55 @@ def _kernel_for(bug: KnownBug, role: str, plan: Plan, builds: dict[str, Build],
         builds[key] = Build(plan.kernel or "")
         return builds[key]
     edits = bug.edits_for(tree_series(plan.tree)) if key != "stock" else ()
-    say(f"crashtest: kernel for {bug.id if edits else 'the stock tree'}: "
-        + (f"{len(edits)} edit(s) to {', '.join(sorted({e.path for e in edits}))}"
-           if edits else "the tree as given"))
+    say(
+        f"crashtest: kernel for {bug.id if edits else 'the stock tree'}: "
+        + (
+            f"{len(edits)} edit(s) to {', '.join(sorted({e.path for e in edits}))}"
+            if edits
+            else "the tree as given"
+        )
+    )
     t = time.monotonic()
     image = build_edited_tree(plan.tree, edits)
-    builds[key] = Build(str(image), bzimage_version(image), round(time.monotonic() - t, 1),
-                        len(edits))
+    builds[key] = Build(
+        str(image), bzimage_version(image), round(time.monotonic() - t, 1), len(edits)
+    )
     return builds[key]
 
 
-def _campaign(bug: KnownBug, role: str, build: Build, seed: int, opts: CorpusOptions,
-              run_dir: Path) -> Outcome:
+def _campaign(
+    bug: KnownBug, role: str, build: Build, seed: int, opts: CorpusOptions, run_dir: Path
+) -> Outcome:
     out = run_dir / bug.id / role
     t = time.monotonic()
-    camp = run_campaign(RunOptions(
-        backends=bug.backend, cuts=opts.cuts, states=opts.states, kernel=build.kernel,
-        seed=seed, out=out, accel=opts.accel, mount_options=bug.mount_options,
-        jobs=opts.jobs, workload=bug.workload, saved_guests=opts.saved_guests))
+    camp = run_campaign(
+        RunOptions(
+            backends=bug.backend,
+            cuts=opts.cuts,
+            states=opts.states,
+            kernel=build.kernel,
+            seed=seed,
+            out=out,
+            accel=opts.accel,
+            mount_options=bug.mount_options,
+            jobs=opts.jobs,
+            workload=bug.workload,
+            saved_guests=opts.saved_guests,
+        )
+    )
     summary = json.loads((camp / "summary.json").read_text())
     if not build.version:  # a Debian package: its version is known once fetched
         build.version = str(summary.get("kernel_info", {}).get("version", ""))
     return outcome_of(summary, str(camp.relative_to(run_dir)), seed, time.monotonic() - t)
 
 
-__all__ = ["CORPUS", "DEFAULT_CUTS", "DEFAULT_RUNS", "DEFAULT_STATES", "CorpusOptions", "Kind",
-           "KnownBug", "run_corpus"]
+__all__ = [
+    "CORPUS",
+    "DEFAULT_CUTS",
+    "DEFAULT_RUNS",
+    "DEFAULT_STATES",
+    "CorpusOptions",
+    "Kind",
+    "KnownBug",
+    "run_corpus",
+]

@@ -40,8 +40,9 @@ class Result:
 
 
 class AgentClient:
-    def __init__(self, sock: socket.socket, health: Callable[[], None],
-                 transcript: TextIO | None = None) -> None:
+    def __init__(
+        self, sock: socket.socket, health: Callable[[], None], transcript: TextIO | None = None
+    ) -> None:
         """`health()` raises when the VM is gone (HarnessError) or panicked (GuestPanic)."""
         self._sock = sock
         self._health = health
@@ -130,10 +131,18 @@ class AgentClient:
 
     def run(self, cmd: str, timeout: float = 120, stdin: bytes = b"") -> Result:
         self._note(f"$ {cmd}")
-        msg = self._call({"op": "run", "cmd": cmd, "timeout": timeout,
-                          "stdin": base64.b64encode(stdin).decode()}, timeout + 15)
+        msg = self._call(
+            {
+                "op": "run",
+                "cmd": cmd,
+                "timeout": timeout,
+                "stdin": base64.b64encode(stdin).decode(),
+            },
+            timeout + 15,
+        )
         res = Result(
-            cmd=cmd, rc=int(str(msg["rc"])),
+            cmd=cmd,
+            rc=int(str(msg["rc"])),
             stdout=base64.b64decode(str(msg.get("stdout", ""))).decode("utf-8", "replace"),
             stderr=base64.b64decode(str(msg.get("stderr", ""))).decode("utf-8", "replace"),
             duration=float(str(msg.get("duration", 0.0))),
@@ -150,14 +159,18 @@ class AgentClient:
             err = base64.b64decode(str(msg.get("stderr", ""))).decode("utf-8", "replace")
             self._note(f"(failed) {err[-2000:]}")
             raise HarnessError(f"guest {module}.{func} failed: {err.strip().splitlines()[-1:]}")
-        self._note(f"(ok in {float(str(msg.get('duration', 0))):.2f}s) "
-                   f"{json.dumps(msg.get('result'))[-2000:]}")
+        self._note(
+            f"(ok in {float(str(msg.get('duration', 0))):.2f}s) "
+            f"{json.dumps(msg.get('result'))[-2000:]}"
+        )
         return msg.get("result")
 
     def put(self, path: str, data: bytes, mode: int = 0o644, timeout: float = 60) -> None:
         self._note(f"put {path} ({len(data)} bytes)")
-        msg = self._call({"op": "put", "path": path, "mode": mode,
-                          "data": base64.b64encode(data).decode()}, timeout)
+        msg = self._call(
+            {"op": "put", "path": path, "mode": mode, "data": base64.b64encode(data).decode()},
+            timeout,
+        )
         if msg.get("rc") != 0:
             err = base64.b64decode(str(msg.get("stderr", ""))).decode("utf-8", "replace")
             raise HarnessError(f"writing {path} in the guest failed: {err.strip()}")

@@ -28,9 +28,15 @@ def device_by_serial(agent: AgentClient, serial: str = DATA_SERIAL) -> str:
 
 def daemon_config(backend: Backend) -> dict[str, object]:
     # No network in the guest: no iptables, no bridge; containers use --network none.
-    return {"storage-driver": backend.driver, "iptables": False, "ip6tables": False,
-            "bridge": "none", "debug": True, "log-level": "debug",
-            "features": {"containerd-snapshotter": False}}
+    return {
+        "storage-driver": backend.driver,
+        "iptables": False,
+        "ip6tables": False,
+        "bridge": "none",
+        "debug": True,
+        "log-level": "debug",
+        "features": {"containerd-snapshotter": False},
+    }
 
 
 def start_dockerd(agent: AgentClient, backend: Backend, timeout: float = 90) -> Result:
@@ -52,7 +58,9 @@ def stop_dockerd(agent: AgentClient, timeout: float = 60) -> Result:
     return agent.run(
         "kill $(pidof dockerd) 2>/dev/null; "
         f"for i in $(seq {int(timeout * 5)}); do pidof dockerd >/dev/null || exit 0; "
-        "sleep 0.2; done; exit 1", timeout=timeout + 5)
+        "sleep 0.2; done; exit 1",
+        timeout=timeout + 5,
+    )
 
 
 def dockerd_log(agent: AgentClient) -> str:
@@ -62,8 +70,9 @@ def dockerd_log(agent: AgentClient) -> str:
 def mount_data(agent: AgentClient, backend: Backend, serial: str = DATA_SERIAL) -> Result:
     """Mount the disk with this virtio serial at docker's root, read-write."""
     dev = device_by_serial(agent, serial)
-    return agent.run(f"mkdir -p {DOCKER_ROOT} && {backend.mount_cmd(shlex.quote(dev))}",
-                     timeout=120)
+    return agent.run(
+        f"mkdir -p {DOCKER_ROOT} && {backend.mount_cmd(shlex.quote(dev))}", timeout=120
+    )
 
 
 def start_on_fresh_disk(agent: AgentClient, backend: Backend) -> None:
@@ -73,8 +82,10 @@ def start_on_fresh_disk(agent: AgentClient, backend: Backend) -> None:
         raise HarnessError(f"mounting the fresh test disk failed: {mount.evidence(400)}")
     started = start_dockerd(agent, backend)
     if not started.ok:
-        raise HarnessError(f"dockerd did not start on a fresh disk: {started.evidence(400)}\n"
-                           + dockerd_log(agent)[-2000:])
+        raise HarnessError(
+            f"dockerd did not start on a fresh disk: {started.evidence(400)}\n"
+            + dockerd_log(agent)[-2000:]
+        )
 
 
 def versions(agent: AgentClient, backend: Backend) -> dict[str, str]:
@@ -84,8 +95,7 @@ def versions(agent: AgentClient, backend: Backend) -> dict[str, str]:
     ver = agent.run("docker version --format '{{json .Server}}'", timeout=60)
     info = agent.run("docker info --format '{{.Driver}}'", timeout=60)
     if not ver.ok or not info.ok:
-        raise HarnessError(f"docker version/info failed: {ver.evidence(300)} "
-                           f"{info.evidence(300)}")
+        raise HarnessError(f"docker version/info failed: {ver.evidence(300)} {info.evidence(300)}")
     try:
         server = json.loads(ver.stdout)
         parts = {c["Name"]: c["Version"] for c in server.get("Components") or ()}
@@ -93,11 +103,17 @@ def versions(agent: AgentClient, backend: Backend) -> dict[str, str]:
         raise HarnessError(f"docker version printed {ver.stdout[:300]!r}: {e}") from e
     driver = info.stdout.strip()
     if driver != backend.driver:
-        raise HarnessError(f"dockerd runs storage driver {driver!r}, not the {backend.driver!r} "
-                           f"that {backend.name} pins in daemon.json")
-    return {"driver": driver, "docker": str(server.get("Version", "")),
-            "containerd": str(parts.get("containerd", "")), "runc": str(parts.get("runc", "")),
-            "api": str(server.get("ApiVersion", ""))}
+        raise HarnessError(
+            f"dockerd runs storage driver {driver!r}, not the {backend.driver!r} "
+            f"that {backend.name} pins in daemon.json"
+        )
+    return {
+        "driver": driver,
+        "docker": str(server.get("Version", "")),
+        "containerd": str(parts.get("containerd", "")),
+        "runc": str(parts.get("runc", "")),
+        "api": str(server.get("ApiVersion", "")),
+    }
 
 
 def note_versions(agent: AgentClient, backend: Backend, dest: Path) -> None:
@@ -111,5 +127,7 @@ def inventory(agent: AgentClient) -> dict[str, list[str]]:
     """Every image (all, with intermediates) and container docker knows of."""
     images = agent.run("docker images -a -q --no-trunc", timeout=60)
     containers = agent.run("docker ps -a --format '{{.Names}}'", timeout=60)
-    return {"images": sorted(set(images.stdout.split())),
-            "containers": sorted(set(containers.stdout.split()))}
+    return {
+        "images": sorted(set(images.stdout.split())),
+        "containers": sorted(set(containers.stdout.split())),
+    }

@@ -18,8 +18,9 @@ class GuestImages:
     initrd: Path
 
 
-def ensure_images(kernel: str | None = None, kernel_modules: str | None = None,
-                  suite: str = DEFAULT_SUITE) -> GuestImages:
+def ensure_images(
+    kernel: str | None = None, kernel_modules: str | None = None, suite: str = DEFAULT_SUITE
+) -> GuestImages:
     """Build (or find in the cache) everything a guest boots from."""
     root = ensure_rootfs(suite)
     bundle = ensure_kernel(kernel, kernel_modules)

@@ -75,8 +75,9 @@ def run_build(argv: Sequence[str], label: str, timeout: float, expected: int = 0
     start = last_plain = time.monotonic()
     done = 0
     tail: deque[str] = deque(maxlen=40)
-    proc = subprocess.Popen(list(argv), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True, errors="replace")
+    proc = subprocess.Popen(
+        list(argv), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, errors="replace"
+    )
     assert proc.stdout is not None
     status = console.status(status_line(label, 0, expected, 0.0)) if tty else None
     try:
@@ -94,8 +95,7 @@ def run_build(argv: Sequence[str], label: str, timeout: float, expected: int = 0
                 status.update(status_line(label, done, expected, now - start))
             elif now - last_plain >= PLAIN_EVERY_S:
                 last_plain = now
-                print(f"crashtest: {status_line(label, done, expected, now - start)}",
-                      flush=True)
+                print(f"crashtest: {status_line(label, done, expected, now - start)}", flush=True)
         rc = proc.wait()
     finally:
         if status is not None:
@@ -106,6 +106,9 @@ def run_build(argv: Sequence[str], label: str, timeout: float, expected: int = 0
     if rc != 0:
         errors = [t for t in tail if "error" in t.lower()] or list(tail)[-1:] or ["no output"]
         raise HarnessError(f"{label} failed (exit {rc}): {errors[0].strip()}")
-    print(f"crashtest: {label}: {done} files compiled in "
-          f"{(time.monotonic() - start) / 60:.1f} min", file=sys.stdout, flush=True)
+    print(
+        f"crashtest: {label}: {done} files compiled in {(time.monotonic() - start) / 60:.1f} min",
+        file=sys.stdout,
+        flush=True,
+    )
     return done

@@ -49,8 +49,9 @@ def check_suite(suite: str) -> str:
     if suite not in SUITES:
         alias = {v: k for k, v in ALIASES.items()}
         known = ", ".join(f"{s} ({alias[s]})" if s in alias else s for s in SUITES)
-        raise InputError(f"KERNEL suite {suite!r}: not a Debian suite crashtest knows; choose one "
-                         f"of {known}")
+        raise InputError(
+            f"KERNEL suite {suite!r}: not a Debian suite crashtest knows; choose one of {known}"
+        )
     return suite
 
 
@@ -111,14 +112,20 @@ def _versioned_of(index: PackageIndex, meta: str) -> str | None:
     if not meta.startswith("linux-image-") or not flavour or flavour[0].isdigit():
         return None
     rx = re.compile(rf"linux-image-\d[\w.+~]*(?:-\d+)?-{re.escape(flavour)}")
-    found = [(v, name) for name in index.names("linux-image-") if rx.fullmatch(name)
-             for v in [_newest_version(index, name)] if v is not None]
+    found = [
+        (v, name)
+        for name in index.names("linux-image-")
+        if rx.fullmatch(name)
+        for v in [_newest_version(index, name)]
+        if v is not None
+    ]
     return max(found)[1] if found else None
 
 
 def _missing(index: PackageIndex, package: str) -> InputError:
-    images = sorted(n for n in index.names("linux-image-")
-                    if not n.endswith(("-dbg", "-unsigned", "-template")))
+    images = sorted(
+        n for n in index.names("linux-image-") if not n.endswith(("-dbg", "-unsigned", "-template"))
+    )
     metas = [n for n in images if not n.removeprefix("linux-image-")[:1].isdigit()]
     versioned = [n for n in images if n not in metas]
     dated = [(v, n) for n in versioned for v in [_newest_version(index, n)] if v is not None]
@@ -127,8 +134,10 @@ def _missing(index: PackageIndex, package: str) -> InputError:
     if versioned:
         has += f", and {len(versioned)} versioned image(s)"
         has += f", the newest {newest}" if newest else ""
-    return InputError(f"KERNEL {index.suite}:{package}: Debian's {index.suite} has no such "
-                      f"package; its kernel packages: {has}")
+    return InputError(
+        f"KERNEL {index.suite}:{package}: Debian's {index.suite} has no such "
+        f"package; its kernel packages: {has}"
+    )
 
 
 def resolve(index: PackageIndex, package: str, pinned: str = "") -> KernelDebs:
@@ -147,7 +156,8 @@ def resolve(index: PackageIndex, package: str, pinned: str = "") -> KernelDebs:
                 f"build (it has: {have}); fetch {package}_{pinned}_amd64.deb (e.g. from "
                 "snapshot.debian.org) with the linux-binary, linux-modules and linux-base "
                 "packages it depends on, unpack them with dpkg-deb -x into one directory, and "
-                "pass its vmlinuz as --kernel and its lib/modules/VERSION as --kernel-modules")
+                "pass its vmlinuz as --kernel and its lib/modules/VERSION as --kernel-modules"
+            )
         stanza = match[0]
     else:
         for _ in range(3):  # metapackage -> versioned image, at most a few hops
@@ -182,27 +192,37 @@ class AptIndex:
             (self.root / d).mkdir(parents=True, exist_ok=True)
         (self.root / "sources.list").write_text(f"deb {MIRROR} {self.suite} main\n")
         self.opts = [
-            f"-oDir::Etc::SourceList={self.root}/sources.list", "-oDir::Etc::SourceParts=/dev/null",
-            f"-oDir::State::Lists={self.root}/lists", f"-oDir::Cache={self.root}/cache",
-            "-oDir::State::status=/dev/null", "-oAPT::Architecture=amd64",
-            "-oAPT::Sandbox::User=root", "-oDebug::NoLocking=1",
+            f"-oDir::Etc::SourceList={self.root}/sources.list",
+            "-oDir::Etc::SourceParts=/dev/null",
+            f"-oDir::State::Lists={self.root}/lists",
+            f"-oDir::Cache={self.root}/cache",
+            "-oDir::State::status=/dev/null",
+            "-oAPT::Architecture=amd64",
+            "-oAPT::Sandbox::User=root",
+            "-oDebug::NoLocking=1",
         ]
         stamp = self.root / "lists" / ".updated"
         if not stamp.exists() or time.time() - stamp.stat().st_mtime > APT_LISTS_MAX_AGE_S:
-            hosttools.run(["apt-get", *self.opts, "-qq", "update"],
-                          f"apt-get update ({self.suite})")
+            hosttools.run(
+                ["apt-get", *self.opts, "-qq", "update"], f"apt-get update ({self.suite})"
+            )
             stamp.touch()
 
     def stanzas(self, package: str) -> list[Deb822]:
-        proc = subprocess.run(["apt-cache", *self.opts, "show", package], capture_output=True,
-                              text=True, check=False)
+        proc = subprocess.run(
+            ["apt-cache", *self.opts, "show", package], capture_output=True, text=True, check=False
+        )
         if proc.returncode != 0:
             return []
         return [s for s in Deb822.iter_paragraphs(proc.stdout) if s.get("Package") == package]
 
     def names(self, prefix: str) -> list[str]:
-        proc = subprocess.run(["apt-cache", *self.opts, "pkgnames", prefix], capture_output=True,
-                              text=True, check=False)
+        proc = subprocess.run(
+            ["apt-cache", *self.opts, "pkgnames", prefix],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
         return proc.stdout.split()
 
     def versions(self, package: str) -> list[str]:
@@ -210,8 +230,9 @@ class AptIndex:
 
     def download(self, package: str, dest: Path, version: str = "") -> Path:
         want = f"{package}={version}" if version else package
-        hosttools.run(["apt-get", *self.opts, "-qq", "download", want],
-                      f"download {want}", cwd=dest)
+        hosttools.run(
+            ["apt-get", *self.opts, "-qq", "download", want], f"download {want}", cwd=dest
+        )
         debs = sorted(dest.glob(f"{package}_*.deb"))
         if not debs:
             raise HarnessError(f"download {package}: no .deb appeared")

@@ -28,7 +28,10 @@ def cpio_of(tree: Path) -> bytes:
     names = sorted(str(p.relative_to(tree)) for p in tree.rglob("*"))
     proc = subprocess.run(
         ["cpio", "--quiet", "-o", "-H", "newc", "--reproducible", "-R", "0:0"],
-        input="\n".join(names).encode(), cwd=tree, capture_output=True, check=False,
+        input="\n".join(names).encode(),
+        cwd=tree,
+        capture_output=True,
+        check=False,
     )
     if proc.returncode != 0:
         raise HarnessError(f"cpio failed: {proc.stderr.decode().strip()}")

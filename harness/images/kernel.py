@@ -68,12 +68,17 @@ def tree_key(tree: Path) -> str:
     """What the tree holds, wherever it is: its git revision plus any uncommitted
     change, else every file's path, size and mtime (a copy made with `cp -a`, or
     the same tarball unpacked elsewhere, has the same key)."""
-    head = subprocess.run(["git", "-C", str(tree), "rev-parse", "--show-toplevel", "HEAD"],
-                          capture_output=True, text=True, check=False)
+    head = subprocess.run(
+        ["git", "-C", str(tree), "rev-parse", "--show-toplevel", "HEAD"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     lines = head.stdout.split()
     if head.returncode == 0 and len(lines) == 2 and Path(lines[0]) == tree.resolve():
-        diff = subprocess.run(["git", "-C", str(tree), "diff", "HEAD"], capture_output=True,
-                              check=False).stdout
+        diff = subprocess.run(
+            ["git", "-C", str(tree), "diff", "HEAD"], capture_output=True, check=False
+        ).stdout
         return "git:" + lines[1] + ":" + hashlib.sha256(diff).hexdigest()
     h = hashlib.sha256()
     for root, dirs, files in os.walk(tree):
@@ -88,8 +93,7 @@ def tree_key(tree: Path) -> str:
 def check_tree(tree: Path, name: str = "KERNEL") -> None:
     """A kernel source tree, or an InputError naming the make variable `name`."""
     if not (tree / "Makefile").is_file() or not (tree / "Kconfig").is_file():
-        raise InputError(f"{name} {tree}: not a kernel source tree (no Makefile and "
-                         "Kconfig)")
+        raise InputError(f"{name} {tree}: not a kernel source tree (no Makefile and Kconfig)")
     hosttools.require("make")  # the build names any other missing tool itself
 
 
@@ -102,8 +106,17 @@ def _make_bzimage(src: Path, out: Path) -> Path:
     make = ["make", "-C", str(src.resolve()), f"O={out}", "ARCH=x86_64"]
     steps = [
         ([*make, "defconfig"], "make defconfig"),
-        ([str(src.resolve() / "scripts/kconfig/merge_config.sh"), "-m", "-O", str(out),
-          str(out / ".config"), str(CONFIG_FRAGMENT)], "merging images/kernel.config"),
+        (
+            [
+                str(src.resolve() / "scripts/kconfig/merge_config.sh"),
+                "-m",
+                "-O",
+                str(out),
+                str(out / ".config"),
+                str(CONFIG_FRAGMENT),
+            ],
+            "merging images/kernel.config",
+        ),
         ([*make, "olddefconfig"], "make olddefconfig"),
     ]
     try:
@@ -111,8 +124,12 @@ def _make_bzimage(src: Path, out: Path) -> Path:
             hosttools.run(argv, f"kernel build: {what}", timeout=BUILD_TIMEOUT_S)
         key = f"{tree_series(src)}:{recipe_digest(CONFIG_FRAGMENT)}"
         label = f"kernel build {tree_series(src) or src.name}"
-        done = run_build([*make, f"-j{os.cpu_count() or 1}", "bzImage"], label,
-                         BUILD_TIMEOUT_S, expected_files(key) if fresh else 0)
+        done = run_build(
+            [*make, f"-j{os.cpu_count() or 1}", "bzImage"],
+            label,
+            BUILD_TIMEOUT_S,
+            expected_files(key) if fresh else 0,
+        )
         if fresh:  # every object there, also those an interrupted earlier run compiled
             remember_files(key, sum(1 for _ in out.rglob("*.o")) or done)
     except HarnessError as e:
@@ -150,9 +167,11 @@ def apply_edits(src: Path, edits: tuple[SourceEdit, ...], dry_run: bool = False)
         found = texts[e.path].count(e.old)
         if found != 1:
             first = e.old.strip().splitlines()[0] if e.old.strip() else e.old
-            raise InputError(f"edit {e.path}: the text to replace ({first.strip()!r}...) is "
-                             f"there {found} times, not once, in {src}: not the tree the edit "
-                             "was written for")
+            raise InputError(
+                f"edit {e.path}: the text to replace ({first.strip()!r}...) is "
+                f"there {found} times, not once, in {src}: not the tree the edit "
+                "was written for"
+            )
         texts[e.path] = texts[e.path].replace(e.old, e.new)
     if not dry_run:
         for rel, text in texts.items():
@@ -173,8 +192,10 @@ class LinuxSource:
 
 
 # The corpus's default tree first; `make known-bugs SERIES=7.2` takes the other.
-LINUX_SOURCES = {s.series: s for s in (LinuxSource("6.12", "6.12.117-1", "trixie"),
-                                       LinuxSource("7.2", "7.2.13-1", "sid"))}
+LINUX_SOURCES = {
+    s.series: s
+    for s in (LinuxSource("6.12", "6.12.117-1", "trixie"), LinuxSource("7.2", "7.2.13-1", "sid"))
+}
 DEFAULT_SOURCE = "6.12"
 
 
@@ -184,8 +205,12 @@ def linux_source_tarball(series: str = DEFAULT_SOURCE) -> Path:
     its Debian suite into the cache once."""
     src = LINUX_SOURCES[series]
     host = Path("/usr/src") / f"{src.package}.tar.xz"
-    installed = subprocess.run(["dpkg-query", "-W", "-f=${Version}", src.package],
-                               capture_output=True, text=True, check=False).stdout
+    installed = subprocess.run(
+        ["dpkg-query", "-W", "-f=${Version}", src.package],
+        capture_output=True,
+        text=True,
+        check=False,
+    ).stdout
     if host.is_file() and installed.startswith(src.version.split("-")[0] + "-"):
         return host
     final = cache_root() / f"{src.package}-{src.version}"
@@ -196,8 +221,10 @@ def linux_source_tarball(series: str = DEFAULT_SOURCE) -> Path:
     apt = AptIndex(src.suite)
     if src.version not in apt.versions(src.package):
         have = ", ".join(apt.versions(src.package)) or "none"
-        raise InputError(f"{src.package}={src.version}: Debian's {src.suite} no longer has it "
-                         f"(it has: {have}); unpack that tree yourself and pass it as TREE")
+        raise InputError(
+            f"{src.package}={src.version}: Debian's {src.suite} no longer has it "
+            f"(it has: {have}); unpack that tree yourself and pass it as TREE"
+        )
     print(f"crashtest: fetching {src.package} {src.version} (150 MB)", flush=True)
     with building(final) as tmp, tempfile.TemporaryDirectory() as td:
         deb = apt.download(src.package, Path(td), src.version)
@@ -215,8 +242,11 @@ def linux_source_tree(series: str = DEFAULT_SOURCE) -> Path:
     if not (final / src.package / "Makefile").is_file():
         with building(final) as tmp:
             print(f"crashtest: unpacking {tarball}", flush=True)
-            hosttools.run(["tar", "-xJf", str(tarball), "-C", str(tmp)],
-                          f"unpacking {tarball.name}", timeout=1800)
+            hosttools.run(
+                ["tar", "-xJf", str(tarball), "-C", str(tmp)],
+                f"unpacking {tarball.name}",
+                timeout=1800,
+            )
     return final / src.package
 
 
@@ -256,14 +286,21 @@ def build_edited_tree(tree: Path, edits: tuple[SourceEdit, ...]) -> Path:
             shutil.copyfile(tree / rel, src / rel)
         edited_list.write_text(json.dumps(sorted({e.path for e in edits})) + "\n")
         apply_edits(src, edits)
-        print(f"crashtest: building {tree}" + (f" with {len(edits)} edit(s)" if edits else "")
-              + f" (out of tree: {work / 'out'})", flush=True)
+        print(
+            f"crashtest: building {tree}"
+            + (f" with {len(edits)} edit(s)" if edits else "")
+            + f" (out of tree: {work / 'out'})",
+            flush=True,
+        )
         image = _make_bzimage(src, work / "out")
         with building(final) as t:
             shutil.copy2(image, t / "bzImage")
-            (t / "edits.json").write_text(json.dumps(
-                {"tree_key": base, "edits": [[e.path, e.old, e.new] for e in edits]},
-                indent=1) + "\n")
+            (t / "edits.json").write_text(
+                json.dumps(
+                    {"tree_key": base, "edits": [[e.path, e.old, e.new] for e in edits]}, indent=1
+                )
+                + "\n"
+            )
     return final / "bzImage"
 
 
@@ -279,7 +316,7 @@ def bzimage_version(path: Path) -> str:
     if len(data) < 0x210 or data[0x202:0x206] != b"HdrS":
         raise InputError(f"KERNEL {path}: not an x86 kernel image (no HdrS boot header)")
     offset = int.from_bytes(data[0x20E:0x210], "little") + 0x200
-    raw = data[offset:offset + 256].split(b"\0", 1)[0]
+    raw = data[offset : offset + 256].split(b"\0", 1)[0]
     return raw.decode("ascii", "replace").strip() or "unknown"
 
 
@@ -297,11 +334,15 @@ def _from_bzimage(path: Path, modules_dir: Path | None) -> KernelBundle:
     if not (final / "kernel.json").exists():
         with building(final) as tmp:
             shutil.copy2(path, tmp / "vmlinuz")
-            loaded = _write_modules_cpio(modules_dir, tmp / "modules.cpio",
-                                         f"KERNEL_MODULES {modules_dir}")
+            loaded = _write_modules_cpio(
+                modules_dir, tmp / "modules.cpio", f"KERNEL_MODULES {modules_dir}"
+            )
             info = {
-                "version": version, "version_line": version_line, "source": str(path),
-                "sha256": kernel_sha, "modules": " ".join(loaded),
+                "version": version,
+                "version_line": version_line,
+                "source": str(path),
+                "sha256": kernel_sha,
+                "modules": " ".join(loaded),
             }
             (tmp / "kernel.json").write_text(json.dumps(info, indent=1) + "\n")
     return _load(final)
@@ -317,8 +358,11 @@ def _from_debian(suite: str, package: str, pinned: str = "") -> KernelBundle:
     digest = recipe_digest("deb-v4", debs.image, debs.version, RECIPES / "initramfs.modules")
     final = cache_root() / f"kernel-{debs.image}-{digest}"
     if not (final / "kernel.json").exists():
-        print(f"crashtest: fetching kernel {debs.image} {debs.version} ({debs.suite}"
-              + (", split packages)" if debs.split else ")"), flush=True)
+        print(
+            f"crashtest: fetching kernel {debs.image} {debs.version} ({debs.suite}"
+            + (", split packages)" if debs.split else ")"),
+            flush=True,
+        )
         with building(final) as tmp, tempfile.TemporaryDirectory() as td:
             work = Path(td)
             tree = work / "x"
@@ -330,10 +374,13 @@ def _from_debian(suite: str, package: str, pinned: str = "") -> KernelBundle:
             _depmod(moddir)
             shutil.copy2(vmlinuz, tmp / "vmlinuz")
             loaded = _write_modules_cpio(moddir, tmp / "modules.cpio", f"KERNEL {debs.pin}")
-            config = next((c for c in (tree / "boot" / f"config-{kver}", moddir / "config")
-                           if c.is_file()), None)
+            config = next(
+                (c for c in (tree / "boot" / f"config-{kver}", moddir / "config") if c.is_file()),
+                None,
+            )
             info = {
-                "version": kver, "source": debs.pin,
+                "version": kver,
+                "source": debs.pin,
                 "sha256": hashlib.sha256(vmlinuz.read_bytes()).hexdigest(),
                 "config_sha256": hashlib.sha256(config.read_bytes()).hexdigest() if config else "",
                 "modules": " ".join(loaded),
@@ -347,8 +394,9 @@ def _image_in(tree: Path, image: str) -> tuple[Path, str]:
     6.x, `/usr/lib/modules/VER/vmlinuz` from 7.x on) and its version."""
     for found in sorted(tree.glob("boot/vmlinuz-*")):
         return found, found.name.removeprefix("vmlinuz-")
-    for found in sorted([*tree.glob("usr/lib/modules/*/vmlinuz"),
-                         *tree.glob("lib/modules/*/vmlinuz")]):
+    for found in sorted(
+        [*tree.glob("usr/lib/modules/*/vmlinuz"), *tree.glob("lib/modules/*/vmlinuz")]
+    ):
         return found, found.parent.name
     raise InputError(f"KERNEL {image}: its packages hold no vmlinuz")
 
@@ -363,8 +411,9 @@ def _modules_dir(tree: Path, kver: str) -> Path:
 def _depmod(moddir: Path) -> None:
     """modules.dep for a package's DIR/lib/modules/VER (or DIR/usr/lib/modules/VER):
     Debian ships none (depmod makes it at install); depmod -b reads BASE/lib/modules."""
-    hosttools.run(["depmod", "-b", str(moddir.parents[2]), moddir.name],
-                  "depmod of the kernel modules")
+    hosttools.run(
+        ["depmod", "-b", str(moddir.parents[2]), moddir.name], "depmod of the kernel modules"
+    )
 
 
 def modules_with_dep(moddir: Path) -> Path:
@@ -392,10 +441,13 @@ def modules_with_dep(moddir: Path) -> Path:
             for entry in moddir.iterdir():
                 # depmod's own outputs are made anew; the rest are read through links
                 if not entry.name.startswith("modules.") or entry.name.startswith(
-                        ("modules.builtin", "modules.order")):
+                    ("modules.builtin", "modules.order")
+                ):
                     (out / entry.name).symlink_to(entry.resolve())
-            print(f"crashtest: KERNEL_MODULES {moddir} has no modules.dep: depmod into {view}",
-                  flush=True)
+            print(
+                f"crashtest: KERNEL_MODULES {moddir} has no modules.dep: depmod into {view}",
+                flush=True,
+            )
             hosttools.run(["depmod", "-b", str(tmp), kver], "depmod of KERNEL_MODULES")
     return view
 
@@ -433,9 +485,9 @@ def soft_predeps(moddir: Path) -> dict[str, list[str]]:
         parts = line.split()
         if len(parts) < 3 or parts[0] != "softdep":
             continue
-        pre = parts[parts.index("pre:") + 1:] if "pre:" in parts else []
+        pre = parts[parts.index("pre:") + 1 :] if "pre:" in parts else []
         if "post:" in pre:
-            pre = pre[:pre.index("post:")]
+            pre = pre[: pre.index("post:")]
         out.setdefault(module_name(parts[1]), []).extend(pre)
     return out
 
@@ -456,8 +508,12 @@ def resolve_modules(moddir: Path, wanted: list[str]) -> list[str]:
         root.symlink_to(moddir.resolve())
 
         def add(name: str, seen: set[str]) -> None:
-            proc = subprocess.run(["modprobe", "--show-depends", "-d", td, "-S", kver, name],
-                                  capture_output=True, text=True, check=False)
+            proc = subprocess.run(
+                ["modprobe", "--show-depends", "-d", td, "-S", kver, name],
+                capture_output=True,
+                text=True,
+                check=False,
+            )
             if proc.returncode != 0:
                 return  # not a module of this kernel: built in, or not there at all
             for path in parse_show_depends(proc.stdout, str(root)):
@@ -522,8 +578,10 @@ def _write_modules_cpio(moddir: Path | None, out: Path, what: str) -> list[str]:
             missing = missing_modules(moddir, wanted, resolved)
             essential = [m for m in missing if module_name(m) in ESSENTIAL_MODULES]
             if essential:
-                raise InputError(f"{what}: the guest needs {', '.join(essential)}, neither built "
-                                 "into this kernel nor among its modules")
+                raise InputError(
+                    f"{what}: the guest needs {', '.join(essential)}, neither built "
+                    "into this kernel nor among its modules"
+                )
             for p in resolved:
                 name = module_name(p) + ".ko"
                 (tree / "modules" / name).write_bytes(_decompress(moddir / p))
@@ -540,7 +598,8 @@ def lacks(bundle: KernelBundle, module: str) -> bool:
     its modules directory listed what is built in)."""
     listed = bundle.vmlinuz.parent / "missing-modules"
     return listed.is_file() and module_name(module) in {
-        module_name(m) for m in listed.read_text().split()}
+        module_name(m) for m in listed.read_text().split()
+    }
 
 
 def _load(final: Path) -> KernelBundle:
@@ -555,8 +614,12 @@ def _load(final: Path) -> KernelBundle:
 
 IDENTITY_VERSION = 2  # bump when kernel_identity learns to read more kernels
 
-_PAYLOAD_MAGIC = {b"\x28\xb5\x2f\xfd": "zstd", b"\xfd7zXZ": "xz", b"\x1f\x8b": "gzip",
-                  b"\x02\x21\x4c\x18": "lz4"}
+_PAYLOAD_MAGIC = {
+    b"\x28\xb5\x2f\xfd": "zstd",
+    b"\xfd7zXZ": "xz",
+    b"\x1f\x8b": "gzip",
+    b"\x02\x21\x4c\x18": "lz4",
+}
 _BUILD_ID_NOTE = re.compile(rb"\x04\0\0\0\x14\0\0\0\x03\0\0\0GNU\0(.{20})", re.S)
 
 
@@ -568,7 +631,7 @@ def _vmlinux(vmlinuz: Path) -> bytes:
     setup = ((data[0x1F1] or 4) + 1) * 512
     offset = int.from_bytes(data[0x248:0x24C], "little")
     length = int.from_bytes(data[0x24C:0x250], "little")
-    payload = data[setup + offset:setup + offset + length]
+    payload = data[setup + offset : setup + offset + length]
     kind = next((k for m, k in _PAYLOAD_MAGIC.items() if payload.startswith(m)), "")
     try:
         if kind == "xz":
@@ -577,8 +640,9 @@ def _vmlinux(vmlinuz: Path) -> bytes:
             return gzip.GzipFile(fileobj=io.BytesIO(payload)).read()
         if kind in ("zstd", "lz4") and shutil.which(kind):
             # The kernel appends the uncompressed size: the tool then exits 1 after the data.
-            return subprocess.run([kind, "-dc"], input=payload, capture_output=True,
-                                  check=False).stdout
+            return subprocess.run(
+                [kind, "-dc"], input=payload, capture_output=True, check=False
+            ).stdout
     except (lzma.LZMAError, OSError, EOFError):
         return b""
     return b""
@@ -592,7 +656,7 @@ def kernel_identity(vmlinuz: Path) -> dict[str, str]:
     start, end = elf.find(b"IKCFG_ST"), elf.find(b"IKCFG_ED")
     if 0 <= start < end:
         try:
-            config = gzip.decompress(elf[start + 8:end])
+            config = gzip.decompress(elf[start + 8 : end])
             out["embedded_config_sha256"] = hashlib.sha256(config).hexdigest()
         except (OSError, EOFError):
             pass

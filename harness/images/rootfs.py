@@ -33,9 +33,38 @@ ROOT_IMG_SIZE = "1536M"
 BASE_TAR_IN_GUEST = "/usr/share/crashtest/base.tar"
 # Applets the base image exposes as commands; busybox provides them all.
 BASE_APPLETS = (
-    "sh", "ash", "cat", "chmod", "chown", "cp", "dd", "echo", "find", "grep", "head", "ln",
-    "ls", "mkdir", "mv", "printf", "rm", "sha256sum", "sleep", "stat", "sync", "tail", "tar",
-    "test", "touch", "true", "false", "wc", "xargs", "yes", "diff", "truncate",
+    "sh",
+    "ash",
+    "cat",
+    "chmod",
+    "chown",
+    "cp",
+    "dd",
+    "echo",
+    "find",
+    "grep",
+    "head",
+    "ln",
+    "ls",
+    "mkdir",
+    "mv",
+    "printf",
+    "rm",
+    "sha256sum",
+    "sleep",
+    "stat",
+    "sync",
+    "tail",
+    "tar",
+    "test",
+    "touch",
+    "true",
+    "false",
+    "wc",
+    "xargs",
+    "yes",
+    "diff",
+    "truncate",
 )
 
 
@@ -52,10 +81,18 @@ class RootImage:
     def key_packages(self) -> dict[str, str]:
         """Versions of the packages a verdict depends on most."""
         pkgs = self.manifest.get("packages")
-        wanted = ("docker.io", "docker-cli", "containerd", "runc", "btrfs-progs", "e2fsprogs",
-                  "xfsprogs", "busybox-static", "docker-registry")
-        return {k: str(v) for k, v in pkgs.items() if k in wanted} if isinstance(pkgs, dict) \
-            else {}
+        wanted = (
+            "docker.io",
+            "docker-cli",
+            "containerd",
+            "runc",
+            "btrfs-progs",
+            "e2fsprogs",
+            "xfsprogs",
+            "busybox-static",
+            "docker-registry",
+        )
+        return {k: str(v) for k, v in pkgs.items() if k in wanted} if isinstance(pkgs, dict) else {}
 
 
 def base_image_tar(busybox: bytes) -> bytes:
@@ -81,20 +118,25 @@ def base_image_tar(busybox: bytes) -> bytes:
 
 def check_release(suite: str) -> str:
     if suite not in RELEASES:
-        raise InputError(f"RELEASE {suite!r}: not a known Debian suite "
-                         f"(one of {', '.join(RELEASES)})")
+        raise InputError(
+            f"RELEASE {suite!r}: not a known Debian suite (one of {', '.join(RELEASES)})"
+        )
     return suite
 
 
 def packages(suite: str) -> list[str]:
-    return read_list(RECIPES / "rootfs.packages") + read_list(
-        RECIPES / f"rootfs.{suite}.packages")
+    return read_list(RECIPES / "rootfs.packages") + read_list(RECIPES / f"rootfs.{suite}.packages")
 
 
 def _digest(suite: str) -> str:
     return recipe_digest(
-        "rootfs-v1", suite, MIRROR, ROOT_IMG_SIZE, " ".join(BASE_APPLETS),
-        RECIPES / "rootfs.packages", RECIPES / f"rootfs.{suite}.packages",
+        "rootfs-v1",
+        suite,
+        MIRROR,
+        ROOT_IMG_SIZE,
+        " ".join(BASE_APPLETS),
+        RECIPES / "rootfs.packages",
+        RECIPES / f"rootfs.{suite}.packages",
     )
 
 
@@ -127,8 +169,10 @@ def verify_root(final: Path, manifest: dict[str, object]) -> None:
         return
     digest = sha256_file(img)
     if manifest.get("root_sha256", digest) != digest:
-        raise HarnessError(f"guest root image {img} is damaged (its sha256 is not the one "
-                           f"recorded when it was built): {rebuild}")
+        raise HarnessError(
+            f"guest root image {img} is damaged (its sha256 is not the one "
+            f"recorded when it was built): {rebuild}"
+        )
     manifest.update(root_sha256=digest, root_stamp=stamp)
     tmp = final / ".manifest.json.tmp"
     tmp.write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n")
@@ -141,14 +185,21 @@ def _build(suite: str, out: Path) -> None:
     # Root builds the tree (owners, device nodes) and the disk made from it.
     why = "building the guest root filesystem (mmdebstrap, mkfs.ext4 -d)"
     hosttools.run(
-        hosttools.as_root([
-            "mmdebstrap", "--mode=root", "--variant=minbase",
-            "--include=" + ",".join(packages(suite)),
-            "--dpkgopt=path-exclude=/usr/share/doc/*",
-            "--dpkgopt=path-exclude=/usr/share/man/*",
-            "--dpkgopt=path-exclude=/usr/share/locale/*",
-            suite, str(tree), MIRROR,
-        ], why),
+        hosttools.as_root(
+            [
+                "mmdebstrap",
+                "--mode=root",
+                "--variant=minbase",
+                "--include=" + ",".join(packages(suite)),
+                "--dpkgopt=path-exclude=/usr/share/doc/*",
+                "--dpkgopt=path-exclude=/usr/share/man/*",
+                "--dpkgopt=path-exclude=/usr/share/locale/*",
+                suite,
+                str(tree),
+                MIRROR,
+            ],
+            why,
+        ),
         "mmdebstrap of the guest root filesystem",
         timeout=900,
     )
@@ -162,21 +213,51 @@ def _build(suite: str, out: Path) -> None:
     (out / "busybox").chmod(0o755)
     base_tar = base_image_tar(busybox)
     (out / "base.tar").write_bytes(base_tar)
-    hosttools.run(hosttools.as_root(["install", "-D", "-m", "0644", str(out / "base.tar"),
-                                     str(tree / BASE_TAR_IN_GUEST.lstrip("/"))], why),
-                  "adding the base image to the guest root")
+    hosttools.run(
+        hosttools.as_root(
+            [
+                "install",
+                "-D",
+                "-m",
+                "0644",
+                str(out / "base.tar"),
+                str(tree / BASE_TAR_IN_GUEST.lstrip("/")),
+            ],
+            why,
+        ),
+        "adding the base image to the guest root",
+    )
     (out / "base.tar").unlink()
     hosttools.run(
-        hosttools.as_root(["mkfs.ext4", "-q", "-F", "-L", "crashtest-root", "-E",
-                           "root_owner=0:0", "-d", str(tree), str(out / "root.img"),
-                           ROOT_IMG_SIZE], why),
+        hosttools.as_root(
+            [
+                "mkfs.ext4",
+                "-q",
+                "-F",
+                "-L",
+                "crashtest-root",
+                "-E",
+                "root_owner=0:0",
+                "-d",
+                str(tree),
+                str(out / "root.img"),
+                ROOT_IMG_SIZE,
+            ],
+            why,
+        ),
         "mkfs.ext4 -d of the guest root disk",
     )
-    hosttools.run(hosttools.as_root(["rm", "-rf", "--one-file-system", str(tree)], why),
-                  "removing the build tree")
+    hosttools.run(
+        hosttools.as_root(["rm", "-rf", "--one-file-system", str(tree)], why),
+        "removing the build tree",
+    )
     if os.geteuid() != 0:
-        hosttools.run(hosttools.as_root(["chown", f"{os.getuid()}:{os.getgid()}",
-                                         str(out / "root.img")], why), "owning the root disk")
+        hosttools.run(
+            hosttools.as_root(
+                ["chown", f"{os.getuid()}:{os.getgid()}", str(out / "root.img")], why
+            ),
+            "owning the root disk",
+        )
     ident = recipe_digest(suite, json.dumps(pkgs, sort_keys=True), base_tar)
     manifest = {
         "id": f"rootfs-{ident[:12]}",
@@ -186,7 +267,8 @@ def _build(suite: str, out: Path) -> None:
         "built_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
     root = out / "root.img"
-    manifest.update(root_sha256=sha256_file(root),
-                    root_stamp=[root.stat().st_size, root.stat().st_mtime_ns])
+    manifest.update(
+        root_sha256=sha256_file(root), root_stamp=[root.stat().st_size, root.stat().st_mtime_ns]
+    )
     (out / "manifest.json").write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n")
     os.sync()

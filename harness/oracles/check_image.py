@@ -37,17 +37,26 @@ class ImageReport:
         return [v for v in self.violations if v.cls != "leak"]
 
     def to_json(self) -> dict[str, object]:
-        return {"image": self.image, "fs": self.fs, "backend": self.backend,
-                "kernel": self.kernel, "clean": not self.failing,
-                "violations": [v.to_json() for v in self.violations]}
+        return {
+            "image": self.image,
+            "fs": self.fs,
+            "backend": self.backend,
+            "kernel": self.kernel,
+            "clean": not self.failing,
+            "violations": [v.to_json() for v in self.violations],
+        }
 
 
 def image_format(path: Path) -> str:
     hosttools.require("qemu-img")
     if not path.is_file():
         raise InputError(f"IMAGE {path}: no such file")
-    proc = subprocess.run(["qemu-img", "info", "--output=json", str(path)],
-                          capture_output=True, text=True, check=False)
+    proc = subprocess.run(
+        ["qemu-img", "info", "--output=json", str(path)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     if proc.returncode != 0:
         raise InputError(f"IMAGE {path}: not a disk image qemu-img can read")
     fmt = str(json.loads(proc.stdout).get("format", ""))
@@ -64,24 +73,28 @@ def check_image(image: Path, kernel: str | None = None, before: str = "") -> Ima
         overlay = Path(td) / "state.qcow2"
         hosttools.qcow2_overlay(image, overlay, fmt)
         config = MachineConfig(
-            kernel=images.kernel.vmlinuz, initrd=images.initrd, accel=accel,
+            kernel=images.kernel.vmlinuz,
+            initrd=images.initrd,
+            accel=accel,
             cpus=accel_mod.default_cpus(accel),
-            disks=(Disk(images.root.path, "root", read_only=True),))
-        config = replace(config, disks=(*config.disks,
-                                        Disk(overlay, STATE_SERIAL, fmt="qcow2")))
+            disks=(Disk(images.root.path, "root", read_only=True),),
+        )
+        config = replace(config, disks=(*config.disks, Disk(overlay, STATE_SERIAL, fmt="qcow2")))
         with Machine(config, Path(td) / "console.log", name="check") as vm:
             vm.wait_booted()
             dev = device_by_serial(vm.agent, STATE_SERIAL)
             fs = vm.agent.run(f"blkid -o value -s TYPE {dev}", timeout=30).stdout.strip()
             if fs not in BY_FS:
-                raise InputError(f"IMAGE {image}: filesystem {fs or 'unknown'!r} "
-                                 f"(one of {', '.join(BY_FS)} expected)")
+                raise InputError(
+                    f"IMAGE {image}: filesystem {fs or 'unknown'!r} "
+                    f"(one of {', '.join(BY_FS)} expected)"
+                )
             backend = BACKENDS[BY_FS[fs]]
             report = ImageReport(str(image), fs, backend.name, images.kernel.version)
             mark = vm.console_mark()
-            report.violations = run_checks(vm, backend, str(image), [], before=before,
-                                           full=True)
+            report.violations = run_checks(vm, backend, str(image), [], before=before, full=True)
             report.console = vm.console_since(mark)
             report.violations += console_oracle.violations(
-                report.console, str(image), others_clean=is_clean(report.violations))
+                report.console, str(image), others_clean=is_clean(report.violations)
+            )
     return report

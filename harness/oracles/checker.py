@@ -28,17 +28,27 @@ STATE_SERIAL = "state"
 QCOW2_MAGIC = b"QFI\xfb"
 
 
-def run_checks(vm: Machine, backend: Backend, state_id: str, promises: list[Promise],
-               invariants: tuple[Invariant, ...] = DEFAULT_INVARIANTS, *,
-               serial: str = STATE_SERIAL, before: str = "", after_mount: str = "",
-               full: bool = False, times: dict[str, float] | None = None,
-               observe: tuple[Observation, ...] = (),
-               observed: dict[str, str] | None = None) -> list[Violation]:
+def run_checks(
+    vm: Machine,
+    backend: Backend,
+    state_id: str,
+    promises: list[Promise],
+    invariants: tuple[Invariant, ...] = DEFAULT_INVARIANTS,
+    *,
+    serial: str = STATE_SERIAL,
+    before: str = "",
+    after_mount: str = "",
+    full: bool = False,
+    times: dict[str, float] | None = None,
+    observe: tuple[Observation, ...] = (),
+    observed: dict[str, str] | None = None,
+) -> list[Violation]:
     """The offline stage of the check sequence on the disk with this serial, in one
     call inside the guest. A disk with no trace of docker is the wrong disk.
     `observed` receives what each of `observe` turned out to be."""
-    req = offline.offline_request(backend, serial, promises, invariants, before, after_mount,
-                                  full, observe)
+    req = offline.offline_request(
+        backend, serial, promises, invariants, before, after_mount, full, observe
+    )
     records = vm.agent.call(CHECKER, "check", req, timeout=offline.CHECK_TIMEOUT_S)
     if full and offline.no_docker_trace(records):
         raise offline.wrong_disk(state_id)
@@ -47,20 +57,29 @@ def run_checks(vm: Machine, backend: Backend, state_id: str, promises: list[Prom
     return offline.verdicts(records, backend, state_id, times)
 
 
-def run_daemon_stage(vm: Machine, backend: Backend, state_id: str, promises: list[Promise],
-                     invariants: tuple[Invariant, ...], offline_found: list[Violation], *,
-                     serial: str = STATE_SERIAL, inventory: dict[str, list[str]] | None = None,
-                     last_point: str = "", log_file: Path | None = None) -> list[Violation]:
+def run_daemon_stage(
+    vm: Machine,
+    backend: Backend,
+    state_id: str,
+    promises: list[Promise],
+    invariants: tuple[Invariant, ...],
+    offline_found: list[Violation],
+    *,
+    serial: str = STATE_SERIAL,
+    inventory: dict[str, list[str]] | None = None,
+    last_point: str = "",
+    log_file: Path | None = None,
+) -> list[Violation]:
     """The daemon stage on a disk the offline stage has checked (and unmounted):
     mount it read-write, start dockerd, check. Returns every verdict so far: the
     offline ones with what the running dockerd makes of them, then its own.
     `inventory`: what docker listed at the last durability point (live cuts)."""
     mount = docker.mount_data(vm.agent, backend, serial)
     if not mount.ok:
-        raise HarnessError(f"mounting the checked disk read-write for dockerd failed: "
-                           f"{mount.evidence(400)}")
-    found, log, up = daemon_checks(vm.agent, backend, state_id, promises, invariants,
-                                   offline_found)
+        raise HarnessError(
+            f"mounting the checked disk read-write for dockerd failed: {mount.evidence(400)}"
+        )
+    found, log, up = daemon_checks(vm.agent, backend, state_id, promises, invariants, offline_found)
     if log_file is not None:
         log_file.write_text(log)
     if not up:
@@ -72,13 +91,19 @@ def run_daemon_stage(vm: Machine, backend: Backend, state_id: str, promises: lis
 
 
 def panic_verdict(state_id: str, console: str) -> Violation:
-    return Violation(ViolationClass.FS_CORRUPTION, state_id,
-                     "the kernel survives recovery of this crash state", {"console": console},
-                     check="kernel.panic", subject="panic")
+    return Violation(
+        ViolationClass.FS_CORRUPTION,
+        state_id,
+        "the kernel survives recovery of this crash state",
+        {"console": console},
+        check="kernel.panic",
+        subject="panic",
+    )
 
 
-def retry_once_on_hang(attempt: Callable[[int], list[Violation]],
-                       state_id: str) -> tuple[list[Violation], bool]:
+def retry_once_on_hang(
+    attempt: Callable[[int], list[Violation]], state_id: str
+) -> tuple[list[Violation], bool]:
     """Check a recovered disk, the one way for every path: a guest that stops
     answering (`attempt` diagnoses it and raises GuestTimeout) gets a second try on
     a fresh guest, and a second hang is a verdict. Returns the verdicts and whether
@@ -96,22 +121,35 @@ def retry_once_on_hang(attempt: Callable[[int], list[Violation]],
 def hang_verdict(state_id: str, error: str, console: str) -> Violation:
     """A guest that stops answering twice, on a fresh guest each time, while it
     recovers and checks a state: the same verdict wherever the state came from."""
-    return Violation(ViolationClass.FS_CORRUPTION, state_id,
-                     "the guest stays responsive while checking this state",
-                     {"error": error, "console": console}, check="kernel.hang", subject="hang")
+    return Violation(
+        ViolationClass.FS_CORRUPTION,
+        state_id,
+        "the guest stays responsive while checking this state",
+        {"error": error, "console": console},
+        check="kernel.hang",
+        subject="hang",
+    )
 
 
-def check_by_reboot(config: MachineConfig, backend: Backend, state_id: str, disk: Path,
-                    promises: list[Promise], console_log: Path) -> list[Violation]:
+def check_by_reboot(
+    config: MachineConfig,
+    backend: Backend,
+    state_id: str,
+    disk: Path,
+    promises: list[Promise],
+    console_log: Path,
+) -> list[Violation]:
     """The slow baseline: a fresh guest boot per state, the state disk attached at boot."""
     data = Disk(disk, STATE_SERIAL, fmt="qcow2")
-    with Machine(replace(config, disks=(*config.disks, data)), console_log,
-                 name=f"{backend.name}-reboot") as vm:
+    with Machine(
+        replace(config, disks=(*config.disks, data)), console_log, name=f"{backend.name}-reboot"
+    ) as vm:
         vm.wait_booted()
         mark = vm.console_mark()
         found = run_checks(vm, backend, state_id, promises)
-        return found + console_oracle.violations(vm.console_since(mark), state_id,
-                                                 others_clean=is_clean(found))
+        return found + console_oracle.violations(
+            vm.console_since(mark), state_id, others_clean=is_clean(found)
+        )
 
 
 def qcow2_size(path: Path) -> int:
@@ -139,9 +177,15 @@ class DaemonContext:
 
 
 class Checker:
-    def __init__(self, config: MachineConfig, backend: Backend, logdir: Path,
-                 saved: Path | None = None, console_name: str = "checker",
-                 one_state: bool = False) -> None:
+    def __init__(
+        self,
+        config: MachineConfig,
+        backend: Backend,
+        logdir: Path,
+        saved: Path | None = None,
+        console_name: str = "checker",
+        one_state: bool = False,
+    ) -> None:
         """`saved`: a saved idle guest of this config (vm.snapshot) to resume
         instead of booting; a boot is the fallback when it cannot be resumed.
         `one_state`: the guest checks one state and goes (no cleanup after it)."""
@@ -187,8 +231,12 @@ class Checker:
     def _start(self, saved: Path | None) -> Machine:
         self.boots += 1
         t0 = time.monotonic()
-        vm = Machine(self.config, self.console_log,
-                     name=f"{self.backend.name}-checker{self.boots}", restore_from=saved)
+        vm = Machine(
+            self.config,
+            self.console_log,
+            name=f"{self.backend.name}-checker{self.boots}",
+            restore_from=saved,
+        )
         try:
             vm.__enter__()
             vm.wait_booted()
@@ -223,31 +271,59 @@ class Checker:
         node = f"state{self._seq}"
 
         def point_at(child: str) -> None:
-            vm.qmp("blockdev-reopen",
-                   options=[{"driver": "raw", "node-name": "statedisk", "file": child}])
+            vm.qmp(
+                "blockdev-reopen",
+                options=[{"driver": "raw", "node-name": "statedisk", "file": child}],
+            )
 
         plugged = self._state_node is not None
         if self._state_node is not None:
             point_at("stateidle")
             vm.qmp("blockdev-del", **{"node-name": self._state_node})
             self._state_node = None
-        vm.qmp("blockdev-add", **{"driver": "qcow2", "node-name": node,
-                                  "file": {"driver": "file", "filename": str(disk)}})
+        vm.qmp(
+            "blockdev-add",
+            **{
+                "driver": "qcow2",
+                "node-name": node,
+                "file": {"driver": "file", "filename": str(disk)},
+            },
+        )
         self._state_node = node
         if not plugged:
-            vm.qmp("blockdev-add", **{"driver": "null-co", "node-name": "stateidle",
-                                      "size": qcow2_size(disk), "read-zeroes": True})
+            vm.qmp(
+                "blockdev-add",
+                **{
+                    "driver": "null-co",
+                    "node-name": "stateidle",
+                    "size": qcow2_size(disk),
+                    "read-zeroes": True,
+                },
+            )
             vm.qmp("blockdev-add", **{"driver": "raw", "node-name": "statedisk", "file": node})
-            vm.qmp("device_add", driver="virtio-blk-pci", id="statedev", drive="statedisk",
-                   serial=STATE_SERIAL)
+            vm.qmp(
+                "device_add",
+                driver="virtio-blk-pci",
+                id="statedev",
+                drive="statedisk",
+                serial=STATE_SERIAL,
+            )
         else:
             point_at(node)
 
-    def check(self, state_id: str, disk: Path, promises: list[Promise],
-              invariants: tuple[Invariant, ...] = DEFAULT_INVARIANTS, before: str = "",
-              full: bool = False, after_mount: str = "", daemon: bool = False,
-              daemon_context: DaemonContext | None = None,
-              observe: tuple[Observation, ...] = ()) -> list[Violation]:
+    def check(
+        self,
+        state_id: str,
+        disk: Path,
+        promises: list[Promise],
+        invariants: tuple[Invariant, ...] = DEFAULT_INVARIANTS,
+        before: str = "",
+        full: bool = False,
+        after_mount: str = "",
+        daemon: bool = False,
+        daemon_context: DaemonContext | None = None,
+        observe: tuple[Observation, ...] = (),
+    ) -> list[Violation]:
         """Show `disk` (qcow2 or raw; never written: the guest writes to a throwaway
         overlay, a new one per attempt, since even a read-only mount replays a
         journal), run the offline checks on it (and with `daemon` the daemon stage:
@@ -259,8 +335,19 @@ class Checker:
         def attempt(n: int) -> list[Violation]:
             overlay.unlink(missing_ok=True)
             hosttools.qcow2_overlay(disk, overlay, disk_format(disk))
-            return self._check_once(state_id, overlay, promises, invariants, before, full,
-                                    after_mount, daemon, daemon_context, n, observe)
+            return self._check_once(
+                state_id,
+                overlay,
+                promises,
+                invariants,
+                before,
+                full,
+                after_mount,
+                daemon,
+                daemon_context,
+                n,
+                observe,
+            )
 
         try:
             found, self.retried = retry_once_on_hang(attempt, state_id)
@@ -273,13 +360,24 @@ class Checker:
         docker.stop_dockerd(vm.agent)
         res = vm.agent.run(f"umount {DOCKER_ROOT} || umount -l {DOCKER_ROOT}", timeout=120)
         if not res.ok:
-            raise HarnessError(f"unmounting a state after the daemon stage failed: "
-                               f"{res.evidence(400)}")
+            raise HarnessError(
+                f"unmounting a state after the daemon stage failed: {res.evidence(400)}"
+            )
 
-    def _check_once(self, state_id: str, disk: Path, promises: list[Promise],
-                    invariants: tuple[Invariant, ...], before: str, full: bool,
-                    after_mount: str, daemon: bool, ctx: DaemonContext | None,
-                    attempt: int, observe: tuple[Observation, ...]) -> list[Violation]:
+    def _check_once(
+        self,
+        state_id: str,
+        disk: Path,
+        promises: list[Promise],
+        invariants: tuple[Invariant, ...],
+        before: str,
+        full: bool,
+        after_mount: str,
+        daemon: bool,
+        ctx: DaemonContext | None,
+        attempt: int,
+        observe: tuple[Observation, ...],
+    ) -> list[Violation]:
         vm = self._ensure_vm()
         mark = vm.console_mark()
         t = self.last_times = {}
@@ -289,18 +387,36 @@ class Checker:
         try:
             self._attach(vm, disk)
             t["attach_s"] = round(time.monotonic() - t0, 3)
-            found = run_checks(vm, self.backend, state_id, promises, invariants, before=before,
-                               after_mount=after_mount, full=full, times=t, observe=observe,
-                               observed=self.last_observed)
+            found = run_checks(
+                vm,
+                self.backend,
+                state_id,
+                promises,
+                invariants,
+                before=before,
+                after_mount=after_mount,
+                full=full,
+                times=t,
+                observe=observe,
+                observed=self.last_observed,
+            )
             t["checks_s"] = round(time.monotonic() - t0 - t["attach_s"], 3)
             if daemon and not any(v.check == "fs.mount" for v in found):
                 ctx = ctx or DaemonContext()
                 log_file = ctx.log_file
                 if log_file is not None and attempt > 1:
                     log_file = log_file.with_suffix(f".retry{attempt - 1}.log")
-                found = run_daemon_stage(vm, self.backend, state_id, promises, invariants,
-                                         found, inventory=ctx.inventory,
-                                         last_point=ctx.last_point, log_file=log_file)
+                found = run_daemon_stage(
+                    vm,
+                    self.backend,
+                    state_id,
+                    promises,
+                    invariants,
+                    found,
+                    inventory=ctx.inventory,
+                    last_point=ctx.last_point,
+                    log_file=log_file,
+                )
                 if not self.one_state:
                     self._leave_daemon(vm)
                 t["daemon_s"] = round(time.monotonic() - t0 - t["attach_s"] - t["checks_s"], 3)
@@ -320,5 +436,6 @@ class Checker:
             found.append(hang_verdict(state_id, str(e), vm.console_tail()))
             self.close()
             return found
-        return found + console_oracle.violations(vm.console_since(mark), state_id,
-                                                 others_clean=is_clean(found))
+        return found + console_oracle.violations(
+            vm.console_since(mark), state_id, others_clean=is_clean(found)
+        )

@@ -44,10 +44,12 @@ FAILURE_RE = re.compile("|".join(f"(?:{rx})" for _, rx in _PATTERNS))
 # lost disk cache may leave a mirror one generation behind: by design, and scrub
 # reports it while finishing with status 0 (up to 6.x `super block at ...`, from
 # 6.18/7.x on `scrub: super block at ...`; tests/golden holds each series' lines).
-_IGNORE = re.compile(r"BTRFS error \(device [^)]+\): (?:unable to find logical -1|"
-                     r"(?:scrub: )?super block at physical (?:67108864|274877906944) devid \d+ "
-                     r"has bad generation)|"
-                     r"WARNING: (?:Spectre|MDS|TAA|MMIO)")
+_IGNORE = re.compile(
+    r"BTRFS error \(device [^)]+\): (?:unable to find logical -1|"
+    r"(?:scrub: )?super block at physical (?:67108864|274877906944) devid \d+ "
+    r"has bad generation)|"
+    r"WARNING: (?:Spectre|MDS|TAA|MMIO)"
+)
 
 # Titles of the catch-all patterns: a filesystem's error line whose words the
 # oracle does not recognise as a known sign of damage. Alone (every other check
@@ -97,8 +99,10 @@ def failures(text: str) -> list[ConsoleFailure]:
 IN_RECOVERY = "the kernel reports no failure in recovery"
 _FS_TITLES = ("EXT4-fs", "JBD2", "btrfs", "BTRFS", "transaction aborted", "XFS", "busy inodes")
 # A generic BUG/Oops/WARNING is the filesystem's when its report names filesystem code.
-_FS_CODE = re.compile(r"\b(?:ext4|jbd2|btrfs|xfs|ovl|overlayfs)_\w+|fs/(?:ext4|jbd2|btrfs|"
-                      r"xfs|overlayfs)/")
+_FS_CODE = re.compile(
+    r"\b(?:ext4|jbd2|btrfs|xfs|ovl|overlayfs)_\w+|fs/(?:ext4|jbd2|btrfs|"
+    r"xfs|overlayfs)/"
+)
 
 
 def fault_of(failure: ConsoleFailure, context: str) -> str:
@@ -111,8 +115,9 @@ def unrecognised(failure: ConsoleFailure) -> bool:
     return failure.title.split(":", 1)[0] in UNRECOGNISED
 
 
-def violations(text: str, state: str, promise: str = IN_RECOVERY,
-               others_clean: bool = False) -> list[Violation]:
+def violations(
+    text: str, state: str, promise: str = IN_RECOVERY, others_clean: bool = False
+) -> list[Violation]:
     """One verdict per distinct kernel failure in `text`: fs-corruption, or
     console-only for an unrecognised filesystem error line when `others_clean`
     (every other check of the state passed)."""
@@ -121,16 +126,33 @@ def violations(text: str, state: str, promise: str = IN_RECOVERY,
         context = excerpt(text, f.lineno)
         evidence = {"console": context, "failure": f"{f.title} (x{f.count})"}
         if others_clean and unrecognised(f):
-            found.append(Violation(
-                "console-only", state, "a filesystem error on the console is confirmed by a "
-                "check (mount, fsck, scrub, a promise), or is by-design noise crashtest knows",
-                evidence, "unknown", "kernel.console", f.title))
+            found.append(
+                Violation(
+                    "console-only",
+                    state,
+                    "a filesystem error on the console is confirmed by a "
+                    "check (mount, fsck, scrub, a promise), or is by-design noise crashtest knows",
+                    evidence,
+                    "unknown",
+                    "kernel.console",
+                    f.title,
+                )
+            )
         else:
-            found.append(Violation("fs-corruption", state, promise, evidence,
-                                   fault_of(f, context), "kernel.console", f.title))
+            found.append(
+                Violation(
+                    "fs-corruption",
+                    state,
+                    promise,
+                    evidence,
+                    fault_of(f, context),
+                    "kernel.console",
+                    f.title,
+                )
+            )
     return found
 
 
 def excerpt(text: str, lineno: int, before: int = 5, after: int = 15) -> str:
     lines = text.splitlines()
-    return "\n".join(lines[max(0, lineno - 1 - before): lineno + after])
+    return "\n".join(lines[max(0, lineno - 1 - before) : lineno + after])

@@ -15,30 +15,50 @@ from harness.workloads.api import Invariant
 SAVE_TMP = "/tmp/crashtest-save.tar"
 # dockerd log lines that reveal damage it handled quietly (some only at debug level).
 LOG_SIGNS = (
-    "Failed to load layer", "Failed to load mount", "not restoring image",
-    "layer does not exist", "failed to load container", "invalid mount id value",
-    "could not verify layer data", "file integrity checksum failed",
-    "error creating overlay mount to", "too many levels of symbolic links",
-    "readlink /var/lib/docker/overlay2/l: invalid argument", "failed to register layer",
-    "directory not empty", "panic: invalid page type", "invalid freelist page",
-    "unexpected end of JSON input", "Error starting daemon",
+    "Failed to load layer",
+    "Failed to load mount",
+    "not restoring image",
+    "layer does not exist",
+    "failed to load container",
+    "invalid mount id value",
+    "could not verify layer data",
+    "file integrity checksum failed",
+    "error creating overlay mount to",
+    "too many levels of symbolic links",
+    "readlink /var/lib/docker/overlay2/l: invalid argument",
+    "failed to register layer",
+    "directory not empty",
+    "panic: invalid page type",
+    "invalid freelist page",
+    "unexpected end of JSON input",
+    "Error starting daemon",
 )
 
 
-def _v(cls: str, state: str, p: Promise, res: Result, check: str, fault: str = "",
-       **extra: str) -> Violation:
-    return Violation(cls, state, p.describe(), {"command": res.cmd, "output": res.evidence(),
-                                                **extra}, fault, check, p.key())
+def _v(
+    cls: str, state: str, p: Promise, res: Result, check: str, fault: str = "", **extra: str
+) -> Violation:
+    return Violation(
+        cls,
+        state,
+        p.describe(),
+        {"command": res.cmd, "output": res.evidence(), **extra},
+        fault,
+        check,
+        p.key(),
+    )
 
 
 def _save(a: AgentClient, ref: str) -> Result:
     """`docker save` re-hashes every layer of the image against its diffID."""
-    return a.run(f"docker save -o {SAVE_TMP} {ref}; rc=$?; rm -f {SAVE_TMP}; exit $rc",
-                 timeout=120)
+    return a.run(f"docker save -o {SAVE_TMP} {ref}; rc=$?; rm -f {SAVE_TMP}; exit $rc", timeout=120)
 
 
-IMAGE_STEPS = (("docker-lost", "docker.image-listed"), ("docker-corruption", "docker.save"),
-               ("docker-corruption", "docker.run"))
+IMAGE_STEPS = (
+    ("docker-lost", "docker.image-listed"),
+    ("docker-corruption", "docker.save"),
+    ("docker-corruption", "docker.run"),
+)
 
 
 def _check_images(a: AgentClient, state: str, promises: list[Promise]) -> list[Violation]:
@@ -48,38 +68,64 @@ def _check_images(a: AgentClient, state: str, promises: list[Promise]) -> list[V
     if not promises:
         return []
     by_ref = {p.target: p for p in promises}
-    got = a.call(DOCKER_CLI, "check_images",
-                 {"images": [{"ref": ref, "run": p.run} for ref, p in by_ref.items()],
-                  "timeout": 120}, timeout=400)
+    got = a.call(
+        DOCKER_CLI,
+        "check_images",
+        {"images": [{"ref": ref, "run": p.run} for ref, p in by_ref.items()], "timeout": 120},
+        timeout=400,
+    )
     if not isinstance(got, list) or len(got) != len(by_ref):
         raise HarnessError(f"the guest's image checks answered {str(got)[:200]!r}")
     found = []
     for steps, p in zip(got, by_ref.values(), strict=True):
         for (cls, check), step in zip(IMAGE_STEPS, steps, strict=False):
-            res = Result(step["cmd"], int(step["rc"]), step["stdout"], step["stderr"],
-                         float(step["duration"]))
-            a.note(f"$ {res.cmd}\n(exit {res.rc} in {res.duration:.2f}s) "
-                   f"{(res.stdout + res.stderr)[-2000:]}")
+            res = Result(
+                step["cmd"],
+                int(step["rc"]),
+                step["stdout"],
+                step["stderr"],
+                float(step["duration"]),
+            )
+            a.note(
+                f"$ {res.cmd}\n(exit {res.rc} in {res.duration:.2f}s) "
+                f"{(res.stdout + res.stderr)[-2000:]}"
+            )
             if not res.ok:
                 found.append(_v(cls, state, p, res, check))
     return found
 
 
 def _check_container_state(a: AgentClient, state: str, p: Promise) -> list[Violation]:
-    st = a.run("docker inspect --format '{{.State.Status}} {{.State.ExitCode}}' "
-               + shlex.quote(p.target), timeout=60)
+    st = a.run(
+        "docker inspect --format '{{.State.Status}} {{.State.ExitCode}}' " + shlex.quote(p.target),
+        timeout=60,
+    )
     if not st.ok:
         return [_v("docker-lost", state, p, st, "docker.container-listed")]
     if st.stdout.strip() != p.state:
         # restoring a container's state after a crash is dockerd's job
-        return [_v("docker-corruption", state, p, st, "docker.container-state", "docker",
-                   expected=p.state)]
+        return [
+            _v(
+                "docker-corruption",
+                state,
+                p,
+                st,
+                "docker.container-state",
+                "docker",
+                expected=p.state,
+            )
+        ]
     return []
 
 
-def daemon_checks(a: AgentClient, backend: Backend, state: str, promises: list[Promise],
-                  invariants: tuple[Invariant, ...],
-                  offline_found: list[Violation]) -> tuple[list[Violation], str, bool]:
+def daemon_checks(
+    a: AgentClient,
+    backend: Backend,
+    state: str,
+    promises: list[Promise],
+    invariants: tuple[Invariant, ...],
+    offline_found: list[Violation],
+) -> tuple[list[Violation], str, bool]:
     """The daemon stage: dockerd starts on the recovered disk (mounted read-write),
     then what only a running dockerd shows: promised images save (a re-hash of every
     layer) and run their command, containers come back in their promised state, and
@@ -92,10 +138,25 @@ def daemon_checks(a: AgentClient, backend: Backend, state: str, promises: list[P
         log = dockerd_log(a)
         if not any(i.kind == InvariantKind.DOCKERD_STARTS for i in invariants):
             return [], log, False
-        return [Violation("docker-corruption", state, "dockerd starts on the recovered disk",
-                          {"command": started.cmd, "output": started.evidence(),
-                           "dockerd_log_tail": "\n".join(log.splitlines()[-30:])},
-                          "docker", "invariant.dockerd-starts", "dockerd")], log, False
+        return (
+            [
+                Violation(
+                    "docker-corruption",
+                    state,
+                    "dockerd starts on the recovered disk",
+                    {
+                        "command": started.cmd,
+                        "output": started.evidence(),
+                        "dockerd_log_tail": "\n".join(log.splitlines()[-30:]),
+                    },
+                    "docker",
+                    "invariant.dockerd-starts",
+                    "dockerd",
+                )
+            ],
+            log,
+            False,
+        )
     broken = {v.subject for v in offline_found}
     open_promises = [p for p in promises if p.key() not in broken]
     found = _check_images(a, state, [p for p in open_promises if p.kind == PromiseKind.IMAGE])
@@ -106,20 +167,30 @@ def daemon_checks(a: AgentClient, backend: Backend, state: str, promises: list[P
         if inv.kind == InvariantKind.COMMAND and inv.stage == Stage.DAEMON:
             res = a.run(inv.command, timeout=300)
             if not res.ok:
-                found.append(Violation(inv.cls, state, inv.describe(),
-                                       {"command": res.cmd, "output": res.evidence()},
-                                       "", inv.id, inv.command))
+                found.append(
+                    Violation(
+                        inv.cls,
+                        state,
+                        inv.describe(),
+                        {"command": res.cmd, "output": res.evidence()},
+                        "",
+                        inv.id,
+                        inv.command,
+                    )
+                )
     log = dockerd_log(a)
     signs = log_signs(log)
     if signs:
         # Evidence, not verdicts: half-written objects nobody was promised show here too.
-        found = [v.with_evidence(dockerd_log=signs) if v.cls.startswith("docker-") else v
-                 for v in found]
+        found = [
+            v.with_evidence(dockerd_log=signs) if v.cls.startswith("docker-") else v for v in found
+        ]
     return found, log, True
 
 
-def check_inventory(a: AgentClient, state: str, point: str,
-                    before: dict[str, list[str]]) -> list[Violation]:
+def check_inventory(
+    a: AgentClient, state: str, point: str, before: dict[str, list[str]]
+) -> list[Violation]:
     """Everything docker listed at the last durability point (after a sync, nothing
     deleted since) must still be there: a silent drop is docker-lost."""
     after = inventory(a)
@@ -127,11 +198,21 @@ def check_inventory(a: AgentClient, state: str, point: str,
     for kind in ("images", "containers"):
         gone = sorted(set(before[kind]) - set(after[kind]))
         if gone:
-            found.append(Violation(
-                "docker-lost", state, f"every {kind[:-1]} docker listed at the durability "
-                f"point {point} is still listed",
-                {"missing": "\n".join(gone), "before": "\n".join(before[kind]),
-                 "after": "\n".join(after[kind])}, check="docker.inventory", subject=kind))
+            found.append(
+                Violation(
+                    "docker-lost",
+                    state,
+                    f"every {kind[:-1]} docker listed at the durability "
+                    f"point {point} is still listed",
+                    {
+                        "missing": "\n".join(gone),
+                        "before": "\n".join(before[kind]),
+                        "after": "\n".join(after[kind]),
+                    },
+                    check="docker.inventory",
+                    subject=kind,
+                )
+            )
     return found
 
 
@@ -154,9 +235,12 @@ def what_docker_says(a: AgentClient, found: list[Violation]) -> list[Violation]:
             continue
         if image not in seen:
             ref = shlex.quote(image)
-            listed = a.run(f"docker image inspect --format '{{{{.Id}}}} {{{{.RepoTags}}}}' "
-                           f"{ref}", timeout=60)
-            seen[image] = {"docker_lists_it": listed.evidence(),
-                           "docker_save": _save(a, ref).evidence()}
+            listed = a.run(
+                f"docker image inspect --format '{{{{.Id}}}} {{{{.RepoTags}}}}' {ref}", timeout=60
+            )
+            seen[image] = {
+                "docker_lists_it": listed.evidence(),
+                "docker_save": _save(a, ref).evidence(),
+            }
         out.append(v.with_evidence(**seen[image]))
     return out

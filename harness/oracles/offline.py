@@ -34,28 +34,38 @@ FS_CHECKS = {
 }
 
 
-def offline_request(backend: Backend, serial: str, promises: list[Promise],
-                    invariants: tuple[Invariant, ...], before: str = "", after_mount: str = "",
-                    full: bool = False, observe: tuple[Observation, ...] = ()
-                    ) -> dict[str, Any]:
+def offline_request(
+    backend: Backend,
+    serial: str,
+    promises: list[Promise],
+    invariants: tuple[Invariant, ...],
+    before: str = "",
+    after_mount: str = "",
+    full: bool = False,
+    observe: tuple[Observation, ...] = (),
+) -> dict[str, Any]:
     """`before`: a command run on the raw disk ({dev}) first; `after_mount`: one run
     on the recovered tree before the checks (self-tests damage the state with them).
     `full`: check every image and report leaks (a disk with no promises)."""
     dev = "{dev}"
     return {
-        "serial": serial, "before": before, "after_mount": after_mount,
-        "driver": None if full else backend.driver, "full": full,
-        "mount": backend.mount_cmd(dev), "fsck": backend.fsck_cmd(dev),
+        "serial": serial,
+        "before": before,
+        "after_mount": after_mount,
+        "driver": None if full else backend.driver,
+        "full": full,
+        "mount": backend.mount_cmd(dev),
+        "fsck": backend.fsck_cmd(dev),
         "fsck_mounted": backend.fsck_cmd(dev, mounted_ro=True),
         "scrub": backend.scrub_cmd(),
-        "promises": [{**p.to_json(), "describe": p.describe(), "key": p.key()}
-                     for p in promises],
+        "promises": [{**p.to_json(), "describe": p.describe(), "key": p.key()} for p in promises],
         "registered": any(i.kind == InvariantKind.DOCKER_INTACT for i in invariants),
         "observe": [o.to_json() for o in observe],
-        "commands": [{"id": i.id, "command": i.command, "class": i.cls,
-                      "promise": i.describe()}
-                     for i in invariants
-                     if i.kind == InvariantKind.COMMAND and i.stage == Stage.OFFLINE],
+        "commands": [
+            {"id": i.id, "command": i.command, "class": i.cls, "promise": i.describe()}
+            for i in invariants
+            if i.kind == InvariantKind.COMMAND and i.stage == Stage.OFFLINE
+        ],
     }
 
 
@@ -70,8 +80,9 @@ def _store_ids(r: dict[str, Any]) -> tuple[str, str]:
     return "store.structure", subject
 
 
-def verdicts(records: object, backend: Backend, state: str,
-             times: dict[str, float] | None = None) -> list[Violation]:
+def verdicts(
+    records: object, backend: Backend, state: str, times: dict[str, float] | None = None
+) -> list[Violation]:
     """Failed check records as violations; the timings record goes into `times`."""
     if not isinstance(records, list):
         raise HarnessError(f"state checker returned {type(records).__name__}, not a list")
@@ -100,8 +111,11 @@ def verdicts(records: object, backend: Backend, state: str,
             evidence["image"] = r["image"]
         elif check == "promise.image":  # the daemon stage adds what docker says of it
             evidence["image"] = subject.split(":", 1)[1]
-        found.append(Violation(r["class"], state, r["promise"], evidence,
-                               r.get("fault") or "", check, subject))
+        found.append(
+            Violation(
+                r["class"], state, r["promise"], evidence, r.get("fault") or "", check, subject
+            )
+        )
     return found
 
 
@@ -115,9 +129,12 @@ def observed(records: object) -> dict[str, str]:
 def no_docker_trace(records: object) -> bool:
     """The state's disk has no trace of docker at all (wrong disk, not a finding)."""
     return isinstance(records, list) and any(
-        r.get("check") == "store" and r.get("no_trace") for r in records)
+        r.get("check") == "store" and r.get("no_trace") for r in records
+    )
 
 
 def wrong_disk(what: str) -> InputError:
-    return InputError(f"{what}: the filesystem holds no trace of docker (no image/, "
-                      "containers/ or driver directory): not a docker data disk")
+    return InputError(
+        f"{what}: the filesystem holds no trace of docker (no image/, "
+        "containers/ or driver directory): not a docker data disk"
+    )

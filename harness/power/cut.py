@@ -36,12 +36,14 @@ class CutPlan:
         return f"during {self.step} +{self.delay_s:.2f}s"
 
     def slug(self) -> str:
-        return f"{self.kind}-{self.step}" + (f"-{self.delay_s:.2f}s"
-                                             if self.kind == CutKind.DURING else "")
+        return f"{self.kind}-{self.step}" + (
+            f"-{self.delay_s:.2f}s" if self.kind == CutKind.DURING else ""
+        )
 
 
-def plan_cuts(seed: int, backend: str, count: int, steps: list[str],
-              synced: list[str] | None = None) -> list[CutPlan]:
+def plan_cuts(
+    seed: int, backend: str, count: int, steps: list[str], synced: list[str] | None = None
+) -> list[CutPlan]:
     """The same seed, backend and steps always give the same plans. `synced`: the
     steps that end in a sync of their own (they may be cut before it)."""
     rng = random.Random(f"crashtest-cuts:{seed}:{backend}")
@@ -53,8 +55,9 @@ def plan_cuts(seed: int, backend: str, count: int, steps: list[str],
         if kind == CutKind.RETURNED and synced:
             plans.append(CutPlan(str(CutKind.RETURNED), rng.choice(synced)))
         elif kind == CutKind.DURING:
-            plans.append(CutPlan(str(CutKind.DURING), step,
-                                 round(rng.uniform(0.0, MAX_DELAY_S), 2)))
+            plans.append(
+                CutPlan(str(CutKind.DURING), step, round(rng.uniform(0.0, MAX_DELAY_S), 2))
+            )
         else:
             plans.append(CutPlan(str(CutKind.AFTER), step))
     return plans
@@ -84,9 +87,14 @@ def _may_be_last_point(workload: Workload, plan: CutPlan) -> set[str]:
     return set(points[-1:]) | {plan.step}
 
 
-def run_until_cut(vm: Machine, workload: Workload, plan: CutPlan, driver: str,
-                  inventory: Callable[[], dict[str, list[str]]] | None = None,
-                  progress: Callable[[str], None] | None = None) -> CutOutcome:
+def run_until_cut(
+    vm: Machine,
+    workload: Workload,
+    plan: CutPlan,
+    driver: str,
+    inventory: Callable[[], dict[str, list[str]]] | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> CutOutcome:
     """Run steps in order, granting each step's promises (with the values derived
     on the live guest) when its barrier has returned, and cut the power as planned.
     The VM is stopped (vCPUs frozen) on return. `inventory` is called at the

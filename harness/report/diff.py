@@ -45,10 +45,16 @@ def load_summary(run: Path) -> dict[str, Any]:
     if "findings" not in doc:  # written before signatures: derive them
         backends = []
         for b in doc["backends"]:
-            s = BackendSummary(b["backend"], b["kernel"], b.get("image", ""), b.get("accel", ""),
-                               b.get("cuts", 0), b.get("options", {}),
-                               release=b.get("release", ""),
-                               workload=b.get("workload") or doc.get("workload", ""))
+            s = BackendSummary(
+                b["backend"],
+                b["kernel"],
+                b.get("image", ""),
+                b.get("accel", ""),
+                b.get("cuts", 0),
+                b.get("options", {}),
+                release=b.get("release", ""),
+                workload=b.get("workload") or doc.get("workload", ""),
+            )
             s.states = [StateResult.from_json(x) for x in b.get("states", [])]
             backends.append(s.to_json())
         doc["findings"] = findings(backends)
@@ -68,8 +74,13 @@ class Diff:
     still: list[dict[str, Any]]
 
     def to_json(self) -> dict[str, Any]:
-        return {"old": self.old, "new": self.new, "new_findings": self.appeared,
-                "gone": self.gone, "still_failing": self.still}
+        return {
+            "old": self.old,
+            "new": self.new,
+            "new_findings": self.appeared,
+            "gone": self.gone,
+            "still_failing": self.still,
+        }
 
 
 def side(runs: list[Path]) -> dict[Key, dict[str, Any]]:
@@ -78,8 +89,11 @@ def side(runs: list[Path]) -> dict[Key, dict[str, Any]]:
         for f in load_summary(run)["findings"]:
             k = key(f)
             if k in out:
-                out[k] = {**out[k], "count": out[k]["count"] + f["count"],
-                          "states": out[k]["states"] + f["states"]}
+                out[k] = {
+                    **out[k],
+                    "count": out[k]["count"] + f["count"],
+                    "states": out[k]["states"] + f["states"],
+                }
             else:
                 out[k] = {**f, "run": str(run)}
     return out
@@ -87,14 +101,16 @@ def side(runs: list[Path]) -> dict[Key, dict[str, Any]]:
 
 def diff(old: list[Path], new: list[Path]) -> Diff:
     a, b = side(find_runs(old)), side(find_runs(new))
-    return Diff([str(p) for p in old], [str(p) for p in new],
-                [b[k] for k in sorted(b.keys() - a.keys())],
-                [a[k] for k in sorted(a.keys() - b.keys())],
-                [b[k] for k in sorted(a.keys() & b.keys())])
+    return Diff(
+        [str(p) for p in old],
+        [str(p) for p in new],
+        [b[k] for k in sorted(b.keys() - a.keys())],
+        [a[k] for k in sorted(a.keys() - b.keys())],
+        [b[k] for k in sorted(a.keys() & b.keys())],
+    )
 
 
 def describe(f: dict[str, Any]) -> str:
-    cell = " ".join(x for x in (f["workload"], f["release"], f["kernel_series"], f["backend"])
-                    if x)
+    cell = " ".join(x for x in (f["workload"], f["release"], f["kernel_series"], f["backend"]) if x)
     known = f" [known: {f['known']}]" if f.get("known") else ""
     return f"{f['signature']}  ({cell}; {f['states']} states){known}"

@@ -54,11 +54,19 @@ def load_cells(docs: dict[Path, dict[str, Any]]) -> list[Cell]:
     for run, doc in docs.items():
         try:
             for b in doc["backends"]:
-                cells.append(Cell(str(doc.get("run_id", run.name)), run, b["kernel"],
-                                  b["backend"],
-                                  str(b.get("workload") or doc.get("workload", "default")), b,
-                                  str(b.get("release", "")), doc["findings"],
-                                  doc.get("known_failures", {}).get("entries", [])))
+                cells.append(
+                    Cell(
+                        str(doc.get("run_id", run.name)),
+                        run,
+                        b["kernel"],
+                        b["backend"],
+                        str(b.get("workload") or doc.get("workload", "default")),
+                        b,
+                        str(b.get("release", "")),
+                        doc["findings"],
+                        doc.get("known_failures", {}).get("entries", []),
+                    )
+                )
         except (KeyError, TypeError) as e:
             raise InputError(f"{run}/summary.json is not a crashtest summary ({e})") from e
     return cells
@@ -72,23 +80,30 @@ def _bars(title: str, values: dict[str, float], unit: str = "") -> str:
     top = max(values.values()) or 1
     label_w = min(260, 8 * max(len(k) for k in values) + 10)
     h = row * len(values) + 30
-    out = [f'<figure><figcaption>{html.escape(title)}</figcaption>'
-           f'<svg width="{width}" height="{h}" role="img">']
+    out = [
+        f"<figure><figcaption>{html.escape(title)}</figcaption>"
+        f'<svg width="{width}" height="{h}" role="img">'
+    ]
     for i, (k, v) in enumerate(values.items()):
         y = 10 + i * row
         w = (width - label_w - 70) * v / top
-        out.append(f'<text x="{label_w - 6}" y="{y + 14}" text-anchor="end">{html.escape(k)}'
-                   f'</text><rect x="{label_w}" y="{y}" width="{w:.1f}" height="{row - 6}" '
-                   f'class="bar"/><text x="{label_w + w + 4:.1f}" y="{y + 14}">'
-                   f'{v:g}{html.escape(unit)}</text>')
+        out.append(
+            f'<text x="{label_w - 6}" y="{y + 14}" text-anchor="end">{html.escape(k)}'
+            f'</text><rect x="{label_w}" y="{y}" width="{w:.1f}" height="{row - 6}" '
+            f'class="bar"/><text x="{label_w + w + 4:.1f}" y="{y + 14}">'
+            f"{v:g}{html.escape(unit)}</text>"
+        )
     out.append("</svg></figure>")
     return "".join(out)
 
 
 def _cell_findings(cell: Cell) -> list[dict[str, Any]]:
-    return [f for f in cell.findings if (f["backend"], f["workload"] or cell.workload,
-                                         f["release"], f["kernel"]) ==
-            (cell.backend, cell.workload, cell.release, cell.kernel)]
+    return [
+        f
+        for f in cell.findings
+        if (f["backend"], f["workload"] or cell.workload, f["release"], f["kernel"])
+        == (cell.backend, cell.workload, cell.release, cell.kernel)
+    ]
 
 
 def _matrix(cells: list[Cell]) -> str:
@@ -110,21 +125,37 @@ def _matrix(cells: list[Cell]) -> str:
             new = [f for f in found if not f["known"]]
             errs = sum(len(c.data["harness_errors"]) for c in here)
             faults = Counter(f["fault"] for f in new)
-            status = (("new-fs" if set(faults) - {"docker"} else "new-docker") if new else
-                      "known" if found else "error" if errs else "pass")
-            head = {"new-fs": "NEW: " + ", ".join(f"{f}'s fault" for f in sorted(faults)),
-                    "new-docker": "NEW: docker's fault", "known": "known only",
-                    "error": "harness errors", "pass": "PASS"}[status]
+            status = (
+                ("new-fs" if set(faults) - {"docker"} else "new-docker")
+                if new
+                else "known"
+                if found
+                else "error"
+                if errs
+                else "pass"
+            )
+            head = {
+                "new-fs": "NEW: " + ", ".join(f"{f}'s fault" for f in sorted(faults)),
+                "new-docker": "NEW: docker's fault",
+                "known": "known only",
+                "error": "harness errors",
+                "pass": "PASS",
+            }[status]
             lines = [f"{sum(c.data['states_checked'] for c in here)} states"]
             by_fault = Counter[tuple[str, bool]]()
             for f in found:
                 by_fault[(f["fault"], bool(f["known"]))] += f["states"]
-            lines += [f"{n} states: {fault}'s fault" + (" (known)" if known else "")
-                      for (fault, known), n in sorted(by_fault.items())]
+            lines += [
+                f"{n} states: {fault}'s fault" + (" (known)" if known else "")
+                for (fault, known), n in sorted(by_fault.items())
+            ]
             if errs:
                 lines.append(f"{errs} harness errors")
-            out.append(f'<td class="{status}"><b>{html.escape(head)}</b><br>'
-                       + "<br>".join(html.escape(x) for x in lines) + "</td>")
+            out.append(
+                f'<td class="{status}"><b>{html.escape(head)}</b><br>'
+                + "<br>".join(html.escape(x) for x in lines)
+                + "</td>"
+            )
         out.append("</tr>")
     out.append("</table>")
     return "".join(out)
@@ -145,40 +176,57 @@ def _findings(cells: list[Cell], base: Path) -> str:
         return "<p>No violations.</p>"
     known = {e["id"]: e for c in cells for e in c.known_entries}
     out = []
-    for sig, members in sorted(groups.items(), key=lambda kv: (
-            all(f["known"] for _, f in kv[1]), kv[1][0][1]["fault"] == "docker", kv[0])):
+    for sig, members in sorted(
+        groups.items(),
+        key=lambda kv: (all(f["known"] for _, f in kv[1]), kv[1][0][1]["fault"] == "docker", kv[0]),
+    ):
         first_c, first = members[0]
         is_known = all(f["known"] for _, f in members)
         fault = first["fault"]
         states = sum(f["states"] for _, f in members)
-        out.append(f'<section class="finding {"known" if is_known else "new"} '
-                   f'fault-{html.escape(fault)}"><h3><span class="badge">'
-                   f'{"KNOWN" if is_known else "NEW"}</span> <span class="whose">'
-                   f"{html.escape(fault)}'s fault</span> {html.escape(first['class'])}: "
-                   f"{html.escape(sig.rsplit(' | ', 1)[-1])}</h3>"
-                   f"<p class=\"sig\"><code>{html.escape(sig)}</code></p>"
-                   f"<p>{states} states in {len(members)} cell(s): "
-                   + ", ".join(html.escape(f"{f['workload']} {f['release']} {f['kernel']} "
-                                           f"{f['backend']} ({f['states']})") for _, f in members)
-                   + "</p>")
+        out.append(
+            f'<section class="finding {"known" if is_known else "new"} '
+            f'fault-{html.escape(fault)}"><h3><span class="badge">'
+            f'{"KNOWN" if is_known else "NEW"}</span> <span class="whose">'
+            f"{html.escape(fault)}'s fault</span> {html.escape(first['class'])}: "
+            f"{html.escape(sig.rsplit(' | ', 1)[-1])}</h3>"
+            f'<p class="sig"><code>{html.escape(sig)}</code></p>'
+            f"<p>{states} states in {len(members)} cell(s): "
+            + ", ".join(
+                html.escape(
+                    f"{f['workload']} {f['release']} {f['kernel']} {f['backend']} ({f['states']})"
+                )
+                for _, f in members
+            )
+            + "</p>"
+        )
         entry = known.get(first["known"])
         if entry:
-            links = " ".join(f'<a href="{html.escape(u)}">{html.escape(u.split("github.com/")[-1])}'
-                             "</a>" for u in entry.get("links", []))
-            out.append(f"<p>known as <b>{html.escape(entry['id'])}</b>: "
-                       f"{html.escape(entry.get('reason', ''))} {links}</p>")
-        out.append(f"<p class=\"why\">{html.escape(FAULTS.get(fault, ''))}</p>")
+            links = " ".join(
+                f'<a href="{html.escape(u)}">{html.escape(u.split("github.com/")[-1])}</a>'
+                for u in entry.get("links", [])
+            )
+            out.append(
+                f"<p>known as <b>{html.escape(entry['id'])}</b>: "
+                f"{html.escape(entry.get('reason', ''))} {links}</p>"
+            )
+        out.append(f'<p class="why">{html.escape(FAULTS.get(fault, ""))}</p>')
         ex = first["example"]
-        out.append(f"<p>example: state <code>{html.escape(ex['state'])}</code>: "
-                   f"{html.escape(ex['promise'])}</p>")
+        out.append(
+            f"<p>example: state <code>{html.escape(ex['state'])}</code>: "
+            f"{html.escape(ex['promise'])}</p>"
+        )
         if ex.get("bundle"):
             bundle = first_c.run_dir / ex["bundle"]
-            out.append(f"<p>reproduce: <code>crashtest repro {html.escape(_rel(bundle, base))}"
-                       f"</code> · <a href=\"{html.escape(_rel(bundle / 'console', base))}/\">"
-                       "console logs</a></p>")
+            out.append(
+                f"<p>reproduce: <code>crashtest repro {html.escape(_rel(bundle, base))}"
+                f'</code> · <a href="{html.escape(_rel(bundle / "console", base))}/">'
+                "console logs</a></p>"
+            )
         for k, val in ex.get("evidence", {}).items():
-            out.append(f"<p class=\"evk\">{html.escape(k)}</p>"
-                       f"<pre>{html.escape(str(val)[-6000:])}</pre>")
+            out.append(
+                f'<p class="evk">{html.escape(k)}</p><pre>{html.escape(str(val)[-6000:])}</pre>'
+            )
         out.append("</section>")
     return "".join(out)
 
@@ -191,27 +239,37 @@ def _regressions(runs: list[Path]) -> str:
         f"<tr><td><code>{html.escape(c.signature)}</code></td><td>{html.escape(c.workload)} "
         f"{html.escape(c.release)} {html.escape(c.backend)}</td><td>{html.escape(c.kernel)}</td>"
         f"<td>{html.escape(c.predecessor)}</td><td>{html.escape(c.why)}</td></tr>"
-        for c in found)
-    return ("<h2>Regression candidates</h2><p>A signature on a kernel whose predecessor ran "
-            "the same cell without it: bisect between the two.</p><table><tr><th>signature</th>"
-            "<th>cell</th><th>appeared on</th><th>absent on</th><th>predecessor</th></tr>"
-            f"{rows}</table>")
+        for c in found
+    )
+    return (
+        "<h2>Regression candidates</h2><p>A signature on a kernel whose predecessor ran "
+        "the same cell without it: bisect between the two.</p><table><tr><th>signature</th>"
+        "<th>cell</th><th>appeared on</th><th>absent on</th><th>predecessor</th></tr>"
+        f"{rows}</table>"
+    )
 
 
 def _not_seen(runs: dict[Path, dict[str, Any]]) -> str:
     """Known failures that could have shown in these runs and did not: fixed, or
     not hit this time (worth a look before dropping the entry)."""
     docs = list(runs.values())
-    lists = [set(d.get("totals", {}).get("known_not_seen", [])) for d in docs
-             if d.get("known_failures", {}).get("entries")]
+    lists = [
+        set(d.get("totals", {}).get("known_not_seen", []))
+        for d in docs
+        if d.get("known_failures", {}).get("entries")
+    ]
     gone = set.intersection(*lists) if lists else set()
     if not gone:
         return ""
     entries = {e["id"]: e for d in docs for e in d["known_failures"]["entries"]}
-    items = "".join(f"<li><b>{html.escape(i)}</b>: {html.escape(entries[i].get('reason', ''))}"
-                    "</li>" for i in sorted(gone))
-    return f"<h3>Known, not seen in {'this run' if len(docs) == 1 else 'these runs'}</h3>" \
-           f"<ul>{items}</ul>"
+    items = "".join(
+        f"<li><b>{html.escape(i)}</b>: {html.escape(entries[i].get('reason', ''))}</li>"
+        for i in sorted(gone)
+    )
+    return (
+        f"<h3>Known, not seen in {'this run' if len(docs) == 1 else 'these runs'}</h3>"
+        f"<ul>{items}</ul>"
+    )
 
 
 def _history(cells: list[Cell]) -> str:
@@ -225,52 +283,78 @@ def _history(cells: list[Cell]) -> str:
             seen.setdefault(f["signature"], Counter())[c.run] += f["states"]
     if not seen:
         return ""
-    out = ["<h2>History</h2><table><tr><th>signature</th>"
-           + "".join(f"<th>{html.escape(r)}</th>" for r in runs) + "</tr>"]
+    out = [
+        "<h2>History</h2><table><tr><th>signature</th>"
+        + "".join(f"<th>{html.escape(r)}</th>" for r in runs)
+        + "</tr>"
+    ]
     for sig, counts in sorted(seen.items()):
-        out.append(f"<tr><td><code>{html.escape(sig)}</code></td>"
-                   + "".join(f'<td class="{"hit" if counts[r] else "miss"}">{counts[r] or "-"}'
-                             "</td>" for r in runs) + "</tr>")
+        out.append(
+            f"<tr><td><code>{html.escape(sig)}</code></td>"
+            + "".join(
+                f'<td class="{"hit" if counts[r] else "miss"}">{counts[r] or "-"}</td>'
+                for r in runs
+            )
+            + "</tr>"
+        )
     out.append("</table>")
     return "".join(out)
 
 
 def _environment(runs: dict[Path, dict[str, Any]]) -> str:
     """What ran, per run: kernels, images, docker, QEMU, accel, seed."""
-    out = ['<table class="env"><tr><th>run</th><th>kernel</th><th>image · docker</th>'
-           "<th>QEMU · accel · seed</th><th>known failures</th></tr>"]
+    out = [
+        '<table class="env"><tr><th>run</th><th>kernel</th><th>image · docker</th>'
+        "<th>QEMU · accel · seed</th><th>known failures</th></tr>"
+    ]
     for run, doc in runs.items():
         kernels = doc.get("kernels") or [doc.get("kernel_info", {})]
-        ktext = "<br>".join(html.escape(f"{k.get('version', '?')} ({k.get('source', '')}; "
-                                        f"build id {k.get('build_id', '?')[:16]})")
-                            for k in kernels)
-        images = "<br>".join(html.escape(
-            f"{rel}: docker.io {p.get('docker.io', '?')}, containerd {p.get('containerd', '?')}, "
-            f"runc {p.get('runc', '?')}") for rel, p in (doc.get("releases") or {}).items())
+        ktext = "<br>".join(
+            html.escape(
+                f"{k.get('version', '?')} ({k.get('source', '')}; "
+                f"build id {k.get('build_id', '?')[:16]})"
+            )
+            for k in kernels
+        )
+        images = "<br>".join(
+            html.escape(
+                f"{rel}: docker.io {p.get('docker.io', '?')}, "
+                f"containerd {p.get('containerd', '?')}, runc {p.get('runc', '?')}"
+            )
+            for rel, p in (doc.get("releases") or {}).items()
+        )
         manifest = ", ".join(f"{r} {m}" for r, m in (doc.get("images") or {}).items()) or (
-            doc.get("image_manifest", {}).get("id", ""))
+            doc.get("image_manifest", {}).get("id", "")
+        )
         accel = sorted({str(b.get("accel", "")) for b in doc["backends"]})
         known = doc.get("known_failures", {})
-        out.append(f"<tr><td>{html.escape(str(doc.get('run_id', run.name)))}</td>"
-                   f"<td>{ktext}</td><td>{html.escape(manifest)}<br>{images}</td>"
-                   f"<td>{html.escape(str(doc.get('qemu_version') or doc.get('qemu', '')))} · "
-                   f"{html.escape(', '.join(accel))} · seed {doc.get('seed', '?')}</td>"
-                   f"<td>{html.escape(known.get('source') or 'none')} "
-                   f"(fail on {html.escape(str(doc.get('fail_on', 'any')))})</td></tr>")
+        out.append(
+            f"<tr><td>{html.escape(str(doc.get('run_id', run.name)))}</td>"
+            f"<td>{ktext}</td><td>{html.escape(manifest)}<br>{images}</td>"
+            f"<td>{html.escape(str(doc.get('qemu_version') or doc.get('qemu', '')))} · "
+            f"{html.escape(', '.join(accel))} · seed {doc.get('seed', '?')}</td>"
+            f"<td>{html.escape(known.get('source') or 'none')} "
+            f"(fail on {html.escape(str(doc.get('fail_on', 'any')))})</td></tr>"
+        )
     out.append("</table>")
     return "".join(out)
 
 
 def _timings(cells: list[Cell]) -> str:
     keys = ["live_cycle_wall_s", "replay_state_wall_s", "verify_boot_s", "workload_workload_s"]
-    out = ["<table><tr><th>run</th><th>kernel</th><th>backend</th><th>accel</th>"
-           "<th>wall s</th>" + "".join(f"<th>{k}</th>" for k in keys) + "</tr>"]
+    out = [
+        "<table><tr><th>run</th><th>kernel</th><th>backend</th><th>accel</th>"
+        "<th>wall s</th>" + "".join(f"<th>{k}</th>" for k in keys) + "</tr>"
+    ]
     for c in cells:
         t = c.data.get("mean_timings_s", {})
-        out.append(f"<tr><td>{html.escape(c.run)}</td><td>{html.escape(c.kernel)}</td>"
-                   f"<td>{html.escape(c.backend)}</td><td>{html.escape(str(c.data['accel']))}"
-                   f"</td><td>{c.data['wall_s']}</td>"
-                   + "".join(f"<td>{t.get(k, '')}</td>" for k in keys) + "</tr>")
+        out.append(
+            f"<tr><td>{html.escape(c.run)}</td><td>{html.escape(c.kernel)}</td>"
+            f"<td>{html.escape(c.backend)}</td><td>{html.escape(str(c.data['accel']))}"
+            f"</td><td>{c.data['wall_s']}</td>"
+            + "".join(f"<td>{t.get(k, '')}</td>" for k in keys)
+            + "</tr>"
+        )
     out.append("</table>")
     return "".join(out)
 
@@ -281,19 +365,26 @@ def _observed(cells: list[Cell]) -> str:
     for c in cells:
         for target, counts in c.data.get("observed", {}).items():
             text = ", ".join(f"{label} {n}" for label, n in counts.items())
-            rows.append(f"<tr><td>{html.escape(c.workload)}</td><td>{html.escape(c.row)}</td>"
-                        f"<td>{html.escape(c.backend)}</td><td><code>{html.escape(target)}"
-                        f"</code></td><td>{html.escape(text)}</td></tr>")
+            rows.append(
+                f"<tr><td>{html.escape(c.workload)}</td><td>{html.escape(c.row)}</td>"
+                f"<td>{html.escape(c.backend)}</td><td><code>{html.escape(target)}"
+                f"</code></td><td>{html.escape(text)}</td></tr>"
+            )
     if not rows:
         return "<p>None.</p>"
-    return ("<table><tr><th>workload</th><th>kernel · release</th><th>backend</th>"
-            "<th>file</th><th>states by outcome</th></tr>" + "".join(rows) + "</table>")
+    return (
+        "<table><tr><th>workload</th><th>kernel · release</th><th>backend</th>"
+        "<th>file</th><th>states by outcome</th></tr>" + "".join(rows) + "</table>"
+    )
 
 
 def _errors(cells: list[Cell]) -> str:
-    rows = [f"<li>{html.escape(c.run)} {html.escape(e['state'])}: "
-            f"<code>{html.escape(e['error'])}</code></li>"
-            for c in cells for e in c.data["harness_errors"]]
+    rows = [
+        f"<li>{html.escape(c.run)} {html.escape(e['state'])}: "
+        f"<code>{html.escape(e['error'])}</code></li>"
+        for c in cells
+        for e in c.data["harness_errors"]
+    ]
     return f"<ul>{''.join(rows)}</ul>" if rows else "<p>None.</p>"
 
 
@@ -330,10 +421,13 @@ def _headline(cells: list[Cell]) -> str:
             by_fault.setdefault(f["fault"], []).append(f)
         for fault, fs in sorted(by_fault.items(), key=lambda kv: kv[0] == "docker"):
             n = len({f["signature"] for f in fs})
-            parts.append(f"{n} {label} signature{'s' if n > 1 else ''}, {fault}'s fault "
-                         f"({sum(f['states'] for f in fs)} states in {len(fs)} cells)")
-    text = ("; ".join(parts) if new else "Nothing new" + (": " + "; ".join(parts)
-                                                           if parts else "")) + "."
+            parts.append(
+                f"{n} {label} signature{'s' if n > 1 else ''}, {fault}'s fault "
+                f"({sum(f['states'] for f in fs)} states in {len(fs)} cells)"
+            )
+    text = (
+        "; ".join(parts) if new else "Nothing new" + (": " + "; ".join(parts) if parts else "")
+    ) + "."
     if errs:
         text += f" {errs} states the harness could not decide."
     return f'<p class="headline {"red" if new or errs else "green"}">{html.escape(text)}</p>'
@@ -358,19 +452,23 @@ def write_report(dirs: list[Path], out: Path | None = None) -> Path:
         walls = [s["wall_s"] for c in cells for s in c.data.get("states", []) if s["kind"] == kind]
         if walls:
             per_state[f"{kind} (mean of {len(walls)})"] = round(sum(walls) / len(walls), 1)
-    totals = {"states": sum(c.data["states_checked"] for c in cells),
-              "violations": sum(c.failing for c in cells),
-              "errors": sum(len(c.data["harness_errors"]) for c in cells)}
+    totals = {
+        "states": sum(c.data["states_checked"] for c in cells),
+        "violations": sum(c.failing for c in cells),
+        "errors": sum(len(c.data["harness_errors"]) for c in cells),
+    }
     corpora = "".join(
         corpus_section(doc, _rel(d, base) + "/")
-        for d in dirs if (doc := load_corpus(d)) is not None)
+        for d in dirs
+        if (doc := load_corpus(d)) is not None
+    )
     page = f"""<!doctype html><html><head><meta charset="utf-8">
 <title>crashtest report</title><style>{STYLE}</style></head><body>
 <h1>crashtest report</h1>
 {_headline(cells)}
 {corpora}
-<p>{len(runs)} run(s): {html.escape(", ".join(r.name for r in runs))}. {totals['states']} states
-checked, {totals['violations']} violations, {totals['errors']} harness errors.
+<p>{len(runs)} run(s): {html.escape(", ".join(r.name for r in runs))}. {totals["states"]} states
+checked, {totals["violations"]} violations, {totals["errors"]} harness errors.
 Generated {time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}.</p>
 <h2>Matrix: whose fault, per cell</h2>{_matrix(cells)}
 <h2>Findings, by signature</h2>{_findings(cells, base)}

@@ -41,8 +41,13 @@ class KnownFailure:
     reason: str = ""
 
     def matches(self, v: Violation, cell: dict[str, str]) -> bool:
-        values = {"check": v.check, "class": v.cls, "fault": v.fault, "object": v.object(),
-                  **{k: cell.get(k, "") for k in CELL}}
+        values = {
+            "check": v.check,
+            "class": v.cls,
+            "fault": v.fault,
+            "object": v.object(),
+            **{k: cell.get(k, "") for k in CELL},
+        }
         return all(fnmatchcase(values[k], g) for k, g in self.globs.items())
 
     def applies_to(self, cell: dict[str, str]) -> bool:
@@ -56,8 +61,12 @@ class KnownFailure:
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> KnownFailure:
-        return cls(str(d["id"]), {str(k): str(v) for k, v in d["globs"].items()},
-                   tuple(d.get("links") or ()), str(d.get("reason") or ""))
+        return cls(
+            str(d["id"]),
+            {str(k): str(v) for k, v in d["globs"].items()},
+            tuple(d.get("links") or ()),
+            str(d.get("reason") or ""),
+        )
 
 
 @dataclass
@@ -77,8 +86,9 @@ class KnownList:
     @classmethod
     def from_json(cls, d: dict[str, Any] | None) -> KnownList:
         d = d or {}
-        return cls(str(d.get("source", "")),
-                   [KnownFailure.from_json(e) for e in d.get("entries", [])])
+        return cls(
+            str(d.get("source", "")), [KnownFailure.from_json(e) for e in d.get("entries", [])]
+        )
 
 
 def load_known(path: Path) -> KnownList:
@@ -91,8 +101,9 @@ def load_known(path: Path) -> KnownList:
         raise InputError(f"KNOWN {path}: not valid TOML ({err})") from err
     extra = set(doc) - {"known"}
     if extra:
-        raise InputError(f"KNOWN {path}: unknown table(s) {', '.join(sorted(extra))}; "
-                         "entries go in [[known]]")
+        raise InputError(
+            f"KNOWN {path}: unknown table(s) {', '.join(sorted(extra))}; entries go in [[known]]"
+        )
     raw = doc.get("known", [])
     if not isinstance(raw, list):
         raise InputError(f"KNOWN {path}: `known` must be an array of tables ([[known]])")
@@ -104,8 +115,10 @@ def load_known(path: Path) -> KnownList:
         e: dict[str, Any] = item
         unknown = set(e) - {"id", "links", "reason", *GLOBS}
         if unknown:
-            raise InputError(f"{where}: unknown field(s) {', '.join(sorted(unknown))} "
-                             f"(fields: id, {', '.join(GLOBS)}, links, reason)")
+            raise InputError(
+                f"{where}: unknown field(s) {', '.join(sorted(unknown))} "
+                f"(fields: id, {', '.join(GLOBS)}, links, reason)"
+            )
         ident = e.get("id")
         if not isinstance(ident, str) or not ident:
             raise InputError(f"{where}: needs an id (a non-empty string)")
@@ -118,8 +131,7 @@ def load_known(path: Path) -> KnownList:
             raise InputError(f"{where}: {', '.join(bad)} must be non-empty strings (globs)")
         for k, allowed in (("class", CLASSES), ("fault", tuple(FAULTS))):
             if k in globs and not any(fnmatchcase(a, globs[k]) for a in allowed):
-                raise InputError(f"{where}: {k} {globs[k]!r} matches none of "
-                                 f"{', '.join(allowed)}")
+                raise InputError(f"{where}: {k} {globs[k]!r} matches none of {', '.join(allowed)}")
         links = e.get("links", [])
         if not isinstance(links, list) or not all(isinstance(x, str) for x in links):
             raise InputError(f"{where}: links must be a list of strings")

@@ -35,8 +35,10 @@ def merge_runs(out: Path, runs: list[Path]) -> Path:
     first = docs[0]
     for run, doc in zip(runs, docs, strict=True):
         if doc["campaign"] != first["campaign"]:
-            raise InputError(f"merge: {run} is a shard of a different campaign "
-                             "(seed, cuts, states, backends or kernels differ)")
+            raise InputError(
+                f"merge: {run} is a shard of a different campaign "
+                "(seed, cuts, states, backends or kernels differ)"
+            )
     count = first["shard"]["count"]
     seen = sorted(d["shard"]["index"] for d in docs)
     if any(d["shard"]["count"] != count for d in docs) or seen != list(range(1, count + 1)):
@@ -52,10 +54,17 @@ def merge_runs(out: Path, runs: list[Path]) -> Path:
             for b in doc["backends"]:
                 key = (b.get("workload", ""), b.get("release", ""), b["kernel"], b["backend"])
                 if key not in merged:
-                    merged[key] = BackendSummary(b["backend"], b["kernel"], b["image"],
-                                                 b["accel"], b["cuts"], b["options"],
-                                                 release=key[1], workload=key[0],
-                                                 docker=b.get("docker") or {})
+                    merged[key] = BackendSummary(
+                        b["backend"],
+                        b["kernel"],
+                        b["image"],
+                        b["accel"],
+                        b["cuts"],
+                        b["options"],
+                        release=key[1],
+                        workload=key[0],
+                        docker=b.get("docker") or {},
+                    )
                 m = merged[key]
                 m.states.extend(StateResult.from_json(s) for s in b["states"])
                 m.wall_s += b["wall_s"]
@@ -63,17 +72,32 @@ def merge_runs(out: Path, runs: list[Path]) -> Path:
         for run in runs:  # bundles keep their paths relative to the run directory
             for bundles in [run / "bundles", *run.glob("*/bundles")]:
                 if bundles.is_dir():
-                    shutil.copytree(bundles, partial / bundles.relative_to(run),
-                                    copy_function=_link_or_copy, dirs_exist_ok=True)
-        meta = {k: v for k, v in first.items()
-                if k not in ("backends", "totals", "shard", "findings", "known_failures",
-                             "fail_on")}
+                    shutil.copytree(
+                        bundles,
+                        partial / bundles.relative_to(run),
+                        copy_function=_link_or_copy,
+                        dirs_exist_ok=True,
+                    )
+        meta = {
+            k: v
+            for k, v in first.items()
+            if k not in ("backends", "totals", "shard", "findings", "known_failures", "fail_on")
+        }
         meta["run_id"] = out.name
-        meta["shard"] = {"index": 1, "count": 1, "merged_from": [str(r) for r in runs],
-                         "total_units": first["shard"]["total_units"]}
+        meta["shard"] = {
+            "index": 1,
+            "count": 1,
+            "merged_from": [str(r) for r in runs],
+            "total_units": first["shard"]["total_units"],
+        }
         summaries = [merged[k] for k in sorted(merged)]
-        write_results(partial, meta, summaries, KnownList.from_json(first.get("known_failures")),
-                      str(first.get("fail_on", "")))
+        write_results(
+            partial,
+            meta,
+            summaries,
+            KnownList.from_json(first.get("known_failures")),
+            str(first.get("fail_on", "")),
+        )
         os.rename(partial, out)
     except BaseException:
         shutil.rmtree(partial, ignore_errors=True)
@@ -93,9 +117,15 @@ def merge_all(out_root: Path, dirs: list[Path]) -> tuple[list[Path], list[str]]:
     grouped by campaign, each group merged into its own run under `out_root`. A
     group that cannot be merged (a shard missing: its job broke) does not stop the
     others: the second list says which and why."""
-    runs = sorted({p.parent.resolve() for d in dirs for p in
-                   ([d / "summary.json"] if (d / "summary.json").is_file()
-                    else d.rglob("summary.json"))})
+    runs = sorted(
+        {
+            p.parent.resolve()
+            for d in dirs
+            for p in (
+                [d / "summary.json"] if (d / "summary.json").is_file() else d.rglob("summary.json")
+            )
+        }
+    )
     groups: dict[str, list[Path]] = {}
     for run in runs:
         doc = _load(run)
@@ -107,8 +137,13 @@ def merge_all(out_root: Path, dirs: list[Path]) -> tuple[list[Path], list[str]]:
     out, failed = [], []
     for key, members in sorted(groups.items()):
         c = json.loads(key)
-        name = "-".join([*(k.split("-")[0] for k in c["kernels"]),
-                         *(b["name"] for b in c["backends"]), f"s{c['seed']}"])
+        name = "-".join(
+            [
+                *(k.split("-")[0] for k in c["kernels"]),
+                *(b["name"] for b in c["backends"]),
+                f"s{c['seed']}",
+            ]
+        )
         try:
             out.append(merge_runs(out_root / name, members))
         except InputError as e:

@@ -38,8 +38,9 @@ class Candidate:
 
     def describe(self) -> str:
         cell = " ".join(x for x in (self.workload, self.release, self.backend) if x)
-        return (f"{self.signature}  ({cell}): on {self.kernel}, not on {self.predecessor} "
-                f"({self.why})")
+        return (
+            f"{self.signature}  ({cell}): on {self.kernel}, not on {self.predecessor} ({self.why})"
+        )
 
 
 @dataclass
@@ -60,8 +61,11 @@ class KernelRuns:
                 if info.get("version"):
                     out.source[str(info["version"])] = str(info.get("source", ""))
             for b in doc["backends"]:
-                cell = (str(b.get("workload") or doc.get("workload", "")),
-                        str(b.get("release", "")), str(b["backend"]))
+                cell = (
+                    str(b.get("workload") or doc.get("workload", "")),
+                    str(b.get("release", "")),
+                    str(b["backend"]),
+                )
                 out.ran.add((str(b["kernel"]), cell))
             for f in doc["findings"]:
                 if f.get("fault") not in KERNEL_FAULTS:
@@ -90,18 +94,20 @@ def _order(version: str) -> Version:
     return Version(version.split("-")[0])
 
 
-def _predecessors(version: str, cell: Cell, new: KernelRuns,
-                  old: KernelRuns | None) -> list[tuple[str, str, KernelRuns]]:
+def _predecessors(
+    version: str, cell: Cell, new: KernelRuns, old: KernelRuns | None
+) -> list[tuple[str, str, KernelRuns]]:
     preds = []
     line = lineage(version, new.source.get(version, ""))
     if old is not None and line:
         for v in sorted(old.versions()):
-            if (v != version and lineage(v, old.source.get(v, "")) == line
-                    and (v, cell) in old.ran):
-                preds.append((v, "the previous night's build of the same suite and flavour",
-                              old))
-    older = [v for v in new.versions() if flavour(v) == flavour(version)
-             and _order(v) < _order(version) and (v, cell) in new.ran]
+            if v != version and lineage(v, old.source.get(v, "")) == line and (v, cell) in old.ran:
+                preds.append((v, "the previous night's build of the same suite and flavour", old))
+    older = [
+        v
+        for v in new.versions()
+        if flavour(v) == flavour(version) and _order(v) < _order(version) and (v, cell) in new.ran
+    ]
     if older:
         preds.append((max(older, key=_order), "the next older kernel in this run", new))
     return preds

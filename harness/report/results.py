@@ -32,8 +32,12 @@ class BackendSummary:
 
     @property
     def cell(self) -> dict[str, str]:
-        return {"backend": self.backend, "kernel": self.kernel, "release": self.release,
-                "workload": self.workload}
+        return {
+            "backend": self.backend,
+            "kernel": self.kernel,
+            "release": self.release,
+            "workload": self.workload,
+        }
 
     def to_json(self, known: KnownList | None = None) -> dict[str, Any]:
         known = known or KnownList()
@@ -42,21 +46,30 @@ class BackendSummary:
             return {**v.to_json(), "signature": v.signature(), "known": known.match(v, self.cell)}
 
         return {
-            "backend": self.backend, "kernel": self.kernel, "image": self.image,
-            "release": self.release, "workload": self.workload, "docker": self.docker,
-            "accel": self.accel, "cuts": self.cuts, "options": self.options,
+            "backend": self.backend,
+            "kernel": self.kernel,
+            "image": self.image,
+            "release": self.release,
+            "workload": self.workload,
+            "docker": self.docker,
+            "accel": self.accel,
+            "cuts": self.cuts,
+            "options": self.options,
             "states_checked": sum(1 for s in self.states if not s.harness_error),
             "violations": [finding(v) for s in self.states for v in s.violations],
-            "harness_errors": [{"state": s.state, "error": s.harness_error}
-                               for s in self.states if s.harness_error],
+            "harness_errors": [
+                {"state": s.state, "error": s.harness_error} for s in self.states if s.harness_error
+            ],
             "wall_s": round(self.wall_s, 1),
             "mean_timings_s": self.mean_timings(),
             "live_cuts": sum(1 for s in self.states if s.kind == "live"),
             "replayed_states": sum(1 for s in self.states if s.kind == "replay"),
             "replay": self.replay,
             "observed": self.observed(),
-            "states": [{**s.to_json(), "violations": [finding(v) for v in s.violations]}
-                       for s in self.states],
+            "states": [
+                {**s.to_json(), "violations": [finding(v) for v in s.violations]}
+                for s in self.states
+            ],
         }
 
     def observed(self) -> dict[str, dict[str, int]]:
@@ -66,6 +79,7 @@ class BackendSummary:
             for target, label in s.observed.items():
                 out.setdefault(target, Counter())[label] += 1
         return {t: dict(sorted(c.items())) for t, c in sorted(out.items())}
+
     def mean_timings(self) -> dict[str, float]:
         return mean_timings(self.states)
 
@@ -73,8 +87,14 @@ class BackendSummary:
 def mean_timings(states: list[StateResult], digits: int = 2) -> dict[str, float]:
     """Mean of each timing over the states that have it, plus the cycle wall time."""
     keys = sorted({k for s in states for k in s.timings})
-    out = {k: round(sum(s.timings[k] for s in states if k in s.timings)
-                    / sum(1 for s in states if k in s.timings), digits) for k in keys}
+    out = {
+        k: round(
+            sum(s.timings[k] for s in states if k in s.timings)
+            / sum(1 for s in states if k in s.timings),
+            digits,
+        )
+        for k in keys
+    }
     for kind, key in (("live", "live_cycle_wall_s"), ("replay", "replay_state_wall_s")):
         walls = [s.wall_s for s in states if s.kind == kind]
         if walls:
@@ -106,32 +126,67 @@ def findings(backends: list[dict[str, Any]]) -> list[dict[str, Any]]:
             for v in s["violations"]:
                 if v["class"] == "leak":
                     continue
-                example = {"state": s["state"], "promise": v["promise"],
-                           "evidence": v["evidence"], "bundle": s["bundle"]}
-                f = out.setdefault((*cell, v["signature"]), {
-                    "signature": v["signature"], "check": v["check"], "class": v["class"],
-                    "fault": v["fault"], "workload": b["workload"], "release": b["release"],
-                    "kernel": b["kernel"], "kernel_series": series, "backend": b["backend"],
-                    "known": v["known"], "count": 0, "states": 0, "example": example})
+                example = {
+                    "state": s["state"],
+                    "promise": v["promise"],
+                    "evidence": v["evidence"],
+                    "bundle": s["bundle"],
+                }
+                f = out.setdefault(
+                    (*cell, v["signature"]),
+                    {
+                        "signature": v["signature"],
+                        "check": v["check"],
+                        "class": v["class"],
+                        "fault": v["fault"],
+                        "workload": b["workload"],
+                        "release": b["release"],
+                        "kernel": b["kernel"],
+                        "kernel_series": series,
+                        "backend": b["backend"],
+                        "known": v["known"],
+                        "count": 0,
+                        "states": 0,
+                        "example": example,
+                    },
+                )
                 f["count"] += 1
                 if not f["example"]["bundle"] and s["bundle"]:
                     f["example"] = example  # prefer an example with a reproducer
                 if v["signature"] not in seen:
                     seen.add(v["signature"])
                     f["states"] += 1
-    return sorted(out.values(), key=lambda f: (f["known"] != "", f["fault"], f["signature"],
-                                               f["workload"], f["release"], f["backend"]))
+    return sorted(
+        out.values(),
+        key=lambda f: (
+            f["known"] != "",
+            f["fault"],
+            f["signature"],
+            f["workload"],
+            f["release"],
+            f["backend"],
+        ),
+    )
 
 
-def write_results(run_dir: Path, meta: dict[str, Any], backends: list[BackendSummary],
-                  known: KnownList | None = None, fail_on: str = "") -> dict[str, Any]:
+def write_results(
+    run_dir: Path,
+    meta: dict[str, Any],
+    backends: list[BackendSummary],
+    known: KnownList | None = None,
+    fail_on: str = "",
+) -> dict[str, Any]:
     """summary.json and junit.xml; the summary returned. With a known-failures
     list, findings are new or known, and `fail_on` (new by default then, else
     any) says which of them fail the run."""
     known = known or KnownList()
     fail_on = fail_on or ("new" if known.entries else "any")
-    doc = {**meta, "known_failures": known.to_json(), "fail_on": fail_on,
-           "backends": [b.to_json(known) for b in backends]}
+    doc = {
+        **meta,
+        "known_failures": known.to_json(),
+        "fail_on": fail_on,
+        "backends": [b.to_json(known) for b in backends],
+    }
     doc["findings"] = findings(doc["backends"])
     real = [v for b in doc["backends"] for v in b["violations"] if v["class"] != "leak"]
     seen = Counter(v["known"] for v in real if v["known"])
@@ -146,8 +201,7 @@ def write_results(run_dir: Path, meta: dict[str, Any], backends: list[BackendSum
         "known_seen": dict(sorted(seen.items())),
         "known_not_seen": [i for i in could if i not in seen],
         "failing": new if fail_on == "new" else len(real),
-        "leaks": sum(1 for b in doc["backends"] for v in b["violations"]
-                     if v["class"] == "leak"),
+        "leaks": sum(1 for b in doc["backends"] for v in b["violations"] if v["class"] == "leak"),
         "harness_errors": sum(len(b["harness_errors"]) for b in doc["backends"]),
         # violations by whose fault they are (see model.FAULTS)
         "faults": dict(sorted(Counter(v["fault"] for v in real).items())),
@@ -193,34 +247,51 @@ def write_junit(run_dir: Path, summary: dict[str, Any]) -> Path:
     series = Counter(kernel_series(k) for k in {b["kernel"] for b in summary["backends"]})
     for b in summary["backends"]:
         cls, names = junit_names(b, full_kernel=series[kernel_series(b["kernel"])] > 1)
-        suite = ET.SubElement(suites, "testsuite", name=cls, tests=str(len(b["states"])),
-                              time=f"{b['wall_s']:.1f}")
+        suite = ET.SubElement(
+            suites, "testsuite", name=cls, tests=str(len(b["states"])), time=f"{b['wall_s']:.1f}"
+        )
         counts = Counter[str]()
         for s, name in zip(b["states"], names, strict=True):
-            case = ET.SubElement(suite, "testcase", classname=cls, name=name,
-                                 time=f"{s['wall_s']:.1f}")
+            case = ET.SubElement(
+                suite, "testcase", classname=cls, name=name, time=f"{s['wall_s']:.1f}"
+            )
             out = [f"state {s['state']}: {s['plan']}"]
             real = [v for v in s["violations"] if v["class"] != "leak"]
             new = [v for v in real if fail_on == "any" or not v["known"]]
-            where = (f"\nbundle: {s['bundle']} (in the run directory); reproduce: "
-                     f"crashtest repro {s['bundle']}" if s["bundle"] else "")
+            where = (
+                f"\nbundle: {s['bundle']} (in the run directory); reproduce: "
+                f"crashtest repro {s['bundle']}"
+                if s["bundle"]
+                else ""
+            )
             for v in s["violations"]:
                 if v["class"] == "leak":
                     out.append(f"leak: {v['promise']}: {v['evidence']}")
             if new:
                 v = new[0]
-                fail = ET.SubElement(case, "failure", type=v["class"],
-                                     message=f"{v['signature']}: {v['promise']}"
-                                     + (f" (known: {v['known']})" if v["known"] else "")
-                                     + (f"; bundle {s['bundle']}" if s["bundle"] else ""))
-                fail.text = "\n\n".join(
-                    f"[{v['class']}, {v['fault']}'s fault] {v['promise']}\n"
-                    + "\n".join(f"{k}:\n{val}" for k, val in v["evidence"].items())
-                    for v in new) + where
+                fail = ET.SubElement(
+                    case,
+                    "failure",
+                    type=v["class"],
+                    message=f"{v['signature']}: {v['promise']}"
+                    + (f" (known: {v['known']})" if v["known"] else "")
+                    + (f"; bundle {s['bundle']}" if s["bundle"] else ""),
+                )
+                fail.text = (
+                    "\n\n".join(
+                        f"[{v['class']}, {v['fault']}'s fault] {v['promise']}\n"
+                        + "\n".join(f"{k}:\n{val}" for k, val in v["evidence"].items())
+                        for v in new
+                    )
+                    + where
+                )
                 counts["failures"] += 1
             elif real:
-                ET.SubElement(case, "skipped", message="known failure: " + ", ".join(
-                    sorted({v["known"] for v in real})))
+                ET.SubElement(
+                    case,
+                    "skipped",
+                    message="known failure: " + ", ".join(sorted({v["known"] for v in real})),
+                )
                 out += [f"known ({v['known']}): {v['signature']}: {v['promise']}" for v in real]
                 counts["skipped"] += 1
             elif s["harness_error"]:

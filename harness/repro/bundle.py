@@ -33,8 +33,19 @@ from harness.storage.backends import BACKENDS, Backend
 FORMAT = "crashtest-bundle"
 VERSION = 1
 KINDS = ("replay", "live")
-REQUIRED = ("format", "version", "kind", "state", "backend", "kernel", "image", "workload",
-            "seed", "verdict", "files")
+REQUIRED = (
+    "format",
+    "version",
+    "kind",
+    "state",
+    "backend",
+    "kernel",
+    "image",
+    "workload",
+    "seed",
+    "verdict",
+    "files",
+)
 KIND_FILES = {"replay": ("writes.log.zst", "origin.qcow2"), "live": ("disk.qcow2",)}
 
 
@@ -65,8 +76,13 @@ class Bundle:
     def backend(self) -> Backend:
         b = self.meta["backend"]
         base = BACKENDS[b["name"]]
-        return Backend(base.name, base.fs, base.driver, tuple(shlex.split(b["mkfs_options"])),
-                       b["mount_options"])
+        return Backend(
+            base.name,
+            base.fs,
+            base.driver,
+            tuple(shlex.split(b["mkfs_options"])),
+            b["mount_options"],
+        )
 
     def promises(self) -> list[Promise]:
         return [Promise.from_json(p) for p in self.meta.get("promises", [])]
@@ -85,10 +101,12 @@ def signature(violations: list[dict[str, Any]], legacy: bool = False) -> list[st
     """The checks that failed and what they were about, without state-specific detail:
     `[class] check-id subject`. Leaks never count."""
     if legacy:
-        return sorted({f"[{v['class']}] {v['promise']}" for v in violations
-                       if v["class"] != "leak"})
-    return sorted({f"[{v['class']}] {v['check']} {v['subject']}" for v in violations
-                   if v["class"] != "leak"})
+        return sorted(
+            {f"[{v['class']}] {v['promise']}" for v in violations if v["class"] != "leak"}
+        )
+    return sorted(
+        {f"[{v['class']}] {v['check']} {v['subject']}" for v in violations if v["class"] != "leak"}
+    )
 
 
 def signature_of(found: list[Violation], legacy: bool = False) -> list[str]:
@@ -109,21 +127,25 @@ def _sha256(path: Path) -> str:
 
 
 def compress_log(log: Path, out: Path) -> Path:
-    hosttools.run(["zstd", "-q", "-f", "-T0", "-6", str(log), "-o", str(out)],
-                  f"compressing {log.name}")
+    hosttools.run(
+        ["zstd", "-q", "-f", "-T0", "-6", str(log), "-o", str(out)], f"compressing {log.name}"
+    )
     return out
 
 
 def compress_disk(image: Path, out: Path) -> Path:
     """A compressed qcow2: holes cost nothing and `crashtest check` reads it as is."""
-    hosttools.run(["qemu-img", "convert", "-q", "-c", "-O", "qcow2", str(image), str(out)],
-                  f"compressing {image.name}")
+    hosttools.run(
+        ["qemu-img", "convert", "-q", "-c", "-O", "qcow2", str(image), str(out)],
+        f"compressing {image.name}",
+    )
     return out
 
 
 def decompress_log(log_zst: Path, out: Path) -> Path:
-    hosttools.run(["zstd", "-q", "-d", "-f", str(log_zst), "-o", str(out)],
-                  f"decompressing {log_zst}")
+    hosttools.run(
+        ["zstd", "-q", "-d", "-f", str(log_zst), "-o", str(out)], f"decompressing {log_zst}"
+    )
     return out
 
 
@@ -133,13 +155,20 @@ def unpack_log(bundle: Bundle, out: Path) -> Path:
 
 def unpack_disk(bundle: Bundle, name: str, out: Path) -> Path:
     """A raw sparse copy of one of the bundle's disks."""
-    hosttools.run(["qemu-img", "convert", "-q", "-O", "raw", str(bundle.file(name)), str(out)],
-                  f"unpacking the bundle's {name}")
+    hosttools.run(
+        ["qemu-img", "convert", "-q", "-O", "raw", str(bundle.file(name)), str(out)],
+        f"unpacking the bundle's {name}",
+    )
     return out
 
 
-def write_bundle(dest: Path, meta: dict[str, Any], artifacts: dict[str, Path],
-                 logs: list[Path], docs: dict[str, str] | None = None) -> Path:
+def write_bundle(
+    dest: Path,
+    meta: dict[str, Any],
+    artifacts: dict[str, Path],
+    logs: list[Path],
+    docs: dict[str, str] | None = None,
+) -> Path:
     """Write a bundle atomically. `artifacts` are already compressed (hard-linked
     when possible: several bundles of one run share one write log); `docs` are
     small text files written as they are."""
@@ -159,9 +188,15 @@ def write_bundle(dest: Path, meta: dict[str, Any], artifacts: dict[str, Path],
         for name, text in (docs or {}).items():
             (tmp / name).write_text(text)
         files = sorted(p for p in tmp.rglob("*") if p.is_file())
-        doc = {"format": FORMAT, "version": VERSION, **meta,
-               "files": {str(p.relative_to(tmp)): {"sha256": _sha256(p), "bytes": p.stat().st_size}
-                         for p in files}}
+        doc = {
+            "format": FORMAT,
+            "version": VERSION,
+            **meta,
+            "files": {
+                str(p.relative_to(tmp)): {"sha256": _sha256(p), "bytes": p.stat().st_size}
+                for p in files
+            },
+        }
         (tmp / "bundle.json").write_text(json.dumps(doc, indent=1) + "\n")
         shutil.rmtree(dest, ignore_errors=True)
         os.rename(tmp, dest)
@@ -188,8 +223,10 @@ def load_bundle(path: Path, verify_files: bool = True) -> Bundle:
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise BundleError(f"bundle {path}: bundle.json is not a {FORMAT}")
     if meta.get("version") != VERSION:
-        raise BundleError(f"bundle {path}: version {meta.get('version')!r} "
-                          f"(this crashtest reads version {VERSION})")
+        raise BundleError(
+            f"bundle {path}: version {meta.get('version')!r} "
+            f"(this crashtest reads version {VERSION})"
+        )
     missing = [k for k in REQUIRED if k not in meta]
     if missing:
         raise BundleError(f"bundle {path}: bundle.json lacks {', '.join(missing)}")
@@ -206,6 +243,7 @@ def load_bundle(path: Path, verify_files: bool = True) -> Bundle:
             if not f.is_file():
                 raise BundleError(f"bundle {path}: {name} is missing")
             if f.stat().st_size != want["bytes"] or _sha256(f) != want["sha256"]:
-                raise BundleError(f"bundle {path}: {name} is corrupted (sha256 differs "
-                                  "from bundle.json)")
+                raise BundleError(
+                    f"bundle {path}: {name} is corrupted (sha256 differs from bundle.json)"
+                )
     return Bundle(path, meta)

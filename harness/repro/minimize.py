@@ -24,8 +24,9 @@ class Minimized:
     complete: bool  # False when the test budget ran out before 1-minimality
 
 
-def ddmin(items: Sequence[int], fails: Callable[[list[int]], bool],
-          budget: int) -> tuple[list[int], int, bool]:
+def ddmin(
+    items: Sequence[int], fails: Callable[[list[int]], bool], budget: int
+) -> tuple[list[int], int, bool]:
     """A 1-minimal failing subset of `items` (which must fail), testing each
     candidate with `fails`. Returns (subset, tests run, finished within budget)."""
     current, n, tests = list(items), 2, 0
@@ -40,7 +41,7 @@ def ddmin(items: Sequence[int], fails: Callable[[list[int]], bool],
         return seen[key]
 
     while len(current) >= 2:
-        chunks = [current[i * len(current) // n:(i + 1) * len(current) // n] for i in range(n)]
+        chunks = [current[i * len(current) // n : (i + 1) * len(current) // n] for i in range(n)]
         chunks = [c for c in chunks if c]
         reduced = False
         for c in chunks:
@@ -92,17 +93,24 @@ def state_dropping(state: CrashState, epoch: Epoch, positions: list[int]) -> Cra
     return CrashState(state.log_digest, state.epoch, subset)
 
 
-def minimize(state: CrashState, epoch: Epoch, fails: Callable[[CrashState], bool],
-             budget: int = 40) -> Minimized | None:
+def minimize(
+    state: CrashState, epoch: Epoch, fails: Callable[[CrashState], bool], budget: int = 40
+) -> Minimized | None:
     """`fails(candidate)` rebuilds and checks a candidate state: True when it breaks
     the same promise as the original. None when the state cannot be minimized."""
     positions = dropped_positions(state, epoch)
     if not positions:
         return None
     subset, tests, complete = ddmin(
-        positions, lambda cand: fails(state_dropping(state, epoch, cand)), budget)
-    return Minimized(state_dropping(state, epoch, subset),
-                     [epoch.entries[i].index for i in subset], len(positions), tests, complete)
+        positions, lambda cand: fails(state_dropping(state, epoch, cand)), budget
+    )
+    return Minimized(
+        state_dropping(state, epoch, subset),
+        [epoch.entries[i].index for i in subset],
+        len(positions),
+        tests,
+        complete,
+    )
 
 
 @dataclass
@@ -113,13 +121,14 @@ class MinimalSteps:
     complete: bool
 
 
-def minimize_steps(workload: Workload, cut_step: str, fails: Callable[[Workload], bool],
-                   budget: int = 8) -> MinimalSteps:
+def minimize_steps(
+    workload: Workload, cut_step: str, fails: Callable[[Workload], bool], budget: int = 8
+) -> MinimalSteps:
     """The fewest workload steps before `cut_step` (plus what they need) with which
     a live cut at the same point still breaks the same promise. Each test is a
     whole live cycle, so the budget is small."""
     names = workload.step_names
-    before = names[:names.index(cut_step)]
+    before = names[: names.index(cut_step)]
     tests = 0
 
     def run(keep: list[str]) -> bool:
@@ -132,8 +141,9 @@ def minimize_steps(workload: Workload, cut_step: str, fails: Callable[[Workload]
         complete = True
     else:
         # ddmin counts its own tests; `run` counts every one, including the first.
-        idx, _, complete = ddmin(list(range(len(before))),
-                                 lambda i: run([before[j] for j in i]), budget - 1)
+        idx, _, complete = ddmin(
+            list(range(len(before))), lambda i: run([before[j] for j in i]), budget - 1
+        )
         kept = [before[i] for i in idx]
     minimal = workload.keeping({*kept, cut_step}).step_names
-    return MinimalSteps(minimal, names[:names.index(cut_step) + 1], tests, complete)
+    return MinimalSteps(minimal, names[: names.index(cut_step) + 1], tests, complete)

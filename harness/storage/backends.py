@@ -27,8 +27,11 @@ class Backend:
     mount_options: str = ""
 
     def mkfs_argv(self, image: Path) -> list[str]:
-        tool = {"ext4": ["mkfs.ext4", "-q", "-F"], "btrfs": ["mkfs.btrfs", "-q", "-f"],
-                "xfs": ["mkfs.xfs", "-q", "-f"]}[self.fs]
+        tool = {
+            "ext4": ["mkfs.ext4", "-q", "-F"],
+            "btrfs": ["mkfs.btrfs", "-q", "-f"],
+            "xfs": ["mkfs.xfs", "-q", "-f"],
+        }[self.fs]
         return [*tool, "-L", "crashtest", *self.mkfs_options, str(image)]
 
     def kernel_modules(self) -> tuple[str, ...]:
@@ -46,8 +49,10 @@ class Backend:
         filesystem is mounted read-only meanwhile (nothing writes it, so the check
         sees what it would see unmounted); "" where the tool cannot do that."""
         if mounted_ro:
-            return {"ext4": f"e2fsck -fn {device}",
-                    "btrfs": f"btrfs check --readonly --force {device}"}.get(self.fs, "")
+            return {
+                "ext4": f"e2fsck -fn {device}",
+                "btrfs": f"btrfs check --readonly --force {device}",
+            }.get(self.fs, "")
         return {
             "ext4": f"e2fsck -fn {device}",
             "btrfs": f"btrfs check --readonly {device}",
@@ -62,9 +67,11 @@ class Backend:
         are written without FUA."""
         if self.fs != "btrfs":
             return ""
-        return (f"out=$(btrfs scrub start -B -r {target} 2>&1); rc=$?; echo \"$out\"; "
-                "[ $rc = 0 ] && ! echo \"$out\" | grep 'Error summary:' | "
-                "grep -qvE 'no errors found|summary:[[:space:]]*super=[0-9]+[[:space:]]*$'")
+        return (
+            f'out=$(btrfs scrub start -B -r {target} 2>&1); rc=$?; echo "$out"; '
+            "[ $rc = 0 ] && ! echo \"$out\" | grep 'Error summary:' | "
+            "grep -qvE 'no errors found|summary:[[:space:]]*super=[0-9]+[[:space:]]*$'"
+        )
 
     def flushes_off(self) -> str:
         """The mount option that stops the filesystem flushing the disk cache, if any."""
@@ -74,12 +81,18 @@ class Backend:
         return ""
 
     def describe(self) -> dict[str, str]:
-        return {"name": self.name, "fs": self.fs, "storage_driver": self.driver,
-                "mkfs_options": " ".join(self.mkfs_options), "mount_options": self.mount_options}
+        return {
+            "name": self.name,
+            "fs": self.fs,
+            "storage_driver": self.driver,
+            "mkfs_options": " ".join(self.mkfs_options),
+            "mount_options": self.mount_options,
+        }
 
 
 BACKENDS: dict[str, Backend] = {
-    b.name: b for b in (
+    b.name: b
+    for b in (
         Backend("btrfs", "btrfs", "btrfs"),
         Backend("ext4-overlay2", "ext4", "overlay2"),
         Backend("xfs-overlay2", "xfs", "overlay2", mkfs_options=("-n", "ftype=1")),
@@ -91,8 +104,9 @@ DEFAULT_BACKENDS = ("btrfs", "ext4-overlay2")
 BY_FS = {"btrfs": "btrfs", "ext4": "ext4-overlay2", "xfs": "xfs-overlay2"}
 
 
-def parse_backends(spec: str | None, mkfs_options: str = "",
-                   mount_options: str = "") -> list[Backend]:
+def parse_backends(
+    spec: str | None, mkfs_options: str = "", mount_options: str = ""
+) -> list[Backend]:
     """`btrfs,ext4-overlay2` → backends, with user mkfs/mount options applied to each."""
     names = [n.strip() for n in (spec or ",".join(DEFAULT_BACKENDS)).split(",") if n.strip()]
     if not names:

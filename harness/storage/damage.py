@@ -16,5 +16,7 @@ def zero_layer_file(path_in_image: str) -> str:
     the "0-byte files in committed layers after power loss" failure, made on purpose.
     A state that holds no copy yet (cut before the image was built) is left alone."""
     pattern = shlex.quote("*/" + path_in_image.lstrip("/"))
-    return (f"find {' '.join(DRIVER_DIRS)} -path {pattern} -type f "
-            "-exec truncate -s 0 {} + 2>/dev/null; true")
+    return (
+        f"find {' '.join(DRIVER_DIRS)} -path {pattern} -type f "
+        "-exec truncate -s 0 {} + 2>/dev/null; true"
+    )

@@ -19,8 +19,12 @@ def kvm_usable(cpuinfo: str | None = None, dev: Path = Path("/dev/kvm")) -> tupl
         return False, "/dev/kvm not accessible"
     if cpuinfo is None:
         cpuinfo = Path("/proc/cpuinfo").read_text()
-    flags = {f for line in cpuinfo.splitlines() if line.startswith("flags")
-             for f in line.split(":", 1)[1].split()}
+    flags = {
+        f
+        for line in cpuinfo.splitlines()
+        if line.startswith("flags")
+        for f in line.split(":", 1)[1].split()
+    }
     if not flags & {"vmx", "svm"}:
         return False, "no vmx/svm CPU flag (nested or paravirtual /dev/kvm)"
     return True, "vmx/svm present"

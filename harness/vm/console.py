@@ -33,8 +33,11 @@ class ConsoleWatcher:
         self._log = log_path.open("a", encoding="utf-8", errors="replace")
         self._sock = sock
         self._spawn = pexpect.fdpexpect.fdspawn(
-            sock.fileno(), encoding="utf-8", codec_errors="replace",
-            searchwindowsize=4096, timeout=0.5,
+            sock.fileno(),
+            encoding="utf-8",
+            codec_errors="replace",
+            searchwindowsize=4096,
+            timeout=0.5,
         )
         self._spawn.logfile_read = self._log
         self.lines: list[ConsoleLine] = []
@@ -47,7 +50,10 @@ class ConsoleWatcher:
 
     def _drain(self) -> None:
         pattern: list[re.Pattern[str] | type[pexpect.EOF] | type[pexpect.TIMEOUT]] = [
-            re.compile(r"\r?\n"), pexpect.EOF, pexpect.TIMEOUT]
+            re.compile(r"\r?\n"),
+            pexpect.EOF,
+            pexpect.TIMEOUT,
+        ]
         while True:
             try:
                 idx = self._spawn.expect_list(pattern, timeout=0.5)

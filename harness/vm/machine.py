@@ -45,8 +45,13 @@ def kill_all() -> None:
 
 
 class Machine:
-    def __init__(self, config: MachineConfig, console_log: Path, name: str = "vm",
-                 restore_from: Path | None = None) -> None:
+    def __init__(
+        self,
+        config: MachineConfig,
+        console_log: Path,
+        name: str = "vm",
+        restore_from: Path | None = None,
+    ) -> None:
         """`restore_from`: a saved guest (vm.snapshot) to resume instead of a boot."""
         self.config = config
         self.restore_from = restore_from
@@ -80,8 +85,9 @@ class Machine:
             raise
         return self
 
-    def __exit__(self, et: type[BaseException] | None, ev: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
+    ) -> None:
         self.kill()
 
     def launch(self) -> None:
@@ -96,8 +102,12 @@ class Machine:
             try:
                 self._proc = subprocess.Popen(
                     ["setpriv", "--pdeathsig", "KILL", *self.argv],
-                    stdin=subprocess.DEVNULL, stdout=err, stderr=err, start_new_session=True,
-                    pass_fds=[theirs.fileno() for _, theirs in self._pairs])
+                    stdin=subprocess.DEVNULL,
+                    stdout=err,
+                    stderr=err,
+                    start_new_session=True,
+                    pass_fds=[theirs.fileno() for _, theirs in self._pairs],
+                )
             except OSError as e:
                 raise HarnessError(f"{self.name}: cannot start QEMU: {e}") from e
         for _, theirs in self._pairs:
@@ -139,8 +149,9 @@ class Machine:
             self._events_polled = now
             if self.panicked():
                 time.sleep(1)  # let the guest print the panic before we report it
-                raise GuestPanic(f"{self.name}: guest kernel panicked (pvpanic)",
-                                 self.console_tail())
+                raise GuestPanic(
+                    f"{self.name}: guest kernel panicked (pvpanic)", self.console_tail()
+                )
 
     def wait_booted(self, timeout: float = BOOT_TIMEOUT_S) -> float:
         """Wait for the guest agent; return the guest's uptime when it got there
@@ -150,19 +161,23 @@ class Machine:
                 try:
                     snapshot.resume_guest(self, timeout)
                 except (GuestError, HarnessError) as e:
-                    raise ResumeError(f"{self.name}: the resumed guest does not answer ({e}; "
-                                      f"last console line: {self.console_tail(1) or 'none'})"
-                                      ) from e
+                    raise ResumeError(
+                        f"{self.name}: the resumed guest does not answer ({e}; "
+                        f"last console line: {self.console_tail(1) or 'none'})"
+                    ) from e
                 self.boot_s = time.monotonic() - self._launched
                 return self.boot_s
             self.boot_s = self.agent.wait_ready(timeout)
         except (GuestError, HarnessError) as e:
-            fatal = [line for line in self.console_tail(200).splitlines()
-                     if "crashtest: FATAL " in line]
+            fatal = [
+                line for line in self.console_tail(200).splitlines() if "crashtest: FATAL " in line
+            ]
             if fatal:  # the guest's own init said why it could not go on
                 raise GuestSetupError(
                     f"{self.name}: the guest could not boot: "
-                    f"{fatal[-1].split('crashtest: FATAL ', 1)[1]}", self.console_tail()) from e
+                    f"{fatal[-1].split('crashtest: FATAL ', 1)[1]}",
+                    self.console_tail(),
+                ) from e
             raise GuestBootError(
                 f"{self.name}: guest did not boot within {timeout:.0f}s ({e}; "
                 f"last console line: {self.console_tail(1) or 'none'})",
@@ -186,8 +201,9 @@ class Machine:
                 raise HarnessError(f"{self.name}: QMP {cmd} failed: {e}") from e
             except (QMPError, OSError, EOFError) as e:  # the monitor went away with QEMU
                 time.sleep(0.2)  # let it be reaped, to name its exit
-                raise HarnessError(f"{self.name}: QMP {cmd}: QEMU went away "
-                                   f"({self.exited() or e!r})") from e
+                raise HarnessError(
+                    f"{self.name}: QMP {cmd}: QEMU went away ({self.exited() or e!r})"
+                ) from e
             self.events.extend(self._qmp.get_events(wait=False))
             self._qmp.clear_events()
             return res

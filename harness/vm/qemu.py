@@ -43,8 +43,13 @@ class Sockets:
 
 
 BASE_CMDLINE = (
-    "console=ttyS0", "loglevel=7", "panic=0", "mitigations=off",
-    "random.trust_cpu=on", "rootwait=0", "init=/init",
+    "console=ttyS0",
+    "loglevel=7",
+    "panic=0",
+    "mitigations=off",
+    "random.trust_cpu=on",
+    "rootwait=0",
+    "init=/init",
 )
 
 
@@ -67,17 +72,33 @@ def _blockdev(disk: Disk, index: int) -> list[str]:
     # fsync is skipped: host power loss is not what is under test, and it is slow.
     cache = {"direct": False, "no-flush": True}
     file_node: dict[str, object] = {
-        "driver": "file", "filename": str(disk.path), "read-only": disk.read_only,
+        "driver": "file",
+        "filename": str(disk.path),
+        "read-only": disk.read_only,
         "cache": cache,
     }
-    args = ["-blockdev", json.dumps({"driver": disk.fmt, "node-name": node,
-                                     "read-only": disk.read_only, "file": file_node})]
+    args = [
+        "-blockdev",
+        json.dumps(
+            {"driver": disk.fmt, "node-name": node, "read-only": disk.read_only, "file": file_node}
+        ),
+    ]
     if disk.write_log is not None:
-        log_node = {"driver": "file", "filename": str(disk.write_log), "node-name": f"{node}log",
-                    "cache": cache}
+        log_node = {
+            "driver": "file",
+            "filename": str(disk.write_log),
+            "node-name": f"{node}log",
+            "cache": cache,
+        }
         args += ["-blockdev", json.dumps(log_node)]
-        lw = {"driver": "blklogwrites", "node-name": f"{node}lw", "file": node,
-              "log": f"{node}log", "log-sector-size": LOG_SECTOR_SIZE, "log-append": False}
+        lw = {
+            "driver": "blklogwrites",
+            "node-name": f"{node}lw",
+            "file": node,
+            "log": f"{node}log",
+            "log-sector-size": LOG_SECTOR_SIZE,
+            "log-append": False,
+        }
         args += ["-blockdev", json.dumps(lw)]
         node = f"{node}lw"
     args += ["-device", f"virtio-blk-pci,drive={node},serial={disk.serial}"]
@@ -87,26 +108,54 @@ def _blockdev(disk: Disk, index: int) -> list[str]:
 def build_argv(config: MachineConfig, sockets: Sockets, incoming: bool = False) -> list[str]:
     """`incoming`: the guest's RAM and devices will come from a saved migration
     stream (given over QMP once QEMU runs) instead of a boot."""
-    accel = ["-accel", "kvm", "-cpu", "host"] if config.accel == "kvm" else [
-        "-accel", "tcg,thread=multi", "-cpu", "max"]
+    accel = (
+        ["-accel", "kvm", "-cpu", "host"]
+        if config.accel == "kvm"
+        else ["-accel", "tcg,thread=multi", "-cpu", "max"]
+    )
     argv = [
-        config.qemu_binary, "-nodefaults", "-no-user-config", "-display", "none",
-        "-machine", "pc", *accel, "-m", str(config.memory_mb), "-smp", str(config.cpus),
-        "-kernel", str(config.kernel), "-initrd", str(config.initrd),
-        "-append", kernel_cmdline(config),
+        config.qemu_binary,
+        "-nodefaults",
+        "-no-user-config",
+        "-display",
+        "none",
+        "-machine",
+        "pc",
+        *accel,
+        "-m",
+        str(config.memory_mb),
+        "-smp",
+        str(config.cpus),
+        "-kernel",
+        str(config.kernel),
+        "-initrd",
+        str(config.initrd),
+        "-append",
+        kernel_cmdline(config),
         # Start paused: every channel is connected before the first byte is printed.
-        "-S", "-no-reboot",
-        "-chardev", f"socket,id=qmp0,fd={sockets.qmp}",
-        "-mon", "chardev=qmp0,mode=control",
-        "-chardev", f"socket,id=con0,fd={sockets.console}",
-        "-serial", "chardev:con0",
-        "-chardev", f"socket,id=agent0,fd={sockets.agent}",
-        "-device", "virtio-serial-pci,id=vser0",
-        "-device", f"virtserialport,bus=vser0.0,chardev=agent0,name={AGENT_PORT}",
+        "-S",
+        "-no-reboot",
+        "-chardev",
+        f"socket,id=qmp0,fd={sockets.qmp}",
+        "-mon",
+        "chardev=qmp0,mode=control",
+        "-chardev",
+        f"socket,id=con0,fd={sockets.console}",
+        "-serial",
+        "chardev:con0",
+        "-chardev",
+        f"socket,id=agent0,fd={sockets.agent}",
+        "-device",
+        "virtio-serial-pci,id=vser0",
+        "-device",
+        f"virtserialport,bus=vser0.0,chardev=agent0,name={AGENT_PORT}",
         # A guest panic becomes a QMP event (GUEST_PANICKED). The guest keeps running
         # so it can finish printing the panic to the console: pausing it at once would
         # freeze it before the message leaves the printk buffer.
-        "-device", "pvpanic-pci", "-action", "panic=none",
+        "-device",
+        "pvpanic-pci",
+        "-action",
+        "panic=none",
     ]
     for i, disk in enumerate(config.disks):
         argv += _blockdev(disk, i)

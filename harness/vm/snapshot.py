@@ -80,8 +80,9 @@ def load(vm: Machine, src: Path) -> float:
 def resume_guest(vm: Machine, timeout: float) -> dict[str, float]:
     """First call into a resumed guest: its clock and random generator (see
     crashtest_guest.resume); also proves the agent answers."""
-    got = vm.agent.call(RESUME, "resume", {"time": time.time(),
-                                           "entropy": secrets.token_hex(64)}, timeout=timeout)
+    got = vm.agent.call(
+        RESUME, "resume", {"time": time.time(), "entropy": secrets.token_hex(64)}, timeout=timeout
+    )
     if not isinstance(got, dict):
         raise HarnessError(f"{vm.name}: the resumed guest answered {got!r}")
     return {str(k): float(v) for k, v in got.items()}

@@ -35,8 +35,10 @@ from harness.model import (
     ViolationClass,
 )
 
-_API_FILES = (os.path.abspath(__file__),
-              os.path.join(os.path.dirname(os.path.abspath(__file__)), "declarative.py"))
+_API_FILES = (
+    os.path.abspath(__file__),
+    os.path.join(os.path.dirname(os.path.abspath(__file__)), "declarative.py"),
+)
 
 
 class WorkloadError(InputError):
@@ -65,6 +67,7 @@ def _tuple(value: Iterable[Any] | str | None) -> tuple[Any, ...]:
 
 # ------------------------------------------------------------------ promises
 
+
 def _promise(kind: PromiseKind, target: str, **values: Any) -> Promise:
     return Promise(str(kind), target, origin=caller_origin(), **values)
 
@@ -75,8 +78,7 @@ def file(target: str, sha256: str = "", metadata: bool = False) -> Promise:
     content it had on the live guest when the barrier returned); with `metadata`,
     also the mode, owner and group it had there. A `disk:` or `volume:` directory's
     content is its sorted list of entry names (`ls -1 DIR` after a power cut)."""
-    return _promise(PromiseKind.FILE, target, sha256=sha256,
-                    meta="derive" if metadata else "")
+    return _promise(PromiseKind.FILE, target, sha256=sha256, meta="derive" if metadata else "")
 
 
 def absent_file(target: str) -> Promise:
@@ -85,8 +87,7 @@ def absent_file(target: str) -> Promise:
     return _promise(PromiseKind.ABSENT_FILE, target)
 
 
-def image(ref: str, run: str = "true", manifest: str = "",
-          paths: Iterable[str] = ()) -> Promise:
+def image(ref: str, run: str = "true", manifest: str = "", paths: Iterable[str] = ()) -> Promise:
     """The image exists, `docker save` re-hashes it, and `run` succeeds in a fresh
     container of it. `manifest` ("sha256  /path" lines) is derived on the live guest
     when empty: every regular file of the image, or those under `paths`."""
@@ -119,6 +120,7 @@ def observe(target: str, **outcomes: str) -> Observation:
 
 # ---------------------------------------------------------------- invariants
 
+
 @dataclass(frozen=True)
 class Invariant:
     """Holds in every crash state. `command` (kind COMMAND) runs in the checking
@@ -135,8 +137,11 @@ class Invariant:
         if not self.origin:
             object.__setattr__(self, "origin", caller_origin())
         if not self.cls:
-            cls = (ViolationClass.DOCKER_CORRUPTION if self.stage == Stage.DAEMON
-                   else ViolationClass.FS_CORRUPTION)
+            cls = (
+                ViolationClass.DOCKER_CORRUPTION
+                if self.stage == Stage.DAEMON
+                else ViolationClass.FS_CORRUPTION
+            )
             object.__setattr__(self, "cls", str(cls))
 
     @property
@@ -153,8 +158,13 @@ class Invariant:
         return f"`{self.command}` succeeds on any recovered disk ({self.stage} stage)"
 
     def to_json(self) -> dict[str, str]:
-        return {"kind": self.kind, "command": self.command, "stage": self.stage,
-                "cls": self.cls, "origin": self.origin}
+        return {
+            "kind": self.kind,
+            "command": self.command,
+            "stage": self.stage,
+            "cls": self.cls,
+            "origin": self.origin,
+        }
 
 
 def docker_intact() -> Invariant:
@@ -169,12 +179,14 @@ def command(cmd: str, stage: str = Stage.OFFLINE, cls: str = "") -> Invariant:
     return Invariant(str(InvariantKind.COMMAND), cmd, str(stage), cls)
 
 
-DEFAULT_INVARIANTS = (Invariant(str(InvariantKind.DOCKER_INTACT), origin="crashtest"),
-                      Invariant(str(InvariantKind.DOCKERD_STARTS), stage=str(Stage.DAEMON),
-                                origin="crashtest"))
+DEFAULT_INVARIANTS = (
+    Invariant(str(InvariantKind.DOCKER_INTACT), origin="crashtest"),
+    Invariant(str(InvariantKind.DOCKERD_STARTS), stage=str(Stage.DAEMON), origin="crashtest"),
+)
 
 
 # --------------------------------------------------------------------- steps
+
 
 @dataclass(frozen=True)
 class GuestFile:
@@ -185,8 +197,11 @@ class GuestFile:
     mode: int = 0o644
 
     def to_json(self) -> dict[str, Any]:
-        return {"path": self.path, "mode": self.mode,
-                "base64": base64.b64encode(self.data).decode()}
+        return {
+            "path": self.path,
+            "mode": self.mode,
+            "base64": base64.b64encode(self.data).decode(),
+        }
 
 
 @dataclass(frozen=True, init=False)
@@ -210,16 +225,31 @@ class Step:
     origin: str = field(default="", compare=False)
     observes: tuple[Observation, ...] = ()
 
-    def __init__(self, name: str, run: str | Iterable[str] = (), barrier: str = Barrier.NONE,
-                 needs: str | Iterable[str] = (), promises: Iterable[Promise] = (),
-                 files: Iterable[GuestFile] = (), check: str | Iterable[str] = (),
-                 timeout_s: float = 600.0, origin: str = "",
-                 observes: Iterable[Observation] = ()) -> None:
-        values = {"name": name, "run": _tuple(run), "barrier": str(barrier or ""),
-                  "needs": _tuple(needs), "promises": _tuple(promises),
-                  "files": _tuple(files), "check": _tuple(check),
-                  "timeout_s": float(timeout_s), "origin": origin or caller_origin(),
-                  "observes": _tuple(observes)}
+    def __init__(
+        self,
+        name: str,
+        run: str | Iterable[str] = (),
+        barrier: str = Barrier.NONE,
+        needs: str | Iterable[str] = (),
+        promises: Iterable[Promise] = (),
+        files: Iterable[GuestFile] = (),
+        check: str | Iterable[str] = (),
+        timeout_s: float = 600.0,
+        origin: str = "",
+        observes: Iterable[Observation] = (),
+    ) -> None:
+        values = {
+            "name": name,
+            "run": _tuple(run),
+            "barrier": str(barrier or ""),
+            "needs": _tuple(needs),
+            "promises": _tuple(promises),
+            "files": _tuple(files),
+            "check": _tuple(check),
+            "timeout_s": float(timeout_s),
+            "origin": origin or caller_origin(),
+            "observes": _tuple(observes),
+        }
         for key, value in values.items():
             object.__setattr__(self, key, value)
 
@@ -239,11 +269,18 @@ class Step:
         return [p.key() for p in self.promises]
 
     def to_json(self) -> dict[str, Any]:
-        return {"name": self.name, "run": list(self.run), "barrier": self.barrier,
-                "needs": list(self.needs), "promises": [p.to_json() for p in self.promises],
-                "files": [f.to_json() for f in self.files], "check": list(self.check),
-                "timeout_s": self.timeout_s, "origin": self.origin,
-                "observes": [o.to_json() for o in self.observes]}
+        return {
+            "name": self.name,
+            "run": list(self.run),
+            "barrier": self.barrier,
+            "needs": list(self.needs),
+            "promises": [p.to_json() for p in self.promises],
+            "files": [f.to_json() for f in self.files],
+            "check": list(self.check),
+            "timeout_s": self.timeout_s,
+            "origin": self.origin,
+            "observes": [o.to_json() for o in self.observes],
+        }
 
 
 @dataclass(frozen=True, init=False)
@@ -261,17 +298,38 @@ class Workload:
     # random steps.
     cuts: tuple[str, ...] = ()
 
-    def __init__(self, name: str, steps: Iterable[Step], seed: int = 0,
-                 invariants: Iterable[Invariant] = DEFAULT_INVARIANTS, description: str = "",
-                 damage_target: str = "", source: str = "",
-                 cuts: Iterable[str] = ()) -> None:
+    def __init__(
+        self,
+        name: str,
+        steps: Iterable[Step],
+        seed: int = 0,
+        invariants: Iterable[Invariant] = DEFAULT_INVARIANTS,
+        description: str = "",
+        damage_target: str = "",
+        source: str = "",
+        cuts: Iterable[str] = (),
+    ) -> None:
         # Each step's promises name the step and the barrier that made them durable.
-        named = tuple(replace(s, promises=tuple(
-            replace(p, step=p.step or s.name, how=p.how or s.barrier) for p in s.promises),
-            observes=tuple(replace(o, step=s.name) for o in s.observes)) for s in steps)
-        values = {"name": name, "steps": named, "seed": int(seed),
-                  "invariants": _tuple(invariants), "description": description,
-                  "damage_target": damage_target, "source": source, "cuts": _tuple(cuts)}
+        named = tuple(
+            replace(
+                s,
+                promises=tuple(
+                    replace(p, step=p.step or s.name, how=p.how or s.barrier) for p in s.promises
+                ),
+                observes=tuple(replace(o, step=s.name) for o in s.observes),
+            )
+            for s in steps
+        )
+        values = {
+            "name": name,
+            "steps": named,
+            "seed": int(seed),
+            "invariants": _tuple(invariants),
+            "description": description,
+            "damage_target": damage_target,
+            "source": source,
+            "cuts": _tuple(cuts),
+        }
         for key, value in values.items():
             object.__setattr__(self, key, value)
         validate(self)
@@ -298,10 +356,16 @@ class Workload:
         return replace(self, steps=tuple(s for s in self.steps if s.name in keep))
 
     def to_json(self) -> dict[str, Any]:
-        return {"name": self.name, "seed": self.seed, "description": self.description,
-                "damage_target": self.damage_target, "source": self.source,
-                "cuts": list(self.cuts), "steps": [s.to_json() for s in self.steps],
-                "invariants": [i.to_json() for i in self.invariants]}
+        return {
+            "name": self.name,
+            "seed": self.seed,
+            "description": self.description,
+            "damage_target": self.damage_target,
+            "source": self.source,
+            "cuts": list(self.cuts),
+            "steps": [s.to_json() for s in self.steps],
+            "invariants": [i.to_json() for i in self.invariants],
+        }
 
     @property
     def digest(self) -> str:
@@ -328,20 +392,44 @@ class Workload:
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> Workload:
-        steps = tuple(Step(
-            s["name"], tuple(s["run"]), s["barrier"], tuple(s["needs"]),
-            tuple(Promise.from_json(p) for p in s["promises"]),
-            tuple(GuestFile(f["path"], base64.b64decode(f["base64"]), int(f["mode"]))
-                  for f in s["files"]),
-            tuple(s.get("check", ())), float(s.get("timeout_s", 600.0)),
-            s.get("origin") or f"step {s['name']}",
-            tuple(Observation.from_json(o) for o in s.get("observes", ()))) for s in d["steps"])
-        invariants = tuple(Invariant(i["kind"], i.get("command", ""), i.get("stage", "offline"),
-                                     i.get("cls", ""), i.get("origin") or "bundle")
-                           for i in d["invariants"])
-        return cls(d["name"], steps, int(d.get("seed", 0)), invariants,
-                   d.get("description", ""), d.get("damage_target", ""), d.get("source", ""),
-                   tuple(d.get("cuts", ())))
+        steps = tuple(
+            Step(
+                s["name"],
+                tuple(s["run"]),
+                s["barrier"],
+                tuple(s["needs"]),
+                tuple(Promise.from_json(p) for p in s["promises"]),
+                tuple(
+                    GuestFile(f["path"], base64.b64decode(f["base64"]), int(f["mode"]))
+                    for f in s["files"]
+                ),
+                tuple(s.get("check", ())),
+                float(s.get("timeout_s", 600.0)),
+                s.get("origin") or f"step {s['name']}",
+                tuple(Observation.from_json(o) for o in s.get("observes", ())),
+            )
+            for s in d["steps"]
+        )
+        invariants = tuple(
+            Invariant(
+                i["kind"],
+                i.get("command", ""),
+                i.get("stage", "offline"),
+                i.get("cls", ""),
+                i.get("origin") or "bundle",
+            )
+            for i in d["invariants"]
+        )
+        return cls(
+            d["name"],
+            steps,
+            int(d.get("seed", 0)),
+            invariants,
+            d.get("description", ""),
+            d.get("damage_target", ""),
+            d.get("source", ""),
+            tuple(d.get("cuts", ())),
+        )
 
 
 # ---------------------------------------------------------------- validation
@@ -352,35 +440,46 @@ _FILE_PREFIXES = ("container:", "volume:", "disk:")
 def _check_promise(p: Promise, step: Step, where: str) -> None:
     kinds = [k.value for k in PromiseKind]
     if p.kind not in kinds:
-        raise WorkloadError(f"{where}: unknown promise kind {p.kind!r} "
-                            f"(one of {', '.join(kinds)})")
+        raise WorkloadError(f"{where}: unknown promise kind {p.kind!r} (one of {', '.join(kinds)})")
     if not p.target:
         raise WorkloadError(f"{where}: a {p.kind} promise needs a target")
     if p.kind in (PromiseKind.FILE, PromiseKind.ABSENT_FILE):
         parts = p.target.split(":", 2)
-        ok = (p.target.startswith(("container:", "volume:")) and len(parts) == 3
-              and parts[1] and parts[2].startswith("/")) or (
-            p.target.startswith("disk:/"))
+        ok = (
+            p.target.startswith(("container:", "volume:"))
+            and len(parts) == 3
+            and parts[1]
+            and parts[2].startswith("/")
+        ) or (p.target.startswith("disk:/"))
         if not ok:
-            raise WorkloadError(f"{where}: file target {p.target!r} must be "
-                                "container:NAME:/path, volume:NAME:/path or disk:/path")
+            raise WorkloadError(
+                f"{where}: file target {p.target!r} must be "
+                "container:NAME:/path, volume:NAME:/path or disk:/path"
+            )
     if step.barrier == Barrier.NONE:
-        raise WorkloadError(f"{where}: step {step.name!r} promises {p.kind} {p.target} but "
-                            "has no barrier: set barrier to \"sync\" or \"fsync\"")
+        raise WorkloadError(
+            f"{where}: step {step.name!r} promises {p.kind} {p.target} but "
+            'has no barrier: set barrier to "sync" or "fsync"'
+        )
 
 
 def _check_observation(o: Observation, where: str) -> None:
     if not o.target.startswith(_FILE_PREFIXES) or not o.outcomes:
-        raise WorkloadError(f"{where}: observe {o.target!r}: a file target "
-                            "(container:NAME:/path, volume:NAME:/path or disk:/path) and "
-                            "at least one outcome")
+        raise WorkloadError(
+            f"{where}: observe {o.target!r}: a file target "
+            "(container:NAME:/path, volume:NAME:/path or disk:/path) and "
+            "at least one outcome"
+        )
     for label, value in o.outcomes:
         parts = value.split()
-        if label in ("empty", "other") or not (value == "absent" or (
-                len(parts) == 4 and len(parts[0]) == 64)):
-            raise WorkloadError(f"{where}: observe {o.target!r}: outcome {label}={value!r} "
-                                "must be \"absent\" or \"SHA256 MODE UID GID\" (labels "
-                                "empty and other are taken)")
+        if label in ("empty", "other") or not (
+            value == "absent" or (len(parts) == 4 and len(parts[0]) == 64)
+        ):
+            raise WorkloadError(
+                f"{where}: observe {o.target!r}: outcome {label}={value!r} "
+                'must be "absent" or "SHA256 MODE UID GID" (labels '
+                "empty and other are taken)"
+            )
 
 
 def _cycle(steps: tuple[Step, ...]) -> list[str] | None:
@@ -393,7 +492,7 @@ def _cycle(steps: tuple[Step, ...]) -> list[str] | None:
         path.append(n)
         for m in needs.get(n, []):
             if state.get(m) == 1:
-                return [*path[path.index(m):], m]
+                return [*path[path.index(m) :], m]
             if m in needs and m not in state:
                 found = visit(m)
                 if found:
@@ -415,23 +514,28 @@ def _check_cut(spec: str, w: Workload, here: str) -> None:
     kind, _, rest = spec.partition(":")
     step, _, delay = rest.partition(":")
     if kind not in kinds or step not in w.step_names:
-        raise WorkloadError(f"{here}: cut {spec!r} must be KIND:STEP[:SECONDS] with KIND one "
-                            f"of {', '.join(kinds)} and STEP one of {', '.join(w.step_names)}")
+        raise WorkloadError(
+            f"{here}: cut {spec!r} must be KIND:STEP[:SECONDS] with KIND one "
+            f"of {', '.join(kinds)} and STEP one of {', '.join(w.step_names)}"
+        )
     if kind == CutKind.RETURNED and step not in w.synced:
-        raise WorkloadError(f"{here}: cut {spec!r}: only a step with barrier \"sync\" can be "
-                            "cut after its commands returned and before its sync")
+        raise WorkloadError(
+            f'{here}: cut {spec!r}: only a step with barrier "sync" can be '
+            "cut after its commands returned and before its sync"
+        )
     try:
         seconds = float(delay or 0)
     except ValueError:
         seconds = -1.0
     if seconds < 0 or (delay and kind != CutKind.DURING):
-        raise WorkloadError(f"{here}: cut {spec!r}: only a \"during\" cut takes SECONDS (>= 0)")
+        raise WorkloadError(f'{here}: cut {spec!r}: only a "during" cut takes SECONDS (>= 0)')
 
 
 def validate(w: Workload) -> None:
     """Every mistake a workload file can hold, as one WorkloadError naming file:line."""
-    here = (f"{w.source}:1" if w.source.endswith((".py", ".toml"))
-            else f"workload {w.name or w.source}")
+    here = (
+        f"{w.source}:1" if w.source.endswith((".py", ".toml")) else f"workload {w.name or w.source}"
+    )
     if not w.name:
         raise WorkloadError(f"{here}: the workload has no name")
     if not w.steps:
@@ -440,14 +544,14 @@ def validate(w: Workload) -> None:
     for i, s in enumerate(w.steps):
         where = s.origin or f"{here}: step {i + 1}"
         if not s.name or any(c.isspace() or c in ":/" for c in s.name):
-            raise WorkloadError(f"{where}: step name {s.name!r} must be non-empty, with no "
-                                "spaces, ':' or '/'")
+            raise WorkloadError(
+                f"{where}: step name {s.name!r} must be non-empty, with no spaces, ':' or '/'"
+            )
         if s.name in seen:
             raise WorkloadError(f"{where}: a second step named {s.name!r}")
         seen[s.name] = i
         if s.barrier not in [b.value for b in Barrier]:
-            raise WorkloadError(f"{where}: unknown barrier {s.barrier!r} "
-                                "(\"sync\", \"fsync\" or none)")
+            raise WorkloadError(f'{where}: unknown barrier {s.barrier!r} ("sync", "fsync" or none)')
         if not s.run and not s.files:
             raise WorkloadError(f"{where}: step {s.name!r} runs nothing")
         for p in s.promises:
@@ -459,22 +563,23 @@ def validate(w: Workload) -> None:
     cycle = _cycle(w.steps)
     if cycle:
         first = next(s for s in w.steps if s.name == cycle[0])
-        raise WorkloadError(f"{first.origin or here}: steps form a cycle in `needs`: "
-                            + " -> ".join(cycle))
+        raise WorkloadError(
+            f"{first.origin or here}: steps form a cycle in `needs`: " + " -> ".join(cycle)
+        )
     for s in w.steps:
         where = s.origin or here
         for n in s.needs:
             if n not in seen:
                 raise WorkloadError(f"{where}: step {s.name!r} needs unknown step {n!r}")
             if seen[n] >= seen[s.name]:
-                raise WorkloadError(f"{where}: step {s.name!r} needs {n!r}, which runs "
-                                    "after it")
+                raise WorkloadError(f"{where}: step {s.name!r} needs {n!r}, which runs after it")
     for inv in w.invariants:
         where = inv.origin or here
         kinds = [k.value for k in InvariantKind]
         if inv.kind not in kinds:
-            raise WorkloadError(f"{where}: unknown invariant kind {inv.kind!r} "
-                                f"(one of {', '.join(kinds)})")
+            raise WorkloadError(
+                f"{where}: unknown invariant kind {inv.kind!r} (one of {', '.join(kinds)})"
+            )
         if inv.stage not in [s.value for s in Stage]:
             raise WorkloadError(f"{where}: unknown stage {inv.stage!r} (offline or daemon)")
         if inv.kind == InvariantKind.COMMAND and not inv.command.strip():

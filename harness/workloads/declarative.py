@@ -39,8 +39,15 @@ from harness.workloads.api import (
     WorkloadError,
 )
 
-TOP_KEYS = {"name", "description", "damage_target", "default_invariants", "step", "promise",
-            "invariant"}
+TOP_KEYS = {
+    "name",
+    "description",
+    "damage_target",
+    "default_invariants",
+    "step",
+    "promise",
+    "invariant",
+}
 STEP_KEYS = {"name", "run", "barrier", "needs", "promise", "file", "check", "timeout_s"}
 PROMISE_KEYS = {"kind", "target", "sha256", "run", "manifest", "paths", "state"}
 FILE_KEYS = {"path", "text", "base64", "mode"}
@@ -68,8 +75,11 @@ class _Lines:
         return found[index] if index < len(found) else 1
 
     def nested(self, name: str, step: int, index: int) -> int:
-        lines = [ln for ln, s in zip(self.tables.get(name, []), self.step_of.get(name, []),
-                                     strict=False) if s == step]
+        lines = [
+            ln
+            for ln, s in zip(self.tables.get(name, []), self.step_of.get(name, []), strict=False)
+            if s == step
+        ]
         return lines[index] if index < len(lines) else self.table("step", step)
 
     def key(self, start: int, key: str) -> int:
@@ -86,8 +96,9 @@ class _Lines:
 def _expect(value: Any, kind: type | tuple[type, ...], where: str, what: str) -> Any:
     if not isinstance(value, kind):
         names = (kind,) if isinstance(kind, type) else kind
-        raise WorkloadError(f"{where}: {what} must be a "
-                            f"{' or '.join(t.__name__ for t in names)}, not {value!r}")
+        raise WorkloadError(
+            f"{where}: {what} must be a {' or '.join(t.__name__ for t in names)}, not {value!r}"
+        )
     return value
 
 
@@ -103,8 +114,9 @@ def _strings(value: Any, where: str, what: str) -> tuple[str, ...]:
 def _unknown(table: dict[str, Any], allowed: set[str], where: str, what: str) -> None:
     extra = sorted(set(table) - allowed)
     if extra:
-        raise WorkloadError(f"{where}: unknown key {extra[0]!r} in {what} "
-                            f"(known: {', '.join(sorted(allowed))})")
+        raise WorkloadError(
+            f"{where}: unknown key {extra[0]!r} in {what} (known: {', '.join(sorted(allowed))})"
+        )
 
 
 def _promise(d: Any, where: str, seed: str, step: str = "") -> Promise:
@@ -113,13 +125,15 @@ def _promise(d: Any, where: str, seed: str, step: str = "") -> Promise:
     for k in ("kind", "target"):
         if k not in d:
             raise WorkloadError(f"{where}: a promise needs `{k}`")
-    values = {k: _expect(d[k], str, where, k).replace("{seed}", seed)
-              for k in ("kind", "target", "sha256", "run", "manifest", "state") if k in d}
+    values = {
+        k: _expect(d[k], str, where, k).replace("{seed}", seed)
+        for k in ("kind", "target", "sha256", "run", "manifest", "state")
+        if k in d
+    }
     if values.get("kind") == "image" and "run" not in values:
         values["run"] = "true"
     paths = _strings(d.get("paths", []), where, "paths")
-    return Promise(values.pop("kind"), values.pop("target"), paths=paths, origin=where,
-                   **values)
+    return Promise(values.pop("kind"), values.pop("target"), paths=paths, origin=where, **values)
 
 
 def _file(d: Any, where: str, seed: str) -> GuestFile:
@@ -139,8 +153,7 @@ def _file(d: Any, where: str, seed: str) -> GuestFile:
     return GuestFile(path, data, mode)
 
 
-def _step(d: Any, index: int, lines: _Lines, path: Path, seed: str,
-          extra: list[Promise]) -> Step:
+def _step(d: Any, index: int, lines: _Lines, path: Path, seed: str, extra: list[Promise]) -> Step:
     start = lines.table("step", index)
     where = f"{path}:{start}"
     _expect(d, dict, where, "a step")
@@ -148,17 +161,30 @@ def _step(d: Any, index: int, lines: _Lines, path: Path, seed: str,
     name = _expect(d.get("name", ""), str, where, "name")
     if not name:
         raise WorkloadError(f"{where}: a step needs a `name`")
-    promises = [_promise(p, f"{path}:{lines.nested('step.promise', index, i)}", seed, name)
-                for i, p in enumerate(_expect(d.get("promise", []), list, where, "promise"))]
-    files = tuple(_file(f, f"{path}:{lines.nested('step.file', index, i)}", seed)
-                  for i, f in enumerate(_expect(d.get("file", []), list, where, "file")))
-    run = tuple(c.replace("{seed}", seed)
-                for c in _strings(d.get("run", []), f"{path}:{lines.key(start, 'run')}", "run"))
+    promises = [
+        _promise(p, f"{path}:{lines.nested('step.promise', index, i)}", seed, name)
+        for i, p in enumerate(_expect(d.get("promise", []), list, where, "promise"))
+    ]
+    files = tuple(
+        _file(f, f"{path}:{lines.nested('step.file', index, i)}", seed)
+        for i, f in enumerate(_expect(d.get("file", []), list, where, "file"))
+    )
+    run = tuple(
+        c.replace("{seed}", seed)
+        for c in _strings(d.get("run", []), f"{path}:{lines.key(start, 'run')}", "run")
+    )
     timeout = float(_expect(d.get("timeout_s", 600.0), (int, float), where, "timeout_s"))
-    return Step(name, run, _expect(d.get("barrier", ""), str, where, "barrier"),
-                _strings(d.get("needs", []), f"{path}:{lines.key(start, 'needs')}", "needs"),
-                (*promises, *extra), files,
-                _strings(d.get("check", []), where, "check"), timeout, where)
+    return Step(
+        name,
+        run,
+        _expect(d.get("barrier", ""), str, where, "barrier"),
+        _strings(d.get("needs", []), f"{path}:{lines.key(start, 'needs')}", "needs"),
+        (*promises, *extra),
+        files,
+        _strings(d.get("check", []), where, "check"),
+        timeout,
+        where,
+    )
 
 
 def _invariant(d: Any, where: str, seed: str) -> Invariant:
@@ -166,8 +192,9 @@ def _invariant(d: Any, where: str, seed: str) -> Invariant:
     _unknown(d, INVARIANT_KEYS, where, "an invariant")
     kind = _expect(d.get("kind", "command"), str, where, "kind")
     cmd = _expect(d.get("command", ""), str, where, "command").replace("{seed}", seed)
-    stage = _expect(d.get("stage", "daemon" if kind == "dockerd-starts" else "offline"), str,
-                    where, "stage")
+    stage = _expect(
+        d.get("stage", "daemon" if kind == "dockerd-starts" else "offline"), str, where, "stage"
+    )
     return Invariant(kind, cmd, stage, _expect(d.get("class", ""), str, where, "class"), where)
 
 
@@ -182,8 +209,9 @@ def load_toml(path: Path, seed: int) -> Workload:
         doc = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         m = re.search(r"at line (\d+)", str(e))
-        raise WorkloadError(f"{path}:{m.group(1) if m else 1}: not valid TOML "
-                            f"({str(e).split(' (at')[0]})") from e
+        raise WorkloadError(
+            f"{path}:{m.group(1) if m else 1}: not valid TOML ({str(e).split(' (at')[0]})"
+        ) from e
     lines = _Lines(text)
     _unknown(doc, TOP_KEYS, f"{path}:1", "the workload")
     s = str(seed)
@@ -195,21 +223,32 @@ def load_toml(path: Path, seed: int) -> Workload:
         where = f"{path}:{lines.table('promise', i)}"
         after = _expect(p.get("after", "") if isinstance(p, dict) else "", str, where, "after")
         if after not in names:
-            raise WorkloadError(f"{where}: promise about step {after!r}, which does not exist"
-                                if after else f"{where}: a top-level promise needs `after`, "
-                                "the step that makes it durable")
+            raise WorkloadError(
+                f"{where}: promise about step {after!r}, which does not exist"
+                if after
+                else f"{where}: a top-level promise needs `after`, the step that makes it durable"
+            )
         extra.setdefault(after, []).append(
-            _promise({k: v for k, v in p.items() if k != "after"}, where, s))
-    steps = tuple(_step(st, i, lines, path, s, extra.get(st.get("name", ""), [])
-                        if isinstance(st, dict) else [])
-                  for i, st in enumerate(steps_raw))
-    invariants = tuple(_invariant(d, f"{path}:{lines.table('invariant', i)}", s)
-                       for i, d in enumerate(_expect(doc.get("invariant", []), list,
-                                                     f"{path}:1", "invariant")))
+            _promise({k: v for k, v in p.items() if k != "after"}, where, s)
+        )
+    steps = tuple(
+        _step(
+            st, i, lines, path, s, extra.get(st.get("name", ""), []) if isinstance(st, dict) else []
+        )
+        for i, st in enumerate(steps_raw)
+    )
+    invariants = tuple(
+        _invariant(d, f"{path}:{lines.table('invariant', i)}", s)
+        for i, d in enumerate(_expect(doc.get("invariant", []), list, f"{path}:1", "invariant"))
+    )
     if _expect(doc.get("default_invariants", True), bool, f"{path}:1", "default_invariants"):
         invariants = (*DEFAULT_INVARIANTS, *invariants)
-    return Workload(_expect(doc.get("name", path.stem), str, f"{path}:1", "name"), steps, seed,
-                    invariants, _expect(doc.get("description", ""), str, f"{path}:1",
-                                        "description"),
-                    _expect(doc.get("damage_target", ""), str, f"{path}:1", "damage_target"),
-                    str(path))
+    return Workload(
+        _expect(doc.get("name", path.stem), str, f"{path}:1", "name"),
+        steps,
+        seed,
+        invariants,
+        _expect(doc.get("description", ""), str, f"{path}:1", "description"),
+        _expect(doc.get("damage_target", ""), str, f"{path}:1", "damage_target"),
+        str(path),
+    )

@@ -34,8 +34,15 @@ SYNC, FSYNC = Barrier.SYNC, Barrier.FSYNC
 BASE = "crashtest/base:latest"
 CTX_DIR = "/tmp/crashtest-ctx"
 SIZES = (0, 1, 511, 4096, 4097, 65536, 65537, 131072, 300000)
-META_ENTRIES = ("/data/meta/symlink", "/data/meta/hardlink", "/data/l1/f1.bin",
-                "/data/l1/f2.bin", "/data/l1/f3.bin", "/data/meta", "/data/l2/moved.bin")
+META_ENTRIES = (
+    "/data/meta/symlink",
+    "/data/meta/hardlink",
+    "/data/l1/f1.bin",
+    "/data/l1/f2.bin",
+    "/data/l1/f3.bin",
+    "/data/meta",
+    "/data/l2/moved.bin",
+)
 VERIFY_SH = """#!/bin/sh
 # Runs inside a fresh container: content and metadata as built, deleted files gone.
 rc=0
@@ -68,9 +75,10 @@ def build_context(rng: random.Random, seed: int) -> tuple[dict[str, bytes], str]
     manifest["/data/l2/moved.bin"] = files["layer1/f5.bin"]
     for name, data in files.items():
         if not name.startswith("layer1/"):
-            manifest["/data/l" + name[len("layer"):]] = data
+            manifest["/data/l" + name[len("layer") :]] = data
     files["manifest.sha256"] = "".join(
-        f"{_sha(data)}  {path}\n" for path, data in sorted(manifest.items())).encode()
+        f"{_sha(data)}  {path}\n" for path, data in sorted(manifest.items())
+    ).encode()
     files["verify.sh"] = VERIFY_SH.encode()
     files["meta.list"] = ("\n".join(META_ENTRIES) + "\n").encode()
     files["Dockerfile"] = f"""FROM {BASE}
@@ -121,37 +129,83 @@ def workload(seed: int) -> Workload:
     damage = "/data/l3/" + max(layer3, key=lambda k: len(layer3[k])).split("/", 1)[1]
 
     steps = [
-        Step("import-base", f"docker import {BASE_TAR_IN_GUEST} {BASE}", SYNC,
-             promises=[image(BASE)]),
-        Step("build-app", (f"rm -rf {CTX_DIR} && mkdir -p {CTX_DIR} && "
-                           f"tar -xf {CTX_DIR}.tar -C {CTX_DIR}",
-                           f"DOCKER_BUILDKIT=0 docker build -q --network none -t {app} {CTX_DIR}"),
-             SYNC, ("import-base",), [image(app, verify, app_manifest)],
-             files=[GuestFile(f"{CTX_DIR}.tar", _tar(ctx))]),
-        Step("build-scratch", f"printf %s {shlex.quote(scratch_df)} | DOCKER_BUILDKIT=0 "
-                              f"docker build -q --network none -t {scratch} -", SYNC,
-             ("import-base",), [image(scratch, "cat /scratch.txt", scratch_line)]),
-        Step("create-writer", f"docker create --name {writer} --network none "
-                              f"-v {volume}:/vol {app} sleep 100000", SYNC, ("build-app",),
-             [container(writer)]),
+        Step(
+            "import-base", f"docker import {BASE_TAR_IN_GUEST} {BASE}", SYNC, promises=[image(BASE)]
+        ),
+        Step(
+            "build-app",
+            (
+                f"rm -rf {CTX_DIR} && mkdir -p {CTX_DIR} && tar -xf {CTX_DIR}.tar -C {CTX_DIR}",
+                f"DOCKER_BUILDKIT=0 docker build -q --network none -t {app} {CTX_DIR}",
+            ),
+            SYNC,
+            ("import-base",),
+            [image(app, verify, app_manifest)],
+            files=[GuestFile(f"{CTX_DIR}.tar", _tar(ctx))],
+        ),
+        Step(
+            "build-scratch",
+            f"printf %s {shlex.quote(scratch_df)} | DOCKER_BUILDKIT=0 "
+            f"docker build -q --network none -t {scratch} -",
+            SYNC,
+            ("import-base",),
+            [image(scratch, "cat /scratch.txt", scratch_line)],
+        ),
+        Step(
+            "create-writer",
+            f"docker create --name {writer} --network none -v {volume}:/vol {app} sleep 100000",
+            SYNC,
+            ("build-app",),
+            [container(writer)],
+        ),
         Step("start-writer", f"docker start {writer}", needs=("create-writer",)),
-        Step("fsync-layer", f"docker exec {writer} sh -c 'cat {l2} > /data/out/layer.bin && "
-                            "sync /data/out/layer.bin /data/out'", FSYNC, ("start-writer",),
-             [file(f"container:{writer}:/data/out/layer.bin", out_sha)]),
-        Step("fsync-volume", f"docker exec {writer} sh -c 'cat {l2} > /vol/vol.bin && "
-                             "sync /vol/vol.bin /vol'", FSYNC, ("start-writer",),
-             [file(f"volume:{volume}:/vol.bin", out_sha)]),
+        Step(
+            "fsync-layer",
+            f"docker exec {writer} sh -c 'cat {l2} > /data/out/layer.bin && "
+            "sync /data/out/layer.bin /data/out'",
+            FSYNC,
+            ("start-writer",),
+            [file(f"container:{writer}:/data/out/layer.bin", out_sha)],
+        ),
+        Step(
+            "fsync-volume",
+            f"docker exec {writer} sh -c 'cat {l2} > /vol/vol.bin && sync /vol/vol.bin /vol'",
+            FSYNC,
+            ("start-writer",),
+            [file(f"volume:{volume}:/vol.bin", out_sha)],
+        ),
         # The writer was running when `sync` made its state durable: after a power cut
         # dockerd must bring it back as exited with code 255. The committed image
         # must hold the fsync'd file.
-        Step("commit", f"docker commit {writer} {committed}", SYNC, ("fsync-layer",),
-             [container(writer, "exited 255"),
-              image(committed, f"{verify} && echo '{out_sha}  /data/out/layer.bin' | "
-                               "sha256sum -c -s", app_manifest + out_line)]),
-        Step("churn", f"docker run --name {temp} --network none {app} true && docker rm {temp} "
-                      f"&& docker rmi {scratch}", SYNC, ("build-app", "build-scratch"),
-             [absent_container(temp), absent_image(scratch)]),
+        Step(
+            "commit",
+            f"docker commit {writer} {committed}",
+            SYNC,
+            ("fsync-layer",),
+            [
+                container(writer, "exited 255"),
+                image(
+                    committed,
+                    f"{verify} && echo '{out_sha}  /data/out/layer.bin' | sha256sum -c -s",
+                    app_manifest + out_line,
+                ),
+            ],
+        ),
+        Step(
+            "churn",
+            f"docker run --name {temp} --network none {app} true && docker rm {temp} "
+            f"&& docker rmi {scratch}",
+            SYNC,
+            ("build-app", "build-scratch"),
+            [absent_container(temp), absent_image(scratch)],
+        ),
     ]
-    return Workload("default", tuple(steps), seed, DEFAULT_INVARIANTS,
-                    "import, build, run, fsync, commit and remove: docker's everyday "
-                    "operations on a seeded multi-layer image", damage)
+    return Workload(
+        "default",
+        tuple(steps),
+        seed,
+        DEFAULT_INVARIANTS,
+        "import, build, run, fsync, commit and remove: docker's everyday "
+        "operations on a seeded multi-layer image",
+        damage,
+    )

@@ -20,8 +20,7 @@ from harness.workloads.known_bugs import WORKLOADS as KNOWN_BUG_WORKLOADS
 from harness.workloads.scenarios import SCENARIOS
 
 ENTRY_POINT_GROUP = "crashtest.workloads"
-BUILTIN = {"default": "harness.workloads.default:workload", **SCENARIOS,
-           **KNOWN_BUG_WORKLOADS}
+BUILTIN = {"default": "harness.workloads.default:workload", **SCENARIOS, **KNOWN_BUG_WORKLOADS}
 
 
 def registered() -> dict[str, str]:
@@ -71,8 +70,9 @@ def load_python(path: Path, seed: int) -> Workload:
     finally:
         sys.modules.pop(name, None)
     if not isinstance(wl, Workload):
-        raise WorkloadError(f"{path}:1: workload(seed) returned {type(wl).__name__}, "
-                            "not a Workload")
+        raise WorkloadError(
+            f"{path}:1: workload(seed) returned {type(wl).__name__}, not a Workload"
+        )
     return wl
 
 
@@ -91,8 +91,10 @@ def load_workload(spec: str, seed: int) -> Workload:
         return wl if wl.source else _with_source(wl, str(path))
     names = registered()
     if spec not in names:
-        raise WorkloadError(f"WORKLOAD {spec!r}: not a file and not a registered workload "
-                            f"({', '.join(sorted(names))})")
+        raise WorkloadError(
+            f"WORKLOAD {spec!r}: not a file and not a registered workload "
+            f"({', '.join(sorted(names))})"
+        )
     try:
         wl = _factory(names[spec])(seed)
     except WorkloadError:

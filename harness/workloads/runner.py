@@ -32,8 +32,9 @@ class StepRunner:
     def _must(self, step: Step, cmd: str) -> Result:
         res = self.agent.run(cmd, timeout=step.timeout_s)
         if not res.ok:
-            raise StepFailed(f"{step.origin}: workload step {step.name} failed: "
-                             f"{res.evidence(600)}")
+            raise StepFailed(
+                f"{step.origin}: workload step {step.name} failed: {res.evidence(600)}"
+            )
         return res
 
     def run(self, step: Step) -> None:
@@ -57,9 +58,11 @@ class StepRunner:
             for cmd in step.check:
                 res = host.run(cmd)
                 if res.rc != 0:
-                    raise StepFailed(f"{step.origin}: workload step {step.name}: check "
-                                     f"`{cmd}` failed (exit {res.rc}): "
-                                     f"{(res.stdout + res.stderr).strip()[-600:]}")
+                    raise StepFailed(
+                        f"{step.origin}: workload step {step.name}: check "
+                        f"`{cmd}` failed (exit {res.rc}): "
+                        f"{(res.stdout + res.stderr).strip()[-600:]}"
+                    )
         return derive(self.agent, self.driver, list(step.promises), step)
 
     def execute(self, step: Step) -> list[Promise]:
@@ -70,20 +73,25 @@ class StepRunner:
 
 def needs_derive(p: Promise) -> bool:
     return (p.kind == PromiseKind.FILE and (not p.sha256 or p.meta == "derive")) or (
-        p.kind == PromiseKind.IMAGE and (not p.manifest or not p.image_id))
+        p.kind == PromiseKind.IMAGE and (not p.manifest or not p.image_id)
+    )
 
 
-def derive(agent: AgentClient, driver: str, promises: list[Promise],
-           step: Step | None = None) -> list[Promise]:
+def derive(
+    agent: AgentClient, driver: str, promises: list[Promise], step: Step | None = None
+) -> list[Promise]:
     """Fill in what each promise expects (a file's sha256; an image's id and file
     manifest) by reading docker's store in the guest, read-only (no atime writes:
     a recording's write log must show only the workload's writes)."""
     todo = [p for p in promises if needs_derive(p)]
     if not todo:
         return promises
-    got = agent.call(CHECKER, "derive",
-                     {"driver": driver, "promises": [p.to_json() for p in todo]},
-                     timeout=DERIVE_TIMEOUT_S)
+    got = agent.call(
+        CHECKER,
+        "derive",
+        {"driver": driver, "promises": [p.to_json() for p in todo]},
+        timeout=DERIVE_TIMEOUT_S,
+    )
     if not isinstance(got, list) or len(got) != len(todo):
         raise HarnessError(f"deriving promise values returned {got!r}")
     values: dict[str, dict[str, Any]] = {p.key(): v for p, v in zip(todo, got, strict=True)}
@@ -95,10 +103,15 @@ def derive(agent: AgentClient, driver: str, promises: list[Promise],
             continue
         if v.get("error"):
             where = f"{step.origin}: workload step {step.name}" if step else "promise"
-            raise StepFailed(f"{where}: cannot derive what {p.describe()} expects: "
-                             f"{v['error']}")
+            raise StepFailed(f"{where}: cannot derive what {p.describe()} expects: {v['error']}")
         meta = str(v.get("meta", "")) if p.meta == "derive" else p.meta
-        out.append(replace(p, sha256=p.sha256 or str(v.get("sha256", "")), meta=meta,
-                           manifest=p.manifest or str(v.get("manifest", "")),
-                           image_id=p.image_id or str(v.get("image_id", ""))))
+        out.append(
+            replace(
+                p,
+                sha256=p.sha256 or str(v.get("sha256", "")),
+                meta=meta,
+                manifest=p.manifest or str(v.get("manifest", "")),
+                image_id=p.image_id or str(v.get("image_id", "")),
+            )
+        )
     return out

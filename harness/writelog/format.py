@@ -71,8 +71,9 @@ def _round_up(n: int, to: int) -> int:
     return (n + to - 1) // to * to
 
 
-def read_log(path: Path, device_bytes: int | None = None,
-             unflushed_sectorsize: int | None = None) -> WriteLog:
+def read_log(
+    path: Path, device_bytes: int | None = None, unflushed_sectorsize: int | None = None
+) -> WriteLog:
     """Parse a write log. `device_bytes` bounds sector numbers (catches foreign logs).
     blklogwrites writes its superblock only at a flush: a log the guest never flushed
     has a zero superblock, readable only when the caller knows its sector size."""
@@ -84,14 +85,17 @@ def read_log(path: Path, device_bytes: int | None = None,
     with fh:
         head = fh.read(_SUPER.size)
         if len(head) < _SUPER.size:
-            raise LogError(f"write log {path}: offset 0: too short for a superblock "
-                           f"({len(head)} bytes)")
+            raise LogError(
+                f"write log {path}: offset 0: too short for a superblock ({len(head)} bytes)"
+            )
         magic, version, nr_entries, sectorsize = _SUPER.unpack(head)
         if head == bytes(_SUPER.size) and unflushed_sectorsize and size > unflushed_sectorsize:
             magic, version, sectorsize = MAGIC, VERSION, unflushed_sectorsize
         if magic != MAGIC:
-            raise LogError(f"write log {path}: offset 0: bad magic {magic:#x} "
-                           f"(not a dm-log-writes/blklogwrites log)")
+            raise LogError(
+                f"write log {path}: offset 0: bad magic {magic:#x} "
+                f"(not a dm-log-writes/blklogwrites log)"
+            )
         if version != VERSION:
             raise LogError(f"write log {path}: offset 8: unsupported version {version}")
         if sectorsize < 512 or sectorsize & (sectorsize - 1) or sectorsize > 1 << 16:
@@ -109,13 +113,20 @@ def read_log(path: Path, device_bytes: int | None = None,
             if problem is None and raw == bytes(_ENTRY.size):
                 problem = "empty entry header"
             if problem is None:
-                data_bytes = (_round_up(data_len, sectorsize) if flags & MARK
-                              else 0 if flags & (DISCARD | FLUSH) and not nr_sectors
-                              else 0 if flags & DISCARD
-                              else nr_sectors * sectorsize)
+                data_bytes = (
+                    _round_up(data_len, sectorsize)
+                    if flags & MARK
+                    else 0
+                    if flags & (DISCARD | FLUSH) and not nr_sectors
+                    else 0
+                    if flags & DISCARD
+                    else nr_sectors * sectorsize
+                )
                 if offset + sectorsize + data_bytes > size:
-                    problem = (f"entry {idx} claims {data_bytes} data bytes past the end "
-                               f"of the file ({size} bytes)")
+                    problem = (
+                        f"entry {idx} claims {data_bytes} data bytes past the end "
+                        f"of the file ({size} bytes)"
+                    )
             if problem is not None:
                 if within:
                     raise LogError(f"write log {path}: offset {offset}: corrupted: {problem}")
@@ -124,13 +135,21 @@ def read_log(path: Path, device_bytes: int | None = None,
             h.update(raw)
             offset += sectorsize + data_bytes
         if len(entries) < nr_entries:
-            raise LogError(f"write log {path}: offset {offset}: truncated: superblock "
-                           f"promises {nr_entries} entries, found {len(entries)}")
+            raise LogError(
+                f"write log {path}: offset {offset}: truncated: superblock "
+                f"promises {nr_entries} entries, found {len(entries)}"
+            )
     return WriteLog(path, sectorsize, nr_entries, tuple(entries), offset, h.hexdigest()[:12])
 
 
-def _check(sector: int, nr_sectors: int, flags: int, data_len: int, sectorsize: int,
-           device_bytes: int | None) -> str | None:
+def _check(
+    sector: int,
+    nr_sectors: int,
+    flags: int,
+    data_len: int,
+    sectorsize: int,
+    device_bytes: int | None,
+) -> str | None:
     if flags & ~KNOWN_FLAGS:
         return f"unknown flags {flags:#x}"
     if flags & MARK:
@@ -140,6 +159,8 @@ def _check(sector: int, nr_sectors: int, flags: int, data_len: int, sectorsize: 
     if not flags & FLUSH and nr_sectors == 0:
         return "zero-length write"
     if device_bytes is not None and (sector + nr_sectors) * sectorsize > device_bytes:
-        return (f"write at sector {sector} (+{nr_sectors}) lies past the end of the "
-                f"{device_bytes}-byte device")
+        return (
+            f"write at sector {sector} (+{nr_sectors}) lies past the end of the "
+            f"{device_bytes}-byte device"
+        )
     return None

@@ -101,9 +101,15 @@ def log_position(log: Path, settle_s: float = 2.0) -> int:
         time.sleep(0.05)
 
 
-def record(base_config: MachineConfig, backend: Backend, workload: Workload, workdir: Path,
-           with_log: bool = True, resume_from: tuple[Path, Path] | None = None,
-           progress: Callable[[str], None] | None = None) -> Recording:
+def record(
+    base_config: MachineConfig,
+    backend: Backend,
+    workload: Workload,
+    workdir: Path,
+    with_log: bool = True,
+    resume_from: tuple[Path, Path] | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> Recording:
     """Run the whole workload on a fresh disk; with `with_log`, through blklogwrites.
     `resume_from`: (saved guest, its test disk) with dockerd ready: the recording
     starts there instead of a boot (a ResumeError says it could not)."""
@@ -113,8 +119,10 @@ def record(base_config: MachineConfig, backend: Backend, workload: Workload, wor
         make_test_disk(backend, disk)
     else:
         try:
-            hosttools.run(["cp", "--sparse=always", "--reflink=auto", str(resume_from[1]),
-                           str(disk)], "copying the saved test disk")
+            hosttools.run(
+                ["cp", "--sparse=always", "--reflink=auto", str(resume_from[1]), str(disk)],
+                "copying the saved test disk",
+            )
         except HarnessError as e:  # pruned or damaged meanwhile: the caller boots
             raise ResumeError(str(e)) from e
     origin = workdir / "origin.img"
@@ -124,8 +132,12 @@ def record(base_config: MachineConfig, backend: Backend, workload: Workload, wor
     data = Disk(disk, DATA_SERIAL, write_log=log if with_log else None)
     config = replace(base_config, disks=(*base_config.disks, data))
     events: list[Event] = []
-    with Machine(config, workdir / "record.console.log", name=f"{backend.name}-record",
-                 restore_from=resume_from[0] if resume_from else None) as vm:
+    with Machine(
+        config,
+        workdir / "record.console.log",
+        name=f"{backend.name}-record",
+        restore_from=resume_from[0] if resume_from else None,
+    ) as vm:
         vm.wait_booted()
         if resume_from is None:
             docker.start_on_fresh_disk(vm.agent, backend)
@@ -140,8 +152,11 @@ def record(base_config: MachineConfig, backend: Backend, workload: Workload, wor
             promises = runner.execute(step)
             if with_log:
                 position = log_position(log)
-                events.append(Event(step.name, position, promises, started, step.withdraws,
-                                    list(step.observes)))
+                events.append(
+                    Event(
+                        step.name, position, promises, started, step.withdraws, list(step.observes)
+                    )
+                )
         workload_s = time.monotonic() - t0
         vm.power_cut()
     return Recording(origin, disk, log, events, workload_s)

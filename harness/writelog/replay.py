@@ -59,14 +59,15 @@ class Replayer:
     def advance(self, eps: list[Epoch], to_epoch: int) -> None:
         """Apply whole epochs to the base until it holds every epoch < to_epoch."""
         if to_epoch < self.applied:
-            raise HarnessError(f"replay must walk forward (at epoch {self.applied}, "
-                               f"asked for {to_epoch})")
+            raise HarnessError(
+                f"replay must walk forward (at epoch {self.applied}, asked for {to_epoch})"
+            )
         if to_epoch == self.applied:
             return
         fd = os.open(self.base, os.O_WRONLY)
         try:
             with self.log.path.open("rb") as src:
-                for ep in eps[self.applied:to_epoch]:
+                for ep in eps[self.applied : to_epoch]:
                     for e in ep.entries:
                         n = self._entry_bytes(e)
                         off = e.sector * self.log.sectorsize
@@ -113,7 +114,7 @@ class Replayer:
         # Many small commands per process; qemu-io opens the image once per call.
         for i in range(0, len(cmds), 200):
             argv = ["qemu-io", "-f", "qcow2"]
-            for c in cmds[i:i + 200]:
+            for c in cmds[i : i + 200]:
                 argv += ["-c", c]
             hosttools.run([*argv, str(out)], f"qemu-io replay of {state.id}")
         self.stats.state_bytes += written

@@ -94,8 +94,9 @@ def parse_state_id(state_id: str) -> CrashState:
         raise InputError(f"crash state id {state_id!r}: expected DIGEST:e<N>:<subset>") from e
 
 
-def _states_for_epoch(digest: str, ep: Epoch, rng: random.Random,
-                      sectorsize: int) -> list[CrashState]:
+def _states_for_epoch(
+    digest: str, ep: Epoch, rng: random.Random, sectorsize: int
+) -> list[CrashState]:
     n = len(ep.entries)
 
     def mk(subset: str) -> CrashState:
@@ -136,8 +137,11 @@ def fingerprint(state: CrashState, eps: list[Epoch]) -> Fingerprint:
     only about positions, never about content)."""
     epoch = eps[state.epoch]
     kept = state.kept(epoch)
-    if epoch.entries and len(kept) == len(epoch.entries) and all(
-            limit is None for _, limit in kept):
+    if (
+        epoch.entries
+        and len(kept) == len(epoch.entries)
+        and all(limit is None for _, limit in kept)
+    ):
         return state.epoch + 1, ()
     shown: list[tuple[int, int]] = []
     covered: list[tuple[int, int]] = []  # sector ranges written by later kept writes
@@ -180,10 +184,14 @@ class Selection:
         return sum(1 + len(self.stands_for.get(s.id, ())) for s in self.states)
 
     def to_json(self) -> dict[str, object]:
-        return {"candidate_states": self.candidates, "distinct_states": self.groups,
-                "states_checked": len(self.states), "states_covered": self.covered,
-                "state_reduction_ratio": round(self.candidates / max(self.groups, 1), 2),
-                "group_coverage": round(len(self.states) / max(self.groups, 1), 3)}
+        return {
+            "candidate_states": self.candidates,
+            "distinct_states": self.groups,
+            "states_checked": len(self.states),
+            "states_covered": self.covered,
+            "state_reduction_ratio": round(self.candidates / max(self.groups, 1), 2),
+            "group_coverage": round(len(self.states) / max(self.groups, 1), 3),
+        }
 
 
 def select_states(log: WriteLog, seed: int, budget: int) -> Selection:
@@ -205,8 +213,13 @@ def select_states(log: WriteLog, seed: int, budget: int) -> Selection:
         keep = set(rng.sample(bounds, min(budget, len(bounds))))
         keep |= set(rng.sample(others, budget - len(keep)))
         reps = [g for i, g in enumerate(reps) if i in keep]
-    return Selection(eps, [g[0] for g in reps], len(candidates), len(groups),
-                     {g[0].id: [s.id for s in g[1:]] for g in reps if len(g) > 1})
+    return Selection(
+        eps,
+        [g[0] for g in reps],
+        len(candidates),
+        len(groups),
+        {g[0].id: [s.id for s in g[1:]] for g in reps if len(g) > 1},
+    )
 
 
 def crash_states(log: WriteLog, seed: int, budget: int) -> tuple[list[Epoch], list[CrashState]]:

@@ -34,30 +34,46 @@ class Case:
 
 STORE = "mkdir -p /mnt && mount {dev} /mnt && mkdir -p /mnt/image/%s /mnt/%s"
 CASES = (
-    Case("btrfs-clean", "btrfs", STORE % ("btrfs", "btrfs") + " && umount /mnt", "none",
-         "a fresh btrfs: mount, scrub and check print their summaries, nothing fails"),
-    Case("btrfs-stale-mirror", "btrfs",
-         STORE % ("btrfs", "btrfs") + " && umount /mnt && "
-         f"dd if={{dev}} of=/tmp/mirror bs=4096 skip={MIRROR_BLOCK} count=1 && "
-         "mount {dev} /mnt && touch /mnt/image/x && sync && umount /mnt && "
-         f"dd if=/tmp/mirror of={{dev}} bs=4096 seek={MIRROR_BLOCK} count=1 conv=notrunc",
-         "none",
-         "the first mirror superblock one generation behind, as a lost disk cache leaves it "
-         "(mirrors are written without FUA): by design, scrub reports it and exits 0"),
-    Case("btrfs-data-csum", "btrfs",
-         STORE % ("btrfs", "btrfs")
-         + " && dd if=/dev/urandom of=/mnt/btrfs/f bs=64k count=1 && sync && "
-         "L=$(filefrag -v /mnt/btrfs/f | awk '$1 == \"0:\" {print $4}' | tr -d .) && "
-         "umount /mnt && P=$(btrfs-map-logical -l $((L * 4096)) {dev} | "
-         "awk '/physical/ {print $6; exit}') && "
-         "dd if=/dev/zero of={dev} bs=4096 seek=$((P / 4096)) count=1 conv=notrunc",
-         "fs-corruption", "a data block zeroed under its checksum: scrub fails"),
-    Case("ext4-deleted-inode", "ext4-overlay2",
-         STORE % ("overlay2", "overlay2/l") + " && echo x > /mnt/overlay2/l/f && umount /mnt && "
-         "debugfs -w -R 'clri /overlay2/l/f' {dev} && mount {dev} /mnt && "
-         "{ ls -l /mnt/overlay2/l/ || true; } && umount /mnt",
-         "fs-corruption", "a file's inode cleared under its name, then looked up: ext4 and "
-         "fsck see it"),
+    Case(
+        "btrfs-clean",
+        "btrfs",
+        STORE % ("btrfs", "btrfs") + " && umount /mnt",
+        "none",
+        "a fresh btrfs: mount, scrub and check print their summaries, nothing fails",
+    ),
+    Case(
+        "btrfs-stale-mirror",
+        "btrfs",
+        STORE % ("btrfs", "btrfs") + " && umount /mnt && "
+        f"dd if={{dev}} of=/tmp/mirror bs=4096 skip={MIRROR_BLOCK} count=1 && "
+        "mount {dev} /mnt && touch /mnt/image/x && sync && umount /mnt && "
+        f"dd if=/tmp/mirror of={{dev}} bs=4096 seek={MIRROR_BLOCK} count=1 conv=notrunc",
+        "none",
+        "the first mirror superblock one generation behind, as a lost disk cache leaves it "
+        "(mirrors are written without FUA): by design, scrub reports it and exits 0",
+    ),
+    Case(
+        "btrfs-data-csum",
+        "btrfs",
+        STORE
+        % ("btrfs", "btrfs")
+        + " && dd if=/dev/urandom of=/mnt/btrfs/f bs=64k count=1 && sync && "
+        "L=$(filefrag -v /mnt/btrfs/f | awk '$1 == \"0:\" {print $4}' | tr -d .) && "
+        "umount /mnt && P=$(btrfs-map-logical -l $((L * 4096)) {dev} | "
+        "awk '/physical/ {print $6; exit}') && "
+        "dd if=/dev/zero of={dev} bs=4096 seek=$((P / 4096)) count=1 conv=notrunc",
+        "fs-corruption",
+        "a data block zeroed under its checksum: scrub fails",
+    ),
+    Case(
+        "ext4-deleted-inode",
+        "ext4-overlay2",
+        STORE % ("overlay2", "overlay2/l") + " && echo x > /mnt/overlay2/l/f && umount /mnt && "
+        "debugfs -w -R 'clri /overlay2/l/f' {dev} && mount {dev} /mnt && "
+        "{ ls -l /mnt/overlay2/l/ || true; } && umount /mnt",
+        "fs-corruption",
+        "a file's inode cleared under its name, then looked up: ext4 and fsck see it",
+    ),
 )
 
 

@@ -28,13 +28,28 @@ def assert_exit_matches(rc: int, out: Path) -> dict[str, Any]:
     return summary
 
 
-@pytest.mark.parametrize("backend", ["btrfs", pytest.param("ext4-overlay2",
-                                                             marks=pytest.mark.full)])
-def test_power_cut_cycle_on_each_backend(images: GuestImages, tmp_path: Path, backend: str,
-                                         no_leftovers: None) -> None:
+@pytest.mark.parametrize(
+    "backend", ["btrfs", pytest.param("ext4-overlay2", marks=pytest.mark.full)]
+)
+def test_power_cut_cycle_on_each_backend(
+    images: GuestImages, tmp_path: Path, backend: str, no_leftovers: None
+) -> None:
     out = tmp_path / "results"
-    rc = main(["run", "--backends", backend, "--cuts", "1", "--states", "6", "--seed", "3",
-               "--out", str(out)])
+    rc = main(
+        [
+            "run",
+            "--backends",
+            backend,
+            "--cuts",
+            "1",
+            "--states",
+            "6",
+            "--seed",
+            "3",
+            "--out",
+            str(out),
+        ]
+    )
     summary = json.loads((out / "latest" / "summary.json").read_text())
     b = summary["backends"][0]
     assert b["backend"] == backend and b["kernel"] == images.kernel.version
@@ -64,15 +79,31 @@ def test_power_cut_cycle_on_each_backend(images: GuestImages, tmp_path: Path, ba
 
 
 def test_layer_file_zeroed_between_cut_and_check_is_caught(
-        images: GuestImages, tmp_path: Path, no_leftovers: None,
-        capsys: pytest.CaptureFixture[str]) -> None:
+    images: GuestImages, tmp_path: Path, no_leftovers: None, capsys: pytest.CaptureFixture[str]
+) -> None:
     """The harness zeroes a file of the app image's top layer after the cut: caught,
     minimized to the steps it needs, bundled, and (as the stack is not at fault) not
     reproduced by the bundle."""
     out = tmp_path / "results"
-    rc = main(["run", "--backends", "ext4-overlay2", "--cuts", "1", "--states", "0", "--cut-at",
-               "after:commit", "--inject", "zero-layer-file", "--minimize-steps", "4",
-               "--out", str(out)])
+    rc = main(
+        [
+            "run",
+            "--backends",
+            "ext4-overlay2",
+            "--cuts",
+            "1",
+            "--states",
+            "0",
+            "--cut-at",
+            "after:commit",
+            "--inject",
+            "zero-layer-file",
+            "--minimize-steps",
+            "4",
+            "--out",
+            str(out),
+        ]
+    )
     assert rc == 1
     b = json.loads((out / "latest" / "summary.json").read_text())["backends"][0]
     classes = {v["class"] for v in b["violations"]}
@@ -91,8 +122,14 @@ def test_layer_file_zeroed_between_cut_and_check_is_caught(
     assert meta["kind"] == "live"
     # The damage needs only the app image: build-scratch and fsync-volume go, the
     # rest is what a cut after commit needs.
-    assert meta["minimal"]["steps"] == ["import-base", "build-app", "create-writer",
-                                        "start-writer", "fsync-layer", "commit"]
+    assert meta["minimal"]["steps"] == [
+        "import-base",
+        "build-app",
+        "create-writer",
+        "start-writer",
+        "fsync-layer",
+        "commit",
+    ]
     assert meta["minimal"]["original_steps"][-1] == "commit" and meta["minimal"]["tests"] == 1
     capsys.readouterr()
     # The bundle says what it is and the one command, with no path of this run in it;
@@ -111,29 +148,44 @@ def test_layer_file_zeroed_between_cut_and_check_is_caught(
     assert main(["repro", str(moved), "--runs", "1", "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert [(a["what"], a["reproduced"]) for a in report["attempts"]] == [
-        ("cut disk", False), ("live cut", False), ("minimal", False)]
+        ("cut disk", False),
+        ("live cut", False),
+        ("minimal", False),
+    ]
     assert report["rate"] == 0 and report["expected"]
 
 
 def test_cut_after_docker_commit_returned_finds_dockers_zero_byte_layer_file(
-        images: GuestImages, tmp_path: Path, no_leftovers: None,
-        capsys: pytest.CaptureFixture[str]) -> None:
+    images: GuestImages, tmp_path: Path, no_leftovers: None, capsys: pytest.CaptureFixture[str]
+) -> None:
     """The most reported real-world failure, on an unmodified kernel and docker: a
     power cut right after `docker commit` returned (before anyone ran sync) leaves
     a registered layer with a 0-byte file. docker lists the image as usable; only
     the offline content check (and `docker save`) see it; it is docker's fault, and
     a fresh cut reproduces it."""
     out = tmp_path / "results"
-    rc = main(["run", "--backends", "ext4-overlay2", "--cuts", "1", "--states", "0",
-               "--cut-at", "returned:commit", "--out", str(out)])
+    rc = main(
+        [
+            "run",
+            "--backends",
+            "ext4-overlay2",
+            "--cuts",
+            "1",
+            "--states",
+            "0",
+            "--cut-at",
+            "returned:commit",
+            "--out",
+            str(out),
+        ]
+    )
     assert rc == 1
     b = json.loads((out / "latest" / "summary.json").read_text())["backends"][0]
     bad = [v for v in b["violations"] if v["class"] != "leak"]
     assert [(v["class"], v["fault"]) for v in bad] == [("docker-corruption", "docker")], bad
     v = bad[0]
     assert v["promise"].startswith("image crashtest/committed:s1, which docker restores")
-    assert "file data/out/layer.bin has 0 bytes, tar-split says 139777" in \
-        v["evidence"]["output"]
+    assert "file data/out/layer.bin has 0 bytes, tar-split says 139777" in v["evidence"]["output"]
     assert "(exit 0)" in v["evidence"]["docker_lists_it"]  # docker serves it as usable
     assert "crashtest/committed:s1" in v["evidence"]["docker_lists_it"]
     assert "(exit 0)" not in v["evidence"]["docker_save"]  # only a re-hash notices
@@ -142,7 +194,9 @@ def test_cut_after_docker_commit_returned_finds_dockers_zero_byte_layer_file(
     assert main(["repro", str(bundle), "--runs", "1", "--json"]) == 1
     report = json.loads(capsys.readouterr().out)
     assert [(a["what"], a["reproduced"]) for a in report["attempts"]] == [
-        ("cut disk", True), ("live cut", True)]
+        ("cut disk", True),
+        ("live cut", True),
+    ]
 
 
 def _default_sigint() -> None:
@@ -151,16 +205,36 @@ def _default_sigint() -> None:
     signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
-def test_ctrl_c_stops_and_cleans_up_then_resume_finishes(images: GuestImages, tmp_path: Path,
-                                                         no_leftovers: None) -> None:
+def test_ctrl_c_stops_and_cleans_up_then_resume_finishes(
+    images: GuestImages, tmp_path: Path, no_leftovers: None
+) -> None:
     """With two guests at a time (worker processes): Ctrl-C after the first unit
     finished stops every guest and keeps that unit; --resume runs only the rest
     and gives the totals of the whole plan."""
     out = tmp_path / "results"
-    proc = subprocess.Popen([sys.executable, "-m", "harness.cli", "run", "--backends", "btrfs",
-                             "--cuts", "3", "--states", "0", "--jobs", "2", "--out", str(out)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            preexec_fn=_default_sigint, start_new_session=True)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "harness.cli",
+            "run",
+            "--backends",
+            "btrfs",
+            "--cuts",
+            "3",
+            "--states",
+            "0",
+            "--jobs",
+            "2",
+            "--out",
+            str(out),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=_default_sigint,
+        start_new_session=True,
+    )
     try:
         assert proc.stdout is not None
         for line in proc.stdout:
@@ -191,17 +265,32 @@ def test_ctrl_c_stops_and_cleans_up_then_resume_finishes(images: GuestImages, tm
 
 
 @pytest.mark.full
-def test_shards_merge_to_the_totals_of_one_parallel_run(images: GuestImages, tmp_path: Path,
-                                                        no_leftovers: None) -> None:
+def test_shards_merge_to_the_totals_of_one_parallel_run(
+    images: GuestImages, tmp_path: Path, no_leftovers: None
+) -> None:
     """The same campaign and seed: once unsharded with two guests at a time, once as
     two shards merged afterwards; then one HTML report over all of it."""
-    args = ["run", "--backends", "ext4-overlay2", "--cuts", "1", "--states", "3",
-            "--seed", "5", "--cut-at", "after:build-scratch"]
-    assert_exit_matches(main([*args, "--jobs", "2", "--out", str(tmp_path / "whole")]),
-                        tmp_path / "whole")
+    args = [
+        "run",
+        "--backends",
+        "ext4-overlay2",
+        "--cuts",
+        "1",
+        "--states",
+        "3",
+        "--seed",
+        "5",
+        "--cut-at",
+        "after:build-scratch",
+    ]
+    assert_exit_matches(
+        main([*args, "--jobs", "2", "--out", str(tmp_path / "whole")]), tmp_path / "whole"
+    )
     for i in (1, 2):
-        assert_exit_matches(main([*args, "--shard", f"{i}/2", "--out",
-                                  str(tmp_path / f"shard{i}")]), tmp_path / f"shard{i}")
+        assert_exit_matches(
+            main([*args, "--shard", f"{i}/2", "--out", str(tmp_path / f"shard{i}")]),
+            tmp_path / f"shard{i}",
+        )
     shards = [(tmp_path / f"shard{i}" / "latest").resolve() for i in (1, 2)]
     shard_totals = [json.loads((s / "summary.json").read_text())["totals"] for s in shards]
     found = sum(t["violations"] for t in shard_totals)
@@ -218,20 +307,48 @@ def test_shards_merge_to_the_totals_of_one_parallel_run(images: GuestImages, tmp
     parts = [json.loads((s / "summary.json").read_text())["shard"]["units"] for s in shards]
     assert sorted(parts[0] + parts[1]) == [0, 1] and parts[0] != parts[1]
     assert main(["merge", str(tmp_path / "again"), str(shards[0])]) == 2  # a shard missing
-    assert main(["report", str(tmp_path / "whole"), str(tmp_path / "merged"),
-                 "-o", str(tmp_path / "report.html")]) == 0
+    assert (
+        main(
+            [
+                "report",
+                str(tmp_path / "whole"),
+                str(tmp_path / "merged"),
+                "-o",
+                str(tmp_path / "report.html"),
+            ]
+        )
+        == 0
+    )
     assert "ext4-overlay2" in (tmp_path / "report.html").read_text()
 
 
 @pytest.mark.full
-def test_kernel_matrix_in_one_campaign(images: GuestImages, tmp_path: Path,
-                                       no_leftovers: None) -> None:
+def test_kernel_matrix_in_one_campaign(
+    images: GuestImages, tmp_path: Path, no_leftovers: None
+) -> None:
     """Debian 6.1 and 6.12 in one campaign, two guests at a time, one report."""
     kernels = "bookworm:linux-image-cloud-amd64,trixie:linux-image-cloud-amd64"
     out = tmp_path / "results"
-    summary = assert_exit_matches(main(["run", "--kernels", kernels, "--backends",
-                                        "ext4-overlay2", "--cuts", "0", "--states", "2",
-                                        "--jobs", "2", "--out", str(out)]), out)
+    summary = assert_exit_matches(
+        main(
+            [
+                "run",
+                "--kernels",
+                kernels,
+                "--backends",
+                "ext4-overlay2",
+                "--cuts",
+                "0",
+                "--states",
+                "2",
+                "--jobs",
+                "2",
+                "--out",
+                str(out),
+            ]
+        ),
+        out,
+    )
     got = sorted(b["kernel"].split(".")[:2] for b in summary["backends"])
     assert got == [["6", "1"], ["6", "12"]]
     assert all(b["states_checked"] == 2 for b in summary["backends"])

@@ -21,30 +21,48 @@ from harness.vm import accel
 from harness.workloads.default import workload
 
 MIB = 1 << 20
-TINY = Budget(lifecycle=1, big_mib=8, build_steps=1, many_files=50, readers=2,
-              copy_up_mib=(4,), random_writes=4, seq_mib=2, enospc_disk_mib=320,
-              enospc_blob_mib=64, enospc_files=20, enospc_max_layers=12)
+TINY = Budget(
+    lifecycle=1,
+    big_mib=8,
+    build_steps=1,
+    many_files=50,
+    readers=2,
+    copy_up_mib=(4,),
+    random_writes=4,
+    seq_mib=2,
+    enospc_disk_mib=320,
+    enospc_blob_mib=64,
+    enospc_files=20,
+    enospc_max_layers=12,
+)
 
 
 def _cfg(images: GuestImages, run_dir: Path) -> CampaignConfig:
-    return CampaignConfig(images=images, accel=accel.choose()[0], workload=workload(1),
-                          run_dir=run_dir)
+    return CampaignConfig(
+        images=images, accel=accel.choose()[0], workload=workload(1), run_dir=run_dir
+    )
 
 
-def test_compare_run_m1_and_page_cache_sharing(images: GuestImages, tmp_path: Path,
-                                               no_leftovers: None) -> None:
+def test_compare_run_m1_and_page_cache_sharing(
+    images: GuestImages, tmp_path: Path, no_leftovers: None
+) -> None:
     """The whole command on two arms: M1 from a real crash-state campaign, M4's
     page cache: one shared copy of a lower file on overlay2, one per container
     under the btrfs driver (each container is a snapshot: its own inodes)."""
     out = tmp_path / "results"
-    run = run_compare(CompareOptions(arms="btrfs,ext4-overlay2", reps=1, metrics="M1,M4",
-                                     m1_states=3, budget=TINY, out=out))
+    run = run_compare(
+        CompareOptions(
+            arms="btrfs,ext4-overlay2", reps=1, metrics="M1,M4", m1_states=3, budget=TINY, out=out
+        )
+    )
     assert (out / "compare" / "latest").resolve() == run.resolve()
     doc = json.loads((run / "compare.json").read_text())
     assert doc["complete"], json.dumps(doc)[:3000]
     btrfs, ext4 = doc["arms"]["btrfs"], doc["arms"]["ext4-overlay2"]
-    copies = {a: d["values"]["M4.copies_per_extra_reader"]["median"]
-              for a, d in (("btrfs", btrfs), ("ext4", ext4))}
+    copies = {
+        a: d["values"]["M4.copies_per_extra_reader"]["median"]
+        for a, d in (("btrfs", btrfs), ("ext4", ext4))
+    }
     assert copies["btrfs"] > 0.7 and copies["ext4"] < 0.4, copies
     assert btrfs["environment"]["docker"]["driver"] == "btrfs"
     assert ext4["environment"]["docker"]["driver"] == "overlay2"
@@ -58,8 +76,9 @@ def test_compare_run_m1_and_page_cache_sharing(images: GuestImages, tmp_path: Pa
 
 
 @pytest.mark.full
-def test_every_session_metric_on_a_real_guest(images: GuestImages, tmp_path: Path,
-                                              no_leftovers: None) -> None:
+def test_every_session_metric_on_a_real_guest(
+    images: GuestImages, tmp_path: Path, no_leftovers: None
+) -> None:
     """M2, M3, M5 and M7 measured in one ext4 + overlay2 session: a copy-up writes
     the whole lower file (host-side bytes), the second write does not."""
     arm = BACKENDS["ext4-overlay2"]
@@ -75,8 +94,17 @@ def test_every_session_metric_on_a_real_guest(images: GuestImages, tmp_path: Pat
     up = m["M5"]["files"][0]
     assert up["first_wr_bytes"] >= 4 * MIB > 10 * up["second_wr_bytes"], up
     assert up["first_flushes"] >= 1
-    for op in ("create", "start", "stop", "rm", "build-step", "commit-one-file", "copy-up",
-               "seq-write-fsync", "random-4k-fsync"):
+    for op in (
+        "create",
+        "start",
+        "stop",
+        "rm",
+        "build-step",
+        "commit-one-file",
+        "copy-up",
+        "seq-write-fsync",
+        "random-4k-fsync",
+    ):
         assert m["M7"][op]["n"] >= 1, op
     assert m["M7"]["seq-write-fsync"]["wr_bytes"] >= 2 * MIB
     assert m["M7"]["random-4k-fsync"]["flushes"] >= 4
@@ -85,8 +113,9 @@ def test_every_session_metric_on_a_real_guest(images: GuestImages, tmp_path: Pat
 
 
 @pytest.mark.full
-def test_layer_churn_reaches_enospc_on_a_tiny_btrfs(images: GuestImages, tmp_path: Path,
-                                                    no_leftovers: None) -> None:
+def test_layer_churn_reaches_enospc_on_a_tiny_btrfs(
+    images: GuestImages, tmp_path: Path, no_leftovers: None
+) -> None:
     arm = BACKENDS["btrfs"]
     plan = Plan((arm,), ("M6",), TINY, 1)
     doc = enospc_session(_cfg(images, tmp_path), arm, plan, tmp_path / "btrfs.json", print)
@@ -97,8 +126,9 @@ def test_layer_churn_reaches_enospc_on_a_tiny_btrfs(images: GuestImages, tmp_pat
     assert m6["layers_before_enospc"] * TINY.enospc_blob_mib <= TINY.enospc_disk_mib
     sp = m6["space"]
     assert 0 < sp["df_used"] <= sp["df_size"] <= 320 * MIB
-    assert {"unallocated", "data_total", "data_used", "metadata_total",
-            "global_reserve"} <= set(sp["btrfs_usage"])
+    assert {"unallocated", "data_total", "data_used", "metadata_total", "global_reserve"} <= set(
+        sp["btrfs_usage"]
+    )
     assert next(r["balance"] for r in m6["recovery"]) == "-dusage=0"
     assert "no space left on device" in m6["enospc_message"].lower()
 
@@ -110,16 +140,35 @@ def _default_sigint() -> None:
 
 
 @pytest.mark.full
-def test_ctrl_c_keeps_what_finished(images: GuestImages, tmp_path: Path,
-                                    no_leftovers: None) -> None:
+def test_ctrl_c_keeps_what_finished(
+    images: GuestImages, tmp_path: Path, no_leftovers: None
+) -> None:
     """Ctrl-C during the second session: exit 130, every guest gone, no disk image
     left, and the first session's numbers in an incomplete compare.json."""
     out = tmp_path / "results"
-    proc = subprocess.Popen([sys.executable, "-m", "harness.cli", "compare", "--arms",
-                             "ext4-overlay2", "--metrics", "M4", "--reps", "3", "--jobs", "1",
-                             "--out", str(out)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            preexec_fn=_default_sigint, start_new_session=True)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "harness.cli",
+            "compare",
+            "--arms",
+            "ext4-overlay2",
+            "--metrics",
+            "M4",
+            "--reps",
+            "3",
+            "--jobs",
+            "1",
+            "--out",
+            str(out),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=_default_sigint,
+        start_new_session=True,
+    )
     try:
         assert proc.stdout is not None
         for line in proc.stdout:

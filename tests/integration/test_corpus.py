@@ -10,12 +10,20 @@ from harness.corpus import CorpusOptions, run_corpus
 from harness.images import GuestImages
 
 
-def test_corpus_runner_on_the_stock_kernel(images: GuestImages, tmp_path: Path,
-                                           no_leftovers: None) -> None:
+def test_corpus_runner_on_the_stock_kernel(
+    images: GuestImages, tmp_path: Path, no_leftovers: None
+) -> None:
     out = tmp_path / "results"
-    run = run_corpus(CorpusOptions(kernel=images.kernel.info["source"],
-                                   only="btrfs-782,btrfs-779", runs=1, states=30, cuts=0,
-                                   out=out))
+    run = run_corpus(
+        CorpusOptions(
+            kernel=images.kernel.info["source"],
+            only="btrfs-782,btrfs-779",
+            runs=1,
+            states=30,
+            cuts=0,
+            out=out,
+        )
+    )
     assert (out / "corpus" / "latest").resolve() == run.resolve()
     doc = json.loads((run / "corpus.json").read_text())
     assert doc["complete"]

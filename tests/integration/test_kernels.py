@@ -15,10 +15,12 @@ from harness.model import is_clean
 from harness.oracles.check_image import check_image
 from harness.storage.backends import BACKENDS, make_test_disk
 
-STORE = {"btrfs": "mkdir -p /mnt && mount {dev} /mnt && mkdir -p /mnt/image/btrfs /mnt/btrfs "
-                  "&& umount /mnt",
-         "ext4-overlay2": "mkdir -p /mnt && mount {dev} /mnt && mkdir -p /mnt/image/overlay2 "
-                          "/mnt/overlay2 && umount /mnt"}
+STORE = {
+    "btrfs": "mkdir -p /mnt && mount {dev} /mnt && mkdir -p /mnt/image/btrfs /mnt/btrfs "
+    "&& umount /mnt",
+    "ext4-overlay2": "mkdir -p /mnt && mount {dev} /mnt && mkdir -p /mnt/image/overlay2 "
+    "/mnt/overlay2 && umount /mnt",
+}
 
 
 def checks_clean(kernel: str, backend: str) -> None:
@@ -32,7 +34,8 @@ def checks_clean(kernel: str, backend: str) -> None:
 
 
 def test_sids_split_kernel_from_its_unpacked_packages_boots_and_checks(
-        tmp_path: Path, no_leftovers: None) -> None:
+    tmp_path: Path, no_leftovers: None
+) -> None:
     """The 7.2 packages as a user unpacks them (`dpkg-deb -x`: the image at
     usr/lib/modules/VER/vmlinuz, modules .ko.xz, no modules.dep): KERNEL=.../vmlinuz
     brings its modules directory, modules.dep is made in the cache, the user's tree
@@ -51,16 +54,19 @@ def test_sids_split_kernel_from_its_unpacked_packages_boots_and_checks(
     images = ensure_images(str(vmlinuz))
     assert {"btrfs", "xfs", "overlay"} <= set(images.kernel.info["modules"].split())
     assert sorted(p.name for p in vmlinuz.parent.iterdir()) == before
-    assert ensure_kernel("sid:linux-image-cloud-amd64").info["modules"] == \
-        images.kernel.info["modules"]
+    assert (
+        ensure_kernel("sid:linux-image-cloud-amd64").info["modules"]
+        == images.kernel.info["modules"]
+    )
     checks_clean(str(vmlinuz), "btrfs")
 
 
 @pytest.mark.full
 @pytest.mark.parametrize("flavour", ["cloud-amd64", "amd64"])
 @pytest.mark.parametrize("series", sorted(SERIES))
-def test_every_series_and_flavour_boots_and_checks(series: str, flavour: str,
-                                                   no_leftovers: None) -> None:
+def test_every_series_and_flavour_boots_and_checks(
+    series: str, flavour: str, no_leftovers: None
+) -> None:
     kernel = SERIES[series].replace("cloud-amd64", flavour)
     for backend in ("btrfs", "ext4-overlay2"):
         checks_clean(kernel, backend)

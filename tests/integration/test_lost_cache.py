@@ -22,8 +22,9 @@ from harness.writelog.states import epochs
 
 
 def config(images: GuestImages, tmp: Path, seed: int = 1) -> CampaignConfig:
-    return CampaignConfig(images=images, accel=accel.choose()[0],
-                          workload=default_workload(seed), run_dir=tmp)
+    return CampaignConfig(
+        images=images, accel=accel.choose()[0], workload=default_workload(seed), run_dir=tmp
+    )
 
 
 @pytest.fixture(scope="module")
@@ -46,8 +47,8 @@ def test_recording_ties_events_to_log_positions(safe_recording: Recording) -> No
 
 @pytest.mark.full
 def test_flush_honouring_config_passes_and_replay_is_deterministic(
-        images: GuestImages, safe_recording: Recording, tmp_path: Path,
-        no_leftovers: None) -> None:
+    images: GuestImages, safe_recording: Recording, tmp_path: Path, no_leftovers: None
+) -> None:
     cfg = config(images, tmp_path)
     log = safe_recording.parse()
     backend = BACKENDS["ext4-overlay2"]
@@ -64,7 +65,8 @@ def test_flush_honouring_config_passes_and_replay_is_deterministic(
 
 
 def test_config_that_never_flushes_is_caught_minimized_and_reproduced(
-        images: GuestImages, tmp_path: Path, no_leftovers: None) -> None:
+    images: GuestImages, tmp_path: Path, no_leftovers: None
+) -> None:
     """ext4 with barrier=0 issues no flushes: losing the disk cache breaks it. The
     failing state becomes a bundle, minimized, that still reproduces once moved."""
     backend = parse_backends("ext4-overlay2", mount_options="barrier=0")[0]
@@ -100,8 +102,9 @@ def test_config_that_never_flushes_is_caught_minimized_and_reproduced(
 
 
 @pytest.mark.full
-def test_checker_sees_each_state_not_a_cached_one(images: GuestImages, tmp_path: Path,
-                                                  no_leftovers: None) -> None:
+def test_checker_sees_each_state_not_a_cached_one(
+    images: GuestImages, tmp_path: Path, no_leftovers: None
+) -> None:
     """States are swapped under one guest device (blockdev-reopen) of a checker
     resumed from a saved guest (whose page cache predates every state): a clean
     disk, a disk whose superblock is gone, the clean one again: pass, fail, pass, fail."""

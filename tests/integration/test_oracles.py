@@ -22,14 +22,17 @@ UMOUNT = " && umount /mnt"
 
 
 @pytest.fixture(scope="module", params=["ext4-overlay2", "btrfs"])
-def store_disk(request: pytest.FixtureRequest, images: GuestImages,
-               tmp_path_factory: pytest.TempPathFactory) -> tuple[str, Path]:
+def store_disk(
+    request: pytest.FixtureRequest, images: GuestImages, tmp_path_factory: pytest.TempPathFactory
+) -> tuple[str, Path]:
     """A test disk holding the default workload's images, containers and volume."""
     tmp = tmp_path_factory.mktemp(request.param)
-    cfg = CampaignConfig(images=images, accel=accel.choose()[0], workload=default_workload(1),
-                         run_dir=tmp)
-    rec = record(machine_config(cfg, None), BACKENDS[request.param], cfg.workload, tmp,
-                 with_log=False)
+    cfg = CampaignConfig(
+        images=images, accel=accel.choose()[0], workload=default_workload(1), run_dir=tmp
+    )
+    rec = record(
+        machine_config(cfg, None), BACKENDS[request.param], cfg.workload, tmp, with_log=False
+    )
     return request.param, rec.disk
 
 
@@ -48,11 +51,15 @@ def test_clean_store_passes(store_disk: tuple[str, Path], no_leftovers: None) ->
 def test_zeroed_layer_file_is_named(store_disk: tuple[str, Path], no_leftovers: None) -> None:
     _, disk = store_disk
     target = "data/l3/f3.bin"  # the largest file of the top data layer (seed 1)
-    report = check_image(disk, before=MOUNT + "for f in $(find /mnt/overlay2 "
-                         f"/mnt/btrfs/subvolumes -path '*/{target}' 2>/dev/null); do "
-                         "truncate -s 0 $f; done" + UMOUNT)
-    content = [v for v in report.violations
-               if v.promise == "layer files match their tar-split CRC64"]
+    report = check_image(
+        disk,
+        before=MOUNT + "for f in $(find /mnt/overlay2 "
+        f"/mnt/btrfs/subvolumes -path '*/{target}' 2>/dev/null); do "
+        "truncate -s 0 $f; done" + UMOUNT,
+    )
+    content = [
+        v for v in report.violations if v.promise == "layer files match their tar-split CRC64"
+    ]
     assert content and all(v.cls == "docker-corruption" for v in content)
     assert target in content[0].evidence["output"]
     assert "has 0 bytes, tar-split says" in content[0].evidence["output"]
@@ -61,21 +68,27 @@ def test_zeroed_layer_file_is_named(store_disk: tuple[str, Path], no_leftovers: 
 @pytest.mark.full
 def test_truncated_repositories_json(store_disk: tuple[str, Path], no_leftovers: None) -> None:
     _, disk = store_disk
-    report = check_image(disk, before=MOUNT + "truncate -s 10 /mnt/image/*/repositories.json"
-                         + UMOUNT)
-    assert ("docker-corruption", "repositories.json parses (dockerd refuses to start "
-            "otherwise)") in failing(report)
+    report = check_image(
+        disk, before=MOUNT + "truncate -s 10 /mnt/image/*/repositories.json" + UMOUNT
+    )
+    assert (
+        "docker-corruption",
+        "repositories.json parses (dockerd refuses to start otherwise)",
+    ) in failing(report)
 
 
 # The base image layer: the only overlay2 layer directory without a `lower` file.
-EMPTY_BASE_LINK = ("for d in /mnt/overlay2/*/; do [ -f $d/link ] && [ ! -f $d/lower ] && "
-                   ": > $d/link && break; done")
+EMPTY_BASE_LINK = (
+    "for d in /mnt/overlay2/*/; do [ -f $d/link ] && [ ! -f $d/lower ] && "
+    ": > $d/link && break; done"
+)
 # A layer two above the base, remade as a snapshot of the base (skipping its parent).
 RESNAPSHOT_LAYER = (
     "cd /mnt/image/btrfs/layerdb/sha256 && for l in *; do [ -f $l/parent ] || "
     "{ B=$(cat $l/cache-id); continue; }; p=$(cut -d: -f2 $l/parent); "
     "[ -f $p/parent ] && C=$(cat $l/cache-id); done; cd /mnt/btrfs/subvolumes && "
-    "btrfs subvolume delete $C >/dev/null && btrfs subvolume snapshot $B $C >/dev/null && cd /")
+    "btrfs subvolume delete $C >/dev/null && btrfs subvolume snapshot $B $C >/dev/null && cd /"
+)
 
 
 @pytest.mark.full
@@ -87,18 +100,25 @@ def test_driver_layer_links(store_disk: tuple[str, Path], no_leftovers: None) ->
         assert ("docker-corruption", "overlay2 link is a 26-character id") in failing(report)
     else:
         report = check_image(disk, before=MOUNT + RESNAPSHOT_LAYER + UMOUNT)
-        found = [v for v in report.violations
-                 if v.promise == "btrfs layer is a snapshot of the layer below"]
+        found = [
+            v
+            for v in report.violations
+            if v.promise == "btrfs layer is a snapshot of the layer below"
+        ]
         assert found and "parent uuid" in found[0].evidence["output"], failing(report)
 
 
 @pytest.mark.full
-def test_orphan_layer_is_a_leak_not_corruption(store_disk: tuple[str, Path],
-                                               no_leftovers: None) -> None:
+def test_orphan_layer_is_a_leak_not_corruption(
+    store_disk: tuple[str, Path], no_leftovers: None
+) -> None:
     _, disk = store_disk
     orphan = "0" * 64
-    report = check_image(disk, before=MOUNT + "for d in /mnt/overlay2 /mnt/btrfs/subvolumes; "
-                         f"do [ -d $d ] && mkdir $d/{orphan}; done; true" + UMOUNT)
+    report = check_image(
+        disk,
+        before=MOUNT + "for d in /mnt/overlay2 /mnt/btrfs/subvolumes; "
+        f"do [ -d $d ] && mkdir $d/{orphan}; done; true" + UMOUNT,
+    )
     leaks = [v for v in report.violations if v.cls == "leak"]
     assert any(orphan in v.evidence["output"] for v in leaks)
     assert failing(report) == []
@@ -111,38 +131,50 @@ def test_kernel_error_on_the_console(store_disk: tuple[str, Path], no_leftovers:
     # an error line in words no kernel used before, every other check passing: a
     # console-only finding to triage, not corruption
     fs = {"ext4-overlay2": "EXT4-fs error", "btrfs": "BTRFS error"}[store_disk[0]]
-    report = check_image(disk, before=f"echo '{fs} (device vdb): injected: new words' "
-                                      "> /dev/kmsg")
+    report = check_image(disk, before=f"echo '{fs} (device vdb): injected: new words' > /dev/kmsg")
     [alone] = report.failing
     assert (alone.cls, alone.fault, alone.check) == ("console-only", "unknown", "kernel.console")
     assert "injected: new words" in alone.evidence["console"]
 
 
-def test_dropped_fsynced_file_breaks_its_promise(store_disk: tuple[str, Path], images,  # type: ignore[no-untyped-def]
-                                                 tmp_path: Path, no_leftovers: None) -> None:
+def test_dropped_fsynced_file_breaks_its_promise(
+    store_disk: tuple[str, Path],
+    images,  # type: ignore[no-untyped-def]
+    tmp_path: Path,
+    no_leftovers: None,
+) -> None:
     backend, disk = store_disk
     wl = default_workload(1)
     ledger = Ledger()
     for step in wl.steps:
         ledger.grant(step.name, list(step.promises))
     promises = ledger.in_force()
-    cfg = CampaignConfig(images=images, accel=accel.choose()[0], workload=wl,
-                         run_dir=tmp_path)
+    cfg = CampaignConfig(images=images, accel=accel.choose()[0], workload=wl, run_dir=tmp_path)
     overlay = tmp_path / "state.qcow2"
-    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-b", str(disk), "-F", "raw",
-                    str(overlay)], check=True)
+    subprocess.run(
+        ["qemu-img", "create", "-q", "-f", "qcow2", "-b", str(disk), "-F", "raw", str(overlay)],
+        check=True,
+    )
     with Checker(machine_config(cfg, None), BACKENDS[backend], tmp_path) as checker:
         clean = checker.check("clean", overlay, promises)
         assert [v.headline() for v in clean if v.cls != "leak"] == []
-        broken = checker.check("dropped", overlay, promises, before=MOUNT +
-                               "rm /mnt/volumes/crashtest-vol/_data/vol.bin" + UMOUNT)
+        broken = checker.check(
+            "dropped",
+            overlay,
+            promises,
+            before=MOUNT + "rm /mnt/volumes/crashtest-vol/_data/vol.bin" + UMOUNT,
+        )
     lost = [v for v in broken if v.cls == "fs-durability"]
     assert len(lost) == 1 and "volume:crashtest-vol:/vol.bin" in lost[0].promise
     assert "(missing)" in lost[0].evidence["output"]
 
 
-def test_daemon_stage_on_a_checked_state(store_disk: tuple[str, Path], images,  # type: ignore[no-untyped-def]
-                                         tmp_path: Path, no_leftovers: None) -> None:
+def test_daemon_stage_on_a_checked_state(
+    store_disk: tuple[str, Path],
+    images,  # type: ignore[no-untyped-def]
+    tmp_path: Path,
+    no_leftovers: None,
+) -> None:
     """`--daemon-checks`: the checker runs dockerd on a state after its offline checks
     (here a daemon invariant planted to fail, every real promise kept), then goes
     on to the next state in the same guest."""
@@ -154,11 +186,14 @@ def test_daemon_stage_on_a_checked_state(store_disk: tuple[str, Path], images,  
     planted = command("docker image inspect crashtest/never-built", stage="daemon")
     cfg = CampaignConfig(images=images, accel=accel.choose()[0], workload=wl, run_dir=tmp_path)
     overlay = tmp_path / "state.qcow2"
-    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-b", str(disk), "-F", "raw",
-                    str(overlay)], check=True)
+    subprocess.run(
+        ["qemu-img", "create", "-q", "-f", "qcow2", "-b", str(disk), "-F", "raw", str(overlay)],
+        check=True,
+    )
     with Checker(machine_config(cfg, None), BACKENDS[backend], tmp_path) as checker:
-        found = checker.check("daemon", overlay, ledger.in_force(),
-                              (*wl.invariants, planted), daemon=True)
+        found = checker.check(
+            "daemon", overlay, ledger.in_force(), (*wl.invariants, planted), daemon=True
+        )
         assert checker.last_times["daemon_s"] > 0
         after = checker.check("next", overlay, ledger.in_force())
         assert checker.boots == 1
@@ -173,12 +208,12 @@ def test_fsck_beside_the_store_checks_sees_damage(tmp_path: Path, no_leftovers: 
     made wrong on a recovered ext4 disk is still its verdict (and a clean disk
     passes it)."""
     disk = make_test_disk(BACKENDS["ext4-overlay2"], tmp_path / "disk.img")
-    store = ("mkdir -p /mnt && mount {dev} /mnt && mkdir /mnt/image /mnt/overlay2 && "
-             "umount /mnt")
+    store = "mkdir -p /mnt && mount {dev} /mnt && mkdir /mnt/image /mnt/overlay2 && umount /mnt"
     clean = check_image(disk, before=store)
     assert [v for v in clean.violations if v.check == "fs.fsck"] == []
-    damaged = check_image(disk, before=store + " && debugfs -w -R "
-                          "'set_inode_field <2> links_count 9' {dev}")
+    damaged = check_image(
+        disk, before=store + " && debugfs -w -R 'set_inode_field <2> links_count 9' {dev}"
+    )
     fsck = [v for v in damaged.violations if v.check == "fs.fsck"]
     assert fsck and "Inode 2 ref count is 9" in fsck[0].evidence["output"], damaged.violations
     assert "is mounted" in fsck[0].evidence["output"]  # it did run beside the checks

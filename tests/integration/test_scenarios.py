@@ -30,9 +30,30 @@ PLANTED = {
 def campaign(tmp_path: Path, name: str, *extra: str) -> tuple[int, dict[str, Any]]:
     cut_at, _, states = PLANTED[name]
     out = tmp_path / "res"
-    rc = main(["run", "--workload", name, "--backends", BACKENDS, "--cuts", "1", "--cut-at",
-               cut_at, "--states", str(states), "--inject", "zero-layer-file", "--seed", "1",
-               "--jobs", "2", "--out", str(out), *extra])
+    rc = main(
+        [
+            "run",
+            "--workload",
+            name,
+            "--backends",
+            BACKENDS,
+            "--cuts",
+            "1",
+            "--cut-at",
+            cut_at,
+            "--states",
+            str(states),
+            "--inject",
+            "zero-layer-file",
+            "--seed",
+            "1",
+            "--jobs",
+            "2",
+            "--out",
+            str(out),
+            *extra,
+        ]
+    )
     return rc, json.loads((out / "latest" / "summary.json").read_text())
 
 
@@ -47,25 +68,35 @@ def check_caught(rc: int, summary: dict[str, Any], name: str) -> None:
         assert b["replayed_states"] == states
         assert b["docker"]["driver"] == ("btrfs" if b["backend"] == "btrfs" else "overlay2")
         live = next(s for s in b["states"] if s["kind"] == "live")
-        caught = [v for v in live["violations"]
-                  if v["check"] == check and v["fault"] == "filesystem"
-                  and target.lstrip("/") in json.dumps(v["evidence"])]
+        caught = [
+            v
+            for v in live["violations"]
+            if v["check"] == check
+            and v["fault"] == "filesystem"
+            and target.lstrip("/") in json.dumps(v["evidence"])
+        ]
         assert caught, (target, live["violations"])
         # nothing else broke: every filesystem verdict is about the planted damage (a
         # hard link of the damaged file shows the same wanted content)
         wanted = {w for v in caught for w in re.findall(r"want \w+", json.dumps(v))}
-        others = [v for s in b["states"] for v in s["violations"]
-                  if v["fault"] == "filesystem" and target.lstrip("/") not in
-                  json.dumps(v["evidence"]) and not wanted & set(
-                      re.findall(r"want \w+", json.dumps(v)))]
+        others = [
+            v
+            for s in b["states"]
+            for v in s["violations"]
+            if v["fault"] == "filesystem"
+            and target.lstrip("/") not in json.dumps(v["evidence"])
+            and not wanted & set(re.findall(r"want \w+", json.dumps(v)))
+        ]
         assert others == [], others
 
 
 # pull (a real registry) in `make test`; the others nightly
-@pytest.mark.parametrize("name", [n if n == "pull" else
-                                  pytest.param(n, marks=pytest.mark.full) for n in sorted(PLANTED)])
+@pytest.mark.parametrize(
+    "name", [n if n == "pull" else pytest.param(n, marks=pytest.mark.full) for n in sorted(PLANTED)]
+)
 def test_scenario_catches_its_planted_fault_on_both_backends(
-        name: str, images: GuestImages, tmp_path: Path, no_leftovers: None) -> None:
+    name: str, images: GuestImages, tmp_path: Path, no_leftovers: None
+) -> None:
     rc, summary = campaign(tmp_path, name)
     check_caught(rc, summary, name)
     if name == "copy-up":  # the unsynced copy-ups were observed, not judged
@@ -76,12 +107,13 @@ def test_scenario_catches_its_planted_fault_on_both_backends(
             assert b["observed"] == {t: {o: 1} for t, o in live["observed"].items()}
 
 
-def test_bookworm_docker_20_10(images: GuestImages, tmp_path: Path,
-                               no_leftovers: None) -> None:
+def test_bookworm_docker_20_10(images: GuestImages, tmp_path: Path, no_leftovers: None) -> None:
     """The same scenario on Debian bookworm's guest root: docker 20.10 and containerd
     1.6, their store laid out as they lay it out, the same oracles."""
     rc, summary = campaign(tmp_path, "load", "--release", "bookworm")
     check_caught(rc, summary, "load")
-    assert all(b["release"] == "bookworm" and b["docker"]["docker"].startswith("20.10")
-               for b in summary["backends"])
+    assert all(
+        b["release"] == "bookworm" and b["docker"]["docker"].startswith("20.10")
+        for b in summary["backends"]
+    )
     assert summary["releases"]["bookworm"]["containerd"].startswith("1.6")

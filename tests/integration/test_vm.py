@@ -18,13 +18,19 @@ from harness.vm.qemu import Disk, MachineConfig
 
 def config(images: GuestImages, *cmdline: str) -> MachineConfig:
     acc = accel.choose()[0]
-    return MachineConfig(kernel=images.kernel.vmlinuz, initrd=images.initrd,
-                         accel=acc, cpus=accel.default_cpus(acc), cmdline=cmdline,
-                         disks=(Disk(images.root.path, "root", read_only=True),))
+    return MachineConfig(
+        kernel=images.kernel.vmlinuz,
+        initrd=images.initrd,
+        accel=acc,
+        cpus=accel.default_cpus(acc),
+        cmdline=cmdline,
+        disks=(Disk(images.root.path, "root", read_only=True),),
+    )
 
 
-def test_boot_to_agent_and_testinfra_host(images: GuestImages, tmp_path: Path,
-                                          no_leftovers: None) -> None:
+def test_boot_to_agent_and_testinfra_host(
+    images: GuestImages, tmp_path: Path, no_leftovers: None
+) -> None:
     with Machine(config(images), tmp_path / "console.log") as vm:
         uptime = vm.wait_booted(120)
         host = guest_host(vm.agent)
@@ -41,30 +47,39 @@ def test_boot_to_agent_and_testinfra_host(images: GuestImages, tmp_path: Path,
     assert (tmp_path / "console.qemu-stderr.log").exists()
 
 
-def test_panicking_kernel_is_a_boot_error_with_console(images: GuestImages, tmp_path: Path,
-                                                      no_leftovers: None) -> None:
-    with Machine(config(images, "rdinit=/no-such-init"), tmp_path / "c.log") as vm, \
-            pytest.raises(GuestBootError) as e:
+def test_panicking_kernel_is_a_boot_error_with_console(
+    images: GuestImages, tmp_path: Path, no_leftovers: None
+) -> None:
+    with (
+        Machine(config(images, "rdinit=/no-such-init"), tmp_path / "c.log") as vm,
+        pytest.raises(GuestBootError) as e,
+    ):
         vm.wait_booted(120)
     assert "panicked" in str(e.value)
     assert "Kernel panic" in e.value.console_tail
 
 
 @pytest.mark.full
-def test_kernel_that_never_boots_times_out(images: GuestImages, tmp_path: Path,
-                                           no_leftovers: None) -> None:
+def test_kernel_that_never_boots_times_out(
+    images: GuestImages, tmp_path: Path, no_leftovers: None
+) -> None:
     broken = tmp_path / "vmlinuz"
     data = images.kernel.vmlinuz.read_bytes()
     broken.write_bytes(data[: len(data) // 2])  # valid header, truncated payload
-    cfg = MachineConfig(kernel=broken, initrd=images.initrd, accel=accel.choose()[0],
-                        disks=(Disk(images.root.path, "root", read_only=True),))
+    cfg = MachineConfig(
+        kernel=broken,
+        initrd=images.initrd,
+        accel=accel.choose()[0],
+        disks=(Disk(images.root.path, "root", read_only=True),),
+    )
     with Machine(cfg, tmp_path / "c.log") as vm, pytest.raises(GuestBootError):
         vm.wait_booted(20)
 
 
 @pytest.mark.full
-def test_qemu_dying_is_a_harness_error(images: GuestImages, tmp_path: Path,
-                                       no_leftovers: None) -> None:
+def test_qemu_dying_is_a_harness_error(
+    images: GuestImages, tmp_path: Path, no_leftovers: None
+) -> None:
     with Machine(config(images), tmp_path / "c.log") as vm:
         vm.wait_booted(120)
         assert vm._proc is not None
@@ -74,8 +89,7 @@ def test_qemu_dying_is_a_harness_error(images: GuestImages, tmp_path: Path,
             vm.agent.run("sleep 30", timeout=60)
 
 
-def test_hung_guest_is_a_timeout(images: GuestImages, tmp_path: Path,
-                                 no_leftovers: None) -> None:
+def test_hung_guest_is_a_timeout(images: GuestImages, tmp_path: Path, no_leftovers: None) -> None:
     with Machine(config(images), tmp_path / "c.log") as vm:
         vm.wait_booted(120)
         vm.qmp("stop")  # frozen vCPUs: the guest can no longer answer
@@ -86,9 +100,9 @@ def test_hung_guest_is_a_timeout(images: GuestImages, tmp_path: Path,
 
 
 @pytest.mark.full
-def test_kernel_without_its_disk_drivers_says_which(images: GuestImages, tmp_path: Path,
-                                                    no_leftovers: None,
-                                                    capsys: pytest.CaptureFixture[str]) -> None:
+def test_kernel_without_its_disk_drivers_says_which(
+    images: GuestImages, tmp_path: Path, no_leftovers: None, capsys: pytest.CaptureFixture[str]
+) -> None:
     """A Debian kernel given as a bare bzImage, without its modules: the guest's
     init finds no root disk and names the driver the kernel lacks; the campaign
     stops with that one line, exit 2."""
@@ -96,18 +110,30 @@ def test_kernel_without_its_disk_drivers_says_which(images: GuestImages, tmp_pat
 
     bare = tmp_path / "vmlinuz"
     bare.write_bytes(images.kernel.vmlinuz.read_bytes())
-    rc = main(["run", "--kernel", str(bare), "--backends", "ext4-overlay2", "--cuts", "1",
-               "--states", "0", "--out", str(tmp_path / "res")])
+    rc = main(
+        [
+            "run",
+            "--kernel",
+            str(bare),
+            "--backends",
+            "ext4-overlay2",
+            "--cuts",
+            "1",
+            "--states",
+            "0",
+            "--out",
+            str(tmp_path / "res"),
+        ]
+    )
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2 and len(err) == 1, err
     assert "no root disk" in err[0] and "virtio_blk" in err[0] and "KERNEL_MODULES" in err[0]
 
 
 @pytest.mark.full
-def test_check_of_a_disk_with_no_docker_is_the_wrong_disk(images: GuestImages, tmp_path: Path,
-                                                          no_leftovers: None,
-                                                          capsys: pytest.CaptureFixture[str]
-                                                          ) -> None:
+def test_check_of_a_disk_with_no_docker_is_the_wrong_disk(
+    images: GuestImages, tmp_path: Path, no_leftovers: None, capsys: pytest.CaptureFixture[str]
+) -> None:
     from harness.cli import main
     from harness.storage.backends import BACKENDS, make_test_disk
 
@@ -118,7 +144,8 @@ def test_check_of_a_disk_with_no_docker_is_the_wrong_disk(images: GuestImages, t
 
 
 def test_saved_guest_resumes_with_its_ram_the_hosts_clock_and_new_randomness(
-        images: GuestImages, tmp_path: Path, no_leftovers: None) -> None:
+    images: GuestImages, tmp_path: Path, no_leftovers: None
+) -> None:
     """Every resume starts from the same RAM: what the guest held comes back, but
     its clock is set to the host's and its random generator reseeded, so two
     resumes draw different numbers (dockerd's ids, temp names)."""
@@ -130,8 +157,9 @@ def test_saved_guest_resumes_with_its_ram_the_hosts_clock_and_new_randomness(
     time.sleep(5)  # the saved clock falls behind
     drawn = []
     for i in range(2):
-        with Machine(cfg, tmp_path / f"resume{i}.console.log",
-                     restore_from=tmp_path / "vmstate") as vm:
+        with Machine(
+            cfg, tmp_path / f"resume{i}.console.log", restore_from=tmp_path / "vmstate"
+        ) as vm:
             assert vm.wait_booted(60) < 30
             assert vm.agent.run("cat /run/mark").stdout.strip() == "held-in-ram"
             guest_now = float(vm.agent.run("date +%s.%N").stdout)
@@ -142,14 +170,17 @@ def test_saved_guest_resumes_with_its_ram_the_hosts_clock_and_new_randomness(
 
 @pytest.mark.full
 def test_saved_guest_that_does_not_resume_falls_back_to_a_boot(
-        images: GuestImages, tmp_path: Path, no_leftovers: None) -> None:
+    images: GuestImages, tmp_path: Path, no_leftovers: None
+) -> None:
     from harness.oracles.checker import Checker
     from harness.storage.backends import BACKENDS, make_test_disk
 
     bad = tmp_path / "vmstate"
     bad.write_bytes(b"not a migration stream" * 100)
-    with pytest.raises(ResumeError, match="load of migration failed"), \
-            Machine(config(images), tmp_path / "c.log", restore_from=bad) as vm:
+    with (
+        pytest.raises(ResumeError, match="load of migration failed"),
+        Machine(config(images), tmp_path / "c.log", restore_from=bad) as vm,
+    ):
         vm.wait_booted(30)
     backend = BACKENDS["ext4-overlay2"]
     disk = make_test_disk(backend, tmp_path / "fresh.img")
@@ -179,16 +210,24 @@ def test_a_standard_debian_kernel_boots(tmp_path: Path, no_leftovers: None) -> N
 
 @pytest.mark.full
 def test_a_root_disk_that_does_not_mount_says_why_in_one_line(
-        images: GuestImages, tmp_path: Path, no_leftovers: None) -> None:
+    images: GuestImages, tmp_path: Path, no_leftovers: None
+) -> None:
     blank = tmp_path / "root.img"
     blank.write_bytes(bytes(1 << 20))
     cfg = config(images)
-    cfg = MachineConfig(kernel=cfg.kernel, initrd=cfg.initrd, accel=cfg.accel, cpus=cfg.cpus,
-                        disks=(Disk(blank, "root", read_only=True),))
+    cfg = MachineConfig(
+        kernel=cfg.kernel,
+        initrd=cfg.initrd,
+        accel=cfg.accel,
+        cpus=cfg.cpus,
+        disks=(Disk(blank, "root", read_only=True),),
+    )
     with Machine(cfg, tmp_path / "console.log") as vm, pytest.raises(GuestBootError) as e:
         vm.wait_booted(120)
     msg = str(e.value)
     # the kernel's first complaint, else mount's own: one line either way
-    assert ("cannot mount the root disk /dev/vda as ext4: mount: Invalid argument" in msg
-            or "as ext4: kernel: EXT4-fs (vda)" in msg), msg
+    assert (
+        "cannot mount the root disk /dev/vda as ext4: mount: Invalid argument" in msg
+        or "as ext4: kernel: EXT4-fs (vda)" in msg
+    ), msg
     assert "\n" not in msg

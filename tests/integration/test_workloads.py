@@ -20,9 +20,27 @@ BACKENDS = "btrfs,ext4-overlay2"
 
 def run(workload: Path, out: Path, cut_at: str, states: int) -> tuple[int, dict[str, Any]]:
     # two units at a time: the workload travels to the worker processes as data
-    rc = main(["run", "--workload", str(workload), "--backends", BACKENDS, "--cuts", "1",
-               "--cut-at", cut_at, "--states", str(states), "--seed", "2", "--out", str(out),
-               "--jobs", "2"])
+    rc = main(
+        [
+            "run",
+            "--workload",
+            str(workload),
+            "--backends",
+            BACKENDS,
+            "--cuts",
+            "1",
+            "--cut-at",
+            cut_at,
+            "--states",
+            str(states),
+            "--seed",
+            "2",
+            "--out",
+            str(out),
+            "--jobs",
+            "2",
+        ]
+    )
     return rc, json.loads((out / "latest" / "summary.json").read_text())
 
 
@@ -41,25 +59,24 @@ def check_summary(rc: int, summary: dict[str, Any], subject: str, name: str) -> 
         # the live cut after the clobber's sync: the promise broke, named by its file
         found = planted({"violations": live["violations"]}, subject)
         assert [(v["class"], v["fault"], v["check"]) for v in found] == [
-            ("fs-durability", "filesystem", "promise.file")], live["violations"]
+            ("fs-durability", "filesystem", "promise.file")
+        ], live["violations"]
         assert "got e3b0c44298fc1c14" in found[0]["evidence"]["output"]  # sha256 of nothing
         # nothing else may break: only the planted promise, or docker's own faults
-        others = [v for v in b["violations"]
-                  if v["subject"] != subject and v["fault"] != "docker"]
+        others = [v for v in b["violations"] if v["subject"] != subject and v["fault"] != "docker"]
         assert others == [], others
 
 
 def test_python_workload_and_its_bundle_without_the_file(
-        images: GuestImages, tmp_path: Path, no_leftovers: None,
-        capsys: pytest.CaptureFixture[str]) -> None:
+    images: GuestImages, tmp_path: Path, no_leftovers: None, capsys: pytest.CaptureFixture[str]
+) -> None:
     mine = tmp_path / "my_workload.py"
     shutil.copy(HERE / "volume_fsync.py", mine)
     rc, summary = run(mine, tmp_path / "res", "after:clobber", 3)
     subject = "file:volume:vol:/data.txt"
     check_summary(rc, summary, subject, "volume-fsync")
     # the derived hash is the live guest's content: seq 1 2002 (seed 2)
-    want = hashlib.sha256(
-        "".join(f"{i}\n" for i in range(1, 2003)).encode()).hexdigest()
+    want = hashlib.sha256("".join(f"{i}\n" for i in range(1, 2003)).encode()).hexdigest()
     live = summary["backends"][0]["states"][0]
     assert f"want {want}" in planted(live, subject)[0]["evidence"]["output"]
     bundle = tmp_path / "res" / "latest" / live["bundle"]
@@ -70,7 +87,9 @@ def test_python_workload_and_its_bundle_without_the_file(
     assert main(["repro", str(bundle), "--runs", "1", "--json"]) == 1
     report = json.loads(capsys.readouterr().out)
     assert [(a["what"], a["reproduced"]) for a in report["attempts"]] == [
-        ("cut disk", True), ("live cut", True)]
+        ("cut disk", True),
+        ("live cut", True),
+    ]
 
 
 def test_toml_workload(images: GuestImages, tmp_path: Path, no_leftovers: None) -> None:

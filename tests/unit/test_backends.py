@@ -22,8 +22,11 @@ def test_unknown_backend() -> None:
         parse_backends("btrfs,nilfs")
 
 
-HOST_FSCK = {"ext4": ["e2fsck", "-fn"], "btrfs": ["btrfs", "check", "--readonly"],
-             "xfs": ["xfs_repair", "-n"]}
+HOST_FSCK = {
+    "ext4": ["e2fsck", "-fn"],
+    "btrfs": ["btrfs", "check", "--readonly"],
+    "xfs": ["xfs_repair", "-n"],
+}
 
 
 @pytest.mark.parametrize("name", list(BACKENDS))

@@ -10,8 +10,9 @@ from harness.cli import main
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "harness.cli", *args],
-                          capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "harness.cli", *args], capture_output=True, text=True, timeout=120
+    )
 
 
 def assert_bad_input(res: subprocess.CompletedProcess[str], message: str) -> None:
@@ -22,21 +23,26 @@ def assert_bad_input(res: subprocess.CompletedProcess[str], message: str) -> Non
     assert message in lines[0]
 
 
-@pytest.mark.parametrize(("args", "message"), [
-    (["--backends", "zfs"], "unknown backend 'zfs'"),
-    (["--backends", ","], "BACKENDS is empty"),
-    (["--cuts", "0", "--states", "0"], "must be >= 0 and not both 0"),
-    (["--cut-at", "after:nonsense"], "step must be one of"),
-    (["--cut-at", "during:build-app:soon"], "delay must be a number"),
-    (["--cut-at", "returned:start-writer"], "only a step that ends in its own sync"),
-    (["--accel", "hvf"], "accelerator 'hvf'"),
-    (["--release", "sid"], "RELEASE 'sid': not a known Debian suite (one of bookworm, trixie)"),
-    (["--releases", "trixie,buster"], "RELEASE 'buster'"),
-    (["--releases", ","], "RELEASES is empty"),
-    (["--workloads", "pull,nope"], "WORKLOAD 'nope': not a file and not a registered workload "
-                                   "(btrfs-302, btrfs-764, "),
-    (["--workloads", "pull,load", "--cut-at", "after:pull"], "step must be one of"),
-])
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--backends", "zfs"], "unknown backend 'zfs'"),
+        (["--backends", ","], "BACKENDS is empty"),
+        (["--cuts", "0", "--states", "0"], "must be >= 0 and not both 0"),
+        (["--cut-at", "after:nonsense"], "step must be one of"),
+        (["--cut-at", "during:build-app:soon"], "delay must be a number"),
+        (["--cut-at", "returned:start-writer"], "only a step that ends in its own sync"),
+        (["--accel", "hvf"], "accelerator 'hvf'"),
+        (["--release", "sid"], "RELEASE 'sid': not a known Debian suite (one of bookworm, trixie)"),
+        (["--releases", "trixie,buster"], "RELEASE 'buster'"),
+        (["--releases", ","], "RELEASES is empty"),
+        (
+            ["--workloads", "pull,nope"],
+            "WORKLOAD 'nope': not a file and not a registered workload (btrfs-302, btrfs-764, ",
+        ),
+        (["--workloads", "pull,load", "--cut-at", "after:pull"], "step must be one of"),
+    ],
+)
 def test_bad_input_is_one_line_exit_2(tmp_path: Path, args: list[str], message: str) -> None:
     res = run_cli("run", "--out", str(tmp_path / "res"), *args)
     assert_bad_input(res, message)
@@ -45,6 +51,7 @@ def test_bad_input_is_one_line_exit_2(tmp_path: Path, args: list[str], message: 
 
 def test_a_matrix_axis_names_each_value_once() -> None:
     from harness.campaign.plan import RunOptions, release_specs, workload_specs
+
     assert workload_specs(RunOptions(workloads="pull, load,pull")) == ["pull", "load"]
     assert release_specs(RunOptions(releases="trixie,bookworm")) == ["trixie", "bookworm"]
     assert release_specs(RunOptions()) == ["trixie"]
@@ -55,8 +62,10 @@ def test_non_kernel_file(tmp_path: Path, no_leftovers: None) -> None:
     bogus.write_text("hello\n" * 1000)
     res = run_cli("run", "--out", str(tmp_path / "res"), "--kernel", str(bogus))
     assert res.returncode == 2
-    assert res.stderr.strip() == f"crashtest: bad input: KERNEL {bogus}: not an x86 kernel " \
-                                 "image (no HdrS boot header)"
+    assert (
+        res.stderr.strip() == f"crashtest: bad input: KERNEL {bogus}: not an x86 kernel "
+        "image (no HdrS boot header)"
+    )
 
 
 def test_non_number_is_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
@@ -70,14 +79,28 @@ def test_version_and_defaults_in_help() -> None:
     res = run_cli("--version")
     assert res.returncode == 0 and res.stdout.startswith("crashtest 0.")
     helps = run_cli("run", "--help").stdout
-    for want in ("(default: 500)", "(default: 2)", "(default: btrfs,ext4-overlay2)",
-                 "(default: results)", "--resume RUN_DIR", "--known KNOWN"):
+    for want in (
+        "(default: 500)",
+        "(default: 2)",
+        "(default: btrfs,ext4-overlay2)",
+        "(default: results)",
+        "--resume RUN_DIR",
+        "--known KNOWN",
+    ):
         assert want in helps, want
 
 
-@pytest.mark.parametrize("args", [["run", "--cuts", "-1"], ["run", "--states", "lots"],
-                                  ["run", "--jobs", "two"], ["states", "x", "--budget", "-1"],
-                                  ["repro", "x", "--runs", "-3"], ["run", "--fail-on", "some"]])
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["run", "--cuts", "-1"],
+        ["run", "--states", "lots"],
+        ["run", "--jobs", "two"],
+        ["states", "x", "--budget", "-1"],
+        ["repro", "x", "--runs", "-3"],
+        ["run", "--fail-on", "some"],
+    ],
+)
 def test_every_bad_option_is_a_usage_error(args: list[str]) -> None:
     res = run_cli(*args)
     assert res.returncode == 2 and "Traceback" not in res.stderr

@@ -16,20 +16,24 @@ from harness.storage.backends import BACKENDS
 from tests.unit.test_cli_input import assert_bad_input, run_cli
 
 
-@pytest.mark.parametrize(("args", "message"), [
-    (["--arms", "zfs"], "unknown arm 'zfs'"),
-    (["--arms", ","], "ARMS is empty"),
-    (["--arms", "btrfs,btrfs"], "names an arm twice"),
-    (["--reps", "0"], "REPS (0) must be at least 1"),
-    (["--m1-states", "0"], "M1 states (0) must be at least 1"),
-    (["--metrics", "M1,M9"], "METRICS 'M1,M9'"),
-    (["--enospc-disk", "64"], "ENOSPC disk of 64 MiB is too small"),
-    (["--jobs", "0"], "JOBS (0) must be at least 1"),
-    (["--release", "sid"], "RELEASE 'sid'"),
-    (["--enospc-variants", "mixed,zoned"], "ENOSPC variant 'zoned'"),
-])
-def test_bad_compare_input_is_one_line_exit_2(tmp_path: Path, args: list[str],
-                                              message: str) -> None:
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--arms", "zfs"], "unknown arm 'zfs'"),
+        (["--arms", ","], "ARMS is empty"),
+        (["--arms", "btrfs,btrfs"], "names an arm twice"),
+        (["--reps", "0"], "REPS (0) must be at least 1"),
+        (["--m1-states", "0"], "M1 states (0) must be at least 1"),
+        (["--metrics", "M1,M9"], "METRICS 'M1,M9'"),
+        (["--enospc-disk", "64"], "ENOSPC disk of 64 MiB is too small"),
+        (["--jobs", "0"], "JOBS (0) must be at least 1"),
+        (["--release", "sid"], "RELEASE 'sid'"),
+        (["--enospc-variants", "mixed,zoned"], "ENOSPC variant 'zoned'"),
+    ],
+)
+def test_bad_compare_input_is_one_line_exit_2(
+    tmp_path: Path, args: list[str], message: str
+) -> None:
     res = run_cli("compare", "--out", str(tmp_path / "res"), *args)
     assert_bad_input(res, message)
     assert not (tmp_path / "res").exists()
@@ -48,8 +52,12 @@ def test_defaults_are_three_arms_every_metric() -> None:
     assert plan.m1_states == 30 and plan.budget.enospc_disk_mib == 320
     long = validate(CompareOptions(setting="long"))
     assert long.m1_states == 500 and long.budget.enospc_disk_mib == 3072
-    assert [v.name for v in long.variants] == ["bg-reclaim", "dynamic-reclaim", "balance-cron",
-                                               "mixed"]
+    assert [v.name for v in long.variants] == [
+        "bg-reclaim",
+        "dynamic-reclaim",
+        "balance-cron",
+        "mixed",
+    ]
     assert plan.variants == ()
     with pytest.raises(InputError):
         validate(CompareOptions(setting="medium"))
@@ -58,10 +66,16 @@ def test_defaults_are_three_arms_every_metric() -> None:
 def test_pieces_longest_first_then_sessions_interleaved() -> None:
     plan = validate(CompareOptions(arms="btrfs,ext4-overlay2", enospc_variants="mixed"))
     got = [(t.kind, t.arm, t.rep, t.variant) for t in tasks(plan, 2)]
-    assert got == [("m1", "", 0, ""), ("session", "btrfs", 0, ""),
-                   ("session", "ext4-overlay2", 0, ""), ("session", "ext4-overlay2", 1, ""),
-                   ("session", "btrfs", 1, ""), ("enospc", "btrfs", 0, ""),
-                   ("enospc", "ext4-overlay2", 0, ""), ("enospc", "btrfs", 0, "mixed")]
+    assert got == [
+        ("m1", "", 0, ""),
+        ("session", "btrfs", 0, ""),
+        ("session", "ext4-overlay2", 0, ""),
+        ("session", "ext4-overlay2", 1, ""),
+        ("session", "btrfs", 1, ""),
+        ("enospc", "btrfs", 0, ""),
+        ("enospc", "ext4-overlay2", 0, ""),
+        ("enospc", "btrfs", 0, "mixed"),
+    ]
     assert variant_backend(RECLAIM["mixed"]).mkfs_options == ("--mixed",)
     only = validate(CompareOptions(metrics="M4"))
     assert [t.kind for t in tasks(only, 1)] == ["session"] * 3
@@ -70,9 +84,17 @@ def test_pieces_longest_first_then_sessions_interleaved() -> None:
 def test_arms_interleaved_and_rotated() -> None:
     a, b, c = (BACKENDS[n] for n in ("btrfs", "ext4-overlay2", "xfs-overlay2"))
     got = [(r, x.name) for r, x in order((a, b, c), 3)]
-    assert got == [(0, "btrfs"), (0, "ext4-overlay2"), (0, "xfs-overlay2"),
-                   (1, "ext4-overlay2"), (1, "xfs-overlay2"), (1, "btrfs"),
-                   (2, "xfs-overlay2"), (2, "btrfs"), (2, "ext4-overlay2")]
+    assert got == [
+        (0, "btrfs"),
+        (0, "ext4-overlay2"),
+        (0, "xfs-overlay2"),
+        (1, "ext4-overlay2"),
+        (1, "xfs-overlay2"),
+        (1, "btrfs"),
+        (2, "xfs-overlay2"),
+        (2, "btrfs"),
+        (2, "ext4-overlay2"),
+    ]
 
 
 def test_wilson_interval() -> None:
@@ -102,29 +124,53 @@ System,DUP: Size:8388608, Used:16384 (0.20%)
 Global reserve:                  5767168      (used: 0)
 """
     u = btrfs_usage(text)
-    assert u == {"unallocated": 0, "data_total": 402653184, "data_used": 290455552,
-                 "metadata_total": 58720256, "metadata_used": 5505024,
-                 "system_total": 8388608, "system_used": 16384,
-                 "global_reserve": 5767168, "global_reserve_used": 0}
+    assert u == {
+        "unallocated": 0,
+        "data_total": 402653184,
+        "data_used": 290455552,
+        "metadata_total": 58720256,
+        "metadata_used": 5505024,
+        "system_total": 8388608,
+        "system_used": 16384,
+        "global_reserve": 5767168,
+        "global_reserve_used": 0,
+    }
 
 
 def test_per_op_less_the_sync_floor() -> None:
     ops = [Op("noop", 0.01, 4096, 1, 1), Op("rm", 1.0, 8192, 3, 2), Op("rm", 3.0, 16384, 5, 4)]
     got = per_op(ops)
-    assert got == {"rm": {"n": 2, "wr_bytes": 8192, "wr_ops": 3.0, "flushes": 2.0,
-                          "wall_s": 2.0}}
+    assert got == {"rm": {"n": 2, "wr_bytes": 8192, "wr_ops": 3.0, "flushes": 2.0, "wall_s": 2.0}}
 
 
-def _session(arm: str, rep: int, per_min: float, copies: float,
-             copy_up_bytes: int) -> dict[str, object]:
-    return {"arm": arm, "rep": rep, "environment": {"docker": {"docker": "26.1.5"}},
-            "metrics": {
-                "M2": {"containers_per_min": per_min, "lifecycle_s": 60 / per_min,
-                       "start_s": 30 / per_min},
-                "M4": {"copies_per_extra_reader": copies, "per_extra_reader_bytes": 1},
-                "M5": {"files": [{"mib": 16, "first_s": 1.0, "net_s": 0.5,
-                                  "first_wr_bytes": copy_up_bytes, "first_flushes": 2}]},
-                "M7": {"rm": {"wr_bytes": 100, "flushes": 1}}}}
+def _session(
+    arm: str, rep: int, per_min: float, copies: float, copy_up_bytes: int
+) -> dict[str, object]:
+    return {
+        "arm": arm,
+        "rep": rep,
+        "environment": {"docker": {"docker": "26.1.5"}},
+        "metrics": {
+            "M2": {
+                "containers_per_min": per_min,
+                "lifecycle_s": 60 / per_min,
+                "start_s": 30 / per_min,
+            },
+            "M4": {"copies_per_extra_reader": copies, "per_extra_reader_bytes": 1},
+            "M5": {
+                "files": [
+                    {
+                        "mib": 16,
+                        "first_s": 1.0,
+                        "net_s": 0.5,
+                        "first_wr_bytes": copy_up_bytes,
+                        "first_flushes": 2,
+                    }
+                ]
+            },
+            "M7": {"rm": {"wr_bytes": 100, "flushes": 1}},
+        },
+    }
 
 
 def _write(path: Path, doc: object) -> None:
@@ -136,38 +182,91 @@ def _run(tmp_path: Path) -> Path:
     run = tmp_path / "run"
     for rep in (0, 1):
         _write(run / "arms/btrfs" / f"rep{rep + 1}.json", _session("btrfs", rep, 6, 1.1, 300000))
-        _write(run / "arms/ext4-overlay2" / f"rep{rep + 1}.json",
-               _session("ext4-overlay2", rep, 12 + rep, 0.05, 16 << 20))
+        _write(
+            run / "arms/ext4-overlay2" / f"rep{rep + 1}.json",
+            _session("ext4-overlay2", rep, 12 + rep, 0.05, 16 << 20),
+        )
     # xfs-overlay2: one repetition failed to run
     _write(run / "arms/xfs-overlay2/rep1.json", _session("xfs-overlay2", 0, 12, 0.05, 8192))
-    _write(run / "arms/xfs-overlay2/rep2.json", {"arm": "xfs-overlay2", "rep": 1,
-                                                 "error": "GuestBootError: no agent"})
-    _write(run / "enospc/btrfs.json", {"arm": "btrfs", "M6": {
-        "reached_enospc": True, "layers_before_enospc": 9,
-        "space": {"df_used_of_size": 0.55, "df_avail": 1 << 27,
-                  "btrfs_usage": {"unallocated": 0}},
-        "recovery": [{"balance": "-dusage=0", "retry_ok": True}]}})
-    _write(run / "enospc/ext4-overlay2.json", {"arm": "ext4-overlay2", "M6": {
-        "reached_enospc": True, "layers_before_enospc": 13,
-        "space": {"df_used_of_size": 0.97, "df_avail": 0}}})
-    _write(run / "enospc/btrfs+mixed.json", {"arm": "btrfs+mixed", "M6": {
-        "reached_enospc": True, "layers_before_enospc": 7, "reclaim": "mixed",
-        "space": {"df_used_of_size": 0.9, "df_avail": 0}}})
-    _write(run / "enospc/xfs-overlay2.json", {"arm": "xfs-overlay2",
-                                              "M6": {"error": "churn failed, not with ENOSPC"}})
-    states = [{"verdict": "violation", "violations": [
-        {"class": "docker-corruption", "fault": "docker"}]}] * 3 + [
-        {"verdict": "pass", "violations": []}] * 37
-    _write(run / "m1/20261128-000000-s1/summary.json", {"workload": "default", "backends": [
-        {"backend": "btrfs", "states": states},
-        {"backend": "ext4-overlay2", "states": [{"verdict": "pass", "violations": []}] * 40}]})
+    _write(
+        run / "arms/xfs-overlay2/rep2.json",
+        {"arm": "xfs-overlay2", "rep": 1, "error": "GuestBootError: no agent"},
+    )
+    _write(
+        run / "enospc/btrfs.json",
+        {
+            "arm": "btrfs",
+            "M6": {
+                "reached_enospc": True,
+                "layers_before_enospc": 9,
+                "space": {
+                    "df_used_of_size": 0.55,
+                    "df_avail": 1 << 27,
+                    "btrfs_usage": {"unallocated": 0},
+                },
+                "recovery": [{"balance": "-dusage=0", "retry_ok": True}],
+            },
+        },
+    )
+    _write(
+        run / "enospc/ext4-overlay2.json",
+        {
+            "arm": "ext4-overlay2",
+            "M6": {
+                "reached_enospc": True,
+                "layers_before_enospc": 13,
+                "space": {"df_used_of_size": 0.97, "df_avail": 0},
+            },
+        },
+    )
+    _write(
+        run / "enospc/btrfs+mixed.json",
+        {
+            "arm": "btrfs+mixed",
+            "M6": {
+                "reached_enospc": True,
+                "layers_before_enospc": 7,
+                "reclaim": "mixed",
+                "space": {"df_used_of_size": 0.9, "df_avail": 0},
+            },
+        },
+    )
+    _write(
+        run / "enospc/xfs-overlay2.json",
+        {"arm": "xfs-overlay2", "M6": {"error": "churn failed, not with ENOSPC"}},
+    )
+    states = [
+        {"verdict": "violation", "violations": [{"class": "docker-corruption", "fault": "docker"}]}
+    ] * 3 + [{"verdict": "pass", "violations": []}] * 37
+    _write(
+        run / "m1/20261128-000000-s1/summary.json",
+        {
+            "workload": "default",
+            "backends": [
+                {"backend": "btrfs", "states": states},
+                {
+                    "backend": "ext4-overlay2",
+                    "states": [{"verdict": "pass", "violations": []}] * 40,
+                },
+            ],
+        },
+    )
     return run
 
 
-META = {"run_id": "r", "reference": "ext4-overlay2", "reps": 2, "kernel": {"version": "6.12"},
-        "release": "trixie", "image": "rootfs-x", "accel": "tcg", "setting": "short",
-        "crashtest_version": "0", "budget": {"copy_up_mib": [16], "enospc_disk_mib": 512},
-        "enospc_variants": ["btrfs+mixed"]}
+META = {
+    "run_id": "r",
+    "reference": "ext4-overlay2",
+    "reps": 2,
+    "kernel": {"version": "6.12"},
+    "release": "trixie",
+    "image": "rootfs-x",
+    "accel": "tcg",
+    "setting": "short",
+    "crashtest_version": "0",
+    "budget": {"copy_up_mib": [16], "enospc_disk_mib": 512},
+    "enospc_variants": ["btrfs+mixed"],
+}
 
 
 def test_compare_results_from_pieces(tmp_path: Path) -> None:
@@ -183,8 +282,10 @@ def test_compare_results_from_pieces(tmp_path: Path) -> None:
     assert x["status"] == "failed" and any("no agent" in err for err in x["errors"])
     assert x["values"]["M2.containers_per_min"]["n"] == 1  # the rep that ran still counts
     assert doc["M1"]["arms"]["btrfs"]["any"]["per_1000"] == 75.0
-    assert doc["M1"]["arms"]["btrfs"]["by_class_fault"]["docker-corruption (docker's fault)"][
-        "count"] == 3
+    assert (
+        doc["M1"]["arms"]["btrfs"]["by_class_fault"]["docker-corruption (docker's fault)"]["count"]
+        == 3
+    )
     assert doc["M1"]["arms"]["xfs-overlay2"] == {"error": "no crash states checked"}
     assert not doc["complete"]
     text = headline(doc)

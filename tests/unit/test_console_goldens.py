@@ -38,14 +38,18 @@ def test_every_series_has_its_goldens() -> None:
     cases = {p.stem for p in GOLDENS}
     for series in recorded:
         assert {p.stem for p in (CONSOLE / series).glob("*.log")} == cases, series
-        assert series.split("-")[0] in header((CONSOLE / series / "btrfs-clean.log").read_text()
-                                              )["kernel"]
+        assert (
+            series.split("-")[0]
+            in header((CONSOLE / series / "btrfs-clean.log").read_text())["kernel"]
+        )
 
 
 def test_the_stale_mirror_superblock_in_both_wordings_is_noise() -> None:
     for prefix in ("", "scrub: "):
-        line = (f"[ 5.9] BTRFS error (device vdb): {prefix}super block at physical 67108864 "
-                "devid 1 has bad generation 6 expect 7")
+        line = (
+            f"[ 5.9] BTRFS error (device vdb): {prefix}super block at physical 67108864 "
+            "devid 1 has bad generation 6 expect 7"
+        )
         assert failures(line) == []
         assert failures(line.replace("67108864", "65536"))  # the primary is never noise
 

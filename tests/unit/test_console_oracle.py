@@ -29,8 +29,12 @@ def test_btrfs_oops_log_titles_and_dedup() -> None:
 
 def test_ext4_jbd2_hung_task_panic() -> None:
     got = titles("ext4-error.log")
-    assert got == ["EXT4-fs error: vdb", "JBD2 error: Invalid checksum recovering data block "
-                   "in log", "hung task: dockerd:", "Kernel panic: Fatal exception"]
+    assert got == [
+        "EXT4-fs error: vdb",
+        "JBD2 error: Invalid checksum recovering data block in log",
+        "hung task: dockerd:",
+        "Kernel panic: Fatal exception",
+    ]
 
 
 def test_ext4_errors_deduplicate_with_count() -> None:
@@ -57,16 +61,21 @@ def test_excerpt_is_centered_on_the_line() -> None:
 def test_dockerd_log_signs_are_picked_out() -> None:
     from harness.oracles.docker import log_signs
 
-    log = ('time="x" level=info msg="Loading containers: done."\n'
-           'time="x" level=debug msg="Failed to load layer sha256:ab: layer does not exist"\n'
-           'time="x" level=info msg="API listen on /var/run/docker.sock"\n')
-    assert log_signs(log) == ('time="x" level=debug msg="Failed to load layer sha256:ab: '
-                              'layer does not exist"')
+    log = (
+        'time="x" level=info msg="Loading containers: done."\n'
+        'time="x" level=debug msg="Failed to load layer sha256:ab: layer does not exist"\n'
+        'time="x" level=info msg="API listen on /var/run/docker.sock"\n'
+    )
+    assert log_signs(log) == (
+        'time="x" level=debug msg="Failed to load layer sha256:ab: layer does not exist"'
+    )
 
 
 def test_lagging_btrfs_mirror_superblock_is_not_a_failure_but_primary_is() -> None:
-    mirror = ("[    5.99] BTRFS error (device vdb): super block at physical 67108864 devid 1 "
-              "has bad generation 6 expect 7")
+    mirror = (
+        "[    5.99] BTRFS error (device vdb): super block at physical 67108864 devid 1 "
+        "has bad generation 6 expect 7"
+    )
     primary = mirror.replace("67108864", "65536")
     assert failures(mirror) == []
     assert [f.title for f in failures(primary)] == ["BTRFS error: vdb"]

@@ -31,8 +31,9 @@ from tests.unit.test_cli_input import assert_bad_input, run_cli
 
 
 @pytest.fixture(scope="module", params=sorted(LINUX_SOURCES))
-def source_files(request: pytest.FixtureRequest,
-                 tmp_path_factory: pytest.TempPathFactory) -> tuple[str, Path]:
+def source_files(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> tuple[str, Path]:
     """The files the corpus edits, from each linux-source package the edits were
     written for, 6.12 and 7.2 (the host's, or downloaded from Debian once into the
     cache, 150 MB each)."""
@@ -40,14 +41,25 @@ def source_files(request: pytest.FixtureRequest,
     package = LINUX_SOURCES[series].package
     paths = sorted({e.path for b in CORPUS for e in b.edits_for(series)})
     out = tmp_path_factory.mktemp("linux-source")
-    subprocess.run(["tar", "-xJf", str(linux_source_tarball(series)), "-C", str(out),
-                    *(f"{package}/{p}" for p in paths)], check=True, timeout=900)
+    subprocess.run(
+        [
+            "tar",
+            "-xJf",
+            str(linux_source_tarball(series)),
+            "-C",
+            str(out),
+            *(f"{package}/{p}" for p in paths),
+        ],
+        check=True,
+        timeout=900,
+    )
     return series, out / package
 
 
 @pytest.mark.parametrize("bug", [b for b in CORPUS if b.edits], ids=lambda b: b.id)
 def test_each_edit_applies_to_its_tree_and_undoes_the_fix(
-        source_files: tuple[str, Path], bug: Any) -> None:
+    source_files: tuple[str, Path], bug: Any
+) -> None:
     """Every entry's edit applies exactly once to 6.12 and to 7.2 (its 7.2 variant
     where the code moved), and no longer applies once applied."""
     series, tree = source_files
@@ -84,16 +96,18 @@ def test_entries_are_complete_and_their_workloads_load() -> None:
         assert wl.cuts == (f"after:{last.name}",)  # the live cut lands right after it
 
 
-@pytest.mark.parametrize(("args", "message"), [
-    (["--only", "btrfs-782,nope"], "corpus entry 'nope': not in the corpus"),
-    (["--only", ","], "ONLY is empty"),
-    (["--runs", "0", "--kernel", "x"], "RUNS must be at least 1"),
-    (["--states", "0", "--cuts", "0", "--kernel", "x"], "not both 0"),
-    (["--tree", "/", "--kernel", "x"], "not both"),
-    (["--tree", "/etc"], "TREE /etc: not a kernel source tree"),
-])
-def test_bad_corpus_input_is_one_line_exit_2(tmp_path: Path, args: list[str],
-                                             message: str) -> None:
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--only", "btrfs-782,nope"], "corpus entry 'nope': not in the corpus"),
+        (["--only", ","], "ONLY is empty"),
+        (["--runs", "0", "--kernel", "x"], "RUNS must be at least 1"),
+        (["--states", "0", "--cuts", "0", "--kernel", "x"], "not both 0"),
+        (["--tree", "/", "--kernel", "x"], "not both"),
+        (["--tree", "/etc"], "TREE /etc: not a kernel source tree"),
+    ],
+)
+def test_bad_corpus_input_is_one_line_exit_2(tmp_path: Path, args: list[str], message: str) -> None:
     res = run_cli("corpus", "run", "--out", str(tmp_path / "res"), *args)
     assert_bad_input(res, message)
     assert not (tmp_path / "res").exists()
@@ -105,10 +119,10 @@ def test_a_tree_the_edits_do_not_fit_fails_before_any_build(tmp_path: Path) -> N
     (tree / "Makefile").write_text("")
     (tree / "Kconfig").write_text("")
     (tree / "fs" / "btrfs" / "tree-log.c").write_text("/* a different kernel */\n")
-    res = run_cli("corpus", "run", "--out", str(tmp_path / "res"), "--tree", str(tree),
-                  "--only", "btrfs-782")
-    assert_bad_input(res, "corpus entry btrfs-782: edit fs/btrfs/tree-log.c: the text to "
-                          "replace")
+    res = run_cli(
+        "corpus", "run", "--out", str(tmp_path / "res"), "--tree", str(tree), "--only", "btrfs-782"
+    )
+    assert_bad_input(res, "corpus entry btrfs-782: edit fs/btrfs/tree-log.c: the text to replace")
     assert not (tmp_path / "res").exists()
 
 
@@ -124,7 +138,8 @@ def test_which_kernels_each_kind_runs_on(tmp_path: Path) -> None:
     (tmp_path / "Makefile").write_text("VERSION = 7\nPATCHLEVEL = 2\n")
     assert roles(bugs["btrfs-764"], tree) == roles(bugs["btrfs-779"], tree) == [Role.STOCK]
     assert bugs["btrfs-779"].fixed_in_series("7.2") and not bugs["btrfs-779"].fixed_in_series(
-        "6.17")  # 6.17.y took the fix, but not 6.17 itself: a Debian 6.17 tree may lack it
+        "6.17"
+    )  # 6.17.y took the fix, but not 6.17 itself: a Debian 6.17 tree may lack it
     words, ok = expectation(bugs["btrfs-764"], {Role.STOCK: _runs("clean", "clean")}, True)
     assert ok and words == "clean in 2 runs: the tree has the fix (6.16)"
     assert not expectation(bugs["btrfs-764"], {Role.STOCK: _runs("caught", "clean")}, True)[1]
@@ -134,15 +149,26 @@ def summary(*states: dict[str, Any]) -> dict[str, Any]:
     return {"backends": [{"states": list(states)}]}
 
 
-VIOLATION = {"signature": "promise.file | fs-durability | filesystem | file disk:/kb",
-             "class": "fs-durability", "fault": "filesystem", "state": "btrfs/replay/x:e6:none",
-             "promise": "disk:/kb has sha256 01", "evidence": {"command": "offline check",
-                                                               "output": "it holds foo"}}
+VIOLATION = {
+    "signature": "promise.file | fs-durability | filesystem | file disk:/kb",
+    "class": "fs-durability",
+    "fault": "filesystem",
+    "state": "btrfs/replay/x:e6:none",
+    "promise": "disk:/kb has sha256 01",
+    "evidence": {"command": "offline check", "output": "it holds foo"},
+}
 
 
 def test_runs_become_caught_clean_or_error() -> None:
-    caught = outcome_of(summary({"state": "a", "violations": [VIOLATION], "bundle": "b/1"},
-                                {"state": "b", "violations": [VIOLATION]}), "r", 1, 60.0)
+    caught = outcome_of(
+        summary(
+            {"state": "a", "violations": [VIOLATION], "bundle": "b/1"},
+            {"state": "b", "violations": [VIOLATION]},
+        ),
+        "r",
+        1,
+        60.0,
+    )
     assert caught.verdict == "caught" and len(caught.violations) == 1
     assert caught.violations[0]["states"] == 2 and caught.violations[0]["bundle"] == "b/1"
     assert outcome_of(summary({"state": "a"}), "r", 1, 1.0).verdict == "clean"
@@ -158,17 +184,20 @@ def test_an_entry_is_as_expected_when_caught_in_90_percent_and_stock_clean() -> 
     bug = by_id()["btrfs-782"]
     words, ok = expectation(bug, {Role.BUGGY: _runs(*["caught"] * 5), Role.STOCK: _runs("clean")})
     assert ok and words == "caught in 5 of 5 runs; stock tree clean in 1 runs"
-    _, ok = expectation(bug, {Role.BUGGY: _runs("caught", "caught", "caught", "caught",
-                                                "clean"), Role.STOCK: _runs("clean")})
+    _, ok = expectation(
+        bug,
+        {
+            Role.BUGGY: _runs("caught", "caught", "caught", "caught", "clean"),
+            Role.STOCK: _runs("clean"),
+        },
+    )
     assert not ok  # 4 of 5 is under 90%
-    words, ok = expectation(bug, {Role.BUGGY: _runs(*["caught"] * 5),
-                                  Role.STOCK: _runs("caught")})
+    words, ok = expectation(bug, {Role.BUGGY: _runs(*["caught"] * 5), Role.STOCK: _runs("caught")})
     assert not ok and "stock tree: a violation in 1 of 1" in words
     _, ok = expectation(bug, {Role.BUGGY: _runs("caught", "error")})
     assert not ok
     control = by_id()["ovl-metacopy"]
-    assert expectation(control, {Role.STOCK: _runs("clean", "clean")}) == (
-        "clean in 2 runs", True)
+    assert expectation(control, {Role.STOCK: _runs("clean", "clean")}) == ("clean in 2 runs", True)
     assert not expectation(control, {Role.STOCK: _runs("clean", "caught")})[1]
     present = by_id()["btrfs-764"]
     assert expectation(present, {Role.BUGGY: _runs(*["caught"] * 5)})[1]
@@ -176,15 +205,40 @@ def test_an_entry_is_as_expected_when_caught_in_90_percent_and_stock_clean() -> 
 
 def test_the_corpus_page_shows_rates_and_evidence(tmp_path: Path) -> None:
     bug = by_id()["btrfs-782"]
-    entry = {**bug.to_json(), "result": "caught in 1 of 1 runs", "as_expected": True,
-             "builds": {"buggy": {"kernel": "k", "version": "6.12.117", "build_s": 90.0,
-                                  "edits": 1}},
-             "runs": {"buggy": [{**Outcome(1, "btrfs-782/buggy/R", "caught", 70.0,
-                                           [dict(VIOLATION, states=1, bundle="x")]).to_json()}]},
-             "rate": {"buggy": {"caught": 1, "runs": 1, "rate": 1.0}}}
-    doc = {"run_id": "R", "tree": "/t", "kernel": "", "runs": 1, "baseline_runs": 0,
-           "states": 40, "cuts": 1, "caught_rate": 0.9, "wall_s": 120.0, "complete": True,
-           "incomplete": "", "entries": [entry]}
+    entry = {
+        **bug.to_json(),
+        "result": "caught in 1 of 1 runs",
+        "as_expected": True,
+        "builds": {"buggy": {"kernel": "k", "version": "6.12.117", "build_s": 90.0, "edits": 1}},
+        "runs": {
+            "buggy": [
+                {
+                    **Outcome(
+                        1,
+                        "btrfs-782/buggy/R",
+                        "caught",
+                        70.0,
+                        [dict(VIOLATION, states=1, bundle="x")],
+                    ).to_json()
+                }
+            ]
+        },
+        "rate": {"buggy": {"caught": 1, "runs": 1, "rate": 1.0}},
+    }
+    doc = {
+        "run_id": "R",
+        "tree": "/t",
+        "kernel": "",
+        "runs": 1,
+        "baseline_runs": 0,
+        "states": 40,
+        "cuts": 1,
+        "caught_rate": 0.9,
+        "wall_s": 120.0,
+        "complete": True,
+        "incomplete": "",
+        "entries": [entry],
+    }
     page = write_corpus_html(doc, tmp_path / "corpus.html").read_text()
     assert "btrfs-782" in page and "1/1" in page and "it holds foo" in page
     assert "btrfs-782/buggy/R/x" in page  # the reproducer bundle, relative

@@ -35,9 +35,11 @@ def test_sid_metapackage_resolves_to_72s_split_packages() -> None:
     assert debs.image == "linux-image-7.2.13+deb14-cloud-amd64"
     assert debs.version == "7.2.13-1"
     assert debs.split
-    assert debs.fetch == ("linux-binary-7.2.13+deb14-cloud-amd64",
-                          "linux-modules-7.2.13+deb14-cloud-amd64",
-                          "linux-base-7.2.13+deb14-cloud-amd64")
+    assert debs.fetch == (
+        "linux-binary-7.2.13+deb14-cloud-amd64",
+        "linux-modules-7.2.13+deb14-cloud-amd64",
+        "linux-base-7.2.13+deb14-cloud-amd64",
+    )
     assert debs.pin == "sid:linux-image-7.2.13+deb14-cloud-amd64=7.2.13-1"
 
 
@@ -66,8 +68,10 @@ def test_backports_resolve_to_their_own_newest_build() -> None:
 
 
 def test_6x_kernels_are_one_package() -> None:
-    for suite, image in (("trixie", "linux-image-6.12.117+deb13-cloud-amd64"),
-                         ("bookworm", "linux-image-6.1.0-")):
+    for suite, image in (
+        ("trixie", "linux-image-6.12.117+deb13-cloud-amd64"),
+        ("bookworm", "linux-image-6.1.0-"),
+    ):
         debs = resolve(RecordedIndex(suite), "linux-image-cloud-amd64")
         assert debs.image.startswith(image) and not debs.split
         assert debs.fetch == (debs.image,)
@@ -88,8 +92,10 @@ def test_a_package_the_suite_lacks_lists_its_kernel_packages() -> None:
     with pytest.raises(InputError) as e:
         resolve(RecordedIndex("experimental"), "linux-image-6.12.117+deb13-cloud-amd64")
     msg = str(e.value)
-    assert msg.startswith("KERNEL experimental:linux-image-6.12.117+deb13-cloud-amd64: "
-                          "Debian's experimental has no such package")
+    assert msg.startswith(
+        "KERNEL experimental:linux-image-6.12.117+deb13-cloud-amd64: "
+        "Debian's experimental has no such package"
+    )
     assert "linux-image-cloud-amd64" in msg and "the newest linux-image-7.3-" in msg
     assert "\n" not in msg
 

@@ -18,20 +18,36 @@ REPO = Path(__file__).parents[2]
 
 
 def zero_byte(state: str, layer: str) -> Violation:
-    what = ("image app:s1, which docker restores, has intact layers "
-            "(layer files match their tar-split CRC64)")
-    return Violation("docker-corruption", state, what,
-                     {"output": f"/var/lib/docker/btrfs/subvolumes/{layer}/bin/sh has 0 bytes"},
-                     "docker", "invariant.docker-intact", what)
+    what = (
+        "image app:s1, which docker restores, has intact layers "
+        "(layer files match their tar-split CRC64)"
+    )
+    return Violation(
+        "docker-corruption",
+        state,
+        what,
+        {"output": f"/var/lib/docker/btrfs/subvolumes/{layer}/bin/sh has 0 bytes"},
+        "docker",
+        "invariant.docker-intact",
+        what,
+    )
 
 
 def fsck(state: str) -> Violation:
-    return Violation("fs-corruption", state, "ext4 fsck is clean after recovery",
-                     {"output": "Inode 12 has illegal blocks"}, "", "fs.fsck", "ext4")
+    return Violation(
+        "fs-corruption",
+        state,
+        "ext4 fsck is clean after recovery",
+        {"output": "Inode 12 has illegal blocks"},
+        "",
+        "fs.fsck",
+        "ext4",
+    )
 
 
-def run(root: Path, name: str, kernel: str, docker_states: int, fsck_on: str = "",
-        known: bool = True) -> Path:
+def run(
+    root: Path, name: str, kernel: str, docker_states: int, fsck_on: str = "", known: bool = True
+) -> Path:
     """A run of 2 backends: `docker_states` lost-cache states with docker's 0-byte
     file on each, and fsck damage on backend `fsck_on`."""
     d = root / name
@@ -40,23 +56,41 @@ def run(root: Path, name: str, kernel: str, docker_states: int, fsck_on: str = "
     for b in ("btrfs", "ext4-overlay2"):
         states = []
         for i in range(4):
-            st = StateResult(f"{b}/replay/{name}:e{i}:none", b, "lost cache", kind="replay",
-                             wall_s=1)
+            st = StateResult(
+                f"{b}/replay/{name}:e{i}:none", b, "lost cache", kind="replay", wall_s=1
+            )
             if i < docker_states:
                 st.violations.append(zero_byte(st.state, f"{name}{i:08x}cafe"))
             if b == fsck_on and i == 3:
                 st.violations.append(fsck(st.state))
                 st.bundle = f"bundles/{b}-e{i}-none"
             states.append(st)
-        backends.append(BackendSummary(b, kernel, "rootfs-1", "tcg", 0, {}, states, 4,
-                                       release="trixie", workload="pull"))
-    write_results(d, {"run_id": name, "seed": 1, "qemu_version": "QEMU emulator version 7.2.19",
-                      "images": {"trixie": "rootfs-1"},
-                      "kernels": [{"version": kernel, "source": f"trixie:linux-image-{kernel}=1",
-                                   "build_id": "08b41bd1efb201e5"}],
-                      "releases": {"trixie": {"docker.io": "26.1.5", "containerd": "1.7.24",
-                                              "runc": "1.1.15"}}},
-                  backends, load_known(REPO / "known-failures.toml") if known else None)
+        backends.append(
+            BackendSummary(
+                b, kernel, "rootfs-1", "tcg", 0, {}, states, 4, release="trixie", workload="pull"
+            )
+        )
+    write_results(
+        d,
+        {
+            "run_id": name,
+            "seed": 1,
+            "qemu_version": "QEMU emulator version 7.2.19",
+            "images": {"trixie": "rootfs-1"},
+            "kernels": [
+                {
+                    "version": kernel,
+                    "source": f"trixie:linux-image-{kernel}=1",
+                    "build_id": "08b41bd1efb201e5",
+                }
+            ],
+            "releases": {
+                "trixie": {"docker.io": "26.1.5", "containerd": "1.7.24", "runc": "1.1.15"}
+            },
+        },
+        backends,
+        load_known(REPO / "known-failures.toml") if known else None,
+    )
     return d
 
 
@@ -64,8 +98,7 @@ def test_diff_new_gone_and_still_failing(tmp_path: Path) -> None:
     old = run(tmp_path / "old", "r1", "6.12.117+deb13-cloud-amd64", 2)
     new = run(tmp_path / "new", "r2", "6.12.118+deb13-cloud-amd64", 1, fsck_on="ext4-overlay2")
     d = diff([old], [new])
-    assert [f["signature"] for f in d.appeared] == [
-        "fs.fsck | fs-corruption | filesystem | ext4"]
+    assert [f["signature"] for f in d.appeared] == ["fs.fsck | fs-corruption | filesystem | ext4"]
     assert d.gone == []
     # the kernel's point release moved: docker's finding is still the same one
     assert sorted(f["backend"] for f in d.still) == ["btrfs", "ext4-overlay2"]
@@ -114,8 +147,10 @@ def test_report_leads_with_whose_fault_and_groups_by_signature(tmp_path: Path) -
     page.feed(write_report([tmp_path / "res"]).read_text())
     text = "".join(page.text)
     # the headline names what is new and whose fault before anything else
-    head = text.index("1 new signature, filesystem's fault (1 states in 1 cells); "
-                      "1 known signature, docker's fault (10 states in 4 cells).")
+    head = text.index(
+        "1 new signature, filesystem's fault (1 states in 1 cells); "
+        "1 known signature, docker's fault (10 states in 4 cells)."
+    )
     assert head < text.index("Matrix")
     # docker's known bug is not the backend failing: btrfs is "known", not red
     matrix = [c for c in page.td if c not in ("hit", "miss")]
@@ -130,9 +165,15 @@ def test_report_leads_with_whose_fault_and_groups_by_signature(tmp_path: Path) -
     # history: each signature over both runs
     assert "History" in text and page.td.count("hit") == 3 and page.td.count("miss") == 1
     # environment: kernel package and build id, image, docker versions, QEMU, seed
-    for want in ("trixie:linux-image-6.12.117+deb13-cloud-amd64=1", "build id 08b41bd1efb201e5",
-                 "trixie rootfs-1", "docker.io 26.1.5, containerd 1.7.24, runc 1.1.15",
-                 "QEMU emulator version 7.2.19", "seed 1", "known-failures.toml (fail on new)"):
+    for want in (
+        "trixie:linux-image-6.12.117+deb13-cloud-amd64=1",
+        "build id 08b41bd1efb201e5",
+        "trixie rootfs-1",
+        "docker.io 26.1.5, containerd 1.7.24, runc 1.1.15",
+        "QEMU emulator version 7.2.19",
+        "seed 1",
+        "known-failures.toml (fail on new)",
+    ):
         assert want in text, want
 
 

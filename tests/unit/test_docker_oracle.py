@@ -27,10 +27,11 @@ class ScriptedAgent:
 
     def call(self, module: str, func: str, arg: object, timeout: float = 0) -> object:
         """The real guest function, with its commands answered by the script."""
+
         def step(cmd: str, timeout: float) -> dict[str, object]:
             res = self.run(cmd)
-            return {"cmd": cmd, "rc": res.rc, "stdout": res.stdout, "stderr": "",
-                    "duration": 0.0}
+            return {"cmd": cmd, "rc": res.rc, "stdout": res.stdout, "stderr": "", "duration": 0.0}
+
         return getattr(importlib.import_module(module), func)(arg, step=step)
 
     def note(self, text: str) -> None:
@@ -42,12 +43,20 @@ RUNNING = Promise("container", "writer", "commit", "sync", state="exited 255")
 IMAGE = Promise("image", "app:1", "build", "sync", run="/bin/check")
 
 
-def verdicts(answers: dict[str, tuple[int, str]], *promises: Promise,
-             invariants: tuple[object, ...] = DEFAULT_INVARIANTS,
-             offline: list[Violation] | None = None) -> list[tuple[str, str, str]]:
-    found, _, _ = daemon_checks(ScriptedAgent({**UP, **answers}),  # type: ignore[arg-type]
-                                BACKENDS["btrfs"], "s", list(promises),
-                                invariants, offline or [])  # type: ignore[arg-type]
+def verdicts(
+    answers: dict[str, tuple[int, str]],
+    *promises: Promise,
+    invariants: tuple[object, ...] = DEFAULT_INVARIANTS,
+    offline: list[Violation] | None = None,
+) -> list[tuple[str, str, str]]:
+    found, _, _ = daemon_checks(
+        ScriptedAgent({**UP, **answers}),  # type: ignore[arg-type]
+        BACKENDS["btrfs"],
+        "s",
+        list(promises),
+        invariants,
+        offline or [],
+    )  # type: ignore[arg-type]
     return [(v.cls, v.check, v.subject) for v in found]
 
 
@@ -61,24 +70,26 @@ def test_container_with_another_state_is_dockers_corruption() -> None:
 
 
 def test_image_that_does_not_save_or_run_is_corruption() -> None:
-    got = verdicts({"docker save": (1, "file integrity checksum failed"),
-                    "/bin/check": (1, "FAILED")}, IMAGE)
-    assert got == [("docker-corruption", "docker.save", "image:app:1"),
-                   ("docker-corruption", "docker.run", "image:app:1")]
+    got = verdicts(
+        {"docker save": (1, "file integrity checksum failed"), "/bin/check": (1, "FAILED")}, IMAGE
+    )
+    assert got == [
+        ("docker-corruption", "docker.save", "image:app:1"),
+        ("docker-corruption", "docker.run", "image:app:1"),
+    ]
     assert verdicts({"image inspect": (1, "No such image")}, IMAGE) == [
-        ("docker-lost", "docker.image-listed", "image:app:1")]
+        ("docker-lost", "docker.image-listed", "image:app:1")
+    ]
 
 
 def test_an_object_the_offline_stage_found_broken_gets_no_second_verdict() -> None:
-    broken = Violation("docker-corruption", "s", "p", check="promise.image",
-                       subject="image:app:1")
+    broken = Violation("docker-corruption", "s", "p", check="promise.image", subject="image:app:1")
     assert verdicts({"docker save": (1, "bad")}, IMAGE, offline=[broken]) == []
 
 
 def test_dockerd_that_does_not_start_breaks_the_invariant_only_if_declared() -> None:
     down = {"docker version": (1, "Cannot connect"), "pidof": (1, "")}
-    assert verdicts(down, RUNNING) == [
-        ("docker-corruption", "invariant.dockerd-starts", "dockerd")]
+    assert verdicts(down, RUNNING) == [("docker-corruption", "invariant.dockerd-starts", "dockerd")]
     assert verdicts(down, RUNNING, invariants=(docker_intact(),)) == []
 
 
@@ -94,15 +105,28 @@ def test_object_listed_at_the_durability_point_and_gone_is_lost() -> None:
     before = {"images": ["sha256:a", "sha256:b"], "containers": ["writer"]}
     found = check_inventory(agent, "s", "commit", before)  # type: ignore[arg-type]
     assert [(v.cls, v.evidence["missing"]) for v in found] == [("docker-lost", "sha256:b")]
-    assert check_inventory(agent, "s", "commit",  # type: ignore[arg-type]
-                           {"images": ["sha256:a"], "containers": ["writer"]}) == []
+    assert (
+        check_inventory(
+            agent,
+            "s",
+            "commit",  # type: ignore[arg-type]
+            {"images": ["sha256:a"], "containers": ["writer"]},
+        )
+        == []
+    )
 
 
 def test_an_image_promised_twice_is_saved_and_run_once() -> None:
     agent = ScriptedAgent(UP)
     again = Promise("image", "app:1", "commit", "sync", run="/bin/check")
-    found, _, up = daemon_checks(agent, BACKENDS["btrfs"], "s",  # type: ignore[arg-type]
-                                 [IMAGE, again], DEFAULT_INVARIANTS, [])
+    found, _, up = daemon_checks(
+        agent,
+        BACKENDS["btrfs"],
+        "s",  # type: ignore[arg-type]
+        [IMAGE, again],
+        DEFAULT_INVARIANTS,
+        [],
+    )
     assert up and found == []
     assert sum("docker save" in c for c in agent.commands) == 1
     assert sum("docker run" in c for c in agent.commands) == 1

@@ -19,8 +19,9 @@ REPO = Path(__file__).parents[2]
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "harness.cli", *args],
-                          capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "harness.cli", *args], capture_output=True, text=True, timeout=120
+    )
 
 
 def one_line(res: subprocess.CompletedProcess[str], start: str) -> str:
@@ -39,9 +40,11 @@ def test_out_that_cannot_hold_results(tmp_path: Path) -> None:
     assert "exists and is not a directory" in line
 
 
-def test_out_on_a_nearly_full_filesystem(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                         capsys: pytest.CaptureFixture[str]) -> None:
+def test_out_on_a_nearly_full_filesystem(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     import shutil
+
     free = shutil.disk_usage(tmp_path).free
     monkeypatch.setattr(campaign, "MIN_FREE_BYTES", free + (1 << 30))
     assert main(["run", "--out", str(tmp_path / "res")]) == 2
@@ -57,8 +60,8 @@ def test_negative_numbers_are_usage_errors() -> None:
 
 
 def test_an_unexpected_exception_is_exit_2_never_a_finding(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-        capsys: pytest.CaptureFixture[str]) -> None:
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     def broken(opts: object, **kw: object) -> Path:
         raise KeyError("a bug in crashtest")
 
@@ -98,7 +101,7 @@ def fake_venv(tmp_path: Path) -> Path:
     venv = tmp_path / "venv"
     (venv / "bin").mkdir(parents=True)
     script = venv / "bin" / "crashtest"
-    script.write_text("#!/bin/sh\necho \"crashtest $*\"\nexit $FAKE_RC\n")
+    script.write_text('#!/bin/sh\necho "crashtest $*"\nexit $FAKE_RC\n')
     script.chmod(0o755)
     (venv / ".installed").touch()
     return venv
@@ -108,11 +111,23 @@ def fake_venv(tmp_path: Path) -> Path:
 def test_make_crashtest_exits_as_crashtest_does(fake_venv: Path, rc: int) -> None:
     # make as a terminal starts it, SIGINT at its default: a suite started as a
     # background job inherits SIGINT ignored, and a make that ignores it exits 0
-    res = subprocess.run(["make", "-s", "-C", str(REPO), "crashtest", f"VENV={fake_venv}",
-                          "CUTS=1", "WORKLOAD=./mine.toml"],
-                         capture_output=True, text=True, timeout=120,
-                         env={**os.environ, "FAKE_RC": str(rc)},
-                         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    res = subprocess.run(
+        [
+            "make",
+            "-s",
+            "-C",
+            str(REPO),
+            "crashtest",
+            f"VENV={fake_venv}",
+            "CUTS=1",
+            "WORKLOAD=./mine.toml",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "FAKE_RC": str(rc)},
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
     # a SIGINT to make (130) shows as -2 to Python, as 130 to a shell
     assert res.returncode == (-signal.SIGINT if rc == 130 else rc), res.stderr
     assert "crashtest run" in res.stdout and "--cuts '1'" not in res.stdout

@@ -8,8 +8,10 @@ def test_missing_tool_names_the_package(monkeypatch: pytest.MonkeyPatch, tmp_pat
     monkeypatch.setenv("PATH", str(tmp_path))
     with pytest.raises(HarnessError) as e:
         hosttools.require("qemu-system-x86_64", "mkfs.btrfs")
-    assert str(e.value) == ("missing host tool(s) qemu-system-x86_64, mkfs.btrfs: "
-                            "apt-get install btrfs-progs qemu-system-x86")
+    assert str(e.value) == (
+        "missing host tool(s) qemu-system-x86_64, mkfs.btrfs: "
+        "apt-get install btrfs-progs qemu-system-x86"
+    )
 
 
 def test_failed_command_reports_its_last_line() -> None:

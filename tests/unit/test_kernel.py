@@ -21,8 +21,13 @@ from harness.model import SourceEdit
 # What kmod's modprobe --show-depends prints for a modular ext4 (Debian's standard
 # 6.1 flavour): crc32c comes through ext4's soft dependency, not modules.dep.
 SHOW = {
-    "ext4": ["crypto/crc32c_generic.ko", "fs/jbd2/jbd2.ko", "fs/mbcache.ko", "lib/crc16.ko",
-             "fs/ext4/ext4.ko"],
+    "ext4": [
+        "crypto/crc32c_generic.ko",
+        "fs/jbd2/jbd2.ko",
+        "fs/mbcache.ko",
+        "lib/crc16.ko",
+        "fs/ext4/ext4.ko",
+    ],
     "xfs": ["crypto/crc32c_generic.ko", "lib/libcrc32c.ko", "fs/xfs/xfs.ko"],
     "pvpanic-pci": ["drivers/misc/pvpanic/pvpanic.ko", "drivers/misc/pvpanic/pvpanic-pci.ko"],
 }
@@ -32,7 +37,7 @@ def fake_bzimage(path: Path, version: bytes) -> Path:
     data = bytearray(0x1000)
     data[0x202:0x206] = b"HdrS"
     data[0x20E:0x210] = (0x600).to_bytes(2, "little")
-    data[0x800:0x800 + len(version)] = version
+    data[0x800 : 0x800 + len(version)] = version
     path.write_bytes(bytes(data))
     return path
 
@@ -56,7 +61,8 @@ def test_missing_kernel_file_is_input_error(tmp_path: Path) -> None:
 
 
 def test_modules_resolve_as_modprobe_does_soft_dependencies_included(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Each wanted module's --show-depends list, in order, each file once; a module
     modprobe does not know (built in) is skipped. The real thing: test_vm boots
     Debian's standard (non-cloud) kernel."""
@@ -66,18 +72,28 @@ def test_modules_resolve_as_modprobe_does_soft_dependencies_included(
     bindir.mkdir()
     lines = "".join(
         f'  {name}) printf "insmod %s/kernel/%s \\n" {" ".join(f"$R {f}" for f in files)};;\n'
-        for name, files in SHOW.items())
+        for name, files in SHOW.items()
+    )
     (bindir / "modprobe").write_text(
-        '#!/bin/sh\n# modprobe --show-depends -d DIR -S KVER NAME\n'
+        "#!/bin/sh\n# modprobe --show-depends -d DIR -S KVER NAME\n"
         'R="$3/lib/modules/$5"\n'
         f'case "$6" in\n{lines}  overlay) echo "builtin overlay";;\n'
-        '  *) echo "modprobe: FATAL: Module $6 not found" >&2; exit 1;;\nesac\n')
+        '  *) echo "modprobe: FATAL: Module $6 not found" >&2; exit 1;;\nesac\n'
+    )
     (bindir / "modprobe").chmod(0o755)
     monkeypatch.setenv("PATH", f"{bindir}:{os.environ['PATH']}")
     order = resolve_modules(moddir, ["pvpanic-pci", "overlay", "nonesuch", "xfs", "ext4"])
     assert [module_name(p) for p in order] == [
-        "pvpanic", "pvpanic_pci", "crc32c_generic", "libcrc32c", "xfs", "jbd2", "mbcache",
-        "crc16", "ext4"]
+        "pvpanic",
+        "pvpanic_pci",
+        "crc32c_generic",
+        "libcrc32c",
+        "xfs",
+        "jbd2",
+        "mbcache",
+        "crc16",
+        "ext4",
+    ]
     assert order[-1] == "kernel/fs/ext4/ext4.ko"
 
 
@@ -120,7 +136,8 @@ def fake_tree(root: Path) -> Path:
 
 
 def test_source_tree_is_built_out_of_tree_with_the_fragment_and_cached(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("CRASHTEST_CACHE", str(tmp_path / "cache"))
     tree = fake_tree(tmp_path)
     before = sorted(p.name for p in tree.rglob("*"))
@@ -135,7 +152,7 @@ def test_source_tree_is_built_out_of_tree_with_the_fragment_and_cached(
 
 
 def test_a_build_shows_files_compiled_elapsed_and_an_estimate(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """Plain lines when stdout is no terminal; the first full build of a series
     counts its files, which the next fresh build of that series is measured by."""
@@ -154,12 +171,16 @@ def test_a_build_shows_files_compiled_elapsed_and_an_estimate(
     assert "1 files compiled of about 2, 0.0 min, about 0 min left" in second
 
 
-def test_a_tree_that_does_not_build_is_input_error(tmp_path: Path,
-                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_tree_that_does_not_build_is_input_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("CRASHTEST_CACHE", str(tmp_path / "cache"))
     monkeypatch.setenv("BROKEN", "1")
-    with pytest.raises(InputError, match=r"kernel build 6\.15 failed \(exit 2\): fs/c\.c:1:1: "
-                                          "error: expected"):
+    with pytest.raises(
+        InputError,
+        match=r"kernel build 6\.15 failed \(exit 2\): fs/c\.c:1:1: "
+        "error: expected",
+    ):
         build_source_tree(fake_tree(tmp_path))
     (tmp_path / "empty").mkdir()
     with pytest.raises(InputError, match="not a kernel source tree"):
@@ -167,22 +188,29 @@ def test_a_tree_that_does_not_build_is_input_error(tmp_path: Path,
 
 
 @pytest.mark.parametrize("compress", ["xz", "gzip"])
-def test_kernel_identity_reads_the_build_id_inside_the_payload(tmp_path: Path,
-                                                               compress: str) -> None:
+def test_kernel_identity_reads_the_build_id_inside_the_payload(
+    tmp_path: Path, compress: str
+) -> None:
     import gzip
     import lzma
 
     build_id = bytes(range(20))
     config = b"CONFIG_BTRFS_FS=y\n"
-    elf = (b"\x7fELF" + bytes(60) + b"\x04\0\0\0\x14\0\0\0\x03\0\0\0GNU\0" + build_id
-           + b"IKCFG_ST" + gzip.compress(config) + b"IKCFG_ED")
-    payload = lzma.compress(elf, format=lzma.FORMAT_XZ) if compress == "xz" else \
-        gzip.compress(elf)
+    elf = (
+        b"\x7fELF"
+        + bytes(60)
+        + b"\x04\0\0\0\x14\0\0\0\x03\0\0\0GNU\0"
+        + build_id
+        + b"IKCFG_ST"
+        + gzip.compress(config)
+        + b"IKCFG_ED"
+    )
+    payload = lzma.compress(elf, format=lzma.FORMAT_XZ) if compress == "xz" else gzip.compress(elf)
     data = bytearray(fake_bzimage(tmp_path / "k", b"6.16.0 (x@y)\0").read_bytes())
     data[0x1F1] = 3  # setup sectors: the payload offset counts from (3 + 1) * 512
     data[0x248:0x24C] = (0x100).to_bytes(4, "little")
     data[0x24C:0x250] = len(payload).to_bytes(4, "little")
-    data = data[:4 * 512 + 0x100] + payload + b"\0\0\0\0"
+    data = data[: 4 * 512 + 0x100] + payload + b"\0\0\0\0"
     (tmp_path / "k").write_bytes(bytes(data))
     ident = kernel_identity(tmp_path / "k")
     assert ident["build_id"] == build_id.hex()
@@ -195,6 +223,7 @@ def test_a_pinned_kernel_build_the_archive_lacks_says_how_to_supply_it() -> None
     what the archive has and how to pass the file instead (apt here, no guest)."""
     from harness.errors import InputError
     from harness.images.kernel import ensure_kernel
+
     with pytest.raises(InputError) as e:
         ensure_kernel("trixie:linux-image-cloud-amd64=0.0.1-1")
     msg = str(e.value)
@@ -215,7 +244,8 @@ bzImage:
 
 
 def test_edited_trees_build_in_one_working_copy_cached_by_content(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("CRASHTEST_CACHE", str(tmp_path / "cache"))
     tree = fake_tree(tmp_path)
     (tree / "Makefile").write_text(EDIT_MAKEFILE)
@@ -246,7 +276,8 @@ def test_edited_trees_build_in_one_working_copy_cached_by_content(
 
 
 def test_a_modules_directory_without_modules_dep_gets_one_in_the_cache_only(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Debian 7.x ships no modules.dep: depmod makes it in a view of the user's
     directory in the cache (links to its files); the user's tree is not written."""
     from harness.images.kernel import modules_with_dep
@@ -254,8 +285,10 @@ def test_a_modules_directory_without_modules_dep_gets_one_in_the_cache_only(
     monkeypatch.setenv("CRASHTEST_CACHE", str(tmp_path / "cache"))
     bindir = tmp_path / "bin"
     bindir.mkdir()
-    (bindir / "depmod").write_text('#!/bin/sh\n# depmod -b BASE KVER\nd="$2/lib/modules/$3"\n'
-                                   'ls "$d/kernel" > "$d/modules.dep"\n')
+    (bindir / "depmod").write_text(
+        '#!/bin/sh\n# depmod -b BASE KVER\nd="$2/lib/modules/$3"\n'
+        'ls "$d/kernel" > "$d/modules.dep"\n'
+    )
     (bindir / "depmod").chmod(0o755)
     monkeypatch.setenv("PATH", f"{bindir}:{os.environ['PATH']}")
     user = tmp_path / "root" / "usr" / "lib" / "modules" / "7.2.13+deb14-cloud-amd64"
@@ -271,50 +304,67 @@ def test_a_modules_directory_without_modules_dep_gets_one_in_the_cache_only(
         modules_with_dep(tmp_path / "bin")
 
 
-def test_a_driver_the_guest_needs_that_the_kernel_lacks_is_named(tmp_path: Path,
-                                                                  monkeypatch: pytest.MonkeyPatch
-                                                                  ) -> None:
+def test_a_driver_the_guest_needs_that_the_kernel_lacks_is_named(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from harness.images import kernel
 
     moddir = tmp_path / "7.2.13+deb14-cloud-amd64"
     moddir.mkdir()
-    (moddir / "modules.builtin").write_text("kernel/drivers/virtio/virtio_pci.ko\n"
-                                            "kernel/drivers/char/virtio_console.ko\n"
-                                            "kernel/fs/ext4/ext4.ko\n")
-    wanted = ["virtio_pci", "virtio_blk", "virtio_console", "pvpanic-pci", "overlay", "btrfs",
-              "ext4"]
+    (moddir / "modules.builtin").write_text(
+        "kernel/drivers/virtio/virtio_pci.ko\n"
+        "kernel/drivers/char/virtio_console.ko\n"
+        "kernel/fs/ext4/ext4.ko\n"
+    )
+    wanted = [
+        "virtio_pci",
+        "virtio_blk",
+        "virtio_console",
+        "pvpanic-pci",
+        "overlay",
+        "btrfs",
+        "ext4",
+    ]
     resolved = ["kernel/fs/btrfs/btrfs.ko.xz", "kernel/fs/overlayfs/overlay.ko.xz"]
     assert kernel.missing_modules(moddir, wanted, resolved) == ["virtio_blk", "pvpanic-pci"]
     assert kernel.missing_modules(tmp_path, wanted, []) == []  # no modules.builtin: can't tell
     monkeypatch.setattr(kernel, "resolve_modules", lambda d, w: resolved)
     with pytest.raises(InputError) as e:
         kernel._write_modules_cpio(moddir, tmp_path / "m.cpio", "KERNEL sid:linux-image-x")
-    assert str(e.value) == ("KERNEL sid:linux-image-x: the guest needs virtio_blk, neither built "
-                            "into this kernel nor among its modules")
+    assert str(e.value) == (
+        "KERNEL sid:linux-image-x: the guest needs virtio_blk, neither built "
+        "into this kernel nor among its modules"
+    )
     assert not (tmp_path / "m.cpio").exists()
 
 
 def test_every_soft_dependency_line_is_loaded_before_its_module(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """kmod 30's --show-depends follows one softdep line of a module; 6.17's btrfs
     has four, the last (crypto-crc32c) needed to mount."""
     moddir = tmp_path / "6.17.13+deb13-cloud-amd64"
     moddir.mkdir()
     (moddir / "modules.softdep").write_text(
         "# Soft dependencies extracted from modules themselves.\n"
-        "softdep btrfs pre: blake2b-256\nsoftdep btrfs pre: crypto-crc32c post: nonesuch\n")
+        "softdep btrfs pre: blake2b-256\nsoftdep btrfs pre: crypto-crc32c post: nonesuch\n"
+    )
     bindir = tmp_path / "bin"
     bindir.mkdir()
     (bindir / "modprobe").write_text(
         '#!/bin/sh\nR="$3/lib/modules/$5/kernel"\ncase "$6" in\n'
         '  btrfs) printf "insmod $R/%s \\n" lib/xor.ko blake2b.ko fs/btrfs.ko;;\n'
         '  blake2b-256) echo "insmod $R/blake2b.ko ";;\n'
-        '  crypto-crc32c) echo "insmod $R/crc32c-cryptoapi.ko ";;\n  *) exit 1;;\nesac\n')
+        '  crypto-crc32c) echo "insmod $R/crc32c-cryptoapi.ko ";;\n  *) exit 1;;\nesac\n'
+    )
     (bindir / "modprobe").chmod(0o755)
     monkeypatch.setenv("PATH", f"{bindir}:{os.environ['PATH']}")
     assert resolve_modules(moddir, ["btrfs"]) == [
-        "kernel/lib/xor.ko", "kernel/blake2b.ko", "kernel/crc32c-cryptoapi.ko",
-        "kernel/fs/btrfs.ko"]
+        "kernel/lib/xor.ko",
+        "kernel/blake2b.ko",
+        "kernel/crc32c-cryptoapi.ko",
+        "kernel/fs/btrfs.ko",
+    ]
 
 
 def test_a_backend_whose_filesystem_the_kernel_lacks_is_named(tmp_path: Path) -> None:

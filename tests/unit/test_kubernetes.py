@@ -37,15 +37,26 @@ def run(tmp_path: Path, c: dict[str, Any], env: dict[str, str]) -> tuple[int, st
     calls.write_text("")
     script = c["args"][0]
     values = {e["name"]: e["value"] for e in c.get("env", [])}
-    res = subprocess.run(["bash", "-c", script], cwd=tmp_path, capture_output=True, text=True,
-                         env={**os.environ, **values, "CALLS": str(calls),
-                              "PATH": f"{bindir}:{os.environ['PATH']}", **env}, timeout=30)
+    res = subprocess.run(
+        ["bash", "-c", script],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        env={
+            **os.environ,
+            **values,
+            "CALLS": str(calls),
+            "PATH": f"{bindir}:{os.environ['PATH']}",
+            **env,
+        },
+        timeout=30,
+    )
     return res.returncode, calls.read_text()
 
 
 def stand_in(path: Path, body: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(f"#!/bin/sh\necho \"{path.name} $*\" >> \"$CALLS\"\n{body}\n")
+    path.write_text(f'#!/bin/sh\necho "{path.name} $*" >> "$CALLS"\n{body}\n')
     path.chmod(path.stat().st_mode | stat.S_IEXEC)
 
 
@@ -70,8 +81,9 @@ def test_a_schema_violation_is_caught() -> None:
 
 
 @pytest.mark.parametrize(("rc", "pod_ok"), [(0, True), (1, True), (2, False)])
-def test_each_pod_runs_the_shard_of_its_completion_index(tmp_path: Path, rc: int,
-                                                         pod_ok: bool) -> None:
+def test_each_pod_runs_the_shard_of_its_completion_index(
+    tmp_path: Path, rc: int, pod_ok: bool
+) -> None:
     stand_in(tmp_path / "bin" / "make", f"exit {rc}")
     code, calls = run(tmp_path, container("crashtest-shards"), {"JOB_COMPLETION_INDEX": "2"})
     assert (code == 0) == pod_ok
@@ -85,8 +97,9 @@ def test_each_pod_runs_the_shard_of_its_completion_index(tmp_path: Path, rc: int
 
 def test_the_merge_waits_for_every_shard_then_merges(tmp_path: Path) -> None:
     c = container("crashtest-merge")
-    c["args"] = [c["args"][0].replace("/results", str(tmp_path / "results"))
-                 .replace("sleep 60", "exit 9")]
+    c["args"] = [
+        c["args"][0].replace("/results", str(tmp_path / "results")).replace("sleep 60", "exit 9")
+    ]
     stand_in(tmp_path / ".venv" / "bin" / "crashtest", 'case "$1" in merge) exit 1;; esac')
     for i in (1, 2, 3):
         run_dir = tmp_path / "results" / "shards" / str(i) / "20261205-1-s1"

@@ -53,16 +53,21 @@ def imports() -> list[tuple[str, str, str]]:
 
 
 def test_every_part_has_a_layer() -> None:
-    parts = {p.name.removesuffix(".py") for p in HARNESS.iterdir()
-             if p.name != "__init__.py" and (p.suffix == ".py" or (p / "__init__.py").exists())}
+    parts = {
+        p.name.removesuffix(".py")
+        for p in HARNESS.iterdir()
+        if p.name != "__init__.py" and (p.suffix == ".py" or (p / "__init__.py").exists())
+    }
     assert parts == set().union(*LAYERS)
 
 
 def test_imports_point_down_only() -> None:
     layer = {part: i for i, parts in enumerate(LAYERS) for part in parts}
-    wrong = [f"{f}: {here} (layer {layer[here]}) imports {there} (layer {layer[there]})"
-             for f, here, there in imports()
-             if there != here and layer[there] >= layer[here]]
+    wrong = [
+        f"{f}: {here} (layer {layer[here]}) imports {there} (layer {layer[there]})"
+        for f, here, there in imports()
+        if there != here and layer[there] >= layer[here]
+    ]
     assert wrong == []
 
 

@@ -21,10 +21,15 @@ def shard(root: Path, i: int, n: int, seed: int = 1, bad: bool = False, name: st
         st.violations = [Violation("fs-corruption", st.state, "fsck is clean", {"o": "x"})]
         st.bundle = f"bundles/b{i}"
     b = BackendSummary("btrfs", "6.12", "img", "tcg", 2, {}, [st], 10)
-    write_results(run, {"run_id": run.name, "campaign": {"seed": seed, "kernels": ["6.12"],
-                                                         "backends": [{"name": "btrfs"}]},
-                        "shard": {"index": i, "count": n, "units": [i - 1],
-                                  "total_units": n}}, [b])
+    write_results(
+        run,
+        {
+            "run_id": run.name,
+            "campaign": {"seed": seed, "kernels": ["6.12"], "backends": [{"name": "btrfs"}]},
+            "shard": {"index": i, "count": n, "units": [i - 1], "total_units": n},
+        },
+        [b],
+    )
     return run
 
 
@@ -33,19 +38,28 @@ def test_merge_sums_states_and_keeps_bundles(tmp_path: Path) -> None:
     out = merge_runs(tmp_path / "merged", runs)
     doc = json.loads((out / "summary.json").read_text())
     t = doc["totals"]
-    assert (t["states_checked"], t["violations"], t["new"], t["leaks"], t["harness_errors"],
-            t["faults"]) == (2, 1, 1, 0, 0, {"filesystem": 1})
+    assert (
+        t["states_checked"],
+        t["violations"],
+        t["new"],
+        t["leaks"],
+        t["harness_errors"],
+        t["faults"],
+    ) == (2, 1, 1, 0, 0, {"filesystem": 1})
     assert doc["backends"][0]["wall_s"] == 20
     assert (out / "bundles" / "b2" / "bundle.json").exists()
     assert (out / "junit.xml").exists()
 
 
-@pytest.mark.parametrize("make,message", [
-    (lambda t: [shard(t, 1, 2)], r"shards \[1\] of 2"),
-    (lambda t: [shard(t, 1, 2), shard(t, 1, 2, name="again")], r"shards \[1, 1\] of 2"),
-    (lambda t: [shard(t, 1, 2), shard(t, 2, 2, seed=9)], "different campaign"),
-    (lambda t: [t], "no readable summary.json"),
-])
+@pytest.mark.parametrize(
+    "make,message",
+    [
+        (lambda t: [shard(t, 1, 2)], r"shards \[1\] of 2"),
+        (lambda t: [shard(t, 1, 2), shard(t, 1, 2, name="again")], r"shards \[1, 1\] of 2"),
+        (lambda t: [shard(t, 1, 2), shard(t, 2, 2, seed=9)], "different campaign"),
+        (lambda t: [t], "no readable summary.json"),
+    ],
+)
 def test_bad_merges_are_clear_errors(tmp_path: Path, make, message: str) -> None:
     with pytest.raises(InputError, match=message):
         merge_runs(tmp_path / "merged", make(tmp_path))
@@ -53,8 +67,9 @@ def test_bad_merges_are_clear_errors(tmp_path: Path, make, message: str) -> None
     assert not list(tmp_path.glob(".merged*"))
 
 
-def test_merge_all_groups_shards_by_campaign(tmp_path: Path,
-                                             capsys: pytest.CaptureFixture[str]) -> None:
+def test_merge_all_groups_shards_by_campaign(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     for seed in (1, 2):
         for i in (1, 2):
             shard(tmp_path / "artifacts" / f"job{seed}{i}", i, 2, seed=seed, bad=seed == 2)
@@ -66,7 +81,8 @@ def test_merge_all_groups_shards_by_campaign(tmp_path: Path,
 
 
 def test_merge_all_merges_what_is_complete_and_names_what_is_not(
-        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     """A shard job that broke left no artifact: its campaign is named, the others
     are merged, and the exit says the run is broken (2), not clean."""
     for i in (1, 2):

@@ -67,9 +67,15 @@ def make_workload(removing: bool = False) -> Workload:
         return [container(name)]
 
     two = [Promise("absent-container", "one")] if removing else p("two")
-    return Workload("t", [Step("one", "quick", Barrier.SYNC, promises=p("one")),
-                          Step("two", "slow", Barrier.SYNC, promises=two),
-                          Step("three", "quick", Barrier.SYNC, promises=p("three"))], 1)
+    return Workload(
+        "t",
+        [
+            Step("one", "quick", Barrier.SYNC, promises=p("one")),
+            Step("two", "slow", Barrier.SYNC, promises=two),
+            Step("three", "quick", Barrier.SYNC, promises=p("three")),
+        ],
+        1,
+    )
 
 
 def cut(vm: FakeVM, wl: Workload, plan: CutPlan, inventory: Any = None) -> Any:
@@ -113,8 +119,9 @@ def test_inventory_at_the_last_durability_point_only() -> None:
 def test_a_removing_step_withdraws_promises_and_the_inventory_while_it_runs() -> None:
     wl = make_workload(removing=True)
     # "two" removes container "one": while it runs, "one" may or may not be there.
-    out = cut(FakeVM(), wl, CutPlan("during", "two", 0.2),
-              lambda: {"images": ["x"], "containers": []})
+    out = cut(
+        FakeVM(), wl, CutPlan("during", "two", 0.2), lambda: {"images": ["x"], "containers": []}
+    )
     assert out.inventory is None
     assert out.ledger.in_force() == []
     done = cut(FakeVM(), wl, CutPlan("after", "two"))
@@ -131,11 +138,22 @@ def test_returned_cuts_after_the_command_before_the_sync() -> None:
 
 def test_expected_values_are_derived_on_the_live_guest_after_the_barrier() -> None:
     vm = FakeVM()
-    wl = Workload("t", [Step("w", ("put-data", "fsync-it"), Barrier.FSYNC,
-                             promises=[file("volume:v:/f"), file("volume:v:/g", "a" * 64)])])
+    wl = Workload(
+        "t",
+        [
+            Step(
+                "w",
+                ("put-data", "fsync-it"),
+                Barrier.FSYNC,
+                promises=[file("volume:v:/f"), file("volume:v:/g", "a" * 64)],
+            )
+        ],
+    )
     out = cut(vm, wl, CutPlan("after", "w"))
     # only the promise without a hash was asked for, after the step's commands ran
     assert vm.agent.commands == ["put-data", "fsync-it"]
     assert [p["target"] for p in vm.agent.derived[0]["promises"]] == ["volume:v:/f"]
     assert {p.target: p.sha256 for p in out.ledger.in_force()} == {
-        "volume:v:/f": "f" * 64, "volume:v:/g": "a" * 64}
+        "volume:v:/f": "f" * 64,
+        "volume:v:/g": "a" * 64,
+    }

@@ -14,17 +14,33 @@ from harness.report.results import BackendSummary, write_results
 def make_run(root: Path, name: str, kernel: str, broken: bool) -> Path:
     run = root / name
     run.mkdir(parents=True)
-    states = [StateResult("btrfs/cut0/after-x", "btrfs", "after x", wall_s=40),
-              StateResult("btrfs/replay/d:e3:none", "btrfs", "lost cache", kind="replay",
-                          wall_s=2)]
+    states = [
+        StateResult("btrfs/cut0/after-x", "btrfs", "after x", wall_s=40),
+        StateResult("btrfs/replay/d:e3:none", "btrfs", "lost cache", kind="replay", wall_s=2),
+    ]
     if broken:
-        states[1].violations = [Violation("fs-corruption", states[1].state, "fsck is clean",
-                                          {"output": "<inode 12> has bad extent"})]
+        states[1].violations = [
+            Violation(
+                "fs-corruption",
+                states[1].state,
+                "fsck is clean",
+                {"output": "<inode 12> has bad extent"},
+            )
+        ]
         states[1].bundle = "bundles/btrfs-e3-none"
-    backends = [BackendSummary("btrfs", kernel, "img1", "tcg", 1, {}, states, 50),
-                BackendSummary("ext4-overlay2", kernel, "img1", "tcg", 1, {},
-                               [StateResult("ext4-overlay2/cut0/after-x", "ext4-overlay2",
-                                            "after x", wall_s=50)], 60)]
+    backends = [
+        BackendSummary("btrfs", kernel, "img1", "tcg", 1, {}, states, 50),
+        BackendSummary(
+            "ext4-overlay2",
+            kernel,
+            "img1",
+            "tcg",
+            1,
+            {},
+            [StateResult("ext4-overlay2/cut0/after-x", "ext4-overlay2", "after x", wall_s=50)],
+            60,
+        ),
+    ]
     write_results(run, {"run_id": name, "workload": "default"}, backends)
     return run
 
@@ -83,11 +99,18 @@ def test_report_rows_are_kernel_and_release_and_observations_show(tmp_path: Path
     report's rows are kernel · release, its columns workload / backend."""
     run = tmp_path / "r"
     run.mkdir()
-    seen = StateResult("btrfs/replay/d:e1:none", "btrfs", "lost cache", kind="replay",
-                       observed={"container:c:/lower/f": "old"})
-    backends = [BackendSummary("btrfs", "6.12", "img", "tcg", 0, {}, [seen], 1,
-                               release=r, workload=w)
-                for w in ("copy-up", "pull") for r in ("bookworm", "trixie")]
+    seen = StateResult(
+        "btrfs/replay/d:e1:none",
+        "btrfs",
+        "lost cache",
+        kind="replay",
+        observed={"container:c:/lower/f": "old"},
+    )
+    backends = [
+        BackendSummary("btrfs", "6.12", "img", "tcg", 0, {}, [seen], 1, release=r, workload=w)
+        for w in ("copy-up", "pull")
+        for r in ("bookworm", "trixie")
+    ]
     write_results(run, {"run_id": "r", "workload": "copy-up"}, backends)
     parsed = Cells()
     parsed.feed(write_report([run]).read_text())

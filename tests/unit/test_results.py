@@ -17,33 +17,70 @@ REPO = Path(__file__).parents[2]
 
 def layer_file(state: str, image: str = "a", layer: str = "3f9c2a7b1d04e5f6") -> Violation:
     """docker's 0-byte layer file, as the store check words it (ids differ per run)."""
-    return Violation("docker-corruption", state,
-                     f"image {image}, which docker restores, has intact layers "
-                     "(layer files match their tar-split CRC64)",
-                     {"output": f"/var/lib/docker/overlay2/{layer}/diff/bin/sh has 0 bytes"},
-                     "docker", "invariant.docker-intact",
-                     f"image {image}, which docker restores, has intact layers "
-                     "(layer files match their tar-split CRC64)")
+    return Violation(
+        "docker-corruption",
+        state,
+        f"image {image}, which docker restores, has intact layers "
+        "(layer files match their tar-split CRC64)",
+        {"output": f"/var/lib/docker/overlay2/{layer}/diff/bin/sh has 0 bytes"},
+        "docker",
+        "invariant.docker-intact",
+        f"image {image}, which docker restores, has intact layers "
+        "(layer files match their tar-split CRC64)",
+    )
 
 
 def lost_file(state: str) -> Violation:
-    return Violation("fs-durability", state, "volume:data:/f has sha256 ...",
-                     {"output": "sha256 differs"}, "", "promise.file", "file:volume:data:/f")
+    return Violation(
+        "fs-durability",
+        state,
+        "volume:data:/f has sha256 ...",
+        {"output": "sha256 differs"},
+        "",
+        "promise.file",
+        "file:volume:data:/f",
+    )
 
 
-def summaries(digest: str = "aaaa1111bbbb", seed: int = 1, delay: str = "2.00",
-              new: bool = False) -> list[BackendSummary]:
+def summaries(
+    digest: str = "aaaa1111bbbb", seed: int = 1, delay: str = "2.00", new: bool = False
+) -> list[BackendSummary]:
     ok = StateResult("btrfs/cut0/after-x", "btrfs", "after x", wall_s=3)
-    bad = StateResult(f"btrfs/cut1/during-y-{delay}s", "btrfs", "during y", wall_s=4,
-                      violations=[layer_file(f"btrfs/cut1/during-y-{delay}s", f"app:s{seed}")],
-                      bundle="bundles/btrfs-cut1-during-y")
+    bad = StateResult(
+        f"btrfs/cut1/during-y-{delay}s",
+        "btrfs",
+        "during y",
+        wall_s=4,
+        violations=[layer_file(f"btrfs/cut1/during-y-{delay}s", f"app:s{seed}")],
+        bundle="bundles/btrfs-cut1-during-y",
+    )
     err = StateResult("btrfs/cut2/after-z", "btrfs", "after z", harness_error="GuestBootError: x")
-    replays = [StateResult(f"btrfs/replay/{digest}:e{7 * i + seed}:none", "btrfs", "lost cache",
-                           kind="replay", wall_s=1) for i in range(3)]
+    replays = [
+        StateResult(
+            f"btrfs/replay/{digest}:e{7 * i + seed}:none",
+            "btrfs",
+            "lost cache",
+            kind="replay",
+            wall_s=1,
+        )
+        for i in range(3)
+    ]
     if new:
         replays[1].violations = [lost_file(replays[1].state)]
-    return [BackendSummary("btrfs", "6.12.117+deb13-cloud-amd64", "rootfs-1", "tcg", 3, {},
-                           [ok, bad, err, *replays], 10, release="trixie", workload="pull")]
+    return [
+        BackendSummary(
+            "btrfs",
+            "6.12.117+deb13-cloud-amd64",
+            "rootfs-1",
+            "tcg",
+            3,
+            {},
+            [ok, bad, err, *replays],
+            10,
+            release="trixie",
+            workload="pull",
+        )
+    ]
 
 
 def known_file(tmp_path: Path, text: str) -> Path:
@@ -56,21 +93,43 @@ def test_summary_has_the_promised_fields(tmp_path: Path) -> None:
     doc = write_results(tmp_path, {"run_id": "r"}, summaries())
     assert json.loads((tmp_path / "summary.json").read_text()) == doc
     b = doc["backends"][0]
-    for key in ("backend", "kernel", "image", "accel", "cuts", "states_checked", "violations",
-                "harness_errors", "wall_s"):
+    for key in (
+        "backend",
+        "kernel",
+        "image",
+        "accel",
+        "cuts",
+        "states_checked",
+        "violations",
+        "harness_errors",
+        "wall_s",
+    ):
         assert key in b
     assert b["states_checked"] == 5
     v = b["violations"][0]
-    assert v["signature"] == ("invariant.docker-intact | docker-corruption | docker | "
-                              "layer files match their tar-split CRC64")
+    assert v["signature"] == (
+        "invariant.docker-intact | docker-corruption | docker | "
+        "layer files match their tar-split CRC64"
+    )
     assert v["known"] == ""
     t = doc["totals"]
-    assert (t["violations"], t["new"], t["known"], t["failing"], t["harness_errors"],
-            t["faults"]) == (1, 1, 0, 1, 1, {"docker": 1})
+    assert (
+        t["violations"],
+        t["new"],
+        t["known"],
+        t["failing"],
+        t["harness_errors"],
+        t["faults"],
+    ) == (1, 1, 0, 1, 1, {"docker": 1})
     assert doc["fail_on"] == "any"
     [f] = doc["findings"]
     assert (f["workload"], f["release"], f["kernel_series"], f["backend"], f["count"]) == (
-        "pull", "trixie", "6.12-cloud-amd64", "btrfs", 1)
+        "pull",
+        "trixie",
+        "6.12-cloud-amd64",
+        "btrfs",
+        1,
+    )
     assert f["example"]["bundle"] == "bundles/btrfs-cut1-during-y"
 
 
@@ -85,6 +144,7 @@ def test_signatures_and_test_names_do_not_depend_on_the_run(tmp_path: Path) -> N
 
     def names(root: ET.Element) -> list[tuple[str | None, str | None]]:
         return [(c.get("classname"), c.get("name")) for c in root.iter("testcase")]
+
     assert names(junit_a) == names(junit_b)
     assert names(junit_a)[1] == ("crashtest.pull.trixie.6_12-cloud-amd64.btrfs", "cut1 during-y")
     assert names(junit_a)[-1][1] == "replay 002"
@@ -94,10 +154,13 @@ def test_two_kernels_of_one_series_keep_their_names_apart(tmp_path: Path) -> Non
     a, b = summaries()[0], summaries()[0]
     b.kernel = "6.12.118+deb13-cloud-amd64"
     write_results(tmp_path, {}, [a, b])
-    classes = {c.get("classname") for c in ET.parse(tmp_path / "junit.xml").getroot().iter(
-        "testcase")}
-    assert classes == {"crashtest.pull.trixie.6_12_117+deb13-cloud-amd64.btrfs",
-                       "crashtest.pull.trixie.6_12_118+deb13-cloud-amd64.btrfs"}
+    classes = {
+        c.get("classname") for c in ET.parse(tmp_path / "junit.xml").getroot().iter("testcase")
+    }
+    assert classes == {
+        "crashtest.pull.trixie.6_12_117+deb13-cloud-amd64.btrfs",
+        "crashtest.pull.trixie.6_12_118+deb13-cloud-amd64.btrfs",
+    }
 
 
 def test_junit_failures_carry_the_bundle_and_its_repro(tmp_path: Path) -> None:
@@ -132,7 +195,8 @@ def test_known_failures_turn_docker_green_and_a_new_signature_red(tmp_path: Path
     t = doc["totals"]
     assert (t["new"], t["known"], t["failing"]) == (1, 1, 1)
     assert t["new_signatures"] == [
-        "promise.file | fs-durability | filesystem | file volume:data:/f"]
+        "promise.file | fs-durability | filesystem | file volume:data:/f"
+    ]
     assert exit_status(doc) == 1
 
     doc = write_results(tmp_path, {}, summaries(), known, fail_on="any")
@@ -140,8 +204,11 @@ def test_known_failures_turn_docker_green_and_a_new_signature_red(tmp_path: Path
 
 
 def test_known_but_not_seen_lists_entries_that_could_have_matched(tmp_path: Path) -> None:
-    path = known_file(tmp_path, '[[known]]\nid = "gone"\ncheck = "fs.fsck"\nbackend = "btrfs"\n'
-                                '[[known]]\nid = "elsewhere"\nbackend = "xfs-*"\n')
+    path = known_file(
+        tmp_path,
+        '[[known]]\nid = "gone"\ncheck = "fs.fsck"\nbackend = "btrfs"\n'
+        '[[known]]\nid = "elsewhere"\nbackend = "xfs-*"\n',
+    )
     doc = write_results(tmp_path, {}, summaries(), load_known(path))
     assert doc["totals"]["known_not_seen"] == ["gone"]
 
@@ -152,20 +219,24 @@ def test_leaks_are_never_known_or_failing(tmp_path: Path) -> None:
     assert known.match(leak, {}) == ""
 
 
-@pytest.mark.parametrize(("text", "message"), [
-    ("[[known]]\ncheck = 'x'\n", "needs an id"),
-    ("[[known]]\nid = 'a'\n[[known]]\nid = 'a'\n", "used twice"),
-    ("[[known]]\nid = 'a'\nkernal = '6.1*'\n", "unknown field(s) kernal"),
-    ("[[known]]\nid = 'a'\nclass = 'docker-broken'\n", "matches none of"),
-    ("[[known]]\nid = 'a'\nfault = 'dockr'\n", "matches none of"),
-    ("[[known]]\nid = 'a'\nlinks = 'http://x'\n", "links must be a list"),
-    ("[[known]]\nid = 'a'\nobject = ''\n", "must be non-empty strings"),
-    ("[known]\nid = 'a'\n", "array of tables"),
-    ("[[know]]\nid = 'a'\n", "unknown table(s) know"),
-    ("[[known]\nid = 'a'\n", "not valid TOML"),
-])
-def test_a_bad_known_file_is_one_line_exit_2(tmp_path: Path, text: str, message: str,
-                                            capsys: pytest.CaptureFixture[str]) -> None:
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("[[known]]\ncheck = 'x'\n", "needs an id"),
+        ("[[known]]\nid = 'a'\n[[known]]\nid = 'a'\n", "used twice"),
+        ("[[known]]\nid = 'a'\nkernal = '6.1*'\n", "unknown field(s) kernal"),
+        ("[[known]]\nid = 'a'\nclass = 'docker-broken'\n", "matches none of"),
+        ("[[known]]\nid = 'a'\nfault = 'dockr'\n", "matches none of"),
+        ("[[known]]\nid = 'a'\nlinks = 'http://x'\n", "links must be a list"),
+        ("[[known]]\nid = 'a'\nobject = ''\n", "must be non-empty strings"),
+        ("[known]\nid = 'a'\n", "array of tables"),
+        ("[[know]]\nid = 'a'\n", "unknown table(s) know"),
+        ("[[known]\nid = 'a'\n", "not valid TOML"),
+    ],
+)
+def test_a_bad_known_file_is_one_line_exit_2(
+    tmp_path: Path, text: str, message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
     path = known_file(tmp_path, text)
     with pytest.raises(InputError, match=r"KNOWN .*known\.toml"):
         load_known(path)
@@ -184,9 +255,13 @@ def test_the_shipped_file_names_its_upstream_issues() -> None:
     known = load_known(SHIPPED)
     assert {e.id for e in known.entries} >= {"docker-unsynced-layer-files"}
     for e in known.entries:
-        assert e.reason and e.links and all(x.startswith(("https://github.com/",
-                                                          "https://git.kernel.org/"))
-                                            for x in e.links)
+        assert (
+            e.reason
+            and e.links
+            and all(
+                x.startswith(("https://github.com/", "https://git.kernel.org/")) for x in e.links
+            )
+        )
 
 
 def test_latest_points_at_newest(tmp_path: Path) -> None:

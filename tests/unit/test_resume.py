@@ -18,11 +18,16 @@ from harness.model import StateResult, UnitKind
 
 
 def fake_images(spec: str | None, modules: str | None, release: str) -> Any:
-    kernel = SimpleNamespace(version="6.12.117+deb13-cloud-amd64",
-                             info={"version": "6.12.117+deb13-cloud-amd64"},
-                             vmlinuz=Path("/nonexistent/vmlinuz"))
-    root = SimpleNamespace(manifest_id="rootfs-1", manifest={"id": "rootfs-1"},
-                           key_packages=lambda: {"docker.io": "26.1.5"})
+    kernel = SimpleNamespace(
+        version="6.12.117+deb13-cloud-amd64",
+        info={"version": "6.12.117+deb13-cloud-amd64"},
+        vmlinuz=Path("/nonexistent/vmlinuz"),
+    )
+    root = SimpleNamespace(
+        manifest_id="rootfs-1",
+        manifest={"id": "rootfs-1"},
+        key_packages=lambda: {"docker.io": "26.1.5"},
+    )
     return SimpleNamespace(kernel=kernel, root=root)
 
 
@@ -32,21 +37,38 @@ class Units:
     def __init__(self, stop_after: int | None = None) -> None:
         self.stop_after, self.ran = stop_after, []  # type: ignore[var-annotated]
 
-    def __call__(self, jobs: list[UnitJob], parallel: int,
-                 done: Callable[[UnitResult], None], say: object = None) -> None:
+    def __call__(
+        self,
+        jobs: list[UnitJob],
+        parallel: int,
+        done: Callable[[UnitResult], None],
+        say: object = None,
+    ) -> None:
         for job in jobs:
             if self.stop_after is not None and len(self.ran) == self.stop_after:
                 raise KeyboardInterrupt
             u = job.unit
             n = 1 if u.kind == UnitKind.LIVE else job.states
             self.ran.append(u.index)
-            done(UnitResult(u.index, [StateResult(f"{u.backend.name}/{u.kind}{u.index}/{i}",
-                                                  u.backend.name, "p", kind=u.kind, wall_s=1)
-                                      for i in range(n)], wall_s=2.0))
+            done(
+                UnitResult(
+                    u.index,
+                    [
+                        StateResult(
+                            f"{u.backend.name}/{u.kind}{u.index}/{i}",
+                            u.backend.name,
+                            "p",
+                            kind=u.kind,
+                            wall_s=1,
+                        )
+                        for i in range(n)
+                    ],
+                    wall_s=2.0,
+                )
+            )
 
 
-ARGS = ["run", "--backends", "btrfs,ext4-overlay2", "--cuts", "2", "--states", "3",
-        "--jobs", "1"]
+ARGS = ["run", "--backends", "btrfs,ext4-overlay2", "--cuts", "2", "--states", "3", "--jobs", "1"]
 
 
 @pytest.fixture(autouse=True)
@@ -55,8 +77,8 @@ def no_vms(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_interrupted_then_resumed_gives_the_uninterrupted_totals(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-        capsys: pytest.CaptureFixture[str]) -> None:
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     whole = Units()
     monkeypatch.setattr(campaign, "run_units", whole)
     assert main([*ARGS, "--out", str(tmp_path / "whole")]) == 0
@@ -83,15 +105,18 @@ def test_interrupted_then_resumed_gives_the_uninterrupted_totals(
     assert doc["totals"] == want["totals"]
     assert doc["totals"]["states_checked"] == 2 * (2 + 3)
     assert sorted(s["state"] for b in doc["backends"] for s in b["states"]) == sorted(
-        s["state"] for b in want["backends"] for s in b["states"])
+        s["state"] for b in want["backends"] for s in b["states"]
+    )
     # a complete run has nothing to resume
     assert main(["run", "--resume", str(run)]) == 2
 
 
 def test_a_crash_of_the_harness_keeps_finished_units(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    def crash(jobs: list[UnitJob], parallel: int, done: Callable[[UnitResult], None],
-              say: object = None) -> None:
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def crash(
+        jobs: list[UnitJob], parallel: int, done: Callable[[UnitResult], None], say: object = None
+    ) -> None:
         Units()(jobs[:1], parallel, done)
         raise KeyError("a bug")
 
@@ -103,8 +128,9 @@ def test_a_crash_of_the_harness_keeps_finished_units(
     assert doc["totals"]["states_checked"] == 3  # the replay unit runs first
 
 
-def test_resume_refuses_a_changed_campaign(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                           capsys: pytest.CaptureFixture[str]) -> None:
+def test_resume_refuses_a_changed_campaign(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     monkeypatch.setattr(campaign, "run_units", Units(stop_after=1))
     assert main([*ARGS, "--out", str(tmp_path)]) == 130
     [run] = list(tmp_path.iterdir())

@@ -73,53 +73,79 @@ def test_the_stress_model_is_what_a_real_filesystem_holds(tmp_path: Path) -> Non
 
 
 def _step(name: str, promises: list[Promise] = (), observes: tuple = ()) -> Step:  # type: ignore[assignment]
-    return Step(name, "true", Barrier.SYNC if promises else Barrier.NONE, promises=promises,
-                observes=observes)
+    return Step(
+        name,
+        "true",
+        Barrier.SYNC if promises else Barrier.NONE,
+        promises=promises,
+        observes=observes,
+    )
 
 
 def test_a_step_that_changes_a_promised_file_withdraws_its_promise_while_it_runs() -> None:
     old = Promise("file", "disk:/f", "one", "fsync", sha256="a" * 64)
     new = Promise("file", "disk:/f", "two", "fsync", sha256="b" * 64)
-    rec = Recording(Path("o"), Path("d"), Path("l"), [
-        Event("one", 10, [old], started=0),
-        Event("two", 30, [new], started=20, withdraws=[new.key()]),
-    ], 0.0)
+    rec = Recording(
+        Path("o"),
+        Path("d"),
+        Path("l"),
+        [
+            Event("one", 10, [old], started=0),
+            Event("two", 30, [new], started=20, withdraws=[new.key()]),
+        ],
+        0.0,
+    )
     assert rec.promises_at(15, 20) == [old]
     assert rec.promises_at(15, 25) == []  # two's writes may be in: old or new, both fine
     assert rec.promises_at(30, 30) == [new]
-    w = Workload("w", [_step("one", [file("disk:/f", "a" * 64)]),
-                       _step("two", [file("disk:/f", "b" * 64)])])
+    w = Workload(
+        "w", [_step("one", [file("disk:/f", "a" * 64)]), _step("two", [file("disk:/f", "b" * 64)])]
+    )
     assert w.steps[1].withdraws == ["file:disk:/f"] and w.steps[1].removes == []
 
 
 def test_observations_hold_from_their_step_until_a_promise_covers_the_file() -> None:
     seen = observe("disk:/f", old="absent", new="c" * 64 + " 644 0 0")
     cover = Promise("file", "disk:/f", "sync", "sync", sha256="c" * 64)
-    rec = Recording(Path("o"), Path("d"), Path("l"), [
-        Event("change", 10, [], started=5, observes=[seen]),
-        Event("sync", 20, [cover], started=10),
-    ], 0.0)
+    rec = Recording(
+        Path("o"),
+        Path("d"),
+        Path("l"),
+        [
+            Event("change", 10, [], started=5, observes=[seen]),
+            Event("sync", 20, [cover], started=10),
+        ],
+        0.0,
+    )
     assert rec.observations_at(4, 5) == []  # nothing of the change can be in
     assert rec.observations_at(5, 12) == [seen]
     assert rec.observations_at(12, 19) == [seen]  # the sync has not returned
     assert rec.observations_at(20, 25) == []  # the promise judges it now
 
 
-@pytest.mark.parametrize("outcomes, message", [
-    ({"old": "nonsense"}, "must be \"absent\" or \"SHA256 MODE UID GID\""),
-    ({"empty": "absent"}, "labels empty and other are taken"),
-    ({}, "at least one outcome"),
-])
+@pytest.mark.parametrize(
+    "outcomes, message",
+    [
+        ({"old": "nonsense"}, 'must be "absent" or "SHA256 MODE UID GID"'),
+        ({"empty": "absent"}, "labels empty and other are taken"),
+        ({}, "at least one outcome"),
+    ],
+)
 def test_a_bad_observation_names_its_line(outcomes: dict[str, str], message: str) -> None:
     with pytest.raises(WorkloadError, match=message) as e:
         Workload("w", [_step("s", observes=(observe("disk:/f", **outcomes),))])
     assert "test_scenario_data.py:" in str(e.value)
 
 
-@pytest.mark.parametrize("cut, message", [
-    ("sideways:s", "must be KIND:STEP"), ("after:nope", "must be KIND:STEP"),
-    ("returned:s", "only a step with barrier"), ("after:s:2", "only a \"during\" cut"),
-])
+@pytest.mark.parametrize(
+    "cut, message",
+    [
+        ("sideways:s", "must be KIND:STEP"),
+        ("after:nope", "must be KIND:STEP"),
+        ("returned:s", "only a step with barrier"),
+        ("after:s:2", 'only a "during" cut'),
+    ],
+)
 def test_a_workload_s_own_cut_points_are_checked(cut: str, message: str) -> None:
     with pytest.raises(WorkloadError, match=message):
         Workload("w", [_step("s")], cuts=[cut])
@@ -132,8 +158,9 @@ def test_units_follow_the_matrix_and_the_workload_s_cut_points() -> None:
     units = plan_units(RunOptions(cuts=2, states=5), backends, cells)
     assert len(units) == 4 * 2 * 3
     first = [u.plan.describe() for u in units if u.cell == 0 and u.plan]
-    assert first == ["after pull's docker command returned, before its sync",
-                     "during pull +2.00s"] * 2
+    assert (
+        first == ["after pull's docker command returned, before its sync", "during pull +2.00s"] * 2
+    )
 
 
 def test_the_copy_up_model_is_what_a_real_filesystem_holds(tmp_path: Path) -> None:
@@ -144,10 +171,16 @@ def test_the_copy_up_model_is_what_a_real_filesystem_holds(tmp_path: Path) -> No
 
     from harness.workloads.scenarios import copy_up
 
-    lower = {f"{op}-{size}-n": seeded_bytes(f"l{op}{size}", n)
-             for op in copy_up.OPS for size, n in copy_up.SIZES.items()}
-    payload = {k: seeded_bytes(f"p{k}", min(copy_up.PAYLOAD, len(v) // 2))
-               for k, v in lower.items() if k.startswith(("append", "overwrite"))}
+    lower = {
+        f"{op}-{size}-n": seeded_bytes(f"l{op}{size}", n)
+        for op in copy_up.OPS
+        for size, n in copy_up.SIZES.items()
+    }
+    payload = {
+        k: seeded_bytes(f"p{k}", min(copy_up.PAYLOAD, len(v) // 2))
+        for k, v in lower.items()
+        if k.startswith(("append", "overwrite"))
+    }
     for d, files in (("lower", lower), ("src", payload)):
         (tmp_path / d).mkdir()
         for name, data in files.items():
@@ -155,8 +188,11 @@ def test_the_copy_up_model_is_what_a_real_filesystem_holds(tmp_path: Path) -> No
             (tmp_path / d / name).chmod(0o644)
             os.chown(tmp_path / d / name, 0, 0)
     cmds, _, after = copy_up._changes(lower, payload, "n")
-    script = " && ".join(cmds).replace("/lower/", f"{tmp_path}/lower/").replace(
-        "/src/", f"{tmp_path}/src/")
+    script = (
+        " && ".join(cmds)
+        .replace("/lower/", f"{tmp_path}/lower/")
+        .replace("/src/", f"{tmp_path}/src/")
+    )
     subprocess.run(["sh", "-e", "-c", script], check=True)
     assert len(after) == 16
     for path, state in after.items():

@@ -12,8 +12,11 @@ def machine(tmp: Path) -> MachineConfig:
     for name in ("vmlinuz", "initrd", "root.img"):
         if not (tmp / name).exists():
             (tmp / name).write_bytes(name.encode() * 100)
-    return MachineConfig(kernel=tmp / "vmlinuz", initrd=tmp / "initrd",
-                         disks=(Disk(tmp / "root.img", "root", read_only=True),))
+    return MachineConfig(
+        kernel=tmp / "vmlinuz",
+        initrd=tmp / "initrd",
+        disks=(Disk(tmp / "root.img", "root", read_only=True),),
+    )
 
 
 def test_saved_guest_key_follows_what_the_guest_depends_on(tmp_path: Path) -> None:

@@ -27,9 +27,15 @@ def sockets(tmp: Path) -> Sockets:
 
 
 def test_argv_is_data_with_disks_by_serial(tmp_path: Path) -> None:
-    cfg = MachineConfig(kernel=Path("/k"), initrd=Path("/i"), accel="tcg",
-                        disks=(Disk(Path("/root.img"), "root", read_only=True),
-                               Disk(Path("/o.qcow2"), "data", fmt="qcow2")))
+    cfg = MachineConfig(
+        kernel=Path("/k"),
+        initrd=Path("/i"),
+        accel="tcg",
+        disks=(
+            Disk(Path("/root.img"), "root", read_only=True),
+            Disk(Path("/o.qcow2"), "data", fmt="qcow2"),
+        ),
+    )
     argv = build_argv(cfg, sockets(tmp_path))
     assert argv[0] == "qemu-system-x86_64" and all(isinstance(a, str) for a in argv)
     assert argv[argv.index("-accel") + 1].startswith("tcg")
@@ -43,8 +49,12 @@ def test_argv_is_data_with_disks_by_serial(tmp_path: Path) -> None:
 
 
 def test_write_log_goes_through_blklogwrites(tmp_path: Path) -> None:
-    cfg = MachineConfig(kernel=Path("/k"), initrd=Path("/i"), accel="kvm",
-                        disks=(Disk(Path("/d.img"), "data", write_log=Path("/d.log")),))
+    cfg = MachineConfig(
+        kernel=Path("/k"),
+        initrd=Path("/i"),
+        accel="kvm",
+        disks=(Disk(Path("/d.img"), "data", write_log=Path("/d.log")),),
+    )
     argv = build_argv(cfg, sockets(tmp_path))
     nodes = [json.loads(argv[i + 1]) for i, a in enumerate(argv) if a == "-blockdev"]
     assert [n["driver"] for n in nodes] == ["raw", "file", "blklogwrites"]

@@ -34,15 +34,20 @@ def step(job: str, name: str) -> str:
 
 def expand(script: str) -> str:
     """GitHub's ${{ }} expressions, with a shard's values."""
-    values = {"matrix.kernel": "trixie:linux-image-cloud-amd64", "matrix.backend": "btrfs",
-              "matrix.shard": "1", "env.SHARDS": "2", "inputs.kernels": ""}
+    values = {
+        "matrix.kernel": "trixie:linux-image-cloud-amd64",
+        "matrix.backend": "btrfs",
+        "matrix.shard": "1",
+        "env.SHARDS": "2",
+        "inputs.kernels": "",
+    }
     return re.sub(r"\$\{\{\s*([^}]+?)\s*\}\}", lambda m: values[m.group(1)], script)
 
 
 def stand_in(bindir: Path, name: str, body: str) -> None:
     path = bindir / name
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(f"#!/bin/sh\necho \"{name} $*\" >> \"$CALLS\"\n{body}\n")
+    path.write_text(f'#!/bin/sh\necho "{name} $*" >> "$CALLS"\n{body}\n')
     path.chmod(path.stat().st_mode | stat.S_IEXEC)
 
 
@@ -51,13 +56,23 @@ def run_step(tmp_path: Path, script: str, env: dict[str, str]) -> tuple[int, str
     calls = tmp_path / "calls"
     calls.write_text("")
     (tmp_path / "step.sh").write_text(expand(script))
-    res = subprocess.run(["bash", "--noprofile", "--norc", "-eo", "pipefail",
-                          str(tmp_path / "step.sh")], cwd=tmp_path, capture_output=True,
-                         text=True, env={**os.environ, "CALLS": str(calls),
-                                         "PATH": f"{tmp_path / 'bin'}:{os.environ['PATH']}",
-                                         "CUTS": "6", "STATES": "48", "SEED": "7",
-                                         "KNOWN": "known-failures.toml", "WORKLOADS": "default",
-                                         **env})
+    res = subprocess.run(
+        ["bash", "--noprofile", "--norc", "-eo", "pipefail", str(tmp_path / "step.sh")],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        env={
+            **os.environ,
+            "CALLS": str(calls),
+            "PATH": f"{tmp_path / 'bin'}:{os.environ['PATH']}",
+            "CUTS": "6",
+            "STATES": "48",
+            "SEED": "7",
+            "KNOWN": "known-failures.toml",
+            "WORKLOADS": "default",
+            **env,
+        },
+    )
     return res.returncode, calls.read_text()
 
 
@@ -70,8 +85,7 @@ def assert_make_reads(make: str) -> None:
 
 
 @pytest.mark.parametrize(("rc", "job_passes"), [(0, True), (1, True), (2, False), (130, False)])
-def test_a_shard_fails_only_when_crashtest_broke(tmp_path: Path, rc: int,
-                                                 job_passes: bool) -> None:
+def test_a_shard_fails_only_when_crashtest_broke(tmp_path: Path, rc: int, job_passes: bool) -> None:
     """Findings (1) go to the merge job; a broken harness (2) or an interrupted
     run (130) fails the shard's job."""
     stand_in(tmp_path / "bin", "sudo", "exit 0")
@@ -95,7 +109,8 @@ def test_every_variable_the_shard_passes_is_one_make_crashtest_reads(tmp_path: P
 
 @pytest.mark.parametrize("rc", [0, 2])
 def test_the_nightly_compare_runs_the_long_setting_and_fails_when_an_arm_did(
-        tmp_path: Path, rc: int) -> None:
+    tmp_path: Path, rc: int
+) -> None:
     stand_in(tmp_path / "bin", "sudo", "exit 0")
     stand_in(tmp_path / "bin", "make", f"exit {rc}")
     code, calls = run_step(tmp_path, step("compare", "Compare the storage stacks"), {})
@@ -105,17 +120,23 @@ def test_the_nightly_compare_runs_the_long_setting_and_fails_when_an_arm_did(
     assert_make_reads(make)
 
 
-@pytest.mark.parametrize(("merge_rc", "report_rc", "want"),
-                         [(0, 0, 0), (1, 0, 1), (2, 0, 2), (0, 2, 2), (1, 2, 2)])
+@pytest.mark.parametrize(
+    ("merge_rc", "report_rc", "want"), [(0, 0, 0), (1, 0, 1), (2, 0, 2), (0, 2, 2), (1, 2, 2)]
+)
 def test_the_merge_job_fails_on_new_findings_or_a_broken_merge(
-        tmp_path: Path, merge_rc: int, report_rc: int, want: int) -> None:
+    tmp_path: Path, merge_rc: int, report_rc: int, want: int
+) -> None:
     venv = tmp_path / ".venv" / "bin"
-    stand_in(tmp_path / "bin", "python3", f'mkdir -p {venv}; exit 0')
+    stand_in(tmp_path / "bin", "python3", f"mkdir -p {venv}; exit 0")
     stand_in(venv, "pip", "exit 0")
-    stand_in(venv, "crashtest",
-             f'case "$1" in merge) exit {merge_rc};; report) exit {report_rc};; esac; exit 9')
-    code, calls = run_step(tmp_path, step("merge", "Merge each cell's shards and write the "
-                                                   "report"), {})
+    stand_in(
+        venv,
+        "crashtest",
+        f'case "$1" in merge) exit {merge_rc};; report) exit {report_rc};; esac; exit 9',
+    )
+    code, calls = run_step(
+        tmp_path, step("merge", "Merge each cell's shards and write the report"), {}
+    )
     assert code == want
     assert "crashtest merge --all merged shards" in calls
     assert "crashtest report merged -o merged/report.html" in calls
@@ -124,13 +145,18 @@ def test_the_merge_job_fails_on_new_findings_or_a_broken_merge(
 @pytest.mark.parametrize("earlier", [True, False])
 def test_the_merge_job_diffs_against_the_last_nightly(tmp_path: Path, earlier: bool) -> None:
     venv = tmp_path / ".venv" / "bin"
-    stand_in(tmp_path / "bin", "gh", 'case "$2" in list) echo 41;; download) exit '
-             + ("0" if earlier else "1") + ";; esac")
+    stand_in(
+        tmp_path / "bin",
+        "gh",
+        'case "$2" in list) echo 41;; download) exit ' + ("0" if earlier else "1") + ";; esac",
+    )
     stand_in(venv, "crashtest", 'echo "new: 1"; exit 1')
     summary = tmp_path / "step-summary"
-    code, calls = run_step(tmp_path, step("merge", "What changed since the last nightly"),
-                           {"GITHUB_STEP_SUMMARY": str(summary),
-                            "GITHUB_REPOSITORY": "me/crashtest"})
+    code, calls = run_step(
+        tmp_path,
+        step("merge", "What changed since the last nightly"),
+        {"GITHUB_STEP_SUMMARY": str(summary), "GITHUB_REPOSITORY": "me/crashtest"},
+    )
     assert code == 0  # informational: never the verdict
     assert "gh run download 41 --repo me/crashtest -n crashtest-report -D previous" in calls
     assert ("crashtest diff previous merged" in calls) == earlier
@@ -157,19 +183,27 @@ def test_the_kernel_axis_is_the_newest_debian_kernels_or_the_callers(tmp_path: P
         listed = json.loads(out.read_text().removeprefix("list="))
         if want is None:
             assert [k.split(":")[0] for k in listed] == [
-                "sid", "experimental", "trixie-backports", "trixie", "trixie", "bookworm"]
+                "sid",
+                "experimental",
+                "trixie-backports",
+                "trixie",
+                "trixie",
+                "bookworm",
+            ]
             assert "trixie:linux-image-amd64" in listed
         else:
             assert listed == want
     for job in ("shard", "reproducers"):
         assert workflow()["jobs"][job]["needs"] == "kernels"
-        assert "needs.kernels.outputs.list" in workflow()["jobs"][job]["strategy"]["matrix"][
-            "kernel"]
+        assert (
+            "needs.kernels.outputs.list" in workflow()["jobs"][job]["strategy"]["matrix"]["kernel"]
+        )
 
 
 @pytest.mark.parametrize(("rc", "job_passes"), [(0, True), (1, True), (2, False)])
-def test_the_live_bug_reproducers_run_on_every_kernel(tmp_path: Path, rc: int,
-                                                      job_passes: bool) -> None:
+def test_the_live_bug_reproducers_run_on_every_kernel(
+    tmp_path: Path, rc: int, job_passes: bool
+) -> None:
     stand_in(tmp_path / "bin", "sudo", "exit 0")
     stand_in(tmp_path / "bin", "make", f"exit {rc}")
     code, calls = run_step(tmp_path, step("reproducers", "Run the live-bug reproducers"), {})
@@ -190,8 +224,9 @@ def test_a_calling_repository_brings_its_workloads_and_known_failures(tmp_path: 
     stand_in(tmp_path / "bin", "sudo", "exit 0")
     stand_in(tmp_path / "bin", "make", "exit 0")
     (tmp_path / "caller").mkdir()
-    _, calls = run_step(tmp_path, step("shard", "Run this shard"),
-                        {"WORKLOADS": "default,wl/mine.toml,btrfs-779"})
+    _, calls = run_step(
+        tmp_path, step("shard", "Run this shard"), {"WORKLOADS": "default,wl/mine.toml,btrfs-779"}
+    )
     assert "WORKLOADS=default,caller/wl/mine.toml,btrfs-779" in calls
 
 
@@ -200,12 +235,13 @@ def test_the_live_bugs_are_known_on_the_kernels_without_their_fixes() -> None:
 
     known = load_known(REPO / "known-failures.toml")
     lost = Violation("fs-durability", "s", "p", {}, "", "promise.file", "file:disk:/kb/dir")
-    back = Violation("fs-durability", "s", "p", {}, "", "promise.absent-file",
-                     "file:disk:/kb/foo")
+    back = Violation("fs-durability", "s", "p", {}, "", "promise.absent-file", "file:disk:/kb/foo")
     for v, wl in ((lost, "btrfs-779"), (back, "btrfs-764")):
-        for kernel, is_known in (("6.12.117+deb13-cloud-amd64", True),
-                                 ("6.1.0-28-cloud-amd64", True),
-                                 ("7.2.13+deb14-cloud-amd64", False)):
+        for kernel, is_known in (
+            ("6.12.117+deb13-cloud-amd64", True),
+            ("6.1.0-28-cloud-amd64", True),
+            ("7.2.13+deb14-cloud-amd64", False),
+        ):
             cell = {"backend": "btrfs", "kernel": kernel, "release": "trixie", "workload": wl}
             assert (known.match(v, cell) != "") == is_known, (wl, kernel)
 

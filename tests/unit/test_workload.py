@@ -58,8 +58,9 @@ def test_ledger_keeps_latest_promise_per_object() -> None:
     assert led.last_point == "rm"
 
 
-@pytest.mark.parametrize("spec", ["default", str(HERE / "volume_fsync.py"),
-                                  str(HERE / "layer_fsync.toml")])
+@pytest.mark.parametrize(
+    "spec", ["default", str(HERE / "volume_fsync.py"), str(HERE / "layer_fsync.toml")]
+)
 def test_workloads_are_plain_data(spec: str) -> None:
     """They pickle (parallel units) and round-trip through JSON (bundles) unchanged."""
     wl = load_workload(spec, 2)
@@ -75,7 +76,12 @@ def test_python_workload_from_a_file_anywhere() -> None:
     assert wl.synced == ["import-base", "clobber", "settle"]
     p = wl.steps[1].promises[0]
     assert (p.kind, p.target, p.step, p.how, p.sha256) == (
-        "file", "volume:vol:/data.txt", "write-volume", "fsync", "")  # derived at run time
+        "file",
+        "volume:vol:/data.txt",
+        "write-volume",
+        "fsync",
+        "",
+    )  # derived at run time
     assert "2005" in wl.steps[1].run[1]  # the seed reached the commands
     assert p.origin.startswith(str(HERE / "volume_fsync.py") + ":")
 
@@ -83,11 +89,19 @@ def test_python_workload_from_a_file_anywhere() -> None:
 def test_toml_workload_compiles_to_the_same_data() -> None:
     wl = load_workload(str(HERE / "layer_fsync.toml"), 3)
     assert wl.name == "layer-fsync" and wl.step_names == [
-        "import-base", "write-layer", "clobber", "stop"]
+        "import-base",
+        "write-layer",
+        "clobber",
+        "stop",
+    ]
     assert "seq 1 3000" in wl.steps[1].run[2]
     stop = wl.steps[3].promises[0]
     assert (stop.kind, stop.target, stop.state, stop.step) == (
-        "container", "keeper", "exited 137", "stop")
+        "container",
+        "keeper",
+        "exited 137",
+        "stop",
+    )
     assert [i.kind for i in wl.invariants] == ["docker-intact", "dockerd-starts", "command"]
     assert wl.steps[1].origin == f"{HERE / 'layer_fsync.toml'}:17"
 
@@ -113,38 +127,69 @@ TOML_STEP = '[[step]]\nname = "a"\nrun = "true"\nbarrier = "sync"\n'
 BAD = [
     ("syntax.toml", 'name = "x"\n[[step]\nname = "a"\n', 2, "not valid TOML"),
     ("needs.toml", TOML_STEP + 'needs = ["nope"]\n', 1, "needs unknown step 'nope'"),
-    ("cycle.toml", '[[step]]\nname = "a"\nrun = "true"\nneeds = ["b"]\n'
-                   '[[step]]\nname = "b"\nrun = "true"\nneeds = ["a"]\n', 1,
-     "cycle in `needs`: a -> b -> a"),
-    ("later.toml", '[[step]]\nname = "a"\nrun = "true"\nneeds = ["b"]\n'
-                   '[[step]]\nname = "b"\nrun = "true"\n', 1, "needs 'b', which runs after it"),
-    ("kind.toml", TOML_STEP + '[[step.promise]]\nkind = "teapot"\ntarget = "x"\n', 5,
-     "unknown promise kind 'teapot'"),
-    ("nostep.toml", TOML_STEP + '[[promise]]\nafter = "b"\nkind = "image"\ntarget = "x"\n', 5,
-     "promise about step 'b', which does not exist"),
-    ("barrier.toml", '[[step]]\nname = "a"\nrun = "true"\n'
-                     '[[step.promise]]\nkind = "image"\ntarget = "x"\n', 4, "has no barrier"),
+    (
+        "cycle.toml",
+        '[[step]]\nname = "a"\nrun = "true"\nneeds = ["b"]\n'
+        '[[step]]\nname = "b"\nrun = "true"\nneeds = ["a"]\n',
+        1,
+        "cycle in `needs`: a -> b -> a",
+    ),
+    (
+        "later.toml",
+        '[[step]]\nname = "a"\nrun = "true"\nneeds = ["b"]\n[[step]]\nname = "b"\nrun = "true"\n',
+        1,
+        "needs 'b', which runs after it",
+    ),
+    (
+        "kind.toml",
+        TOML_STEP + '[[step.promise]]\nkind = "teapot"\ntarget = "x"\n',
+        5,
+        "unknown promise kind 'teapot'",
+    ),
+    (
+        "nostep.toml",
+        TOML_STEP + '[[promise]]\nafter = "b"\nkind = "image"\ntarget = "x"\n',
+        5,
+        "promise about step 'b', which does not exist",
+    ),
+    (
+        "barrier.toml",
+        '[[step]]\nname = "a"\nrun = "true"\n[[step.promise]]\nkind = "image"\ntarget = "x"\n',
+        4,
+        "has no barrier",
+    ),
     ("key.toml", TOML_STEP + 'rn = "typo"\n', 1, "unknown key 'rn' in a step"),
-    ("target.toml", TOML_STEP + '[[step.promise]]\nkind = "file"\ntarget = "/etc/x"\n', 5,
-     "must be container:NAME:/path"),
-    ("syntax.py", "from harness.workloads import Step\n\ndef workload(seed)\n", 3,
-     "syntax error"),
-    ("needs.py", "from harness.workloads import Step, Workload\n\n\ndef workload(seed):\n"
-                 "    return Workload('w', [\n        Step('a', 'true', needs=['zz'])])\n", 6,
-     "needs unknown step 'zz'"),
-    ("kind.py", "from harness.workloads import Barrier, Promise, Step, Workload\n\n\n"
-                "def workload(seed):\n    return Workload('w', [Step('a', 'true', Barrier.SYNC,\n"
-                "        promises=[Promise('teapot', 'x')])])\n", 5,
-     "unknown promise kind 'teapot'"),
+    (
+        "target.toml",
+        TOML_STEP + '[[step.promise]]\nkind = "file"\ntarget = "/etc/x"\n',
+        5,
+        "must be container:NAME:/path",
+    ),
+    ("syntax.py", "from harness.workloads import Step\n\ndef workload(seed)\n", 3, "syntax error"),
+    (
+        "needs.py",
+        "from harness.workloads import Step, Workload\n\n\ndef workload(seed):\n"
+        "    return Workload('w', [\n        Step('a', 'true', needs=['zz'])])\n",
+        6,
+        "needs unknown step 'zz'",
+    ),
+    (
+        "kind.py",
+        "from harness.workloads import Barrier, Promise, Step, Workload\n\n\n"
+        "def workload(seed):\n    return Workload('w', [Step('a', 'true', Barrier.SYNC,\n"
+        "        promises=[Promise('teapot', 'x')])])\n",
+        5,
+        "unknown promise kind 'teapot'",
+    ),
     ("raises.py", "def workload(seed):\n    return 1 / 0\n", 2, "ZeroDivisionError"),
     ("nofunc.py", "X = 1\n", 1, "defines no function `workload(seed)`"),
 ]
 
 
-@pytest.mark.parametrize(("name", "text", "line", "message"), BAD,
-                         ids=[b[0] for b in BAD])
+@pytest.mark.parametrize(("name", "text", "line", "message"), BAD, ids=[b[0] for b in BAD])
 def test_a_bad_workload_file_is_one_error_naming_file_and_line(
-        tmp_path: Path, name: str, text: str, line: int, message: str) -> None:
+    tmp_path: Path, name: str, text: str, line: int, message: str
+) -> None:
     path = tmp_path / name
     path.write_text(text)
     with pytest.raises(WorkloadError) as e:
@@ -157,21 +202,28 @@ def test_bad_workload_through_the_cli_exits_2_with_one_line(tmp_path: Path) -> N
     path = tmp_path / "cycle.toml"
     path.write_text(BAD[2][1])
     out = tmp_path / "res"
-    res = subprocess.run([sys.executable, "-m", "harness.cli", "run", "--workload", str(path),
-                          "--out", str(out)], capture_output=True, text=True, timeout=120)
+    res = subprocess.run(
+        [sys.executable, "-m", "harness.cli", "run", "--workload", str(path), "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert res.returncode == 2
     lines = res.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"crashtest: bad input: {path}:1: ")
     assert not any(out.iterdir())
-    missing = subprocess.run([sys.executable, "-m", "harness.cli", "run", "--workload",
-                              "nosuch", "--out", str(out)], capture_output=True, text=True,
-                             timeout=120)
-    assert missing.returncode == 2 and "not a file and not a registered workload" in \
-        missing.stderr
+    missing = subprocess.run(
+        [sys.executable, "-m", "harness.cli", "run", "--workload", "nosuch", "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert missing.returncode == 2 and "not a file and not a registered workload" in missing.stderr
 
 
-def test_workloads_command_lists_and_checks(tmp_path: Path,
-                                            capsys: pytest.CaptureFixture[str]) -> None:
+def test_workloads_command_lists_and_checks(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     from harness.cli import main
 
     assert main(["workloads"]) == 0

@@ -26,10 +26,10 @@ def blk(byte: int, sectors: int = 1) -> bytes:
 
 def sample_log(tmp: Path) -> Path:
     b = LogBuilder()
-    b.write(0, blk(1)).write(8, blk(2, 2)).flush()            # epoch 0
-    b.write(0, blk(3)).write(16, blk(4, 16)).discard(8, 2)    # epoch 1 (open tail)
+    b.write(0, blk(1)).write(8, blk(2, 2)).flush()  # epoch 0
+    b.write(0, blk(3)).write(16, blk(4, 16)).discard(8, 2)  # epoch 1 (open tail)
     b.write(24, blk(5)).flush()
-    b.write(32, blk(6, 8)).write(40, blk(7))                  # epoch 2, no flush
+    b.write(32, blk(6, 8)).write(40, blk(7))  # epoch 2, no flush
     return b.save(tmp / "w.log")
 
 
@@ -43,15 +43,26 @@ def test_reads_entries_and_flags(tmp_path: Path) -> None:
 
 def test_entries_past_superblock_count_are_read(tmp_path: Path) -> None:
     """A power cut leaves entries the superblock does not count yet."""
-    path = LogBuilder().write(0, blk(1)).flush().write(8, blk(2)).write(9, blk(3)).save(
-        tmp_path / "w.log", nr_entries=2)
+    path = (
+        LogBuilder()
+        .write(0, blk(1))
+        .flush()
+        .write(8, blk(2))
+        .write(9, blk(3))
+        .save(tmp_path / "w.log", nr_entries=2)
+    )
     log = read_log(path)
     assert log.nr_entries_super == 2 and len(log.entries) == 4
 
 
 def test_torn_tail_after_the_counted_entries_is_dropped(tmp_path: Path) -> None:
-    path = LogBuilder().write(0, blk(1)).flush().write(8, blk(2, 4)).save(
-        tmp_path / "w.log", nr_entries=2)
+    path = (
+        LogBuilder()
+        .write(0, blk(1))
+        .flush()
+        .write(8, blk(2, 4))
+        .save(tmp_path / "w.log", nr_entries=2)
+    )
     with path.open("r+b") as f:
         f.truncate(path.stat().st_size - 100)  # the last write's data is cut short
     assert len(read_log(path).entries) == 2
@@ -61,19 +72,27 @@ def test_truncated_counted_entry_names_the_offset(tmp_path: Path) -> None:
     path = LogBuilder().write(0, blk(1)).write(8, blk(2, 4)).save(tmp_path / "w.log")
     with path.open("r+b") as f:
         f.truncate(path.stat().st_size - 100)
-    with pytest.raises(LogError, match=r"offset 1536: corrupted: entry 1 claims 2048 data "
-                                       r"bytes past the end"):
+    with pytest.raises(
+        LogError,
+        match=r"offset 1536: corrupted: entry 1 claims 2048 data "
+        r"bytes past the end",
+    ):
         read_log(path)
 
 
-@pytest.mark.parametrize(("mutate", "message"), [
-    (lambda d: b"ELF\x7f" + d[4:], "offset 0: bad magic"),
-    (lambda d: d[:8] + struct.pack("<Q", 7) + d[16:], "offset 8: unsupported version 7"),
-    (lambda d: d[:24] + struct.pack("<I", 3000) + d[28:], "offset 24: bad sector size 3000"),
-    (lambda d: d[:10], "offset 0: too short"),
-    (lambda d: d[:512 + 16] + struct.pack("<Q", 0x400) + d[512 + 24:],
-     "offset 512: corrupted: unknown flags 0x400"),
-])
+@pytest.mark.parametrize(
+    ("mutate", "message"),
+    [
+        (lambda d: b"ELF\x7f" + d[4:], "offset 0: bad magic"),
+        (lambda d: d[:8] + struct.pack("<Q", 7) + d[16:], "offset 8: unsupported version 7"),
+        (lambda d: d[:24] + struct.pack("<I", 3000) + d[28:], "offset 24: bad sector size 3000"),
+        (lambda d: d[:10], "offset 0: too short"),
+        (
+            lambda d: d[: 512 + 16] + struct.pack("<Q", 0x400) + d[512 + 24 :],
+            "offset 512: corrupted: unknown flags 0x400",
+        ),
+    ],
+)
 def test_foreign_or_corrupted_logs_are_clear_errors(tmp_path: Path, mutate, message) -> None:  # type: ignore[no-untyped-def]
     path = sample_log(tmp_path)
     path.write_bytes(mutate(path.read_bytes()))
@@ -131,14 +150,14 @@ def test_replay_builds_states_forward_without_touching_shared_files(tmp_path: Pa
     # epoch 1, keep only the discard (index 2 of the epoch): epoch 0 applied, then zeroes
     s1 = rep.build(eps, CrashState(log.digest, 1, "s4"), tmp_path / "s1.qcow2")
     img = qemu_read(s1, 0, 64 * SS)
-    assert img[0:SS] == blk(1)                     # epoch 0's write
-    assert img[8 * SS:10 * SS] == bytes(2 * SS)    # discard replayed as zeroes
-    assert img[16 * SS:17 * SS] == blk(0xEE)       # dropped write of epoch 1
+    assert img[0:SS] == blk(1)  # epoch 0's write
+    assert img[8 * SS : 10 * SS] == bytes(2 * SS)  # discard replayed as zeroes
+    assert img[16 * SS : 17 * SS] == blk(0xEE)  # dropped write of epoch 1
     # torn: write 1 of epoch 1 (16 sectors) keeps its first 8 sectors only
     s2 = rep.build(eps, CrashState(log.digest, 1, "t1.8"), tmp_path / "s2.qcow2")
     img = qemu_read(s2, 0, 64 * SS)
     assert img[0:SS] == blk(3)
-    assert img[16 * SS:24 * SS] == blk(4, 8) and img[24 * SS:32 * SS] == blk(0xEE, 8)
+    assert img[16 * SS : 24 * SS] == blk(4, 8) and img[24 * SS : 32 * SS] == blk(0xEE, 8)
     assert (origin.read_bytes(), path.read_bytes()) == before
     # forward replay: the base got epoch 0 once; naive would replay it for each state
     assert rep.stats.base_bytes == 3 * SS
@@ -153,26 +172,43 @@ def test_cli_lists_states_and_rejects_a_foreign_log(tmp_path: Path) -> None:
     import sys
 
     path = sample_log(tmp_path)
-    ok = subprocess.run([sys.executable, "-m", "harness.cli", "states", str(path),
-                         "--budget", "4"], capture_output=True, text=True)
+    ok = subprocess.run(
+        [sys.executable, "-m", "harness.cli", "states", str(path), "--budget", "4"],
+        capture_output=True,
+        text=True,
+    )
     assert ok.returncode == 0, ok.stderr
     doc = json.loads(ok.stdout)
     assert doc["entries"] == 10 and doc["epochs"] == 3 and len(doc["states"]) == 4
     # a bundle's compressed log reads the same
     subprocess.run(["zstd", "-q", str(path), "-o", str(tmp_path / "writes.log.zst")], check=True)
-    packed = subprocess.run([sys.executable, "-m", "harness.cli", "states",
-                             str(tmp_path / "writes.log.zst"), "--budget", "4"],
-                            capture_output=True, text=True)
+    packed = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "harness.cli",
+            "states",
+            str(tmp_path / "writes.log.zst"),
+            "--budget",
+            "4",
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert packed.returncode == 0, packed.stderr
     assert json.loads(packed.stdout)["states"] == doc["states"]
     foreign = tmp_path / "foreign.log"
     foreign.write_bytes(b"\x7fELF" + bytes(4096))
-    bad = subprocess.run([sys.executable, "-m", "harness.cli", "states", str(foreign)],
-                         capture_output=True, text=True)
+    bad = subprocess.run(
+        [sys.executable, "-m", "harness.cli", "states", str(foreign)],
+        capture_output=True,
+        text=True,
+    )
     assert bad.returncode == 2
     assert bad.stderr.strip().splitlines() == [
         f"crashtest: bad input: write log {foreign}: offset 0: bad magic 0x464c457f "
-        "(not a dm-log-writes/blklogwrites log)"]
+        "(not a dm-log-writes/blklogwrites log)"
+    ]
 
 
 def test_never_flushed_log_needs_its_sector_size(tmp_path: Path) -> None:
@@ -192,10 +228,16 @@ def test_a_removal_in_flight_withdraws_the_promise_for_replayed_states() -> None
 
     img = Promise("image", "scratch", "build", "sync", run="true")
     gone = Promise("absent-image", "scratch", "churn", "sync")
-    rec = Recording(Path("o"), Path("d"), Path("l"), [
-        Event("build", 10, [img], started=0),
-        Event("churn", 30, [gone], started=20, withdraws=[gone.key()]),
-    ], 0.0)
+    rec = Recording(
+        Path("o"),
+        Path("d"),
+        Path("l"),
+        [
+            Event("build", 10, [img], started=0),
+            Event("churn", 30, [gone], started=20, withdraws=[gone.key()]),
+        ],
+        0.0,
+    )
     assert rec.promises_at(15, 20) == [img]  # churn's writes cannot be in the state
     assert rec.promises_at(15, 25) == []  # they may be: exists or not, both fine
     assert rec.promises_at(20, 29) == []
@@ -221,10 +263,10 @@ def test_states_that_are_the_same_disk_share_a_fingerprint(tmp_path: Path) -> No
     """A write wholly overwritten by a later kept write does not show; keeping all
     of an epoch is the next epoch's flush boundary; anything else differs."""
     b = LogBuilder()
-    b.write(0, blk(1)).flush()                                  # epoch 0
-    b.write(8, blk(2)).write(8, blk(3)).write(16, blk(4, 2))    # epoch 1
+    b.write(0, blk(1)).flush()  # epoch 0
+    b.write(8, blk(2)).write(8, blk(3)).write(16, blk(4, 2))  # epoch 1
     b.flush()
-    b.write(32, blk(5))                                         # epoch 2
+    b.write(32, blk(5))  # epoch 2
     log = read_log(b.save(tmp_path / "w.log"))
     eps = epochs(log)
 

@@ -39,29 +39,57 @@ def workload(seed: int) -> Workload:
     pruned = [n for n in stopped if n not in removed]
     dockerfile = f"FROM {BASE}\nRUN mkdir -p /app && echo churn-{seed} > /app/id\n"
     build = f"printf %s {shlex.quote(dockerfile)} | DOCKER_BUILDKIT=0 docker build -q -t"
-    cycle = [f"{build} crashtest/churn-tmp:{j} - && docker run --rm --network none "
-             f"crashtest/churn-tmp:{j} cat /app/id && docker rmi crashtest/churn-tmp:{j}"
-             for j in range(CYCLES)]
+    cycle = [
+        f"{build} crashtest/churn-tmp:{j} - && docker run --rm --network none "
+        f"crashtest/churn-tmp:{j} cat /app/id && docker rmi crashtest/churn-tmp:{j}"
+        for j in range(CYCLES)
+    ]
     steps = [
         import_base(),
-        Step("build-app", f"{build} {app} -", Barrier.SYNC, "import-base",
-             [image(app, "grep -q churn /app/id")]),
-        Step("lifecycle", (
-            *(f"docker create --name {n} --network none {app} sleep 100000" for n in names),
-            f"docker start {' '.join(names)}",
-            f"docker stop -t 0 {' '.join(stopped)}",
-            f"docker rm {' '.join(removed)}"), Barrier.SYNC, "build-app",
-            [*(container(n) for n in running),
-             *(container(n, "exited 137") for n in stopped if n not in removed),
-             *(absent_container(n) for n in removed)]),
-        Step("build-rmi", cycle, Barrier.SYNC, "build-app",
-             [absent_image(f"crashtest/churn-tmp:{j}") for j in range(CYCLES)]),
-        Step("prune", ("docker container prune -f", "docker image prune -f"), Barrier.SYNC,
-             "lifecycle", [absent_container(n) for n in pruned]),
+        Step(
+            "build-app",
+            f"{build} {app} -",
+            Barrier.SYNC,
+            "import-base",
+            [image(app, "grep -q churn /app/id")],
+        ),
+        Step(
+            "lifecycle",
+            (
+                *(f"docker create --name {n} --network none {app} sleep 100000" for n in names),
+                f"docker start {' '.join(names)}",
+                f"docker stop -t 0 {' '.join(stopped)}",
+                f"docker rm {' '.join(removed)}",
+            ),
+            Barrier.SYNC,
+            "build-app",
+            [
+                *(container(n) for n in running),
+                *(container(n, "exited 137") for n in stopped if n not in removed),
+                *(absent_container(n) for n in removed),
+            ],
+        ),
+        Step(
+            "build-rmi",
+            cycle,
+            Barrier.SYNC,
+            "build-app",
+            [absent_image(f"crashtest/churn-tmp:{j}") for j in range(CYCLES)],
+        ),
+        Step(
+            "prune",
+            ("docker container prune -f", "docker image prune -f"),
+            Barrier.SYNC,
+            "lifecycle",
+            [absent_container(n) for n in pruned],
+        ),
     ]
     return Workload(
-        "churn", steps, seed,
+        "churn",
+        steps,
+        seed,
         description=f"{CONTAINERS} containers created, started, stopped and removed, "
-                    f"{CYCLES} build/run/rmi cycles, container and image prune",
+        f"{CYCLES} build/run/rmi cycles, container and image prune",
         damage_target="/app/id",
-        cuts=("during:lifecycle:3", "returned:prune", "during:build-rmi:2", "after:prune"))
+        cuts=("during:lifecycle:3", "returned:prune", "during:build-rmi:2", "after:prune"),
+    )

@@ -21,8 +21,9 @@ def sha(data: bytes) -> str:
 
 
 def import_base() -> Step:
-    return Step("import-base", f"docker import {BASE_TAR} {BASE}", Barrier.SYNC,
-                promises=[image(BASE)])
+    return Step(
+        "import-base", f"docker import {BASE_TAR} {BASE}", Barrier.SYNC, promises=[image(BASE)]
+    )
 
 
 @dataclass(frozen=True)
@@ -38,15 +39,27 @@ class Context:
     def content(self, path: str) -> bytes:
         return seeded_bytes(f"{self.key}/{path}", dict(self.seeded)[path])
 
-    def build(self, name: str, needs: str = "import-base", barrier: str = Barrier.NONE,
-              promises: tuple[Promise, ...] = ()) -> Step:
+    def build(
+        self,
+        name: str,
+        needs: str = "import-base",
+        barrier: str = Barrier.NONE,
+        promises: tuple[Promise, ...] = (),
+    ) -> Step:
         ctx = f"{CTX}-{name}"
         specs = " ".join(f"{p}:{n}:{self.key}/{p}" for p, n in self.seeded)
-        return Step(name, (f"cd /crashtest && python3 -m crashtest_guest.seeded {ctx} {specs}",
-                           f"DOCKER_BUILDKIT=0 docker build -q --network none -t {self.ref} {ctx}",
-                           f"rm -rf {ctx}"),
-                    barrier, needs, promises,
-                    files=[GuestFile(f"{ctx}/{p}", t.encode()) for p, t in self.text])
+        return Step(
+            name,
+            (
+                f"cd /crashtest && python3 -m crashtest_guest.seeded {ctx} {specs}",
+                f"DOCKER_BUILDKIT=0 docker build -q --network none -t {self.ref} {ctx}",
+                f"rm -rf {ctx}",
+            ),
+            barrier,
+            needs,
+            promises,
+            files=[GuestFile(f"{ctx}/{p}", t.encode()) for p, t in self.text],
+        )
 
 
 @dataclass(frozen=True)
@@ -63,8 +76,9 @@ class SeededImage:
         return self.context.ref
 
     def build(self, name: str = "build-app", barrier: str = Barrier.NONE) -> Step:
-        return self.context.build(name, barrier=barrier,
-                                  promises=(self.promise(),) if barrier else ())
+        return self.context.build(
+            name, barrier=barrier, promises=(self.promise(),) if barrier else ()
+        )
 
     def promise(self) -> Promise:
         """The image exists, saves, runs its manifest check, and every data file
@@ -74,20 +88,33 @@ class SeededImage:
 
 def seeded_image(ref: str, seed: int, layers: tuple[tuple[int, ...], ...]) -> SeededImage:
     """`layers`: the sizes of the files in each layer, bottom first."""
-    seeded = tuple((f"l{n}/f{i}.bin", size) for n, sizes in enumerate(layers, 1)
-                   for i, size in enumerate(sizes))
+    seeded = tuple(
+        (f"l{n}/f{i}.bin", size)
+        for n, sizes in enumerate(layers, 1)
+        for i, size in enumerate(sizes)
+    )
     probe = Context(ref, f"{ref}:{seed}", seeded, ())
     manifest = "".join(f"{sha(probe.content(p))}  /data/{p}\n" for p, _ in seeded)
-    dockerfile = "\n".join([f"FROM {BASE}", *(f"COPY l{n}/ /data/l{n}/"
-                                              for n in range(1, len(layers) + 1)),
-                            "COPY manifest.sha256 /crashtest/", ""])
-    ctx = Context(ref, probe.key, seeded,
-                  (("Dockerfile", dockerfile), ("manifest.sha256", manifest)))
+    dockerfile = "\n".join(
+        [
+            f"FROM {BASE}",
+            *(f"COPY l{n}/ /data/l{n}/" for n in range(1, len(layers) + 1)),
+            "COPY manifest.sha256 /crashtest/",
+            "",
+        ]
+    )
+    ctx = Context(
+        ref, probe.key, seeded, (("Dockerfile", dockerfile), ("manifest.sha256", manifest))
+    )
     top = [(p, n) for p, n in seeded if p.startswith(f"l{len(layers)}/")]
     return SeededImage(ctx, manifest, "/data/" + max(top, key=lambda pn: pn[1])[0])
 
 
 # Several MB in four layers (over the base's one): big files, small ones, one of a
 # single byte, one of a page and a byte.
-SEVERAL_MB = ((1 << 20, 700_000, 65537, 1), (1 << 20, 300_000, 4097),
-              (1_500_000, 4096, 511), (900_000, 123_457))
+SEVERAL_MB = (
+    (1 << 20, 700_000, 65537, 1),
+    (1 << 20, 300_000, 4097),
+    (1_500_000, 4096, 511),
+    (900_000, 123_457),
+)

@@ -36,8 +36,9 @@ LOWER_META = "644 0 0"  # as COPY leaves the context's files: mode 0644, root's
 State = tuple[bytes, str] | None  # content and "MODE UID GID", or gone
 
 
-def _changes(lower: dict[str, bytes], payload: dict[str, bytes], mode: str
-             ) -> tuple[list[str], list[str], dict[str, State]]:
+def _changes(
+    lower: dict[str, bytes], payload: dict[str, bytes], mode: str
+) -> tuple[list[str], list[str], dict[str, State]]:
     """Shell commands for one sync mode ("f": fsync'd, "n": not), the paths to
     fsync, and what each changed path holds afterwards."""
     cmds: list[str] = []
@@ -50,12 +51,11 @@ def _changes(lower: dict[str, bytes], payload: dict[str, bytes], mode: str
                 cmds.append(f"cat /src/{name} >> {path}")
                 after[path] = (old + new, LOWER_META)
             elif op == "overwrite":  # in place: 1 KiB in, inside the file
-                cmds.append(f"dd if=/src/{name} of={path} bs=512 seek=2 conv=notrunc "
-                            "2>/dev/null")
-                after[path] = (old[:1024] + new + old[1024 + len(new):], LOWER_META)
+                cmds.append(f"dd if=/src/{name} of={path} bs=512 seek=2 conv=notrunc 2>/dev/null")
+                after[path] = (old[:1024] + new + old[1024 + len(new) :], LOWER_META)
             elif op == "truncate":
                 cmds.append(f"truncate -s {len(old) // 3} {path}")
-                after[path] = (old[:len(old) // 3], LOWER_META)
+                after[path] = (old[: len(old) // 3], LOWER_META)
             elif op == "rename":
                 cmds.append(f"mv {path} {path}.renamed")
                 after[path], after[path + ".renamed"] = None, (old, LOWER_META)
@@ -94,8 +94,9 @@ def _observations(lower: dict[str, bytes], after: dict[str, State]) -> list[Obse
     for path, state in after.items():
         name = path.removeprefix("/lower/")
         old: State = (lower[name], LOWER_META) if name in lower else None
-        out.append(observe(f"container:{NAME}:{path}", old=_fingerprint(old),
-                           new=_fingerprint(state)))
+        out.append(
+            observe(f"container:{NAME}:{path}", old=_fingerprint(old), new=_fingerprint(state))
+        )
     return out
 
 
@@ -111,10 +112,8 @@ def workload(seed: int) -> Workload:
                     seeded.append((f"src/{name}", min(PAYLOAD, n // 2)))
     dockerfile = f"FROM {BASE}\nCOPY lower/ /lower/\nCOPY src/ /src/\n"
     ctx = Context(ref, f"{ref}:{seed}", tuple(seeded), (("Dockerfile", dockerfile),))
-    lower = {p.removeprefix("lower/"): ctx.content(p) for p, _ in seeded
-             if p.startswith("lower/")}
-    payload = {p.removeprefix("src/"): ctx.content(p) for p, _ in seeded
-               if p.startswith("src/")}
+    lower = {p.removeprefix("lower/"): ctx.content(p) for p, _ in seeded if p.startswith("lower/")}
+    payload = {p.removeprefix("src/"): ctx.content(p) for p, _ in seeded if p.startswith("src/")}
     manifest = "".join(f"{sha(v)}  /lower/{k}\n" for k, v in sorted(lower.items()))
     fsynced_cmds, fsynced_paths, fsynced = _changes(lower, payload, "f")
     plain_cmds, _, plain = _changes(lower, payload, "n")
@@ -122,19 +121,35 @@ def workload(seed: int) -> Workload:
     steps = [
         import_base(),
         ctx.build("build-lower", barrier=Barrier.SYNC, promises=(image(ref, "true", manifest),)),
-        Step("start", f"docker run -d --name {NAME} --network none {ref} sleep 100000",
-             Barrier.SYNC, "build-lower", [container(NAME)]),
-        Step("change-fsync", f"{exec_} '{' && '.join(fsynced_cmds)} && "
-                             f"sync {' '.join(fsynced_paths)}'", Barrier.FSYNC, "start",
-             _promises(fsynced)),
+        Step(
+            "start",
+            f"docker run -d --name {NAME} --network none {ref} sleep 100000",
+            Barrier.SYNC,
+            "build-lower",
+            [container(NAME)],
+        ),
+        Step(
+            "change-fsync",
+            f"{exec_} '{' && '.join(fsynced_cmds)} && sync {' '.join(fsynced_paths)}'",
+            Barrier.FSYNC,
+            "start",
+            _promises(fsynced),
+        ),
         # What a cut leaves of these is observed until the sync below makes them durable.
-        Step("change-plain", f"{exec_} '{' && '.join(plain_cmds)}'", needs="start",
-             observes=_observations(lower, plain)),
+        Step(
+            "change-plain",
+            f"{exec_} '{' && '.join(plain_cmds)}'",
+            needs="start",
+            observes=_observations(lower, plain),
+        ),
         Step("sync", "true", Barrier.SYNC, "change-plain", _promises(plain)),
     ]
     return Workload(
-        "copy-up", steps, seed,
+        "copy-up",
+        steps,
+        seed,
         description="a running container appends to, overwrites, truncates, renames, "
-                    "deletes, chmods and chowns files of its image, with and without fsync",
+        "deletes, chmods and chowns files of its image, with and without fsync",
         damage_target="/lower/append-big-f",
-        cuts=("after:change-fsync", "after:change-plain", "during:change-plain:1"))
+        cuts=("after:change-fsync", "after:change-plain", "during:change-plain:1"),
+    )

@@ -20,16 +20,28 @@ def workload(seed: int) -> Workload:
     steps = [
         import_base(),
         app.build(),
-        Step("save", (f"docker save -o {ARCHIVE} {app.ref} {BASE}",
-                      f"docker rmi {app.ref} {BASE}"), Barrier.SYNC, "build-app",
-             [absent_image(app.ref), absent_image(BASE)],
-             check="test -z \"$(docker images -q)\""),
-        Step("load", f"docker load -q -i {ARCHIVE}", Barrier.SYNC, "save",
-             [app.promise(), image(BASE)]),
+        Step(
+            "save",
+            (f"docker save -o {ARCHIVE} {app.ref} {BASE}", f"docker rmi {app.ref} {BASE}"),
+            Barrier.SYNC,
+            "build-app",
+            [absent_image(app.ref), absent_image(BASE)],
+            check='test -z "$(docker images -q)"',
+        ),
+        Step(
+            "load",
+            f"docker load -q -i {ARCHIVE}",
+            Barrier.SYNC,
+            "save",
+            [app.promise(), image(BASE)],
+        ),
     ]
     return Workload(
-        "load", steps, seed,
+        "load",
+        steps,
+        seed,
         description="docker save, rmi and docker load of a multi-layer image of several "
-                    "MB, cut as load returns, during it and after its sync",
+        "MB, cut as load returns, during it and after its sync",
         damage_target=app.largest,
-        cuts=("returned:load", "after:load", "during:load:1"))
+        cuts=("returned:load", "after:load", "during:load:1"),
+    )

@@ -36,8 +36,10 @@ storage:
 http:
   addr: {REGISTRY}
 """.encode()
-WAIT_REGISTRY = (f"for i in $(seq 150); do busybox wget -q -O /dev/null http://{REGISTRY}/v2/ "
-                 "&& exit 0; sleep 0.2; done; cat /tmp/registry.log; exit 1")
+WAIT_REGISTRY = (
+    f"for i in $(seq 150); do busybox wget -q -O /dev/null http://{REGISTRY}/v2/ "
+    "&& exit 0; sleep 0.2; done; cat /tmp/registry.log; exit 1"
+)
 
 
 def workload(seed: int) -> Workload:
@@ -46,22 +48,41 @@ def workload(seed: int) -> Workload:
     steps = [
         import_base(),
         app.build(),
-        Step("start-registry",
-             (f"setsid docker-registry serve {CONFIG} >/tmp/registry.log 2>&1 </dev/null &",
-              WAIT_REGISTRY), files=[GuestFile(CONFIG, REGISTRY_YML)]),
+        Step(
+            "start-registry",
+            (
+                f"setsid docker-registry serve {CONFIG} >/tmp/registry.log 2>&1 </dev/null &",
+                WAIT_REGISTRY,
+            ),
+            files=[GuestFile(CONFIG, REGISTRY_YML)],
+        ),
         # Everything local goes: the pull must fetch and unpack every layer.
-        Step("push", (f"docker push {app.ref} >/tmp/push.out",
-                      f"docker rmi {app.ref} {BASE}"), Barrier.SYNC,
-             ("build-app", "start-registry"), [absent_image(app.ref), absent_image(BASE)],
-             check=(f"test $(find {STORE} -path '*/blobs/sha256/*/data' | wc -l) -ge {layers}",
-                    "test -z \"$(docker images -q)\"")),
-        Step("pull", f"docker pull {app.ref} >/tmp/pull.out", Barrier.SYNC, "push",
-             [app.promise()],
-             check=f"test $(grep -c 'Pull complete' /tmp/pull.out) -eq {layers}"),
+        Step(
+            "push",
+            (f"docker push {app.ref} >/tmp/push.out", f"docker rmi {app.ref} {BASE}"),
+            Barrier.SYNC,
+            ("build-app", "start-registry"),
+            [absent_image(app.ref), absent_image(BASE)],
+            check=(
+                f"test $(find {STORE} -path '*/blobs/sha256/*/data' | wc -l) -ge {layers}",
+                'test -z "$(docker images -q)"',
+            ),
+        ),
+        Step(
+            "pull",
+            f"docker pull {app.ref} >/tmp/pull.out",
+            Barrier.SYNC,
+            "push",
+            [app.promise()],
+            check=f"test $(grep -c 'Pull complete' /tmp/pull.out) -eq {layers}",
+        ),
     ]
     return Workload(
-        "pull", steps, seed,
+        "pull",
+        steps,
+        seed,
         description="docker pull of a multi-layer image of several MB from a registry "
-                    "in the guest, cut during the pull, as it returns and after its sync",
+        "in the guest, cut during the pull, as it returns and after its sync",
         damage_target=app.largest,
-        cuts=("returned:pull", "during:pull:2", "after:pull"))
+        cuts=("returned:pull", "during:pull:2", "after:pull"),
+    )

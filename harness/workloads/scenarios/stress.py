@@ -63,8 +63,9 @@ def _join(d: str, n: str) -> str:
     return f"{d}/{n}" if d else n
 
 
-def epoch(rng: random.Random, model: Model, blob: bytes, root: str,
-          blob_path: str = "/blob.bin") -> tuple[list[str], set[str]]:
+def epoch(
+    rng: random.Random, model: Model, blob: bytes, root: str, blob_path: str = "/blob.bin"
+) -> tuple[list[str], set[str]]:
     """One epoch of operations: shell commands, and the names whose file changed.
     `blob`: the bytes of the file at `blob_path` that writes copy from."""
     cmds: list[str] = []
@@ -101,9 +102,11 @@ def epoch(rng: random.Random, model: Model, blob: bytes, root: str,
             buf = model.data[model.names[name]]
             if len(buf) < seek * BLOCK:
                 buf.extend(bytes(seek * BLOCK - len(buf)))
-            buf[seek * BLOCK:(seek + count) * BLOCK] = blob[skip * BLOCK:(skip + count) * BLOCK]
-            cmds.append(f"dd if={blob_path} of={root}/{name} bs={BLOCK} skip={skip} "
-                        f"seek={seek} count={count} conv=notrunc 2>/dev/null")
+            buf[seek * BLOCK : (seek + count) * BLOCK] = blob[skip * BLOCK : (skip + count) * BLOCK]
+            cmds.append(
+                f"dd if={blob_path} of={root}/{name} bs={BLOCK} skip={skip} "
+                f"seek={seek} count={count} conv=notrunc 2>/dev/null"
+            )
             touch_inode(model.names[name])
         elif op == "truncate":
             name = rng.choice(existing)
@@ -142,27 +145,44 @@ def settle(model: Model, touched: set[str], loc: Location) -> tuple[str, list[Pr
     files = sorted(n for n in touched if n in model.names)
     dirs = sorted({n.rpartition("/")[0] for n in touched} | {""})
     paths = [f"{loc.root}/{n}" for n in files] + [f"{loc.root}/{d}".rstrip("/") for d in dirs]
-    promises = [file(loc.target(n), hashlib.sha256(model.data[model.names[n]]).hexdigest())
-                if n in model.names else absent_file(loc.target(n)) for n in sorted(touched)]
+    promises = [
+        file(loc.target(n), hashlib.sha256(model.data[model.names[n]]).hexdigest())
+        if n in model.names
+        else absent_file(loc.target(n))
+        for n in sorted(touched)
+    ]
     return f"sync {' '.join(paths)}", promises
 
 
 def workload(seed: int) -> Workload:
     rng = random.Random(f"crashtest-stress:{seed}")
     ref = f"crashtest/stress:s{seed}"
-    ctx = Context(ref, f"{ref}:{seed}", (("blob.bin", BLOB_BLOCKS * BLOCK),),
-                  (("Dockerfile", f"FROM {BASE}\nCOPY blob.bin /blob.bin\n"),))
+    ctx = Context(
+        ref,
+        f"{ref}:{seed}",
+        (("blob.bin", BLOB_BLOCKS * BLOCK),),
+        (("Dockerfile", f"FROM {BASE}\nCOPY blob.bin /blob.bin\n"),),
+    )
     blob = ctx.content("blob.bin")
     steps = [
         import_base(),
         ctx.build("build", barrier=Barrier.SYNC, promises=(image(ref, "true"),)),
-        Step("start", (f"docker volume create {VOLUME}",
-                       f"docker run -d --name {NAME} --network none -v {VOLUME}:/vol {ref} "
-                       "sleep 100000", f"docker exec {NAME} mkdir /work"), Barrier.SYNC,
-             "build", [container(NAME)]),
+        Step(
+            "start",
+            (
+                f"docker volume create {VOLUME}",
+                f"docker run -d --name {NAME} --network none -v {VOLUME}:/vol {ref} sleep 100000",
+                f"docker exec {NAME} mkdir /work",
+            ),
+            Barrier.SYNC,
+            "build",
+            [container(NAME)],
+        ),
     ]
-    locations = (Location("/work", f"container:{NAME}:/work"),
-                 Location("/vol", f"volume:{VOLUME}:"))
+    locations = (
+        Location("/work", f"container:{NAME}:/work"),
+        Location("/vol", f"volume:{VOLUME}:"),
+    )
     models = {loc.root: Model() for loc in locations}
     for e in range(EPOCHS):
         for loc in locations:
@@ -171,18 +191,31 @@ def workload(seed: int) -> Workload:
             sync, promises = settle(model, touched, loc)
             script = " && ".join([*cmds, sync])
             where = loc.root.strip("/")
-            steps.append(Step(f"ops-{where}-{e}",
-                              f"docker exec {NAME} sh -c {shlex.quote(script)}", Barrier.FSYNC,
-                              "start", promises))
+            steps.append(
+                Step(
+                    f"ops-{where}-{e}",
+                    f"docker exec {NAME} sh -c {shlex.quote(script)}",
+                    Barrier.FSYNC,
+                    "start",
+                    promises,
+                )
+            )
     # `--inject zero-layer-file` empties the largest file the last epochs left in the
     # writable layer (every copy of a path ending so): its fsync'd promise must break.
     work = models["/work"]
     largest = max(work.names, key=lambda n: (len(work.data[work.names[n]]), n))
     return Workload(
-        "stress", steps, seed,
+        "stress",
+        steps,
+        seed,
         description=f"{EPOCHS} epochs of {OPS_PER_EPOCH} seeded file operations (write, "
-                    "truncate, rename, link, unlink, mkdir, fsync, fdatasync) in a "
-                    "writable layer and in a volume, each epoch fsync'd",
+        "truncate, rename, link, unlink, mkdir, fsync, fdatasync) in a "
+        "writable layer and in a volume, each epoch fsync'd",
         damage_target=f"/work/{largest}",
-        cuts=("during:ops-work-1:1", "after:ops-vol-1", "during:ops-vol-2:1",
-              f"after:ops-vol-{EPOCHS - 1}"))
+        cuts=(
+            "during:ops-work-1:1",
+            "after:ops-vol-1",
+            "during:ops-vol-2:1",
+            f"after:ops-vol-{EPOCHS - 1}",
+        ),
+    )
