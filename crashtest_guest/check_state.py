@@ -1,11 +1,12 @@
 """Check one crash state inside the checker guest, in one round trip.
 
 Called in the agent's process (op "call", function `check`) or as a script (JSON
-on stdin/stdout). Input: the disk's serial, mount and fsck commands ({dev} is
-replaced by the device), driver, promises. Output: one record per check.
-Mount runs the guest kernel's own recovery; fsck runs after unmount; then the
-promises are checked offline on a read-only mount (dockerd never runs here, so
-nothing rewrites the evidence).
+on stdin/stdout): a protocol.CheckRequest in, a protocol.CheckOutcome out. Mount
+runs the guest kernel's own recovery and a read-only remount flushes it; docker's
+store, the promises and the workload's offline invariants are checked on the
+read-only mount (dockerd never runs here, so nothing rewrites the evidence) with
+fsck and scrub beside them where the tools allow; then unmount, and fsck after it
+where the tool needs an unmounted disk.
 """
 
 import ctypes
@@ -19,11 +20,26 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
-from typing import Any, TypeVar
+from dataclasses import asdict
+from typing import Any, NamedTuple, TypeVar
 
 from crashtest_guest.docker_store import HEX64, DockerStore, Finding
+from crashtest_guest.protocol import (
+    CheckOutcome,
+    CheckRecord,
+    CheckRequest,
+    Derived,
+    DeriveRequest,
+    Fault,
+    Observed,
+    PromiseCheck,
+    PromiseKind,
+    RecordKind,
+    ViolationClass,
+)
 
 ROOT = "/var/lib/docker"
+LOST = ViolationClass.DOCKER_LOST
 T = TypeVar("T")
 # What docker leaves at its root: a disk with none of these never held docker.
 DOCKER_TRACES = ("image", "containers", "overlay2", "btrfs", "volumes", "buildkit", "network")
@@ -289,142 +305,163 @@ class Store:
         return [*(self.layers(image) if image else []), upper]
 
 
-Outcome = tuple[str | None, str, str]  # class (None: kept), evidence, fault
+class Kept(NamedTuple):
+    """A promise's verdict: `cls` None when it held; `fault` None for the class's
+    usual one."""
+
+    cls: ViolationClass | None
+    evidence: str
+    fault: Fault | None = None
 
 
-def _container_lost(name: str, promises: list[dict[str, Any]], why: str) -> Outcome:
+def _container_lost(name: str, promises: tuple[PromiseCheck, ...], why: str) -> Kept:
     """A container (or its writable layer) is not there: the filesystem's fault when
     a sync had made the container durable (a container promise is in force),
     docker's when only a file in it was fsync'd: docker writes a container's
     metadata without fsync, so the file is durable and docker cannot find it."""
-    if any(q["kind"] == "container" and q["target"] == name for q in promises):
-        return "docker-lost", why, "filesystem"
-    return (
-        "docker-lost",
+    if any(q.kind == PromiseKind.CONTAINER and q.target == name for q in promises):
+        return Kept(LOST, why, Fault.FILESYSTEM)
+    return Kept(
+        LOST,
         why + " (nothing had synced the container; docker writes its metadata without fsync)",
-        "docker",
+        Fault.DOCKER,
     )
 
 
-def check_promise(store: Store, p: dict[str, Any], promises: list[dict[str, Any]]) -> Outcome:
-    kind, target = p["kind"], p["target"]
-    if kind == "image":
-        image_id = store.image_id(target)
-        if image_id is None:
-            return "docker-lost", f"repositories.json has no {target}", "filesystem"
-        if p.get("image_id") and image_id != p["image_id"]:
-            return "fs-durability", f"{target} names {image_id}, not {p['image_id']}", "filesystem"
-        dirs = store.layers(image_id)
-        bad = []
-        for line in p.get("manifest", "").splitlines():
-            want, path = line.split("  ", 1)
-            f = store.lookup(dirs, path)
-            got = sha256(f) if f and os.path.isfile(f) else "(missing)"
-            if got != want:
-                bad.append(f"{path}: want {want[:16]} got {got[:16]}")
-        if bad:
-            return "docker-corruption", "\n".join(bad), "filesystem"
-        return None, f"image {target}: {len(dirs)} layers intact", ""
-    if kind == "container":
-        try:
-            found = store.container_dir(target)
-        except ValueError as e:
-            return _container_lost(target, promises, str(e))
-        return (
-            (None, "found", "")
-            if found
-            else _container_lost(target, promises, f"no container named {target}")
+def _back(present: object, target: str) -> Kept:
+    """An absent-* promise: what was removed must stay removed."""
+    if present:
+        return Kept(ViolationClass.FS_DURABILITY, f"{target} is back", Fault.FILESYSTEM)
+    return Kept(None, "still gone")
+
+
+def _check_image(store: Store, p: PromiseCheck) -> Kept:
+    image_id = store.image_id(p.target)
+    if image_id is None:
+        return Kept(LOST, f"repositories.json has no {p.target}", Fault.FILESYSTEM)
+    if p.image_id and image_id != p.image_id:
+        return Kept(
+            ViolationClass.FS_DURABILITY,
+            f"{p.target} names {image_id}, not {p.image_id}",
+            Fault.FILESYSTEM,
         )
-    if kind in ("file", "absent-file"):
-        name = target.split(":", 2)[1] if target.startswith("container:") else ""
+    dirs = store.layers(image_id)
+    bad = []
+    for line in p.manifest.splitlines():
+        want, path = line.split("  ", 1)
+        f = store.lookup(dirs, path)
+        got = sha256(f) if f and os.path.isfile(f) else "(missing)"
+        if got != want:
+            bad.append(f"{path}: want {want[:16]} got {got[:16]}")
+    if bad:
+        return Kept(ViolationClass.DOCKER_CORRUPTION, "\n".join(bad), Fault.FILESYSTEM)
+    return Kept(None, f"image {p.target}: {len(dirs)} layers intact")
+
+
+def _check_file(store: Store, p: PromiseCheck, promises: tuple[PromiseCheck, ...]) -> Kept:
+    target = p.target
+    name = target.split(":", 2)[1] if target.startswith("container:") else ""
+    try:
+        f = store.file_path(target)
+    except KeyError:
+        return _container_lost(name, promises, f"no container named {name}")
+    except ValueError as e:
+        return _container_lost(name, promises, str(e))
+    if p.kind == PromiseKind.ABSENT_FILE:
+        return _back(f, f or target)
+    try:
+        got = content(f) if f and (os.path.isfile(f) or os.path.isdir(f)) else "(missing)"
+    except OSError as e:  # a recovered tree that cannot be read broke the promise
+        got = f"(unreadable: {e})"
+    if got != p.sha256:
+        names = ""
+        if f and os.path.isdir(f):
+            try:
+                names = f"; it holds {', '.join(listing(f)) or 'nothing'}"
+            except OSError as e:
+                names = f"; unreadable: {e}"
+        return Kept(
+            ViolationClass.FS_DURABILITY,
+            f"{f or target}: want {p.sha256} got {got}{names}",
+            Fault.FILESYSTEM,
+        )
+    if p.meta and f:
+        meta = file_meta(f)
+        if meta != p.meta:
+            return Kept(
+                ViolationClass.FS_DURABILITY,
+                f"{f}: mode/owner want {p.meta} got {meta}",
+                Fault.FILESYSTEM,
+            )
+    return Kept(None, f"{f} intact")
+
+
+def check_promise(store: Store, p: PromiseCheck, promises: tuple[PromiseCheck, ...]) -> Kept:
+    if p.kind == PromiseKind.IMAGE:
+        return _check_image(store, p)
+    if p.kind == PromiseKind.CONTAINER:
+        try:
+            found = store.container_dir(p.target)
+        except ValueError as e:
+            return _container_lost(p.target, promises, str(e))
+        if found:
+            return Kept(None, "found")
+        return _container_lost(p.target, promises, f"no container named {p.target}")
+    if p.kind in (PromiseKind.FILE, PromiseKind.ABSENT_FILE):
+        return _check_file(store, p, promises)
+    try:
+        if p.kind == PromiseKind.ABSENT_IMAGE:
+            present: object = store.image_id(p.target)
+        else:
+            present = store.container_dir(p.target)
+    except ValueError:
+        present = p.target  # its config is there: it is back, if half-made
+    return _back(present, p.target)
+
+
+def _derive_one(store: Store, p: PromiseCheck) -> Derived:
+    target = p.target
+    if p.kind == PromiseKind.FILE:
         try:
             f = store.file_path(target)
         except KeyError:
-            return _container_lost(name, promises, f"no container named {name}")
-        except ValueError as e:
-            return _container_lost(name, promises, str(e))
-        if kind == "absent-file":
-            return (
-                ("fs-durability", f"{f} is back", "filesystem") if f else (None, "still gone", "")
-            )
-        try:
-            got = content(f) if f and (os.path.isfile(f) or os.path.isdir(f)) else "(missing)"
-        except OSError as e:  # a recovered tree that cannot be read broke the promise
-            got = f"(unreadable: {e})"
-        if got != p["sha256"]:
-            names = ""
-            if f and os.path.isdir(f):
-                try:
-                    names = f"; it holds {', '.join(listing(f)) or 'nothing'}"
-                except OSError as e:
-                    names = f"; unreadable: {e}"
-            return (
-                "fs-durability",
-                f"{f or target}: want {p['sha256']} got {got}{names}",
-                "filesystem",
-            )
-        if p.get("meta") and f:
-            meta = file_meta(f)
-            if meta != p["meta"]:
-                return "fs-durability", f"{f}: mode/owner want {p['meta']} got {meta}", "filesystem"
-        return None, f"{f} intact", ""
-    if kind in ("absent-image", "absent-container"):
-        try:
-            present = (
-                store.image_id(target) if kind == "absent-image" else store.container_dir(target)
-            )
-        except ValueError:
-            present = target  # its config is there: it is back, if half-made
-        return (
-            ("fs-durability", f"{target} is back", "filesystem")
-            if present
-            else (None, "still gone", "")
-        )
-    return "harness-error", f"unknown promise kind {kind}", "harness"
-
-
-def _derive_one(store: Store, p: dict[str, Any]) -> dict[str, str]:
-    kind, target = p["kind"], p["target"]
-    if kind == "file":
-        try:
-            f = store.file_path(target)
-        except KeyError:
-            return {"error": "no container named {}".format(target.split(":", 2)[1])}
+            return Derived(error="no container named {}".format(target.split(":", 2)[1]))
         if f is None or not (os.path.isfile(f) or os.path.isdir(f)):
-            return {"error": f"{target} is not a regular file or directory on the live guest"}
+            return Derived(error=f"{target} is not a regular file or directory on the live guest")
         if os.path.isdir(f) and target.startswith("container:"):
-            return {
-                "error": f"{target} is a directory: a container's directory merges its "
+            return Derived(
+                error=f"{target} is a directory: a container's directory merges its "
                 "layers, so only disk: and volume: directories can be promised"
-            }
-        return {"sha256": content(f), "meta": file_meta(f)}
-    if kind == "image":
+            )
+        return Derived(sha256=content(f), meta=file_meta(f))
+    if p.kind == PromiseKind.IMAGE:
         image_id = store.image_id(target)
         if image_id is None:
-            return {"error": f"repositories.json has no {target} on the live guest"}
-        if p.get("manifest"):
-            return {"image_id": image_id}
+            return Derived(error=f"repositories.json has no {target} on the live guest")
+        if p.manifest:
+            return Derived(image_id=image_id)
         files = store.visible_files(store.layers(image_id))
-        paths = [x.rstrip("/") for x in p.get("paths") or ()]
+        paths = [x.rstrip("/") for x in p.paths]
         lines = [
             f"{sha256(full)}  {path}"
             for path, full in sorted(files.items())
             if not paths or any(path == x or path.startswith(x + "/") for x in paths)
         ]
-        return {"image_id": image_id, "manifest": "".join(line + "\n" for line in lines)}
-    return {}
+        return Derived(image_id=image_id, manifest="".join(line + "\n" for line in lines))
+    return Derived()
 
 
-def derive(req: dict[str, Any]) -> list[dict[str, str]]:
+def derive(arg: dict[str, Any]) -> list[dict[str, Any]]:
     """What each promise expects, read from the live guest's store (read-only)."""
-    store = Store(req["driver"])
+    req = DeriveRequest.from_json(arg)
+    store = Store(req.driver)
     out = []
-    for p in req["promises"]:
+    for p in req.promises:
         try:
             out.append(_derive_one(store, p))
         except (OSError, ValueError, KeyError) as e:
-            out.append({"error": f"{type(e).__name__}: {e}"})
-    return out
+            out.append(Derived(error=f"{type(e).__name__}: {e}"))
+    return [asdict(d) for d in out]
 
 
 def find_device(serial: str, timeout: float = 10.0) -> str:
@@ -442,59 +479,58 @@ def find_device(serial: str, timeout: float = 10.0) -> str:
         time.sleep(0.02)
 
 
-def check_store(
-    req: dict[str, Any], results: list[dict[str, Any]], times: dict[str, float]
-) -> None:
+def check_store(req: CheckRequest, out: CheckOutcome) -> None:
     """Promises and docker's store, offline, on the recovered tree (dockerd not
     running, so nothing has rewritten the evidence). A workload promise was made by
     sync/fsync: breaking it is the filesystem's fault. Docker's own promise (an image
     it restores is intact) is docker's."""
     t_store = time.monotonic()
     try:
-        store = Store(req["driver"] or DockerStore(ROOT).driver)
+        store = Store(req.driver or DockerStore(ROOT).driver)
     except ValueError as e:
         traces = [n for n in DOCKER_TRACES if os.path.lexists(os.path.join(ROOT, n))]
-        results.append(
-            {
-                "check": "store",
-                "ok": False,
-                "class": "docker-lost",
-                "command": "detect docker's store",
-                "output": str(e),
-                "no_trace": not traces,
-            }
+        out.records.append(
+            CheckRecord(
+                RecordKind.STORE,
+                False,
+                "detect docker's store",
+                str(e),
+                LOST,
+                no_trace=not traces,
+            )
         )
         return
-    check_observations(store, req, results)
-    for p in req["promises"]:
+    check_observations(store, req, out)
+    for p in req.promises:
         try:
-            cls, msg, fault = check_promise(store, p, req["promises"])
+            kept = check_promise(store, p, req.promises)
         except (OSError, ValueError, KeyError) as e:
-            cls, msg, fault = "docker-corruption", f"{type(e).__name__}: {e}", "filesystem"
-        results.append(
-            {
-                "check": "promise",
-                "ok": cls is None,
-                "class": cls,
-                "fault": fault,
-                "promise": p["describe"],
-                "subject": p["key"],
-                "kind": p["kind"],
-                "command": "offline check",
-                "output": msg,
-            }
+            kept = Kept(
+                ViolationClass.DOCKER_CORRUPTION, f"{type(e).__name__}: {e}", Fault.FILESYSTEM
+            )
+        out.records.append(
+            CheckRecord(
+                RecordKind.PROMISE,
+                kept.cls is None,
+                "offline check",
+                kept.evidence,
+                kept.cls,
+                kept.fault,
+                promise=p.describe,
+                subject=p.key,
+                kind=p.kind,
+            )
         )
     # Structure and content of every promised image and container, then of every
     # other image docker would restore.
-    refs = {p["target"] for p in req["promises"] if p["kind"] == "image"}
-    names = {p["target"] for p in req["promises"] if p["kind"] == "container"}
-    full = req.get("full")
+    refs = {p.target for p in req.promises if p.kind == PromiseKind.IMAGE}
+    names = {p.target for p in req.promises if p.kind == PromiseKind.CONTAINER}
     try:
         ds = DockerStore(ROOT, store.driver)
-        if refs or names or full:
-            for f in ds.check(True, None if full else refs, names):
-                f["fault"] = "unknown" if full else "filesystem"
-        if req.get("registered") and not full:
+        if refs or names or req.full:
+            for f in ds.check(True, None if req.full else refs, names):
+                f.fault = Fault.UNKNOWN if req.full else Fault.FILESYSTEM
+        if req.registered and not req.full:
             promised: set[str] = set()
             for ref in refs:
                 try:
@@ -506,21 +542,23 @@ def check_store(
             ds.check_registered(promised)
         findings = ds.findings
     except (OSError, ValueError) as e:
-        findings = [Finding("docker-corruption", "docker's store is readable", ROOT, e)]
+        findings = [
+            Finding(ViolationClass.DOCKER_CORRUPTION, "docker's store is readable", ROOT, str(e))
+        ]
     for f in findings:
-        results.append(
-            {
-                "check": "store",
-                "ok": False,
-                "class": f["cls"],
-                "fault": "docker" if f["cls"] == "leak" else f["fault"],
-                "promise": f["what"],
-                "command": "offline store check",
-                "output": "{}: {}".format(f["path"], f["detail"]),
-                "image": f.get("image", ""),
-            }
+        out.records.append(
+            CheckRecord(
+                RecordKind.STORE,
+                False,
+                "offline store check",
+                f"{f.path}: {f.detail}",
+                f.cls,
+                Fault.DOCKER if f.cls == ViolationClass.LEAK else f.fault,
+                promise=f.what,
+                image=f.image,
+            )
         )
-    times["store"] = time.monotonic() - t_store
+    out.times["store"] = time.monotonic() - t_store
 
 
 EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
@@ -537,51 +575,51 @@ def fingerprint(store: Store, target: str) -> str:
     return f"{sha256(f)} {file_meta(f)}"
 
 
-def check_observations(store: Store, req: dict[str, Any], results: list[dict[str, Any]]) -> None:
+def check_observations(store: Store, req: CheckRequest, out: CheckOutcome) -> None:
     """What each observed file is: the first outcome it matches, else empty or other."""
-    for o in req.get("observe", ()):
+    for o in req.observe:
         try:
-            got = fingerprint(store, o["target"])
+            got = fingerprint(store, o.target)
         except (OSError, ValueError, KeyError) as e:
             got = f"unreadable: {type(e).__name__}: {e}"
-        label = next((k for k, v in o["outcomes"].items() if v == got), "")
+        label = next((k for k, v in o.outcomes.items() if v == got), "")
         if not label:
             label = "empty" if got.startswith(EMPTY_SHA256) else "other"
-        results.append(
-            {"check": "observe", "ok": True, "target": o["target"], "label": label, "value": got}
-        )
+        out.observed.append(Observed(o.target, label, got))
 
 
-def check_commands(
-    req: dict[str, Any], results: list[dict[str, Any]], times: dict[str, float]
-) -> None:
+def check_commands(req: CheckRequest, out: CheckOutcome) -> None:
     """The workload's offline invariants: commands that must succeed on any
     recovered disk, run with the store mounted read-only at /var/lib/docker."""
     t = time.monotonic()
-    for c in req.get("commands", ()):
-        rc, out = sh(c["command"], timeout=c.get("timeout", 300))
-        results.append(
-            {
-                "check": "invariant",
-                "id": c["id"],
-                "ok": rc == 0,
-                "class": c["class"],
-                "promise": c["promise"],
-                "command": c["command"],
-                "output": f"(exit {rc})\n{out}",
-            }
+    for c in req.commands:
+        rc, text = sh(c.command, timeout=c.timeout)
+        out.records.append(
+            CheckRecord(
+                RecordKind.INVARIANT,
+                rc == 0,
+                c.command,
+                f"(exit {rc})\n{text}",
+                c.cls,
+                promise=c.promise,
+                id=c.id,
+            )
         )
-    times["commands"] = time.monotonic() - t
+    out.times["commands"] = time.monotonic() - t
 
 
-def check(req: dict[str, Any]) -> list[dict[str, Any]]:
-    """One state, all oracles. `req` names the disk by serial; commands may use
-    {dev}. Returns the list of check records."""
+def check(arg: dict[str, Any]) -> dict[str, Any]:
+    """One state, all oracles: a CheckRequest in, a CheckOutcome out (as JSON)."""
+    return run_check(CheckRequest.from_json(arg)).to_json()
+
+
+def run_check(req: CheckRequest) -> CheckOutcome:
     t0 = time.monotonic()
-    dev = find_device(req["serial"])
-    req = {k: v.replace("{dev}", dev) if isinstance(v, str) else v for k, v in req.items()}
-    results = []
-    times = {"find_device": time.monotonic() - t0}
+    dev = find_device(req.serial)
+    req = req.with_device(dev)
+    out = CheckOutcome()
+    times = out.times
+    times["find_device"] = time.monotonic() - t0
 
     def timed(key: str, fn: Callable[..., T], *args: Any) -> T:
         start = time.monotonic()
@@ -596,54 +634,54 @@ def check(req: dict[str, Any]) -> list[dict[str, Any]]:
     # The checker swaps the disk's content under the same device between states.
     # The kernel drops a block device's cache at its last close; drop it here too,
     # in case anything (udev, blkid) still holds the device open.
-    rc, out = timed("drop_cache", drop_cache, dev)
+    rc, text = timed("drop_cache", drop_cache, dev)
     if rc != 0:
-        raise RuntimeError(f"dropping the cache of {dev} failed: {out}")
-    if req.get("before"):
-        rc, out = sh(req["before"])
+        raise RuntimeError(f"dropping the cache of {dev} failed: {text}")
+    if req.before:
+        rc, text = sh(req.before)
         if rc != 0:
-            raise RuntimeError(f"preparing the state failed (exit {rc}): {out}")
+            raise RuntimeError(f"preparing the state failed (exit {rc}): {text}")
 
-    def record(check: str, rc: int, cmd: str, out: str, cls: str = "fs-corruption") -> bool:
-        results.append({"check": check, "ok": rc == 0, "class": cls, "command": cmd, "output": out})
+    def record(kind: RecordKind, rc: int, cmd: str, text: str) -> bool:
+        cls = None if rc == 0 else ViolationClass.FS_CORRUPTION
+        out.records.append(CheckRecord(kind, rc == 0, cmd, text, cls))
         return rc == 0
 
     # Recovery runs at the first mount; a read-only remount then flushes what it
     # wrote, the read-only checks look at the recovered tree, and fsck checks the
     # unmounted result. (One mount instead of mount, umount, fsck, mount again.)
     os.makedirs(ROOT, exist_ok=True)
-    rc, out = sh(req["mount"])
-    if not record("mount", rc, req["mount"], out):
-        return results
-    if req.get("after_mount"):  # self-tests damage the recovered tree here
-        rc, out = sh(req["after_mount"])
+    rc, text = sh(req.mount)
+    if not record(RecordKind.MOUNT, rc, req.mount, text):
+        return out
+    if req.after_mount:  # self-tests damage the recovered tree here
+        rc, text = sh(req.after_mount)
         if rc != 0:
-            raise RuntimeError(f"damaging the state failed (exit {rc}): {out}")
-    rc, out = timed("remount", remount_ro, ROOT)
+            raise RuntimeError(f"damaging the state failed (exit {rc}): {text}")
+    rc, text = timed("remount", remount_ro, ROOT)
     fsck: Background | None = None
-    if record("remount", rc, "mount -o remount,ro " + ROOT, out):
+    if record(RecordKind.REMOUNT, rc, "mount -o remount,ro " + ROOT, text):
         # Nothing writes a read-only mount: fsck and scrub run beside the store
         # checks (one's disk reads overlap the others' work) and fsck sees what it
         # would see after the umount.
-        if req.get("fsck_mounted"):
-            fsck = Background(req["fsck_mounted"])
-        scrub = Background(req["scrub"], timeout=600) if req.get("scrub") else None
-        check_store(req, results, times)
-        check_commands(req, results, times)
+        if req.fsck_mounted:
+            fsck = Background(req.fsck_mounted)
+        scrub = Background(req.scrub, timeout=600) if req.scrub else None
+        check_store(req, out)
+        check_commands(req, out)
         if scrub is not None:
-            rc, out = timed("scrub_wait", scrub.wait)
+            rc, text = timed("scrub_wait", scrub.wait)
             times["scrub"] = scrub.seconds
-            record("scrub", rc, req["scrub"], out)
+            record(RecordKind.SCRUB, rc, req.scrub, text)
     if fsck is not None:
-        rc, out = timed("fsck_wait", fsck.wait)
+        rc, text = timed("fsck_wait", fsck.wait)
         times["fsck"] = fsck.seconds
-        record("fsck", rc, req["fsck_mounted"], out)
-    rc, out = timed("umount", umount, ROOT)
-    if record("umount", rc, "umount " + ROOT, out) and fsck is None:
-        rc, out = timed("fsck", _sh, req["fsck"])
-        record("fsck", rc, req["fsck"], out)
-    results.append({"check": "timings", "ok": True, "times": times})
-    return results
+        record(RecordKind.FSCK, rc, req.fsck_mounted, text)
+    rc, text = timed("umount", umount, ROOT)
+    if record(RecordKind.UMOUNT, rc, "umount " + ROOT, text) and fsck is None:
+        rc, text = timed("fsck", _sh, req.fsck)
+        record(RecordKind.FSCK, rc, req.fsck, text)
+    return out
 
 
 if __name__ == "__main__":

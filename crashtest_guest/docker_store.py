@@ -7,8 +7,7 @@ rebuilt from tar-split.json.gz and the layer's files must hash to its diffID; on
 mismatch, per-file CRC64 (ISO, as Go computes it) names the first damaged file.
 Leftovers (orphan driver dirs, write-sets, -removing dirs, .tmp- files) are leaks.
 
-Standard library only: it runs on the guest's python3. Findings are dicts with
-class, what (the promise broken), path and detail.
+Standard library only: it runs on the guest's python3.
 """
 
 import base64
@@ -20,11 +19,15 @@ import json
 import os
 import re
 from collections.abc import Iterable
+from dataclasses import asdict, dataclass
 from typing import Any
+
+from crashtest_guest.protocol import Fault, ViolationClass
 
 LINK_RE = re.compile(r"^[A-Z2-7]{26}$")
 HEX64 = re.compile(r"^[a-f0-9]{64}$")
 Layer = tuple[str, str, str]  # chain id, diff id, cache id
+CORRUPT, LOST = ViolationClass.DOCKER_CORRUPTION, ViolationClass.DOCKER_LOST
 
 _CRC_TABLE: list[int] = []
 for _i in range(256):
@@ -65,11 +68,17 @@ def _read(path: str) -> str:
         return f.read().strip()
 
 
-class Finding(dict[str, str]):
-    def __init__(
-        self, cls: str, what: str, path: str, detail: object = "", fault: str = ""
-    ) -> None:
-        super().__init__(cls=cls, what=what, path=path, detail=str(detail)[:2000], fault=fault)
+@dataclass
+class Finding:
+    """One thing wrong with the store: what should hold, where, and why not.
+    `fault` None: the caller decides whose fault it is."""
+
+    cls: ViolationClass
+    what: str
+    path: str
+    detail: str = ""
+    fault: Fault | None = None
+    image: str = ""  # the image a restored-image finding is about
 
 
 class DockerStore:
@@ -90,8 +99,8 @@ class DockerStore:
                 return drv
         raise ValueError("no docker image store (image/overlay2 or image/btrfs) under " + self.root)
 
-    def add(self, cls: str, what: str, path: str, detail: object = "") -> None:
-        self.findings.append(Finding(cls, what, path, detail))
+    def add(self, cls: ViolationClass, what: str, path: str, detail: object = "") -> None:
+        self.findings.append(Finding(cls, what, path, str(detail)[:2000]))
 
     # -------------------------------------------------------------- paths
 
@@ -122,7 +131,7 @@ class DockerStore:
             return {}
         except (OSError, ValueError, KeyError) as e:
             self.add(
-                "docker-corruption",
+                CORRUPT,
                 "repositories.json parses (dockerd refuses to start otherwise)",
                 path,
                 e,
@@ -141,11 +150,11 @@ class DockerStore:
             with open(path, "rb") as f:
                 raw = f.read()
         except OSError as e:
-            self.add("docker-lost", f"image config of {image_id} exists", path, e)
+            self.add(LOST, f"image config of {image_id} exists", path, e)
             return None
         if hashlib.sha256(raw).hexdigest() != digest:
             self.add(
-                "docker-corruption",
+                CORRUPT,
                 "image config hashes to its name",
                 path,
                 f"{len(raw)} bytes, sha256 {hashlib.sha256(raw).hexdigest()}",
@@ -155,7 +164,7 @@ class DockerStore:
             config: dict[str, Any] = json.loads(raw)
             return config
         except ValueError as e:
-            self.add("docker-corruption", "image config parses", path, e)
+            self.add(CORRUPT, "image config parses", path, e)
             return None
 
     def check_layer_chain(self, image_id: str, config: dict[str, Any]) -> list[Layer]:
@@ -171,13 +180,11 @@ class DockerStore:
             )
             ldir = os.path.join(self.img, "layerdb/sha256", chain.split(":", 1)[1])
             if not os.path.isdir(ldir):
-                self.add("docker-lost", f"layer {chain} of image {image_id} exists", ldir)
+                self.add(LOST, f"layer {chain} of image {image_id} exists", ldir)
                 return out
             try:
                 if _read(os.path.join(ldir, "diff")) != diff:
-                    self.add(
-                        "docker-corruption", "layer diff matches its diffID", ldir, "want " + diff
-                    )
+                    self.add(CORRUPT, "layer diff matches its diffID", ldir, "want " + diff)
                 got_parent = (
                     _read(os.path.join(ldir, "parent"))
                     if os.path.exists(os.path.join(ldir, "parent"))
@@ -185,23 +192,21 @@ class DockerStore:
                 )
                 if got_parent != parent:
                     self.add(
-                        "docker-corruption",
+                        CORRUPT,
                         "layer parent is the previous chain ID",
                         ldir,
                         f"want {parent} got {got_parent}",
                     )
                 cache_id = _read(os.path.join(ldir, "cache-id"))
             except OSError as e:
-                self.add("docker-corruption", "layer metadata is readable", ldir, e)
+                self.add(CORRUPT, "layer metadata is readable", ldir, e)
                 return out
             if not HEX64.match(cache_id):
-                self.add(
-                    "docker-corruption", "layer cache-id is 64 hex digits", ldir, repr(cache_id)
-                )
+                self.add(CORRUPT, "layer cache-id is 64 hex digits", ldir, repr(cache_id))
                 return out
             if not os.path.isdir(self.driver_dir(cache_id)):
                 self.add(
-                    "docker-lost",
+                    LOST,
                     "layer driver directory exists",
                     self.driver_dir(cache_id),
                     "layer " + chain,
@@ -220,14 +225,14 @@ class DockerStore:
         try:
             uuid, parent_uuid = subvolume_uuids(path)
         except OSError as e:
-            self.add("docker-corruption", "btrfs layer is a subvolume", path, e)
+            self.add(CORRUPT, "btrfs layer is a subvolume", path, e)
             return False
         self.uuids[cache_id] = uuid
         if below:
             want = self.uuids.get(below[-1][2])
             if want and parent_uuid != want:
                 self.add(
-                    "docker-corruption",
+                    CORRUPT,
                     "btrfs layer is a snapshot of the layer below",
                     path,
                     f"parent uuid {parent_uuid}, the layer below ({below[-1][2][:12]}) is {want}",
@@ -241,11 +246,11 @@ class DockerStore:
         try:
             link = _read(os.path.join(d, "link"))
         except OSError as e:
-            self.add("docker-corruption", "overlay2 link file is readable", d, e)
+            self.add(CORRUPT, "overlay2 link file is readable", d, e)
             return None
         if not LINK_RE.match(link):
             self.add(
-                "docker-corruption",
+                CORRUPT,
                 "overlay2 link is a 26-character id",
                 os.path.join(d, "link"),
                 repr(link),
@@ -255,7 +260,7 @@ class DockerStore:
         target = os.readlink(lpath) if os.path.islink(lpath) else None
         if target != f"../{cache_id}/diff":
             self.add(
-                "docker-corruption",
+                CORRUPT,
                 "overlay2 l/ symlink points at the layer",
                 lpath,
                 f"target {target!r}",
@@ -274,7 +279,7 @@ class DockerStore:
             got_lower = _read(lower_path) if os.path.exists(lower_path) else ""
             if got_lower != want_lower:
                 self.add(
-                    "docker-corruption",
+                    CORRUPT,
                     "overlay2 lower lists the parent links",
                     lower_path,
                     f"want {want_lower!r} got {got_lower!r}",
@@ -291,7 +296,7 @@ class DockerStore:
             with gzip.open(ts, "rt") as f:
                 entries = [json.loads(line) for line in f if line.strip()]
         except (OSError, ValueError, EOFError) as e:
-            self.add("docker-corruption", "tar-split.json.gz is readable", ts, e)
+            self.add(CORRUPT, "tar-split.json.gz is readable", ts, e)
             return False
         if not content:
             return True
@@ -322,7 +327,7 @@ class DockerStore:
             layer = f"layer {chain} (cache {cache_id}): file {name}"
             if not isinstance(read, bytes):
                 self.add(
-                    "docker-corruption",
+                    CORRUPT,
                     "layer files match their tar-split CRC64",
                     path,
                     f"{layer} is unreadable ({read.strerror or read}), "
@@ -333,7 +338,7 @@ class DockerStore:
             got = crc64_iso(read).to_bytes(8, "big")
             if len(read) != entry["size"] or (want and got != want):
                 self.add(
-                    "docker-corruption",
+                    CORRUPT,
                     "layer files match their tar-split CRC64",
                     path,
                     f"{layer} has {len(read)} bytes, tar-split says "
@@ -341,7 +346,7 @@ class DockerStore:
                 )
                 return False
         self.add(
-            "docker-corruption",
+            CORRUPT,
             "layer tar stream hashes to its diffID",
             base,
             f"layer {chain}: rebuilt stream does not match {diff_id}",
@@ -374,27 +379,29 @@ class DockerStore:
             self.stats["containers"] += 1
             for entry in os.listdir(os.path.join(cdir, cid)):
                 if entry.startswith(".tmp-"):
-                    self.add("leak", "no leftover temp files", os.path.join(cdir, cid, entry))
+                    self.add(
+                        ViolationClass.LEAK,
+                        "no leftover temp files",
+                        os.path.join(cdir, cid, entry),
+                    )
             try:
                 with open(path) as f:
                     cfg = json.load(f)
             except (OSError, ValueError) as e:
-                self.add("docker-corruption", "container config parses", path, e)
+                self.add(CORRUPT, "container config parses", path, e)
                 continue
             if cfg.get("ID") != cid:
-                self.add(
-                    "docker-corruption", "container config ID is its directory", path, cfg.get("ID")
-                )
+                self.add(CORRUPT, "container config ID is its directory", path, cfg.get("ID"))
             mdir = os.path.join(self.img, "layerdb/mounts", cid)
             for key in ("mount-id", "init-id"):
                 try:
                     mid = _read(os.path.join(mdir, key))
                 except OSError as e:
-                    self.add("docker-corruption", f"container {key} is readable", mdir, e)
+                    self.add(CORRUPT, f"container {key} is readable", mdir, e)
                     continue
                 if not HEX64.match(mid.replace("-init", "")):
                     self.add(
-                        "docker-corruption",
+                        CORRUPT,
                         f"container {key} is 64 hex digits",
                         os.path.join(mdir, key),
                         repr(mid),
@@ -403,7 +410,7 @@ class DockerStore:
                 mounts.add(mid)
                 if not os.path.isdir(self.driver_dir(mid)):
                     self.add(
-                        "docker-lost",
+                        LOST,
                         "container layer directory exists",
                         self.driver_dir(mid),
                         f"container {cid}",
@@ -418,14 +425,18 @@ class DockerStore:
         ldb = os.path.join(self.img, "layerdb/sha256")
         for chain in sorted(os.listdir(ldb)) if os.path.isdir(ldb) else []:
             if "sha256:" + chain not in self.layers:
-                self.add("leak", "every layer belongs to an image", os.path.join(ldb, chain))
+                self.add(
+                    ViolationClass.LEAK, "every layer belongs to an image", os.path.join(ldb, chain)
+                )
             with contextlib.suppress(OSError):
                 used.add(_read(os.path.join(ldb, chain, "cache-id")))
         tmp = os.path.join(self.img, "layerdb/tmp")
         if os.path.isdir(tmp):
             for f in os.listdir(tmp):
                 if f.startswith("write-set-"):
-                    self.add("leak", "no leftover layer write-sets", os.path.join(tmp, f))
+                    self.add(
+                        ViolationClass.LEAK, "no leftover layer write-sets", os.path.join(tmp, f)
+                    )
         ddir = os.path.dirname(self.driver_dir("x"))
         if os.path.isdir(ddir):
             for name in os.listdir(ddir):
@@ -433,9 +444,13 @@ class DockerStore:
                     continue
                 path = os.path.join(ddir, name)
                 if name.endswith("-removing"):
-                    self.add("leak", "no half-removed driver directories", path)
+                    self.add(ViolationClass.LEAK, "no half-removed driver directories", path)
                 elif name not in used:
-                    self.add("leak", "every driver directory belongs to a layer or container", path)
+                    self.add(
+                        ViolationClass.LEAK,
+                        "every driver directory belongs to a layer or container",
+                        path,
+                    )
 
     # -------------------------------------------------------------- docker's own
 
@@ -473,11 +488,9 @@ class DockerStore:
             # Ids differ from run to run (timestamps): the verdict names tags only.
             name = "image " + ", ".join(tags) if tags else "an untagged image"
             for f in self.findings:
-                f["what"] = "{}, which docker restores, has intact layers ({})".format(
-                    name, f["what"]
-                )
-                f["fault"] = "docker"
-                f["image"] = image_id
+                f.what = f"{name}, which docker restores, has intact layers ({f.what})"
+                f.fault = Fault.DOCKER
+                f.image = image_id
             out.extend(self.findings)
         self.findings = saved + out
         return out
@@ -500,7 +513,7 @@ class DockerStore:
         image_ids = set(refs.values()) if only_refs is not None else self.image_ids()
         for ref, image_id in sorted(refs.items()):
             if not os.path.exists(os.path.join(config_dir, image_id.split(":", 1)[-1])):
-                self.add("docker-lost", f"tagged image {ref} exists", config_dir, image_id)
+                self.add(LOST, f"tagged image {ref} exists", config_dir, image_id)
         for image_id in sorted(image_ids):
             config = self.image_config(image_id)
             if config is None:
@@ -521,4 +534,6 @@ if __name__ == "__main__":
     import sys
 
     store = DockerStore(sys.argv[1] if len(sys.argv) > 1 else "/var/lib/docker")
-    print(json.dumps({"findings": store.check(), "stats": store.stats}, indent=1))
+    print(
+        json.dumps({"findings": [asdict(f) for f in store.check()], "stats": store.stats}, indent=1)
+    )

@@ -12,26 +12,9 @@ from dataclasses import asdict, dataclass, field, fields
 from enum import StrEnum
 from typing import Any
 
+from crashtest_guest.protocol import Fault, PromiseCheck, PromiseKind, ViolationClass
 
-class ViolationClass(StrEnum):
-    FS_CORRUPTION = "fs-corruption"  # fsck, scrub, mount or kernel console show damage
-    FS_DURABILITY = "fs-durability"  # something made durable (sync/fsync) is missing or differs
-    DOCKER_CORRUPTION = "docker-corruption"  # layer content or docker metadata is damaged
-    DOCKER_LOST = "docker-lost"  # a docker object promised durable is missing
-    LEAK = "leak"  # left-over state that wastes space but breaks nothing
-    # the console reports a filesystem error in words the oracle does not know,
-    # in a state every other check passed: a new kernel's wording, or a bug to triage
-    CONSOLE_ONLY = "console-only"
-    HARNESS_ERROR = "harness-error"  # the harness could not decide
-
-
-class Fault(StrEnum):
-    FILESYSTEM = "filesystem"
-    KERNEL = "kernel"
-    DOCKER = "docker"
-    CONFIGURATION = "configuration"
-    HARNESS = "harness"
-    UNKNOWN = "unknown"
+__all__ = ["Fault", "PromiseKind", "ViolationClass"]  # the guest's vocabulary, shared
 
 
 class UnitKind(StrEnum):
@@ -51,15 +34,6 @@ class Barrier(StrEnum):
     NONE = ""  # it promises nothing
     SYNC = "sync"  # the harness runs `sync` after the step's commands
     FSYNC = "fsync"  # the step's own commands fsync what they promise
-
-
-class PromiseKind(StrEnum):
-    FILE = "file"
-    IMAGE = "image"
-    CONTAINER = "container"
-    ABSENT_IMAGE = "absent-image"
-    ABSENT_CONTAINER = "absent-container"
-    ABSENT_FILE = "absent-file"
 
 
 class InvariantKind(StrEnum):
@@ -103,8 +77,14 @@ _DEFAULT_FAULT = {
 
 
 def is_clean(found: list[Violation]) -> bool:
-    """Leaks alone do not fail a state: they waste space but break no promise."""
-    return all(v.cls == ViolationClass.LEAK for v in found)
+    """The one rule for a failing state: any violation but a leak fails it (a leak
+    wastes space but breaks no promise)."""
+    return not failing(found)
+
+
+def failing(found: list[Violation]) -> list[Violation]:
+    """The violations that fail their state."""
+    return [v for v in found if v.fails]
 
 
 _IDS = re.compile(r"(sha256:)?[0-9a-f]{12,}")
@@ -118,29 +98,51 @@ def _stable(text: str) -> str:
     return _IDS.sub("<id>", text)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, init=False)
 class Violation:
     """A broken promise. `check` is the stable id of the check that saw it
     (`fs.mount`, `promise.file`, `docker.save`, ...) and `subject` the object it is
     about: ids and subjects, never the prose, decide what matches on repro."""
 
-    cls: str
+    cls: ViolationClass
     state: str
     promise: str
-    evidence: dict[str, str] = field(default_factory=dict)
-    fault: str = ""  # a Fault; empty: the class's usual one
-    check: str = ""
-    subject: str = ""
+    evidence: dict[str, str]
+    fault: Fault
+    check: str
+    subject: str
 
-    def __post_init__(self) -> None:
-        if self.cls not in CLASSES:
-            raise ValueError(f"unknown verdict class {self.cls!r}")
-        object.__setattr__(self, "cls", ViolationClass(self.cls).value)
-        if not self.fault:
-            object.__setattr__(self, "fault", _DEFAULT_FAULT[ViolationClass(self.cls)].value)
-        if self.fault not in FAULTS:
-            raise ValueError(f"unknown fault {self.fault!r}")
-        object.__setattr__(self, "fault", Fault(self.fault).value)
+    def __init__(
+        self,
+        cls: ViolationClass | str,
+        state: str,
+        promise: str,
+        evidence: dict[str, str] | None = None,
+        fault: Fault | str | None = None,
+        check: str = "",
+        subject: str = "",
+    ) -> None:
+        """`fault` None or empty: the class's usual one. Strings (results files,
+        bundles) must name a known class and fault."""
+        if cls not in CLASSES:
+            raise ValueError(f"unknown verdict class {cls!r}")
+        if fault and fault not in FAULTS:
+            raise ValueError(f"unknown fault {fault!r}")
+        vc = ViolationClass(cls)
+        for name, value in (
+            ("cls", vc),
+            ("state", state),
+            ("promise", promise),
+            ("evidence", dict(evidence or {})),
+            ("fault", Fault(fault) if fault else _DEFAULT_FAULT[vc]),
+            ("check", check),
+            ("subject", subject),
+        ):
+            object.__setattr__(self, name, value)
+
+    @property
+    def fails(self) -> bool:
+        return self.cls.fails
 
     def to_json(self) -> dict[str, object]:
         d = asdict(self)
@@ -264,6 +266,20 @@ class Promise:
         d = asdict(self)
         d["paths"] = list(self.paths)
         return d
+
+    def to_check(self) -> PromiseCheck:
+        """What the guest's offline check needs of it."""
+        return PromiseCheck(
+            PromiseKind(self.kind),
+            self.target,
+            self.describe(),
+            self.key(),
+            self.sha256,
+            self.manifest,
+            self.image_id,
+            self.meta,
+            self.paths,
+        )
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> Promise:

@@ -12,6 +12,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from crashtest_guest import CHECKER
+from crashtest_guest.protocol import CheckOutcome
 from harness import hosttools
 from harness.errors import GuestError, GuestPanic, GuestTimeout, HarnessError, ResumeError
 from harness.guest import docker
@@ -49,12 +50,16 @@ def run_checks(
     req = offline.offline_request(
         backend, serial, promises, invariants, before, after_mount, full, observe
     )
-    records = vm.agent.call(CHECKER, "check", req, timeout=offline.CHECK_TIMEOUT_S)
-    if full and offline.no_docker_trace(records):
+    got = vm.agent.call(CHECKER, "check", req.to_json(), timeout=offline.CHECK_TIMEOUT_S)
+    try:
+        outcome = CheckOutcome.from_json(got)
+    except (ValueError, KeyError, TypeError) as e:
+        raise HarnessError(f"the state checker returned what is not an outcome: {e}") from e
+    if full and offline.no_docker_trace(outcome):
         raise offline.wrong_disk(state_id)
     if observed is not None:
-        observed.update(offline.observed(records))
-    return offline.verdicts(records, backend, state_id, times)
+        observed.update(offline.observed(outcome))
+    return offline.verdicts(outcome, backend, state_id, times)
 
 
 def run_daemon_stage(

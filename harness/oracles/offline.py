@@ -6,8 +6,14 @@ the request it is given, and its records turned into verdicts with stable ids.""
 
 from __future__ import annotations
 
-from typing import Any
-
+from crashtest_guest.protocol import (
+    CheckOutcome,
+    CheckRecord,
+    CheckRequest,
+    CommandCheck,
+    ObserveCheck,
+    RecordKind,
+)
 from harness.errors import HarnessError, InputError
 from harness.model import (
     Fault,
@@ -24,7 +30,7 @@ from harness.workloads.api import Invariant
 CHECK_TIMEOUT_S = 600.0
 
 # Check ids of the filesystem records, and the promise each one stands for.
-FS_CHECKS = {
+FS_CHECKS: dict[str, tuple[str, str]] = {
     "mount": ("fs.mount", "the filesystem mounts (recovery) in this crash state"),
     "umount": ("fs.umount", "the recovered filesystem unmounts"),
     "remount": ("fs.remount", "the recovered filesystem remounts read-only"),
@@ -43,94 +49,79 @@ def offline_request(
     after_mount: str = "",
     full: bool = False,
     observe: tuple[Observation, ...] = (),
-) -> dict[str, Any]:
+) -> CheckRequest:
     """`before`: a command run on the raw disk ({dev}) first; `after_mount`: one run
     on the recovered tree before the checks (self-tests damage the state with them).
     `full`: check every image and report leaks (a disk with no promises)."""
     dev = "{dev}"
-    return {
-        "serial": serial,
-        "before": before,
-        "after_mount": after_mount,
-        "driver": None if full else backend.driver,
-        "full": full,
-        "mount": backend.mount_cmd(dev),
-        "fsck": backend.fsck_cmd(dev),
-        "fsck_mounted": backend.fsck_cmd(dev, mounted_ro=True),
-        "scrub": backend.scrub_cmd(),
-        "promises": [{**p.to_json(), "describe": p.describe(), "key": p.key()} for p in promises],
-        "registered": any(i.kind == InvariantKind.DOCKER_INTACT for i in invariants),
-        "observe": [o.to_json() for o in observe],
-        "commands": [
-            {"id": i.id, "command": i.command, "class": i.cls, "promise": i.describe()}
+    return CheckRequest(
+        serial=serial,
+        mount=backend.mount_cmd(dev),
+        fsck=backend.fsck_cmd(dev),
+        fsck_mounted=backend.fsck_cmd(dev, mounted_ro=True),
+        scrub=backend.scrub_cmd(),
+        driver="" if full else backend.driver,
+        full=full,
+        before=before,
+        after_mount=after_mount,
+        registered=any(i.kind == InvariantKind.DOCKER_INTACT for i in invariants),
+        promises=tuple(p.to_check() for p in promises),
+        observe=tuple(ObserveCheck(o.target, dict(o.outcomes)) for o in observe),
+        commands=tuple(
+            CommandCheck(i.id, i.command, ViolationClass(i.cls), i.describe())
             for i in invariants
             if i.kind == InvariantKind.COMMAND and i.stage == Stage.OFFLINE
-        ],
-    }
+        ),
+    )
 
 
-def _store_ids(r: dict[str, Any]) -> tuple[str, str]:
-    """Check id and subject of a store finding: docker's own promise, a leak, or
-    the structure/content of a promised object."""
-    subject = str(r.get("promise") or "")  # names tags, never ids (ids differ per run)
-    if r["class"] == ViolationClass.LEAK:
-        return "store.leak", subject
-    if r.get("fault") == Fault.DOCKER:
-        return "invariant.docker-intact", subject
-    return "store.structure", subject
+def _ids(r: CheckRecord, backend: Backend) -> tuple[str, str, str]:
+    """The stable check id, subject and promise text of a failed record."""
+    if r.check == RecordKind.PROMISE:
+        return f"promise.{r.kind}", r.subject, r.promise
+    if r.check == RecordKind.INVARIANT:
+        return r.id, r.command, r.promise
+    if r.check == RecordKind.STORE and r.promise:
+        # the subject names tags, never ids (ids differ per run)
+        if r.cls == ViolationClass.LEAK:
+            return "store.leak", r.promise, r.promise
+        if r.fault == Fault.DOCKER:
+            return "invariant.docker-intact", r.promise, r.promise
+        return "store.structure", r.promise, r.promise
+    check, text = FS_CHECKS[r.check]
+    return check, backend.fs, text.format(fs=backend.fs)
 
 
 def verdicts(
-    records: object, backend: Backend, state: str, times: dict[str, float] | None = None
+    outcome: CheckOutcome, backend: Backend, state: str, times: dict[str, float] | None = None
 ) -> list[Violation]:
-    """Failed check records as violations; the timings record goes into `times`."""
-    if not isinstance(records, list):
-        raise HarnessError(f"state checker returned {type(records).__name__}, not a list")
+    """Failed check records as violations; the phases' timings go into `times`."""
+    if times is not None:
+        times.update({f"guest_{k}_s": round(v, 3) for k, v in outcome.times.items()})
     found = []
-    for r in records:
-        if r["check"] == "observe":
+    for r in outcome.records:
+        if r.ok:
             continue
-        if r["check"] == "timings":
-            if times is not None:
-                times.update({f"guest_{k}_s": round(v, 3) for k, v in r["times"].items()})
-            continue
-        if r["ok"]:
-            continue
-        if r["check"] == "promise":
-            check, subject = f"promise.{r['kind']}", str(r["subject"])
-        elif r["check"] == "invariant":
-            check, subject = str(r["id"]), str(r["command"])
-        elif r["check"] == "store" and "promise" in r:
-            check, subject = _store_ids(r)
-        else:
-            check, text = FS_CHECKS[r["check"]]
-            r = {**r, "promise": text.format(fs=backend.fs)}
-            subject = backend.fs
-        evidence = {"command": r["command"], "output": r["output"]}
-        if r.get("image"):
-            evidence["image"] = r["image"]
+        if r.cls is None:
+            raise HarnessError(f"the state checker's failed {r.check} record has no class")
+        check, subject, promise = _ids(r, backend)
+        evidence = {"command": r.command, "output": r.output}
+        if r.image:
+            evidence["image"] = r.image
         elif check == "promise.image":  # the daemon stage adds what docker says of it
             evidence["image"] = subject.split(":", 1)[1]
-        found.append(
-            Violation(
-                r["class"], state, r["promise"], evidence, r.get("fault") or "", check, subject
-            )
-        )
+        found.append(Violation(r.cls, state, promise, evidence, r.fault, check, subject))
     return found
 
 
-def observed(records: object) -> dict[str, str]:
+def observed(outcome: CheckOutcome) -> dict[str, str]:
     """Each observed file's outcome (see model.Observation)."""
-    if not isinstance(records, list):
-        return {}
-    return {str(r["target"]): str(r["label"]) for r in records if r.get("check") == "observe"}
+    return {o.target: o.label for o in outcome.observed}
 
 
-def no_docker_trace(records: object) -> bool:
+def no_docker_trace(outcome: CheckOutcome) -> bool:
     """The state's disk has no trace of docker at all (wrong disk, not a finding)."""
-    return isinstance(records, list) and any(
-        r.get("check") == "store" and r.get("no_trace") for r in records
-    )
+    return any(r.check == RecordKind.STORE and r.no_trace for r in outcome.records)
 
 
 def wrong_disk(what: str) -> InputError:

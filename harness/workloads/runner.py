@@ -4,9 +4,9 @@ expect from what the guest holds once a barrier has returned."""
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import Any
 
 from crashtest_guest import CHECKER
+from crashtest_guest.protocol import Derived, DeriveRequest
 from harness.errors import HarnessError
 from harness.guest.agent import AgentClient, Result
 from harness.guest.host import guest_host
@@ -86,32 +86,27 @@ def derive(
     todo = [p for p in promises if needs_derive(p)]
     if not todo:
         return promises
-    got = agent.call(
-        CHECKER,
-        "derive",
-        {"driver": driver, "promises": [p.to_json() for p in todo]},
-        timeout=DERIVE_TIMEOUT_S,
-    )
+    req = DeriveRequest(driver, tuple(p.to_check() for p in todo))
+    got = agent.call(CHECKER, "derive", req.to_json(), timeout=DERIVE_TIMEOUT_S)
     if not isinstance(got, list) or len(got) != len(todo):
         raise HarnessError(f"deriving promise values returned {got!r}")
-    values: dict[str, dict[str, Any]] = {p.key(): v for p, v in zip(todo, got, strict=True)}
+    values = {p.key(): Derived.from_json(v) for p, v in zip(todo, got, strict=True)}
     out = []
     for p in promises:
         v = values.get(p.key())
         if v is None:
             out.append(p)
             continue
-        if v.get("error"):
+        if v.error:
             where = f"{step.origin}: workload step {step.name}" if step else "promise"
-            raise StepFailed(f"{where}: cannot derive what {p.describe()} expects: {v['error']}")
-        meta = str(v.get("meta", "")) if p.meta == "derive" else p.meta
+            raise StepFailed(f"{where}: cannot derive what {p.describe()} expects: {v.error}")
         out.append(
             replace(
                 p,
-                sha256=p.sha256 or str(v.get("sha256", "")),
-                meta=meta,
-                manifest=p.manifest or str(v.get("manifest", "")),
-                image_id=p.image_id or str(v.get("image_id", "")),
+                sha256=p.sha256 or v.sha256,
+                meta=v.meta if p.meta == "derive" else p.meta,
+                manifest=p.manifest or v.manifest,
+                image_id=p.image_id or v.image_id,
             )
         )
     return out

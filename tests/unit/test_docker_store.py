@@ -16,7 +16,7 @@ def test_crc64_iso_matches_the_standard_check_value() -> None:
 
 
 def findings(root: Path, **kw: Any) -> list[tuple[str, str]]:
-    return [(f["cls"], f["what"]) for f in ds.DockerStore(str(root)).check(**kw)]
+    return [(f.cls, f.what) for f in ds.DockerStore(str(root)).check(**kw)]
 
 
 def test_clean_synthetic_store(tmp_path: Path) -> None:
@@ -30,10 +30,10 @@ def test_zeroed_file_is_named_by_crc(tmp_path: Path) -> None:
     ids = make_store(tmp_path)
     (tmp_path / "overlay2" / ids["cache"] / "diff/data/a.bin").write_bytes(b"")
     found = ds.DockerStore(str(tmp_path)).check()
-    assert [(f["cls"], f["what"]) for f in found] == [
+    assert [(f.cls, f.what) for f in found] == [
         ("docker-corruption", "layer files match their tar-split CRC64")
     ]
-    assert "file data/a.bin has 0 bytes, tar-split says 3000" in found[0]["detail"]
+    assert "file data/a.bin has 0 bytes, tar-split says 3000" in found[0].detail
 
 
 def test_missing_file_is_named_as_missing(tmp_path: Path) -> None:
@@ -42,7 +42,7 @@ def test_missing_file_is_named_as_missing(tmp_path: Path) -> None:
     found = ds.DockerStore(str(tmp_path)).check()
     assert (
         "file data/a.bin is unreadable (No such file or directory), tar-split says "
-        "3000 bytes" in found[0]["detail"]
+        "3000 bytes" in found[0].detail
     )
 
 
@@ -50,7 +50,7 @@ def test_same_size_different_bytes_is_caught_by_crc(tmp_path: Path) -> None:
     ids = make_store(tmp_path)
     (tmp_path / "overlay2" / ids["cache"] / "diff/data/b.txt").write_bytes(b"HELLO\n")
     found = ds.DockerStore(str(tmp_path)).check()
-    assert "CRC64 differs" in found[0]["detail"] and "data/b.txt" in found[0]["detail"]
+    assert "CRC64 differs" in found[0].detail and "data/b.txt" in found[0].detail
 
 
 @pytest.mark.parametrize(
@@ -116,9 +116,9 @@ def test_zeroed_file_of_an_image_docker_restores_is_dockers_fault(tmp_path: Path
     ids = make_store(tmp_path)
     (tmp_path / "overlay2" / ids["cache"] / "diff/data/a.bin").write_bytes(b"")
     found = registered(tmp_path)
-    assert [(f["cls"], f["fault"]) for f in found] == [("docker-corruption", "docker")]
-    assert "which docker restores" in found[0]["what"]
-    assert "file data/a.bin has 0 bytes" in found[0]["detail"]
+    assert [(f.cls, f.fault) for f in found] == [("docker-corruption", "docker")]
+    assert "which docker restores" in found[0].what
+    assert "file data/a.bin has 0 bytes" in found[0].detail
     # an image a workload promised is left to the promise checks
     image_id = json.loads((tmp_path / "image/overlay2/repositories.json").read_text())[
         "Repositories"
@@ -146,6 +146,4 @@ def test_image_docker_drops_at_start_is_no_finding(tmp_path: Path, drop) -> None
 def test_empty_link_of_a_restored_image_is_found(tmp_path: Path) -> None:
     ids = make_store(tmp_path)
     (tmp_path / "overlay2" / ids["cache"] / "link").write_text("")
-    assert [(f["cls"], f["fault"]) for f in registered(tmp_path)] == [
-        ("docker-corruption", "docker")
-    ]
+    assert [(f.cls, f.fault) for f in registered(tmp_path)] == [("docker-corruption", "docker")]

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from crashtest_guest import check_state
+from crashtest_guest.protocol import CheckOutcome, CheckRequest
 from harness.model import Violation, blame_configuration
 from harness.oracles import console
 from harness.oracles.offline import observed, verdicts
@@ -59,6 +60,17 @@ def load_check_state(root: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
     return check_state
 
 
+def request(**fields: Any) -> CheckRequest:
+    """A check request as the host sends it (through JSON), with these fields."""
+    return CheckRequest.from_json({"serial": "s", "mount": "", "fsck": "", **fields})
+
+
+def store_check(mod: Any, **fields: Any) -> CheckOutcome:
+    out = CheckOutcome()
+    mod.check_store(request(**fields), out)
+    return CheckOutcome.from_json(json.loads(json.dumps(out.to_json())))
+
+
 def test_promised_damage_is_the_filesystems_unpromised_is_dockers(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -70,10 +82,7 @@ def test_promised_damage_is_the_filesystems_unpromised_is_dockers(
     backend = BACKENDS["ext4-overlay2"]
 
     def run(promises: list[dict[str, str]]) -> list[Violation]:
-        results: list[dict[str, Any]] = []
-        mod.check_store(
-            {"driver": "overlay2", "promises": promises, "registered": True}, results, {}
-        )
+        results = store_check(mod, driver="overlay2", promises=promises, registered=True)
         return verdicts(results, backend, "s")
 
     unpromised = run([])
@@ -112,8 +121,7 @@ def test_a_file_in_a_container_docker_lost_track_of(
     box = {"kind": "container", "target": "box", "key": "container:box", "describe": "box"}
 
     def run(*promises: dict[str, str]) -> list[tuple[str, str, str]]:
-        results: list[dict[str, Any]] = []
-        mod.check_store({"driver": "overlay2", "promises": list(promises)}, results, {})
+        results = store_check(mod, driver="overlay2", promises=list(promises))
         return [
             (v.cls, v.fault, v.check) for v in verdicts(results, BACKENDS["ext4-overlay2"], "s")
         ]
@@ -128,8 +136,7 @@ def _kind_check(
     root: Path, monkeypatch: pytest.MonkeyPatch, *promises: dict[str, str]
 ) -> list[tuple[str, str]]:
     mod = load_check_state(root, monkeypatch)
-    results: list[dict[str, Any]] = []
-    mod.check_store({"driver": "overlay2", "promises": list(promises)}, results, {})
+    results = store_check(mod, driver="overlay2", promises=list(promises))
     return [
         (v.cls, v.check)
         for v in verdicts(results, BACKENDS["ext4-overlay2"], "s")
@@ -190,26 +197,25 @@ def test_each_promise_kind_is_caught_when_broken(
 
 def test_an_offline_command_invariant(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     mod = load_check_state(tmp_path, monkeypatch)
-    results: list[dict[str, Any]] = []
+    results = CheckOutcome()
     mod.check_commands(
-        {
-            "commands": [
+        request(
+            commands=[
                 {
                     "id": "invariant.command:a",
                     "command": "true",
-                    "class": "fs-corruption",
+                    "cls": "fs-corruption",
                     "promise": "ok",
                 },
                 {
                     "id": "invariant.command:b",
                     "command": "echo broken; false",
-                    "class": "fs-corruption",
+                    "cls": "fs-corruption",
                     "promise": "planted",
                 },
             ]
-        },
+        ),
         results,
-        {},
     )
     found = verdicts(results, BACKENDS["ext4-overlay2"], "s")
     assert [(v.check, v.subject, v.promise) for v in found] == [
@@ -262,11 +268,8 @@ def test_a_container_file_is_what_the_container_sees(
     def run(
         *promises: dict[str, str], observe: tuple[dict[str, Any], ...] = ()
     ) -> tuple[list[tuple[str, str]], dict[str, str]]:
-        results: list[dict[str, Any]] = []
-        mod.check_store(
-            {"driver": "overlay2", "promises": list(promises), "observe": list(observe)},
-            results,
-            {},
+        results = store_check(
+            mod, driver="overlay2", promises=list(promises), observe=list(observe)
         )
         found = verdicts(results, BACKENDS["ext4-overlay2"], "s")
         return [(v.check, v.evidence["output"]) for v in found], observed(results)
@@ -325,8 +328,7 @@ def test_a_directory_promise_is_its_entry_names(
     promise = _p("file", "disk:/kb", sha256=want["sha256"])
     assert _kind_check(tmp_path, monkeypatch, promise) == []
     (kb / "dir").rmdir()  # the entry the fsync should have kept
-    results: list[dict[str, Any]] = []
-    mod.check_store({"driver": "overlay2", "promises": [promise]}, results, {})
+    results = store_check(mod, driver="overlay2", promises=[promise])
     found = verdicts(results, BACKENDS["ext4-overlay2"], "s")
     assert [(v.cls, v.check) for v in found] == [("fs-durability", "promise.file")]
     assert found[0].evidence["output"].endswith("it holds foo")

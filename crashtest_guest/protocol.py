@@ -1,0 +1,259 @@
+"""What crosses the VM boundary, typed on both sides: the verdict vocabulary, the
+offline check's request and outcome, and promise derivation. The host's
+`harness.model` re-exports the vocabulary; the guest builds and reads these types
+and only the agent's framing turns them into JSON.
+
+Standard library only: it runs on the guest's python3 (3.11 on bookworm).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+from enum import StrEnum
+from typing import Any, TypeVar
+
+
+class ViolationClass(StrEnum):
+    FS_CORRUPTION = "fs-corruption"  # fsck, scrub, mount or kernel console show damage
+    FS_DURABILITY = "fs-durability"  # something made durable (sync/fsync) is missing or differs
+    DOCKER_CORRUPTION = "docker-corruption"  # layer content or docker metadata is damaged
+    DOCKER_LOST = "docker-lost"  # a docker object promised durable is missing
+    LEAK = "leak"  # left-over state that wastes space but breaks nothing
+    # the console reports a filesystem error in words the oracle does not know,
+    # in a state every other check passed: a new kernel's wording, or a bug to triage
+    CONSOLE_ONLY = "console-only"
+    HARNESS_ERROR = "harness-error"  # the harness could not decide
+
+    @property
+    def fails(self) -> bool:
+        """Leaks alone do not fail a state: they waste space but break no promise."""
+        return self is not ViolationClass.LEAK
+
+
+class Fault(StrEnum):
+    FILESYSTEM = "filesystem"
+    KERNEL = "kernel"
+    DOCKER = "docker"
+    CONFIGURATION = "configuration"
+    HARNESS = "harness"
+    UNKNOWN = "unknown"
+
+
+class PromiseKind(StrEnum):
+    FILE = "file"
+    IMAGE = "image"
+    CONTAINER = "container"
+    ABSENT_IMAGE = "absent-image"
+    ABSENT_CONTAINER = "absent-container"
+    ABSENT_FILE = "absent-file"
+
+
+class RecordKind(StrEnum):
+    """Which step of the offline check a record comes from."""
+
+    MOUNT = "mount"
+    REMOUNT = "remount"
+    UMOUNT = "umount"
+    FSCK = "fsck"
+    SCRUB = "scrub"
+    STORE = "store"  # docker's store: present, structure, content, leaks
+    PROMISE = "promise"
+    INVARIANT = "invariant"
+
+
+_T = TypeVar("_T")
+
+
+def _build(cls: type[_T], d: dict[str, Any]) -> _T:
+    """A dataclass from its JSON form, ignoring keys it does not have."""
+    names = {f.name for f in fields(cls)}  # type: ignore[arg-type]
+    return cls(**{k: v for k, v in d.items() if k in names})
+
+
+@dataclass(frozen=True)
+class PromiseCheck:
+    """One promise as the guest checks it: what the host's `model.Promise` holds,
+    with its description and key (the host's words for it)."""
+
+    kind: PromiseKind
+    target: str
+    describe: str = ""
+    key: str = ""
+    sha256: str = ""
+    manifest: str = ""
+    image_id: str = ""
+    meta: str = ""
+    paths: tuple[str, ...] = ()
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> PromiseCheck:
+        p = _build(cls, d)
+        return PromiseCheck(**{**asdict(p), "kind": PromiseKind(p.kind), "paths": tuple(p.paths)})
+
+
+@dataclass(frozen=True)
+class ObserveCheck:
+    """A file whose outcome is recorded, not judged: `outcomes` maps a label to a
+    fingerprint ("absent", or "SHA256 MODE UID GID")."""
+
+    target: str
+    outcomes: dict[str, str]
+
+
+@dataclass(frozen=True)
+class CommandCheck:
+    """A workload's offline invariant: a command that must succeed."""
+
+    id: str
+    command: str
+    cls: ViolationClass
+    promise: str
+    timeout: float = 300.0
+
+
+@dataclass(frozen=True)
+class CheckRequest:
+    """One crash state, every offline check. Commands may use {dev}, replaced by
+    the disk's device once the guest has found it by `serial`."""
+
+    serial: str
+    mount: str
+    fsck: str
+    fsck_mounted: str = ""  # fsck on the read-only mount, where the tool can
+    scrub: str = ""
+    driver: str = ""  # docker's storage driver; empty: detect it (a full check)
+    full: bool = False  # every image, and leaks (a disk with no promises)
+    before: str = ""  # run on the raw disk first
+    after_mount: str = ""  # run on the recovered tree first (self-tests damage it)
+    registered: bool = False  # every image docker restores must be intact
+    promises: tuple[PromiseCheck, ...] = ()
+    observe: tuple[ObserveCheck, ...] = ()
+    commands: tuple[CommandCheck, ...] = ()
+
+    def with_device(self, dev: str) -> CheckRequest:
+        def sub(s: str) -> str:
+            return s.replace("{dev}", dev)
+
+        return CheckRequest(
+            **{
+                **{f.name: getattr(self, f.name) for f in fields(self)},
+                **{
+                    k: sub(getattr(self, k))
+                    for k in ("mount", "fsck", "fsck_mounted", "scrub", "before", "after_mount")
+                },
+            }
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> CheckRequest:
+        req = _build(cls, d)
+        return CheckRequest(
+            **{
+                **{f.name: getattr(req, f.name) for f in fields(req)},
+                "promises": tuple(PromiseCheck.from_json(p) for p in d.get("promises", ())),
+                "observe": tuple(_build(ObserveCheck, o) for o in d.get("observe", ())),
+                "commands": tuple(
+                    CommandCheck(**{**c, "cls": ViolationClass(c["cls"])})
+                    for c in d.get("commands", ())
+                ),
+            }
+        )
+
+
+@dataclass(frozen=True)
+class CheckRecord:
+    """One check's result. A failed one (`ok` false) carries its class and, where
+    the check knows it, whose fault it is (None: the class's usual one)."""
+
+    check: RecordKind
+    ok: bool
+    command: str = ""
+    output: str = ""
+    cls: ViolationClass | None = None
+    fault: Fault | None = None
+    promise: str = ""  # the promise the check stands for, in words
+    subject: str = ""  # a promise's key
+    kind: str = ""  # a promise's kind
+    id: str = ""  # an invariant's id
+    image: str = ""  # the image a store finding is about
+    no_trace: bool = False  # store: the disk holds no trace of docker at all
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> CheckRecord:
+        r = _build(cls, d)
+        return CheckRecord(
+            **{
+                **asdict(r),
+                "check": RecordKind(r.check),
+                "cls": ViolationClass(r.cls) if r.cls else None,
+                "fault": Fault(r.fault) if r.fault else None,
+            }
+        )
+
+
+@dataclass(frozen=True)
+class Observed:
+    """What an observed file turned out to be: an outcome's label, "empty" or
+    "other", and the fingerprint seen."""
+
+    target: str
+    label: str
+    value: str
+
+
+@dataclass
+class CheckOutcome:
+    """Everything one state's offline check found, and what each phase took (s)."""
+
+    records: list[CheckRecord] = field(default_factory=list)
+    observed: list[Observed] = field(default_factory=list)
+    times: dict[str, float] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, d: object) -> CheckOutcome:
+        if not isinstance(d, dict):
+            raise ValueError(f"a check outcome is an object, not {type(d).__name__}")
+        return CheckOutcome(
+            [CheckRecord.from_json(r) for r in d.get("records", ())],
+            [_build(Observed, o) for o in d.get("observed", ())],
+            {str(k): float(v) for k, v in d.get("times", {}).items()},
+        )
+
+
+@dataclass(frozen=True)
+class DeriveRequest:
+    """Read what promises expect from a live guest's store (read-only)."""
+
+    driver: str
+    promises: tuple[PromiseCheck, ...]
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> DeriveRequest:
+        return DeriveRequest(
+            str(d["driver"]), tuple(PromiseCheck.from_json(p) for p in d["promises"])
+        )
+
+
+@dataclass(frozen=True)
+class Derived:
+    """What one promise expects, as the live guest shows it; `error` when it
+    cannot be read."""
+
+    sha256: str = ""
+    meta: str = ""
+    image_id: str = ""
+    manifest: str = ""
+    error: str = ""
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> Derived:
+        return _build(cls, d)
