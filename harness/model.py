@@ -154,7 +154,7 @@ class Violation:
         ev = d.get("evidence") or {}
         return cls(
             str(d["class"]),
-            str(d["state"]),
+            str(d.get("state") or ""),  # old bundles' verdicts do not repeat it
             str(d["promise"]),
             {str(k): str(v) for k, v in dict(ev).items()},  # type: ignore[call-overload]
             str(d.get("fault") or ""),

@@ -17,7 +17,7 @@ from harness.model import StateResult, Violation
 from harness.oracles import console as console_oracle
 from harness.oracles.checker import Checker, DaemonContext
 from harness.power.cut import CutOutcome, CutPlan, run_until_cut
-from harness.repro.bundle import compress_disk, reproduces, signature_of
+from harness.repro.bundle import compress_disk, reproduces, signature
 from harness.repro.capture import live_bundle, qemu_argv
 from harness.repro.minimize import MinimalSteps, minimize_steps
 from harness.storage.backends import DATA_SERIAL, Backend
@@ -113,7 +113,7 @@ def _minimize_workload(
     progress: Progress,
 ) -> MinimalSteps:
     """Repeat the cut with fewer workload steps while the same promises still break."""
-    want = signature_of(res.violations)
+    want = signature(res.violations)
     work = logdir / "minimize"
     tries = 0
 
@@ -130,7 +130,7 @@ def _minimize_workload(
             keep_disks=False,
         )
         got = run_live_cut(sub, backend, index, plan, lambda _: None)
-        return reproduces(want, signature_of(got.violations))
+        return reproduces(want, signature(got.violations))
 
     try:
         minimal = minimize_steps(cfg.workload, plan.step, fails, cfg.minimize_steps)

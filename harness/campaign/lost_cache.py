@@ -8,14 +8,13 @@ import json
 import shutil
 import time
 from pathlib import Path
-from typing import Any
 
 from harness.campaign import snapshots
 from harness.campaign.context import CampaignConfig, Progress, machine_config
 from harness.errors import GuestError, GuestSetupError, HarnessError, ResumeError
-from harness.model import Promise, StateResult, UnitKind, blame_configuration
+from harness.model import Promise, StateResult, UnitKind, Violation, blame_configuration
 from harness.oracles.checker import Checker
-from harness.repro.bundle import compress_disk, compress_log, reproduces, signature, signature_of
+from harness.repro.bundle import compress_disk, compress_log, reproduces, signature
 from harness.repro.capture import qemu_argv, replay_bundle
 from harness.repro.minimize import Minimized, minimize
 from harness.storage.backends import Backend
@@ -228,12 +227,11 @@ class _Bundler:
             compress_disk(self.rec.origin, origin)
         return log, origin
 
-    def _check(self, st: CrashState, promises: list[Promise]) -> list[dict[str, Any]]:
+    def _check(self, st: CrashState, promises: list[Promise]) -> list[Violation]:
         disk = self.replayer.build(self.eps, st, self.shared / "candidate.qcow2")
         try:
-            return [
-                v.to_json()
-                for v in self.checker.check(
+            return list(
+                self.checker.check(
                     st.id,
                     disk,
                     promises,
@@ -241,14 +239,14 @@ class _Bundler:
                     after_mount=self.cfg.damage,
                     daemon=self.cfg.daemon_checks,
                 )
-            ]
+            )
         finally:
             disk.unlink(missing_ok=True)
 
     def capture(self, res: StateResult, st: CrashState, promises: list[Promise]) -> None:
-        want = signature_of(res.violations)
+        want = signature(res.violations)
         minimal: Minimized | None = None
-        minimal_found: list[dict[str, Any]] = []
+        minimal_found: list[Violation] = []
         if (
             self.cfg.minimize_tests
             and tuple(want) not in self.minimized

@@ -30,9 +30,9 @@ from harness.repro.bundle import (
     BundleError,
     reproduces,
     signature,
-    signature_of,
     unpack_disk,
     unpack_log,
+    violations,
 )
 from harness.vm import accel as accel_mod
 from harness.workloads.api import Workload, WorkloadError
@@ -209,7 +209,7 @@ def _replay(
             (
                 "minimal",
                 parse_state_id(minimal["state_id"]),
-                signature(minimal["violations"], bundle.legacy),
+                signature(violations(minimal["violations"]), bundle.legacy),
             )
         )
     for _, st, _ in todo:
@@ -231,7 +231,7 @@ def _replay(
                     found = checker.check(st.id, disk, bundle.promises(), cfg.workload.invariants)
                 finally:
                     disk.unlink(missing_ok=True)
-                got = signature_of(found, bundle.legacy)
+                got = signature(found, bundle.legacy)
                 a = Attempt(
                     what,
                     st.id,
@@ -273,7 +273,7 @@ def _live(
     found, _, _, _ = check_cut_disk(
         cfg, backend, outcome, disk, work / "recheck", bundle.state, progress
     )
-    got = signature_of(found, bundle.legacy)
+    got = signature(found, bundle.legacy)
     report.attempts.append(
         Attempt(
             "cut disk",
@@ -295,7 +295,7 @@ def _live(
             f"  {what} {i + 1}/{len(tries)}: {plan.describe()} with {len(workload.steps)} steps"
         )
         res = run_live_cut(replace(cfg, workload=workload), backend, i, plan, progress)
-        got = signature_of(res.violations, bundle.legacy)
+        got = signature(res.violations, bundle.legacy)
         report.attempts.append(
             Attempt(
                 what,

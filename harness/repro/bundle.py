@@ -27,7 +27,7 @@ from typing import Any
 
 from harness import hosttools
 from harness.errors import HarnessError, InputError
-from harness.model import Promise, Violation
+from harness.model import Promise, Violation, failing
 from harness.storage.backends import BACKENDS, Backend
 
 FORMAT = "crashtest-bundle"
@@ -94,23 +94,21 @@ class Bundle:
 
     def signature(self) -> list[str]:
         """What must break again for the state to count as reproduced."""
-        return signature(self.meta["verdict"]["violations"], self.legacy)
+        return signature(violations(self.meta["verdict"]["violations"]), self.legacy)
 
 
-def signature(violations: list[dict[str, Any]], legacy: bool = False) -> list[str]:
-    """The checks that failed and what they were about, without state-specific detail:
-    `[class] check-id subject`. Leaks never count."""
+def signature(found: list[Violation], legacy: bool = False) -> list[str]:
+    """What must break again for a state to count as reproduced: the failing
+    violations' signatures (`Violation.signature`, the one every report uses).
+    Bundles made before verdicts had check ids match by class and promise text."""
     if legacy:
-        return sorted(
-            {f"[{v['class']}] {v['promise']}" for v in violations if v["class"] != "leak"}
-        )
-    return sorted(
-        {f"[{v['class']}] {v['check']} {v['subject']}" for v in violations if v["class"] != "leak"}
-    )
+        return sorted({f"[{v.cls}] {v.promise}" for v in failing(found)})
+    return sorted({v.signature() for v in failing(found)})
 
 
-def signature_of(found: list[Violation], legacy: bool = False) -> list[str]:
-    return signature([v.to_json() for v in found], legacy)
+def violations(records: list[dict[str, Any]]) -> list[Violation]:
+    """A bundle's recorded verdicts."""
+    return [Violation.from_json(v) for v in records]
 
 
 def reproduces(expected: list[str], got: list[str]) -> bool:

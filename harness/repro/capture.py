@@ -9,7 +9,7 @@ from typing import Any, Protocol
 
 from harness.images import GuestImages
 from harness.images.cache import cache_root
-from harness.model import FAULTS, Promise, StateResult
+from harness.model import FAULTS, Promise, StateResult, Violation
 from harness.power.cut import CutOutcome
 from harness.repro.bundle import compress_disk, write_bundle
 from harness.repro.minimize import MinimalSteps, Minimized
@@ -147,7 +147,7 @@ def replay_bundle(
     origin_qcow2: Path,
     logs: list[Path],
     minimal: Minimized | None,
-    minimal_verdict: list[dict[str, Any]] | None,
+    minimal_verdict: list[Violation] | None,
 ) -> Path:
     digest, epoch, subset = state_id.split(":")
     meta = _common(cfg, backend, res, "replay", argv)
@@ -169,7 +169,7 @@ def replay_bundle(
                 "original_dropped": minimal.original_dropped,
                 "tests": minimal.tests,
                 "complete": minimal.complete,
-                "violations": minimal_verdict or [],
+                "violations": [v.to_json() for v in minimal_verdict or []],
             },
         }
     )

@@ -13,7 +13,7 @@ from harness.campaign.lost_cache import check_recording
 from harness.campaign.reproduce import reproduce
 from harness.images import GuestImages
 from harness.oracles.checker import Checker
-from harness.repro.bundle import load_bundle, signature
+from harness.repro.bundle import load_bundle, signature, violations
 from harness.storage.backends import BACKENDS, make_test_disk, parse_backends
 from harness.vm import accel
 from harness.workloads.default import workload as default_workload
@@ -95,7 +95,7 @@ def test_config_that_never_flushes_is_caught_minimized_and_reproduced(
     assert minimal and 0 < len(minimal["dropped_entries"]) < minimal["original_dropped"]
     # the minimal state still breaks every promise the original broke (it may break
     # more: with fewer writes kept, fsck can fail too)
-    assert set(bundle.signature()) <= set(signature(minimal["violations"]))
+    assert set(bundle.signature()) <= set(signature(violations(minimal["violations"])))
     report = reproduce(bundle, runs=2)
     assert report.runs == 2 and report.reproduced == 2 and report.kernel_matches
     assert [a.reproduced for a in report.attempts if a.what == "minimal"] == [True]
