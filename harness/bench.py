@@ -27,14 +27,15 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from harness.campaign import RunOptions, run_campaign, snapshots
+from harness.campaign import snapshots
 from harness.campaign.context import CampaignConfig, machine_config
 from harness.campaign.live import run_live_cut
 from harness.campaign.lost_cache import check_recording
 from harness.campaign.plan import DEFAULT_CUTS, DEFAULT_JOBS
+from harness.campaign.run import RunOptions, run_campaign
 from harness.errors import HarnessError
 from harness.guest import docker
-from harness.images import ensure_images
+from harness.images.guest import ensure_images
 from harness.images.rootfs import BASE_TAR_IN_GUEST
 from harness.oracles.checker import check_by_reboot
 from harness.power.cut import plan_cuts

@@ -17,19 +17,20 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from harness import corpus, hosttools
+from harness import hosttools
 from harness.bench import run_bench
-from harness.campaign import RunOptions, load_plan, run_campaign
 from harness.campaign.plan import DEFAULT_CUTS, DEFAULT_JOBS, DEFAULT_STATES
 from harness.campaign.reproduce import reproduce
-from harness.compare import DEFAULT_ARMS, METRICS, CompareOptions, run_compare
+from harness.campaign.run import RunOptions, load_plan, run_campaign
 from harness.compare.measure import RECLAIM, SETTINGS
 from harness.compare.report import headline
+from harness.compare.run import DEFAULT_ARMS, METRICS, CompareOptions, run_compare
+from harness.corpus import run as corpus
 from harness.corpus.entries import by_id as corpus_by_id
 from harness.errors import CrashtestError, InputError
-from harness.images import ensure_images
 from harness.images.cache import cache_root
 from harness.images.debian import SUITES
+from harness.images.guest import ensure_images
 from harness.images.rootfs import DEFAULT_SUITE, RELEASES, check_release
 from harness.model import Violation
 from harness.oracles.check_image import check_image

@@ -7,7 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness.images import GuestImages
+from harness.images.guest import GuestImages
 from harness.vm.accel import default_cpus
 from harness.vm.qemu import Disk, MachineConfig
 from harness.workloads.api import Workload

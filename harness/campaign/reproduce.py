@@ -20,7 +20,7 @@ from typing import Any
 from harness.campaign import snapshots
 from harness.campaign.context import CampaignConfig, Progress, machine_config
 from harness.campaign.live import check_cut_disk, run_live_cut
-from harness.images import GuestImages, ensure_images
+from harness.images.guest import GuestImages, ensure_images
 from harness.images.rootfs import DEFAULT_SUITE, check_release
 from harness.model import Ledger
 from harness.oracles.checker import Checker

@@ -13,7 +13,7 @@ from pathlib import Path
 from harness import hosttools
 from harness.errors import InputError
 from harness.guest.docker import device_by_serial
-from harness.images import ensure_images
+from harness.images.guest import ensure_images
 from harness.model import Violation, is_clean
 from harness.oracles import console as console_oracle
 from harness.oracles.checker import STATE_SERIAL, run_checks

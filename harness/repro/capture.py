@@ -7,8 +7,8 @@ import time
 from pathlib import Path
 from typing import Any, Protocol
 
-from harness.images import GuestImages
 from harness.images.cache import cache_root
+from harness.images.guest import GuestImages
 from harness.model import FAULTS, Promise, StateResult, Violation
 from harness.power.cut import CutOutcome
 from harness.repro.bundle import compress_disk, write_bundle

@@ -13,14 +13,26 @@ import os
 import secrets
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Any, Protocol
 
 from crashtest_guest import RESUME
 from harness.errors import HarnessError
+from harness.guest.agent import AgentClient
 from harness.images.cache import sha256_file
 
-if TYPE_CHECKING:
-    from harness.vm.machine import Machine
+
+class Machine(Protocol):
+    """What saving and resuming need of a running QEMU (vm.machine.Machine)."""
+
+    name: str
+
+    @property
+    def agent(self) -> AgentClient: ...
+
+    def qmp(self, cmd: str, **args: Any) -> Any: ...
+
+    def pass_fd(self, name: str, fd: int) -> None: ...
+
 
 MIGRATE_TIMEOUT_S = 300.0
 FD_NAME = "savedguest"

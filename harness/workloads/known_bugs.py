@@ -12,7 +12,8 @@ breaks that promise in the crash state taken right after the call returned
 
 from __future__ import annotations
 
-from harness.workloads import Barrier, GuestFile, Step, Workload, absent_file, file
+from harness.model import Barrier
+from harness.workloads.api import GuestFile, Step, Workload, absent_file, file
 
 DIR = "/var/lib/docker/kb"  # on the test filesystem, beside docker's store
 IO = "xfs_io"

@@ -2,7 +2,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.images import GuestImages, ensure_images
+from harness.images.guest import GuestImages, ensure_images
 
 
 @pytest.fixture(scope="session")

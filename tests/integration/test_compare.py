@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 
 from harness.campaign.context import CampaignConfig
-from harness.compare import CompareOptions, Plan, arm_session, enospc_session, run_compare
 from harness.compare.measure import Budget
-from harness.images import GuestImages
+from harness.compare.run import CompareOptions, Plan, arm_session, enospc_session, run_compare
+from harness.images.guest import GuestImages
 from harness.storage.backends import BACKENDS
 from harness.vm import accel
 from harness.workloads.default import workload

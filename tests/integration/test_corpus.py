@@ -6,8 +6,8 @@ after the directory's fsync) must be caught on real guests."""
 import json
 from pathlib import Path
 
-from harness.corpus import CorpusOptions, run_corpus
-from harness.images import GuestImages
+from harness.corpus.run import CorpusOptions, run_corpus
+from harness.images.guest import GuestImages
 
 
 def test_corpus_runner_on_the_stock_kernel(

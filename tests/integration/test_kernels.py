@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from harness import hosttools
-from harness.images import ensure_images
 from harness.images.debian import SERIES, AptIndex, resolve
+from harness.images.guest import ensure_images
 from harness.images.kernel import ensure_kernel
 from harness.model import is_clean
 from harness.oracles.check_image import check_image

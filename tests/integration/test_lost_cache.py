@@ -11,7 +11,7 @@ from harness.campaign import snapshots
 from harness.campaign.context import CampaignConfig, machine_config
 from harness.campaign.lost_cache import check_recording
 from harness.campaign.reproduce import reproduce
-from harness.images import GuestImages
+from harness.images.guest import GuestImages
 from harness.oracles.checker import Checker
 from harness.repro.bundle import load_bundle, signature, violations
 from harness.storage.backends import BACKENDS, make_test_disk, parse_backends

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from harness.campaign.context import CampaignConfig, machine_config
-from harness.images import GuestImages
+from harness.images.guest import GuestImages
 from harness.model import Ledger
 from harness.oracles.check_image import check_image
 from harness.oracles.checker import Checker

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from harness.cli import main
-from harness.images import GuestImages
+from harness.images.guest import GuestImages
 from harness.workloads import load_workload
 
 BACKENDS = "btrfs,ext4-overlay2"

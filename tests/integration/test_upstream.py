@@ -9,7 +9,7 @@ import pytest
 
 from harness.cli import main
 from harness.guest.host import guest_host
-from harness.images import ensure_images
+from harness.images.guest import ensure_images
 from harness.repro.bundle import load_bundle
 from harness.vm import accel
 from harness.vm.machine import Machine

@@ -10,7 +10,7 @@ import pytest
 
 from harness.errors import GuestBootError, GuestTimeout, HarnessError, ResumeError
 from harness.guest.host import guest_host
-from harness.images import GuestImages
+from harness.images.guest import GuestImages
 from harness.vm import accel, snapshot
 from harness.vm.machine import Machine
 from harness.vm.qemu import Disk, MachineConfig
@@ -195,7 +195,7 @@ def test_saved_guest_that_does_not_resume_falls_back_to_a_boot(
 def test_a_standard_debian_kernel_boots(tmp_path: Path, no_leftovers: None) -> None:
     """Debian's standard flavour (not cloud) builds ext4 as a module that reaches
     crc32c only through a soft dependency: modules resolved as modprobe does."""
-    from harness.images import ensure_images
+    from harness.images.guest import ensure_images
 
     std = ensure_images("bookworm:linux-image-amd64")
     with Machine(config(std), tmp_path / "console.log") as vm:

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from harness.cli import main
-from harness.images import GuestImages
+from harness.images.guest import GuestImages
 from harness.repro.bundle import load_bundle
 
 HERE = Path(__file__).parents[1] / "workloads"

@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 
 from harness.cli import main
-from harness.compare import CompareOptions, order, tasks, validate, variant_backend
 from harness.compare.measure import RECLAIM, Op, btrfs_usage, per_op
 from harness.compare.report import build_compare, headline, write_compare_html
+from harness.compare.run import CompareOptions, order, tasks, validate, variant_backend
 from harness.compare.stats import spread, wilson
 from harness.errors import InputError
 from harness.storage.backends import BACKENDS

@@ -11,7 +11,8 @@ from typing import Any
 
 import pytest
 
-from harness.corpus import (
+from harness.corpus.entries import CORPUS, Kind, by_id
+from harness.corpus.run import (
     CorpusOptions,
     Outcome,
     Role,
@@ -20,7 +21,6 @@ from harness.corpus import (
     roles,
     validate,
 )
-from harness.corpus.entries import CORPUS, Kind, by_id
 from harness.errors import InputError
 from harness.images.kernel import LINUX_SOURCES, apply_edits, linux_source_tarball
 from harness.model import Barrier

@@ -71,6 +71,83 @@ def test_imports_point_down_only() -> None:
     assert wrong == []
 
 
+def module_imports(root: Path, package: str) -> dict[str, set[str]]:
+    """Module name -> the modules of the same project it imports, type-checking
+    imports included (a circle drawn only for mypy is still a circle to a reader)."""
+    graph: dict[str, set[str]] = {}
+    for path in sorted(root.rglob("*.py")):
+        rel = path.relative_to(root.parent).with_suffix("")
+        name = ".".join(rel.parts).removesuffix(".__init__")
+        found: set[str] = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                found.add(node.module)
+                found |= {f"{node.module}.{a.name}" for a in node.names}
+            elif isinstance(node, ast.Import):
+                found |= {a.name for a in node.names}
+        graph[name] = {m for m in found if m.startswith(package + ".")}
+    return {m: {d for d in deps if d in graph and d != m} for m, deps in graph.items()}
+
+
+def circles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Every strongly connected group of more than one module (Tarjan)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    found: list[list[str]] = []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        for w in sorted(graph[v]):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            group = []
+            while True:
+                w = stack.pop()
+                group.append(w)
+                if w == v:
+                    break
+            if len(group) > 1:
+                found.append(sorted(group))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return found
+
+
+def test_no_module_imports_in_a_circle() -> None:
+    """Within a part too: no two files (vm/machine and vm/snapshot were) lean on
+    each other, so each file reads after the ones it uses."""
+    for root in (HARNESS, HARNESS.parent / "crashtest_guest"):
+        assert circles(module_imports(root, root.name)) == []
+
+
+def test_the_circle_check_sees_a_circle() -> None:
+    assert circles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+
+
+def test_package_init_files_hold_no_logic() -> None:
+    """A package's __init__ says what the package is (and may re-export its public
+    names); its logic lives in named modules."""
+    heavy = []
+    for init in sorted(HARNESS.rglob("__init__.py")):
+        tree = ast.parse(init.read_text())
+        logic = [
+            n
+            for n in tree.body
+            if isinstance(n, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef)
+        ]
+        if logic:
+            heavy.append(f"{init.relative_to(HARNESS)}: {', '.join(n.name for n in logic)}")
+    assert heavy == []
+
+
 def test_guest_code_needs_only_the_standard_library() -> None:
     """crashtest_guest runs on the guest's python3, where nothing else is installed."""
     guest = HARNESS.parent / "crashtest_guest"

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-import harness.campaign as campaign
+import harness.campaign.run as campaign
 from harness.campaign.pool import UnitJob, UnitResult
 from harness.campaign.progress import Display
 from harness.cli import main
