@@ -31,8 +31,8 @@ from harness.campaign import snapshots
 from harness.campaign.context import CampaignConfig, machine_config
 from harness.campaign.live import run_live_cut
 from harness.campaign.lost_cache import check_recording
-from harness.campaign.plan import DEFAULT_CUTS, DEFAULT_JOBS
-from harness.campaign.run import RunOptions, run_campaign
+from harness.campaign.plan import DEFAULT_CUTS, DEFAULT_JOBS, RunOptions
+from harness.campaign.run import run_campaign
 from harness.errors import HarnessError
 from harness.guest import docker
 from harness.images.guest import ensure_images

@@ -19,9 +19,9 @@ from typing import Any
 
 from harness import hosttools
 from harness.bench import run_bench
-from harness.campaign.plan import DEFAULT_CUTS, DEFAULT_JOBS, DEFAULT_STATES
+from harness.campaign.plan import DEFAULT_CUTS, DEFAULT_JOBS, DEFAULT_STATES, RunOptions
 from harness.campaign.reproduce import reproduce
-from harness.campaign.run import RunOptions, load_plan, run_campaign
+from harness.campaign.run import load_plan, run_campaign
 from harness.compare.measure import RECLAIM, SETTINGS
 from harness.compare.report import headline
 from harness.compare.run import DEFAULT_ARMS, METRICS, CompareOptions, run_compare
@@ -42,6 +42,7 @@ from harness.report.results import FAIL_ON
 from harness.repro.bundle import BundleError, decompress_log, load_bundle
 from harness.repro.upstream import UpstreamFix, evidence
 from harness.repro.upstream import report as upstream_report
+from harness.rundir import write_atomic
 from harness.storage.backends import BACKENDS, DEFAULT_BACKENDS
 from harness.storage.damage import INJECTIONS
 from harness.version import crashtest_version
@@ -670,9 +671,7 @@ def _upstream(args: argparse.Namespace) -> int:
         return 0
     if not args.output.parent.is_dir():
         raise InputError(f"--output {args.output}: no such directory {args.output.parent}")
-    tmp = args.output.with_name(f".{args.output.name}.tmp")
-    tmp.write_text(text)
-    tmp.replace(args.output)
+    write_atomic(args.output, text)
     print(f"crashtest: upstream report in {args.output}")
     return 0
 

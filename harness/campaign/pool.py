@@ -20,6 +20,7 @@ from harness.campaign.live import run_live_cut
 from harness.campaign.lost_cache import run_lost_cache
 from harness.campaign.plan import Unit
 from harness.model import StateResult, UnitKind
+from harness.workers import run_jobs
 
 
 @dataclass
@@ -96,36 +97,31 @@ def run_units(
     """Run the jobs, `parallel` at a time; `done` gets each result as it ends (in
     this process), `say` each unit's progress lines (default: printed)."""
     global _say_to
-    if parallel == 1 or len(jobs) <= 1:
+    if parallel <= 1 or len(jobs) <= 1:
         _say_to = say
         try:
-            for job in jobs:
-                done(run_unit(job))
+            run_jobs(run_unit, jobs, 1, done)
         finally:
             _say_to = None
         return
-    ctx = multiprocessing.get_context("fork")
-    queue = ctx.SimpleQueue() if say else None
+    queue = multiprocessing.get_context("fork").SimpleQueue() if say else None
     reader = None
     if queue is not None and say is not None:
-        _say_to = lambda label, msg: queue.put((label, msg))  # noqa: E731 (inherited by fork)
         reader = threading.Thread(target=_relay, args=(queue, say), daemon=True)
         reader.start()
-    # Each worker runs its own guests; a worker that is stopped kills them (their
-    # QEMU dies with it through pdeathsig), and terminate() stops every worker.
-    try:
-        pool = ctx.Pool(min(parallel, len(jobs)))
-    finally:
+
+    def inherit() -> None:
+        global _say_to
+        if queue is not None:
+            _say_to = lambda label, msg: queue.put((label, msg))  # noqa: E731
+
+    def forget() -> None:
+        global _say_to
         _say_to = None
+
     try:
-        for r in pool.imap_unordered(run_unit, jobs):
-            done(r)
-        pool.close()
-    except BaseException:
-        pool.terminate()
-        raise
+        run_jobs(run_unit, jobs, parallel, done, inherit, forget)
     finally:
-        pool.join()
         if queue is not None and reader is not None:
             queue.put(None)
             reader.join(timeout=5)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import functools
 import json
-import os
 import platform
 import shutil
 import time
@@ -34,34 +33,15 @@ from harness.guest import docker
 from harness.images.guest import ensure_images
 from harness.images.kernel import lacks
 from harness.model import StateResult, UnitKind
+from harness.report.html import write_report
 from harness.report.known import KnownList, load_known
-from harness.report.results import BackendSummary, point_latest, write_results
+from harness.report.results import BackendSummary, write_results
+from harness.rundir import Run, require_out, write_json
 from harness.storage.damage import INJECTIONS, zero_layer_file
 from harness.version import crashtest_version
 from harness.vm import accel as accel_mod
 from harness.workloads.api import Workload
 from harness.workloads.load import load_workload
-
-MIN_FREE_BYTES = 2 << 30  # a unit's disks and write log, before compression
-
-
-def check_out(out: Path) -> None:
-    """OUT must be a directory we can write, on a filesystem with room for a unit."""
-    if out.exists() and not out.is_dir():
-        raise InputError(f"OUT {out}: exists and is not a directory")
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        probe = out / f".crashtest-probe-{os.getpid()}"
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as e:
-        raise InputError(f"OUT {out}: cannot write results there ({e.strerror})") from e
-    free = shutil.disk_usage(out).free
-    if free < MIN_FREE_BYTES:
-        raise InputError(
-            f"OUT {out}: only {free >> 20} MiB free; a campaign needs at least "
-            f"{MIN_FREE_BYTES >> 20} MiB for its disks and write logs"
-        )
 
 
 def damage_for(name: str | None, workload: Workload) -> str:
@@ -94,21 +74,15 @@ def _unit_path(run_dir: Path, index: int) -> Path:
 def _save_unit(run_dir: Path, r: UnitResult) -> None:
     """A finished unit, written as it ends: nothing finished is lost to a Ctrl-C or
     a crash of the harness, and --resume skips it."""
-    path = _unit_path(run_dir, r.unit)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(
-        json.dumps(
-            {
-                "unit": r.unit,
-                "wall_s": r.wall_s,
-                "replay": r.replay,
-                "states": [s.to_json() for s in r.states],
-            }
-        )
-        + "\n"
+    write_json(
+        _unit_path(run_dir, r.unit),
+        {
+            "unit": r.unit,
+            "wall_s": r.wall_s,
+            "replay": r.replay,
+            "states": [s.to_json() for s in r.states],
+        },
     )
-    tmp.replace(path)
 
 
 def _load_units(run_dir: Path) -> dict[int, UnitResult]:
@@ -159,7 +133,7 @@ def run_campaign(
     known = load_known(opts.known) if opts.known else KnownList()
     shard_i, shard_n = parse_shard(opts.shard)
     releases = release_specs(opts)
-    check_out(opts.out)
+    require_out(opts.out)
     workloads = [load_workload(w, opts.seed) for w in workload_specs(opts)]
     names = [w.name for w in workloads]
     if len(set(names)) < len(names):
@@ -195,8 +169,6 @@ def run_campaign(
     key = campaign_key(opts, backends, versions, workloads, releases)
 
     if resume is not None:
-        run_dir = resume
-        run_id = resume.name
         planned = json.loads((resume / PLAN_JSON).read_text())["campaign"]
         if planned != key:
             changed = sorted(k for k in key if planned.get(k) != key[k])
@@ -206,17 +178,10 @@ def run_campaign(
                 "finished with the same plan"
             )
         done = _load_units(resume)
-    else:
-        run_id = (
-            time.strftime("%Y%m%d-%H%M%S", time.gmtime())
-            + f"-s{opts.seed}"
-            + (f"-shard{shard_i}of{shard_n}" if shard_n > 1 else "")
-        )
-        run_dir = opts.out / run_id
-        run_dir.mkdir(parents=True, exist_ok=False)
-        (run_dir / PLAN_JSON).write_text(
-            json.dumps({"options": options_json(opts), "campaign": key}, indent=1) + "\n"
-        )
+    run = Run(opts.out, opts.seed, f"-shard{shard_i}of{shard_n}" if shard_n > 1 else "", resume)
+    run_dir, run_id = run.dir, run.id
+    if resume is None:
+        write_json(run_dir / PLAN_JSON, {"options": options_json(opts), "campaign": key})
         done = {}
     cells = [
         Cell(k, r, w, fixed[w.name]) for w in workloads for r in releases for k in range(len(specs))
@@ -335,27 +300,23 @@ def run_campaign(
             meta["incomplete"] = incomplete
             meta["resume"] = f"crashtest run --resume {run_dir}"
         write_results(run_dir, meta, summaries, known, opts.fail_on)
+        write_report([run_dir], run_dir / "report.html")
 
     jobs = [UnitJob(units[i], cfgs[units[i].cell], opts.states, labels[i]) for i in todo]
     # Longest first, so parallel workers finish together: a unit of replayed
     # states takes many times a live cut.
     jobs.sort(key=lambda j: j.unit.kind != UnitKind.REPLAY)
-    try:
-        with display:
-            run_units(jobs, opts.jobs, finished, display.unit)
-    except BaseException as e:
-        why = "interrupted" if isinstance(e, KeyboardInterrupt) else f"{type(e).__name__}: {e}"
-        try:
-            write(incomplete=why)
-        except Exception as w:  # the units/ records stay; the first failure is the story
-            say(f"crashtest: could not write the incomplete summary ({w})")
-        say(
-            f"crashtest: {len([i for i in mine if i in done])} of {len(mine)} units finished "
-            f"and kept in {run_dir}; finish with: crashtest run --resume {run_dir}"
-        )
-        raise
-    write()
-    point_latest(opts.out, run_dir)
+
+    def finish(incomplete: str) -> None:
+        write(incomplete)
+        if incomplete:
+            say(
+                f"crashtest: {len([i for i in mine if i in done])} of {len(mine)} units "
+                f"finished and kept in {run_dir}; finish with: crashtest run --resume {run_dir}"
+            )
+
+    with run.lifetime(finish), display:
+        run_units(jobs, opts.jobs, finished, display.unit)
     return run_dir
 
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import functools
 import json
-import multiprocessing
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
@@ -21,7 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from harness.campaign.context import CampaignConfig, machine_config
-from harness.campaign.run import RunOptions, check_out, run_campaign
+from harness.campaign.plan import RunOptions
+from harness.campaign.run import run_campaign
 from harness.campaign.snapshots import docker_guest, qemu_version
 from harness.compare import measure
 from harness.compare.measure import RECLAIM, SETTINGS, Budget, MetricError, Probe, Reclaim
@@ -30,12 +30,13 @@ from harness.errors import CrashtestError, GuestError, HarnessError, InputError
 from harness.guest import docker
 from harness.images.guest import ensure_images
 from harness.images.rootfs import DEFAULT_SUITE, check_release
-from harness.report.results import point_latest
+from harness.rundir import Run, require_out, write_json
 from harness.storage.backends import BACKENDS, DATA_SERIAL, Backend, make_test_disk
 from harness.version import crashtest_version
 from harness.vm import accel as accel_mod
 from harness.vm.machine import Machine
 from harness.vm.qemu import Disk, block_node
+from harness.workers import run_jobs
 from harness.workloads.default import workload as default_workload
 
 Say = Callable[[str], None]
@@ -133,13 +134,6 @@ def order(arms: tuple[Backend, ...], reps: int) -> list[tuple[int, Backend]]:
     return out
 
 
-def _write(path: Path, doc: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(doc, indent=1) + "\n")
-    tmp.replace(path)
-
-
 def environment(vm: Machine, backend: Backend) -> dict[str, Any]:
     """What this arm really ran: docker's versions and driver status, the test
     filesystem as mounted, the guest kernel."""
@@ -197,7 +191,7 @@ def arm_session(
     finally:
         (work / "disk.img").unlink(missing_ok=True)
     doc["wall_s"] = round(time.monotonic() - t0, 1)
-    _write(dest, doc)
+    write_json(dest, doc)
     return doc
 
 
@@ -245,7 +239,7 @@ def enospc_session(
     finally:
         disk.unlink(missing_ok=True)
     doc["wall_s"] = round(time.monotonic() - t0, 1)
-    _write(dest, doc)
+    write_json(dest, doc)
     return doc
 
 
@@ -329,7 +323,7 @@ def run_task(job: Job) -> str:
             progress=say,
         )
     except CrashtestError as e:
-        _write(run_dir / "m1" / "error.json", {"error": f"{type(e).__name__}: {e}"})
+        write_json(run_dir / "m1" / "error.json", {"error": f"{type(e).__name__}: {e}"})
         return f"M1: FAILED: {e}"
     return f"M1: done ({run.name})"
 
@@ -338,28 +332,10 @@ def _print(label: str, msg: str) -> None:
     print(f"[{label}] {msg.strip()}", flush=True)
 
 
-def run_jobs(jobs: list[Job], parallel: int, say: Say) -> None:
-    if parallel == 1 or len(jobs) <= 1:
-        for job in jobs:
-            say(run_task(job))
-        return
-    ctx = multiprocessing.get_context("fork")
-    pool = ctx.Pool(min(parallel, len(jobs)))
-    try:
-        for line in pool.imap_unordered(run_task, jobs):
-            say(line)
-        pool.close()
-    except BaseException:
-        pool.terminate()  # each worker's guests die with it (pdeathsig)
-        raise
-    finally:
-        pool.join()
-
-
 def run_compare(opts: CompareOptions, progress: Say | None = None) -> Path:
     """Run the comparison; return its run directory (OUT/compare/RUN_ID)."""
     plan = validate(opts)
-    check_out(opts.out)
+    require_out(opts.out)
     accel, why = accel_mod.choose(opts.accel)
     say = progress or functools.partial(_print, "compare")
     images = ensure_images(opts.kernel, None, opts.release)
@@ -368,10 +344,8 @@ def run_compare(opts: CompareOptions, progress: Say | None = None) -> Path:
         f"{images.root.manifest_id}, accel {accel} ({why}); arms "
         f"{', '.join(a.name for a in plan.arms)}; {opts.setting} setting, {opts.reps} reps"
     )
-    root = opts.out / "compare"
-    run_id = time.strftime("%Y%m%d-%H%M%S", time.gmtime()) + f"-s{opts.seed}"
-    run_dir = root / run_id
-    run_dir.mkdir(parents=True, exist_ok=False)
+    run = Run(opts.out / "compare", opts.seed)
+    run_dir, run_id = run.dir, run.id
     plan_doc = {
         "options": {**asdict(opts), "out": str(opts.out)},
         "budget": asdict(plan.budget),
@@ -380,7 +354,7 @@ def run_compare(opts: CompareOptions, progress: Say | None = None) -> Path:
         "enospc_variants": [variant_backend(v).name for v in plan.variants],
         "order": [[r + 1, a.name] for r, a in order(plan.arms, opts.reps)],
     }
-    _write(run_dir / "plan.json", plan_doc)
+    write_json(run_dir / "plan.json", plan_doc)
     cfg = CampaignConfig(
         images=images,
         accel=accel,
@@ -405,20 +379,19 @@ def run_compare(opts: CompareOptions, progress: Say | None = None) -> Path:
     t0 = time.monotonic()
     todo = [Job(t, cfg, plan, opts, run_dir) for t in tasks(plan, opts.reps)]
     say(f"compare: {len(todo)} pieces, {opts.jobs} at a time")
-    try:
-        run_jobs(todo, opts.jobs, say)
-    except BaseException as e:
-        why = "interrupted" if isinstance(e, KeyboardInterrupt) else f"{type(e).__name__}: {e}"
-        _finish(run_dir, {**meta, "incomplete": why, "wall_s": round(time.monotonic() - t0)}, plan)
-        raise
-    _finish(run_dir, {**meta, "wall_s": round(time.monotonic() - t0)}, plan)
-    point_latest(root, run_dir)
+
+    def finish(incomplete: str) -> None:
+        done = {"incomplete": incomplete} if incomplete else {}
+        _finish(run_dir, {**meta, **done, "wall_s": round(time.monotonic() - t0)}, plan)
+
+    with run.lifetime(finish):
+        run_jobs(run_task, todo, opts.jobs, say)
     return run_dir
 
 
 def _finish(run_dir: Path, meta: dict[str, Any], plan: Plan) -> None:
     doc = build_compare(run_dir, meta, [a.name for a in plan.arms], plan.metrics)
-    _write(run_dir / "compare.json", doc)
+    write_json(run_dir / "compare.json", doc)
     write_compare_html(doc, run_dir / "compare.html")
     # What a stopped worker's guests left: sparse disks and raw write logs
     # (finished pieces keep none; bundles keep compressed copies).

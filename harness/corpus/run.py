@@ -14,7 +14,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from harness.campaign.run import RunOptions, check_out, run_campaign
+from harness.campaign.plan import RunOptions
+from harness.campaign.run import run_campaign
 from harness.corpus.entries import CORPUS, Kind, KnownBug, by_id
 from harness.errors import InputError
 from harness.images.buildlog import tree_series
@@ -28,7 +29,7 @@ from harness.images.kernel import (
 )
 from harness.report.corpus import write_corpus_html
 from harness.report.html import write_report
-from harness.report.results import point_latest
+from harness.rundir import Run, require_out, write_json
 from harness.version import crashtest_version
 
 # A revert counts as caught when at least this share of its runs catch it.
@@ -259,14 +260,12 @@ def run_corpus(opts: CorpusOptions, progress: Callable[[str], None] | None = Non
     is written, marked incomplete, and the interrupt goes on."""
     say = progress or functools.partial(print, flush=True)
     plan = validate(opts)
-    check_out(opts.out)
+    require_out(opts.out)
     if plan.tree is None and plan.kernel is None:  # Debian's tree, fetched once
         plan.tree = linux_source_tree()
         validate(replace(opts, tree=plan.tree))
-    base = opts.out / "corpus"
-    run_id = time.strftime("%Y%m%d-%H%M%S", time.gmtime()) + f"-s{opts.seed}"
-    run_dir = base / run_id
-    run_dir.mkdir(parents=True, exist_ok=False)
+    run = Run(opts.out / "corpus", opts.seed)
+    run_dir, run_id = run.dir, run.id
     builds: dict[str, Build] = {}
     build_failed: dict[str, str] = {}
     results: dict[str, dict[str, list[Outcome]]] = {b.id: {} for b in plan.entries}
@@ -314,12 +313,12 @@ def run_corpus(opts: CorpusOptions, progress: Callable[[str], None] | None = Non
             "incomplete": incomplete,
             "entries": entries,
         }
-        tmp = run_dir / "corpus.json.tmp"
-        tmp.write_text(json.dumps(doc, indent=1) + "\n")
-        tmp.replace(run_dir / "corpus.json")
+        write_json(run_dir / "corpus.json", doc)
         write_corpus_html(doc, run_dir / "corpus.html")
+        if not incomplete:
+            write_report([run_dir], run_dir / "report.html")
 
-    try:
+    with run.lifetime(write):
         for bug in plan.entries:
             for role in roles(bug, plan):
                 try:
@@ -336,13 +335,6 @@ def run_corpus(opts: CorpusOptions, progress: Callable[[str], None] | None = Non
                         _campaign(bug, role, build, seed, opts, run_dir)
                     )
                     write()
-    except BaseException as e:
-        why = "interrupted" if isinstance(e, KeyboardInterrupt) else f"{type(e).__name__}: {e}"
-        write(incomplete=why)
-        raise
-    write()
-    write_report([run_dir], run_dir / "report.html")
-    point_latest(base, run_dir)
     return run_dir
 
 

@@ -18,6 +18,7 @@ from rich.console import Console
 
 from harness.errors import HarnessError
 from harness.images.cache import cache_root
+from harness.rundir import write_atomic
 
 # kbuild's quiet lines for a compiled object: "  CC      fs/btrfs/inode.o",
 # "  CC [M]  fs/xfs/xfs_log.o", "  AS      arch/x86/entry/entry_64.o"
@@ -51,9 +52,7 @@ def remember_files(key: str, count: int) -> None:
     except (OSError, ValueError):
         counts = {}
     counts[key] = count
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(counts, indent=1, sort_keys=True) + "\n")
-    tmp.replace(path)
+    write_atomic(path, json.dumps(counts, indent=1, sort_keys=True) + "\n")
 
 
 def status_line(label: str, done: int, expected: int, elapsed: float) -> str:

@@ -10,6 +10,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from harness.rundir import write_atomic
+
 STYLE = """body{font:14px/1.45 system-ui,sans-serif;margin:2em;max-width:80em}
 table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #ccc;padding:.25em .5em;
 vertical-align:top;text-align:left}th{background:#f3f3f3}.ok{background:#e3f5e1}
@@ -101,7 +103,5 @@ def write_corpus_html(doc: dict[str, Any], path: Path) -> Path:
         f"<h1>crashtest known-bug corpus {html.escape(doc['run_id'])}</h1>"
         f"{corpus_section(doc)}</body></html>\n"
     )
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(page)
-    tmp.replace(path)
+    write_atomic(path, page)
     return path

@@ -20,6 +20,7 @@ from harness.model import CLASSES, FAULTS
 from harness.report.corpus import corpus_section, load_corpus
 from harness.report.diff import find_runs, load_summary
 from harness.report.regress import candidates
+from harness.rundir import write_atomic
 
 
 @dataclass
@@ -485,7 +486,5 @@ Generated {time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}.</p>
 <h2>Timings (mean seconds)</h2>{_timings(cells)}
 </body></html>
 """
-    tmp = out.with_name(f".{out.name}.tmp")
-    tmp.write_text(page)
-    tmp.replace(out)
+    write_atomic(out, page)
     return out

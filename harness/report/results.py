@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import os
 import re
 import xml.etree.ElementTree as ET
 from collections import Counter
@@ -13,6 +11,7 @@ from typing import Any
 
 from harness.model import StateResult, Violation
 from harness.report.known import KnownList
+from harness.rundir import write_json
 
 
 @dataclass
@@ -207,9 +206,7 @@ def write_results(
         "faults": dict(sorted(Counter(v["fault"] for v in real).items())),
     }
     write_junit(run_dir, doc)
-    tmp = run_dir / ".summary.json.tmp"
-    tmp.write_text(json.dumps(doc, indent=1) + "\n")
-    tmp.replace(run_dir / "summary.json")
+    write_json(run_dir / "summary.json", doc)
     return doc
 
 
@@ -303,11 +300,3 @@ def write_junit(run_dir: Path, summary: dict[str, Any]) -> Path:
     path = run_dir / "junit.xml"
     ET.ElementTree(suites).write(path, encoding="utf-8", xml_declaration=True)
     return path
-
-
-def point_latest(results: Path, run_dir: Path) -> None:
-    """Atomically repoint results/latest at the newest complete run."""
-    tmp = results / ".latest.tmp"
-    tmp.unlink(missing_ok=True)
-    tmp.symlink_to(run_dir.name)
-    os.replace(tmp, results / "latest")

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 import harness.cli
-from harness import campaign
+from harness import rundir
 from harness.cli import main
 from harness.errors import HarnessError
 from harness.images.rootfs import verify_root
@@ -46,7 +46,7 @@ def test_out_on_a_nearly_full_filesystem(
     import shutil
 
     free = shutil.disk_usage(tmp_path).free
-    monkeypatch.setattr(campaign, "MIN_FREE_BYTES", free + (1 << 30))
+    monkeypatch.setattr(rundir, "MIN_FREE_BYTES", free + (1 << 30))
     assert main(["run", "--out", str(tmp_path / "res")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "MiB free; a campaign needs at least" in err[0]

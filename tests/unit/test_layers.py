@@ -11,6 +11,7 @@ HARNESS = Path(__file__).parents[2] / "harness"
 # Bottom first. A part may import itself and anything in a lower layer.
 LAYERS: list[set[str]] = [
     {"errors", "model", "version"},
+    {"rundir", "workers"},
     {"hosttools", "report"},
     {"images", "storage"},
     {"guest"},

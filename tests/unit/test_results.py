@@ -10,7 +10,8 @@ from harness.cli import exit_status, main
 from harness.errors import InputError
 from harness.model import StateResult, Violation
 from harness.report.known import KnownList, load_known
-from harness.report.results import BackendSummary, point_latest, write_results
+from harness.report.results import BackendSummary, write_results
+from harness.rundir import point_latest
 
 REPO = Path(__file__).parents[2]
 
