@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import signal
 import sys
 import tempfile
@@ -15,10 +16,15 @@ import time
 import traceback
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import Any, NoReturn
+
+from rich import box
+from rich.console import Console
+from rich.table import Table
 
 from harness import hosttools
 from harness.bench import run_bench
+from harness.campaign.dry_run import dry_run
 from harness.campaign.plan import DEFAULT_CUTS, DEFAULT_JOBS, DEFAULT_STATES, RunOptions
 from harness.campaign.reproduce import reproduce
 from harness.campaign.run import load_plan, run_campaign
@@ -47,11 +53,13 @@ from harness.storage.backends import BACKENDS, DEFAULT_BACKENDS
 from harness.storage.damage import INJECTIONS
 from harness.version import crashtest_version
 from harness.vm.machine import kill_all
-from harness.workloads.api import WorkloadError
+from harness.workloads.api import Workload, WorkloadError
 from harness.workloads.load import BUILTIN, load_workload, registered
 from harness.writelog.format import WriteLog, read_log
 from harness.writelog.states import select_states
 
+ACCELS = ("auto", "kvm", "tcg")
+ACCEL_HELP = "auto (the default: KVM when /dev/kvm works, else TCG), kvm or tcg"
 KERNEL_HELP = (
     f"Debian kernel package ([suite:]name[=version]; suites {', '.join(SUITES)}), "
     "a bzImage path, or a kernel source tree"
@@ -68,12 +76,46 @@ def _whole(text: str) -> int:
     return value
 
 
+class Parser(argparse.ArgumentParser):
+    """A usage error is one line (what is wrong, and where the help is), exit 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: bad usage: {message} (see {self.prog} --help)\n")
+
+
+EXITS = {
+    "run": "0 every state passed (or only known findings, with --known); 1 a finding "
+    "fails the run; 2 the harness, host, input or a guest failed; 130 interrupted",
+    "merge": "0 merged and passing; 1 a finding fails a merged run; 2 a shard could not be merged",
+    "diff": "0 nothing new; 1 a new failure signature or regression candidate; 2 bad input",
+    "check": "0 clean; 1 a violation; 2 the harness, input or guest failed",
+    "repro": "1 the bundle's violation came back; 0 it did not; with --bisect: 0 good, "
+    "1 bad, 125 cannot test",
+    "corpus": "0 every entry as expected; 1 an entry was not; 2 a kernel did not build "
+    "or the harness failed",
+}
+DEFAULT_EXIT = "0 done; 2 bad input or a failure (one line on stderr); 130 interrupted"
+
+
+def _finish_help(parser: argparse.ArgumentParser, name: str = "") -> None:
+    """Every (nested) subcommand's --help: what it does, its defaults and exit codes."""
+    for action in parser._actions:
+        if not isinstance(action, argparse._SubParsersAction):
+            continue
+        about = {a.dest: a.help for a in action._choices_actions}
+        for sub_name, cmd in action.choices.items():
+            cmd.formatter_class = Help
+            cmd.description = cmd.description or about.get(sub_name)
+            cmd.epilog = "exit status: " + EXITS.get(name or sub_name, DEFAULT_EXIT)
+            _finish_help(cmd, name or sub_name)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = Parser(
         prog="crashtest", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     p.add_argument("--version", action="version", version=f"crashtest {crashtest_version()}")
-    sub = p.add_subparsers(dest="command", required=True)
+    sub = p.add_subparsers(dest="command", required=True, parser_class=Parser)
 
     run = sub.add_parser("run", help="run a power-cut campaign")
     run.add_argument(
@@ -144,7 +186,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=Path("results"),
         help="where run directories go (OUT/latest names the newest)",
     )
-    run.add_argument("--accel", default=None, help="auto (default), kvm or tcg")
+    run.add_argument("--accel", choices=ACCELS, default=None, help=ACCEL_HELP)
     run.add_argument(
         "--cut-at",
         default=None,
@@ -183,6 +225,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--shard", default=None, help="i/N: run only this job's share of the campaign (merge later)"
     )
 
+    run.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="run the workload's steps once on the first backend, release and "
+        "kernel, with no cut and no checks: do its commands work?",
+    )
     run.add_argument(
         "--resume",
         type=Path,
@@ -319,7 +367,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=Path("results"),
         help="runs go to OUT/compare/RUN_ID (OUT/compare/latest: the newest)",
     )
-    cmp_.add_argument("--accel", default=None, help="auto (default), kvm or tcg")
+    cmp_.add_argument("--accel", choices=ACCELS, default=None, help=ACCEL_HELP)
     cmp_.add_argument(
         "--jobs",
         type=_whole,
@@ -340,7 +388,7 @@ def build_parser() -> argparse.ArgumentParser:
         "undone in a 6.12 tree, and whether crashtest catches "
         "them",
     )
-    cor_sub = cor.add_subparsers(dest="corpus_command", required=True)
+    cor_sub = cor.add_subparsers(dest="corpus_command", required=True, parser_class=Parser)
     cls = cor_sub.add_parser("list", help="the entries: fix, fstests test, edit, expected verdict")
     cls.add_argument("--json", action="store_true", help="every field, edits included, as JSON")
     crun = cor_sub.add_parser(
@@ -395,7 +443,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=Path("results"),
         help="runs go to OUT/corpus/RUN_ID (OUT/corpus/latest: the newest)",
     )
-    crun.add_argument("--accel", default=None, help="auto (default), kvm or tcg")
+    crun.add_argument("--accel", choices=ACCELS, default=None, help=ACCEL_HELP)
     crun.add_argument("--jobs", type=_whole, default=2, help="units of a campaign at a time")
     crun.add_argument(
         "--no-saved-guests",
@@ -478,6 +526,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     wls.add_argument("workload", nargs="?", default=None, help="a name or a .py/.toml file")
     wls.add_argument("--seed", type=_whole, default=1, help="the seed the workload is built with")
+    wls.add_argument("--json", action="store_true", help="a workload file's steps as JSON")
 
     img = sub.add_parser("images", help="build (or find cached) guest images, print manifests")
     img.add_argument("--kernel", default=None, help=KERNEL_HELP + " (default: the built-in one)")
@@ -491,8 +540,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=DEFAULT_SUITE,
         help=f"comma list of Debian suites to build guest roots for ({', '.join(RELEASES)})",
     )
-    for cmd in sub.choices.values():  # every option's default shown in --help
-        cmd.formatter_class = Help
+    _finish_help(p)
     return p
 
 
@@ -676,41 +724,66 @@ def _upstream(args: argparse.Namespace) -> int:
     return 0
 
 
+class Out(Console):
+    """Standard output for tables: a closed pipe ends the command as everywhere
+    else here (quietly), not with rich's own exit 1."""
+
+    def on_broken_pipe(self) -> None:
+        raise BrokenPipeError
+
+
 def _workloads(args: argparse.Namespace) -> int:
+    console = Out(soft_wrap=False)
     if args.workload is None:
+        table = Table("name", "defined in", "what it does", box=box.SIMPLE_HEAD)
         for name, ref in sorted(registered().items()):
             try:
                 about = load_workload(name, args.seed).description
             except WorkloadError as e:
                 about = f"(does not load: {e})"
-            print(f"{name}\t{ref}\t{about}")
+            table.add_row(name, ref, about.strip().splitlines()[0] if about.strip() else "")
+        console.print(table)
         return 0
     wl = load_workload(args.workload, args.seed)
-    print(
-        json.dumps(
-            {
-                "name": wl.name,
-                "source": wl.source,
-                "digest": wl.digest,
-                "seed": wl.seed,
-                "description": wl.description,
-                "cuts": list(wl.cuts),
-                "steps": [
-                    {
-                        "name": s.name,
-                        "barrier": s.barrier or "none",
-                        "needs": list(s.needs),
-                        "promises": [p.describe() for p in s.promises],
-                        "observes": [o.target for o in s.observes],
-                    }
-                    for s in wl.steps
-                ],
-                "invariants": [i.describe() for i in wl.invariants],
-            },
-            indent=1,
-        )
-    )
+    if args.json:
+        print(json.dumps(workload_json(wl), indent=1))
+        return 0
+    console.print(f"[bold]{wl.name}[/bold] ({wl.source}, seed {wl.seed}, digest {wl.digest[:16]})")
+    if wl.description:
+        console.print(wl.description.strip())
+    steps = Table("#", "step", "barrier", "promises once its barrier returns", box=box.SIMPLE_HEAD)
+    for n, st in enumerate(wl.steps, 1):
+        lines = [p.describe().rsplit(" (after ", 1)[0] for p in st.promises]
+        lines += [f"observes {o.target}" for o in st.observes]
+        lines += [f"needs {', '.join(st.needs)}"] if st.needs else []
+        steps.add_row(str(n), st.name, st.barrier or "none", "\n".join(lines) or "-")
+    console.print(steps)
+    if wl.cuts:
+        console.print("live cuts at: " + ", ".join(wl.cuts))
+    console.print("checked on every crash state: " + "; ".join(i.describe() for i in wl.invariants))
     return 0
+
+
+def workload_json(wl: Workload) -> dict[str, Any]:
+    return {
+        "name": wl.name,
+        "source": wl.source,
+        "digest": wl.digest,
+        "seed": wl.seed,
+        "description": wl.description,
+        "cuts": list(wl.cuts),
+        "steps": [
+            {
+                "name": s.name,
+                "barrier": s.barrier or "none",
+                "needs": list(s.needs),
+                "promises": [p.describe() for p in s.promises],
+                "observes": [o.target for o in s.observes],
+            }
+            for s in wl.steps
+        ],
+        "invariants": [i.describe() for i in wl.invariants],
+    }
 
 
 def _error_log(args: argparse.Namespace) -> Path:
@@ -729,6 +802,11 @@ def main(argv: list[str] | None = None) -> int:
     hosttools.add_sbin_to_path()
     try:
         return _dispatch(args)
+    except BrokenPipeError:
+        # a reader that stopped early (`| head`): nothing more to say, and Python's
+        # own flush at exit must not complain either
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except KeyboardInterrupt:
         kill_all()
         print("crashtest: interrupted; guests stopped, finished units kept", file=sys.stderr)
@@ -831,6 +909,8 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "diff":
         return _diff(args)
     if args.command == "report":
+        if args.output is not None and not args.output.parent.is_dir():
+            raise InputError(f"--output {args.output}: no such directory {args.output.parent}")
         print(f"crashtest: report written to {write_report(args.dirs, args.output)}")
         return 0
     if args.command == "repro":
@@ -883,6 +963,10 @@ def _dispatch(args: argparse.Namespace) -> int:
         known=args.known,
         fail_on=args.fail_on or "",
     )
+    if args.dry_run:
+        steps = dry_run(opts, lambda m: print(m, flush=True))
+        print(f"crashtest: dry run: {len(steps)} steps ran; no cut, nothing checked")
+        return 0
     if args.resume is not None:
         opts = load_plan(args.resume)
     run_dir = run_campaign(opts, resume=args.resume)

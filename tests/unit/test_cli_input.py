@@ -32,7 +32,6 @@ def assert_bad_input(res: subprocess.CompletedProcess[str], message: str) -> Non
         (["--cut-at", "after:nonsense"], "step must be one of"),
         (["--cut-at", "during:build-app:soon"], "delay must be a number"),
         (["--cut-at", "returned:start-writer"], "only a step that ends in its own sync"),
-        (["--accel", "hvf"], "accelerator 'hvf'"),
         (["--release", "sid"], "RELEASE 'sid': not a known Debian suite (one of bookworm, trixie)"),
         (["--releases", "trixie,buster"], "RELEASE 'buster'"),
         (["--releases", ","], "RELEASES is empty"),
@@ -99,9 +98,42 @@ def test_version_and_defaults_in_help() -> None:
         ["states", "x", "--budget", "-1"],
         ["repro", "x", "--runs", "-3"],
         ["run", "--fail-on", "some"],
+        ["run", "--accel", "hvf"],
+        ["corpus", "run", "--runs", "x"],
+        ["corpus"],
+        ["nonsense"],
     ],
 )
 def test_every_bad_option_is_a_usage_error(args: list[str]) -> None:
+    """One line, naming the command and where its help is: no usage block."""
     res = run_cli(*args)
     assert res.returncode == 2 and "Traceback" not in res.stderr
-    assert res.stderr.strip().splitlines()[-1].startswith("crashtest ")
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("crashtest") and "bad usage" in lines[0]
+    assert "--help)" in lines[0]
+
+
+def test_every_help_page_says_what_and_how_it_exits() -> None:
+    for args in (["run"], ["diff"], ["corpus", "run"], ["corpus", "list"], ["workloads"]):
+        page = run_cli(*args, "--help").stdout
+        assert "exit status: " in page, args
+    nested = run_cli("corpus", "run", "--help").stdout
+    assert "(default: 5)" in nested and "build each entry's kernel" in nested
+
+
+def test_a_closed_pipe_is_quiet() -> None:
+    """`crashtest ... | head`: the reader went away; no traceback, no error line."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "harness.cli", "workloads"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert proc.stdout is not None and proc.stderr is not None
+    proc.stdout.close()  # before it writes anything
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=120) == 0 and err == ""
+
+
+def test_report_to_a_missing_directory_is_bad_input(tmp_path: Path) -> None:
+    res = run_cli("report", str(tmp_path), "-o", str(tmp_path / "nope" / "x.html"))
+    assert_bad_input(res, "no such directory")

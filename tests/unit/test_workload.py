@@ -227,8 +227,12 @@ def test_workloads_command_lists_and_checks(
     from harness.cli import main
 
     assert main(["workloads"]) == 0
-    assert "default\tharness.workloads.default:workload" in capsys.readouterr().out
+    listed = capsys.readouterr().out
+    assert "default" in listed and "btrfs-764" in listed
     assert main(["workloads", str(HERE / "layer_fsync.toml")]) == 0
+    table = capsys.readouterr().out
+    assert "layer-fsync" in table and "fsync" in table and "{" not in table
+    assert main(["workloads", str(HERE / "layer_fsync.toml"), "--json"]) == 0
     doc = json.loads(capsys.readouterr().out)
     assert doc["name"] == "layer-fsync" and doc["steps"][1]["barrier"] == "fsync"
 
