@@ -19,6 +19,9 @@ compiled to the same data as a Python workload. Errors name file:line.
     command = "test -d /var/lib/docker/volumes"
 
 `{seed}` in a command, target or file text stands for the campaign's seed.
+Everything a Python workload says can be said here: a file promise's
+`metadata = true`, `[[step.observe]]` (target, outcomes = {label = "..."}), and
+the top-level `cuts` (CUT_AT specs where live cuts land by default).
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-from harness.model import Promise
+from harness.model import Observation, Promise
 from harness.workloads.api import (
     DEFAULT_INVARIANTS,
     GuestFile,
@@ -47,9 +50,11 @@ TOP_KEYS = {
     "step",
     "promise",
     "invariant",
+    "cuts",
 }
-STEP_KEYS = {"name", "run", "barrier", "needs", "promise", "file", "check", "timeout_s"}
-PROMISE_KEYS = {"kind", "target", "sha256", "run", "manifest", "paths", "state"}
+STEP_KEYS = {"name", "run", "barrier", "needs", "promise", "file", "check", "timeout_s", "observe"}
+PROMISE_KEYS = {"kind", "target", "sha256", "run", "manifest", "paths", "state", "metadata"}
+OBSERVE_KEYS = {"target", "outcomes"}
 FILE_KEYS = {"path", "text", "base64", "mode"}
 INVARIANT_KEYS = {"kind", "command", "stage", "class"}
 _HEADER = re.compile(r"^\s*\[\[\s*([A-Za-z_.]+)\s*\]\]")
@@ -133,7 +138,19 @@ def _promise(d: Any, where: str, seed: str, step: str = "") -> Promise:
     if values.get("kind") == "image" and "run" not in values:
         values["run"] = "true"
     paths = _strings(d.get("paths", []), where, "paths")
+    if _expect(d.get("metadata", False), bool, where, "metadata"):
+        values["meta"] = "derive"  # mode, owner and group as on the live guest
     return Promise(values.pop("kind"), values.pop("target"), paths=paths, origin=where, **values)
+
+
+def _observe(d: Any, where: str, seed: str) -> Observation:
+    _expect(d, dict, where, "an observation")
+    _unknown(d, OBSERVE_KEYS, where, "an observation")
+    target = _expect(d.get("target"), str, where, "target").replace("{seed}", seed)
+    outcomes = _expect(d.get("outcomes", {}), dict, where, "outcomes")
+    for v in outcomes.values():
+        _expect(v, str, where, "each outcome")
+    return Observation(target, tuple(outcomes.items()), origin=where)
 
 
 def _file(d: Any, where: str, seed: str) -> GuestFile:
@@ -174,6 +191,10 @@ def _step(d: Any, index: int, lines: _Lines, path: Path, seed: str, extra: list[
         for c in _strings(d.get("run", []), f"{path}:{lines.key(start, 'run')}", "run")
     )
     timeout = float(_expect(d.get("timeout_s", 600.0), (int, float), where, "timeout_s"))
+    observes = tuple(
+        _observe(o, f"{path}:{lines.nested('step.observe', index, i)}", seed)
+        for i, o in enumerate(_expect(d.get("observe", []), list, where, "observe"))
+    )
     return Step(
         name,
         run,
@@ -184,6 +205,7 @@ def _step(d: Any, index: int, lines: _Lines, path: Path, seed: str, extra: list[
         _strings(d.get("check", []), where, "check"),
         timeout,
         where,
+        observes,
     )
 
 
@@ -251,4 +273,5 @@ def load_toml(path: Path, seed: int) -> Workload:
         _expect(doc.get("description", ""), str, f"{path}:1", "description"),
         _expect(doc.get("damage_target", ""), str, f"{path}:1", "damage_target"),
         str(path),
+        _strings(doc.get("cuts", []), f"{path}:{lines.key(1, 'cuts')}", "cuts"),
     )

@@ -95,3 +95,27 @@ def test_python_workload_and_its_bundle_without_the_file(
 def test_toml_workload(images: GuestImages, tmp_path: Path, no_leftovers: None) -> None:
     rc, summary = run(HERE / "layer_fsync.toml", tmp_path / "res", "after:clobber", 3)
     check_summary(rc, summary, "file:container:keeper:/kept.txt", "layer-fsync")
+
+
+def test_a_dry_run_runs_each_step_once_and_names_a_failing_one(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], no_leftovers: None
+) -> None:
+    """`run --dry-run`: the steps in a real guest, no cut, no checks, no results
+    directory; a step whose command fails is named with its output, exit 2."""
+    out = tmp_path / "res"
+    args = ["run", "--dry-run", "--backends", "ext4-overlay2", "--out", str(out)]
+    assert main([*args, "--workload", str(HERE / "layer_fsync.toml")]) == 0
+    said = capsys.readouterr().out
+    assert "step 4/4 stop: ok" in said and "promises: container:keeper:/kept.txt" in said
+    assert "4 steps ran; no cut, nothing checked" in said
+    assert not out.exists()
+    broken = tmp_path / "broken.toml"
+    broken.write_text(
+        (HERE / "layer_fsync.toml")
+        .read_text()
+        .replace("docker stop -t 0 keeper", "docker stop -t 0 no-such-container")
+    )
+    assert main([*args, "--workload", str(broken)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("crashtest: error: ") and "broken.toml:" in err
+    assert "workload step stop failed" in err and "No such container: no-such-container" in err

@@ -241,3 +241,50 @@ def test_a_step_without_barrier_cannot_promise() -> None:
     with pytest.raises(WorkloadError, match="has no barrier"):
         Workload("w", [Step("a", "true", promises=[file("volume:v:/f")])])
     assert Workload("w", [Step("a", "true", Barrier.FSYNC, promises=[file("volume:v:/f")])])
+
+
+def test_toml_says_what_python_says(tmp_path: Path) -> None:
+    """Metadata promises, observations and default cuts: the TOML form compiles
+    to the same workload as the Python form."""
+    from harness.workloads import Step, Workload, file, observe
+
+    toml = tmp_path / "same.toml"
+    toml.write_text(
+        """name = "same"
+cuts = ["after:write", "during:write:0.5"]
+
+[[step]]
+name = "write"
+run = "echo {seed} > /var/lib/docker/f && sync /var/lib/docker/f"
+barrier = "fsync"
+
+[[step.promise]]
+kind = "file"
+target = "disk:/f"
+metadata = true
+
+[[step.observe]]
+target = "disk:/g"
+outcomes = {gone = "absent"}
+"""
+    )
+    python = Workload(
+        "same",
+        [
+            Step(
+                "write",
+                "echo 3 > /var/lib/docker/f && sync /var/lib/docker/f",
+                "fsync",
+                promises=[file("disk:/f", metadata=True)],
+                observes=[observe("disk:/g", gone="absent")],
+            )
+        ],
+        seed=3,
+        cuts=["after:write", "during:write:0.5"],
+    )
+    loaded = load_workload(str(toml), 3)
+    assert loaded.steps == python.steps and loaded.cuts == python.cuts
+    assert loaded.steps[0].promises[0].meta == "derive"
+    toml.write_text(toml.read_text().replace("outcomes =", "outcome ="))
+    with pytest.raises(WorkloadError, match=r"same.toml:\d+: unknown key 'outcome'"):
+        load_workload(str(toml), 3)
