@@ -40,6 +40,7 @@ from harness.images.rootfs import BASE_TAR_IN_GUEST
 from harness.oracles.checker import check_by_reboot
 from harness.power.cut import plan_cuts
 from harness.report.results import mean_timings
+from harness.report.summary import load_summary
 from harness.storage.backends import BACKENDS, Backend, make_test_disk
 from harness.vm import accel as accel_mod
 from harness.vm.machine import Machine
@@ -136,9 +137,9 @@ def _campaign(
             say,
         )
         wall = time.monotonic() - t0
-        summary = json.loads((run / "summary.json").read_text())
-        checked = summary["totals"]["states_checked"]
-        replay = [b["replay"] for b in summary["backends"] if b.get("replay")]
+        summary = load_summary(run)
+        checked = summary.totals.states_checked
+        replay = [b.replay for b in summary.backends if b.replay]
         replay_states = sum(int(r.get("states", 0)) for r in replay)
         replay_wall = sum(float(r.get("check_wall_s", 0)) for r in replay)
         out[f"campaign_states{how}"] = checked

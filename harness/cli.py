@@ -45,6 +45,7 @@ from harness.report.html import write_report
 from harness.report.merge import merge_all, merge_runs
 from harness.report.regress import candidates
 from harness.report.results import FAIL_ON
+from harness.report.summary import Summary, load_summary
 from harness.repro.bundle import BundleError, decompress_log, load_bundle
 from harness.repro.upstream import UpstreamFix, evidence
 from harness.repro.upstream import report as upstream_report
@@ -621,7 +622,7 @@ def _diff(args: argparse.Namespace) -> int:
         for title, items in (("new", d.appeared), ("gone", d.gone), ("still failing", d.still)):
             print(f"{title}: {len(items)}")
             for f in items:
-                print(f"  {describe(f)}")
+                print(f"  {describe(f.finding)}")
         print(f"regression candidates: {len(regressions)}")
         for c in regressions:
             print(f"  {c.describe()}")
@@ -895,14 +896,14 @@ def _dispatch(args: argparse.Namespace) -> int:
         for why in failed:
             print(f"crashtest: could not merge {why}", file=sys.stderr)
         for m in merged:
-            summary = json.loads((m / "summary.json").read_text())
+            summary = load_summary(m)
             print(
-                f"crashtest: merged {len(summary['shard']['merged_from'])} shards into "
+                f"crashtest: merged {len(summary.shard.merged_from)} shards into "
                 f"{m}: {verdict_line(summary)}"
             )
-            for f in summary["findings"]:
-                if not f["known"]:
-                    print(f"  new: {f['signature']} ({f['backend']}, {f['states']} states)")
+            for f in summary.findings:
+                if not f.known:
+                    print(f"  new: {f.signature} ({f.backend}, {f.states} states)")
             rc = exit_status(summary)
             worst = rc if worst == 0 or rc == 1 else worst
         return worst
@@ -970,32 +971,32 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.resume is not None:
         opts = load_plan(args.resume)
     run_dir = run_campaign(opts, resume=args.resume)
-    summary = json.loads((run_dir / "summary.json").read_text())
+    summary = load_summary(run_dir)
     print(f"crashtest: {verdict_line(summary)}; results in {run_dir}/summary.json")
     return exit_status(summary)
 
 
-def verdict_line(summary: dict[str, Any]) -> str:
+def verdict_line(summary: Summary) -> str:
     """One line for a run's outcome: states, violations by fault, new and known."""
-    t = summary["totals"]
-    faults = ", ".join(f"{n} {f}'s fault" for f, n in t.get("faults", {}).items())
-    line = f"{t['states_checked']} states checked, {t['violations']} violations" + (
+    t = summary.totals
+    faults = ", ".join(f"{n} {f}'s fault" for f, n in t.faults.items())
+    line = f"{t.states_checked} states checked, {t.violations} violations" + (
         f" ({faults})" if faults else ""
     )
-    if summary.get("known_failures", {}).get("entries"):
-        line += f", {t['new']} new, {t['known']} known"
-        if t["known_not_seen"]:
-            line += f" ({len(t['known_not_seen'])} known not seen)"
-    return line + f", {t['harness_errors']} harness errors"
+    if summary.known_failures.get("entries"):
+        line += f", {t.new} new, {t.known} known"
+        if t.known_not_seen:
+            line += f" ({len(t.known_not_seen)} known not seen)"
+    return line + f", {t.harness_errors} harness errors"
 
 
-def exit_status(summary: dict[str, Any]) -> int:
+def exit_status(summary: Summary) -> int:
     """1 when violations fail the run (new ones, or any: `fail_on`), else 2 when
     the harness could not decide some states, else 0."""
-    t = summary["totals"]
-    if t.get("failing", t["violations"]):
+    t = summary.totals
+    if t.failing:
         return 1
-    return 2 if t["harness_errors"] else 0
+    return 2 if t.harness_errors else 0
 
 
 if __name__ == "__main__":

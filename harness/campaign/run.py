@@ -36,6 +36,14 @@ from harness.model import StateResult, UnitKind
 from harness.report.html import write_report
 from harness.report.known import KnownList, load_known
 from harness.report.results import BackendSummary, write_results
+from harness.report.summary import (
+    SUMMARY_JSON,
+    CellInfo,
+    RunMeta,
+    Shard,
+    WorkloadInfo,
+    load_summary,
+)
 from harness.rundir import Run, require_out, write_json
 from harness.storage.damage import INJECTIONS, zero_layer_file
 from harness.version import crashtest_version
@@ -110,11 +118,8 @@ def load_plan(run_dir: Path) -> RunOptions:
         raise InputError(
             f"resume: {run_dir} is not a crashtest run directory (no readable {PLAN_JSON})"
         ) from e
-    try:
-        summary = json.loads((run_dir / "summary.json").read_text())
-    except (OSError, ValueError):
-        summary = {"incomplete": True}
-    if not summary.get("incomplete"):
+    # no summary (a crash before the first one was written) is an incomplete run
+    if (run_dir / SUMMARY_JSON).exists() and not load_summary(run_dir).incomplete:
         raise InputError(f"resume: {run_dir} is complete; nothing to resume")
     opts = options_from_json(doc["options"])
     opts.out = run_dir.parent
@@ -258,47 +263,46 @@ def run_campaign(
                             summary.replay = ur.replay
                 summaries.append(summary)
         first = images[(0, releases[0])]
-        meta = {
-            "run_id": run_id,
-            "crashtest_version": crashtest_version(),
-            "seed": opts.seed,
-            "workload": workloads[0].name,
-            "workload_source": workloads[0].source,
-            "workload_digest": workloads[0].digest,
-            "workload_steps": workloads[0].step_names,
-            "workloads": [
-                {
-                    "name": w.name,
-                    "source": w.source,
-                    "digest": w.digest,
-                    "steps": w.step_names,
-                    "description": w.description,
-                }
+        meta = RunMeta(
+            run_id=run_id,
+            crashtest_version=crashtest_version(),
+            seed=opts.seed,
+            workload=workloads[0].name,
+            workload_source=workloads[0].source,
+            workload_digest=workloads[0].digest,
+            workload_steps=workloads[0].step_names,
+            workloads=[
+                WorkloadInfo(
+                    name=w.name,
+                    source=w.source,
+                    digest=w.digest,
+                    steps=w.step_names,
+                    description=w.description,
+                )
                 for w in workloads
             ],
-            "releases": {r: images[(0, r)].root.key_packages() for r in releases},
-            "cells": [
-                {"dir": cd, **c.parts(versions[c.kernel])}
+            releases={r: images[(0, r)].root.key_packages() for r in releases},
+            cells=[
+                CellInfo(dir=cd, **c.parts(versions[c.kernel]))
                 for c, cd in zip(cells, cdirs, strict=True)
             ],
-            "kernel_info": first.kernel.info,
-            "kernels": [images[(k, releases[0])].kernel.info for k in range(len(specs))],
-            "image_manifest": {k: v for k, v in first.root.manifest.items() if k != "packages"},
-            "image_packages": first.root.key_packages(),
-            "images": {r: images[(0, r)].root.manifest_id for r in releases},
-            "host": platform.node(),
-            "qemu": shutil.which("qemu-system-x86_64") or "",
-            "qemu_version": qemu_version("qemu-system-x86_64"),
-            "accel": accel,
-            "injected": opts.inject or "",
-            "jobs": opts.jobs,
-            "campaign": key,
-            "shard": {"index": shard_i, "count": shard_n, "units": mine, "total_units": len(units)},
-            "units_done": sorted(i for i in mine if i in done),
-        }
-        if incomplete:
-            meta["incomplete"] = incomplete
-            meta["resume"] = f"crashtest run --resume {run_dir}"
+            kernel_info=first.kernel.info,
+            kernels=[images[(k, releases[0])].kernel.info for k in range(len(specs))],
+            image_manifest={k: v for k, v in first.root.manifest.items() if k != "packages"},
+            image_packages=first.root.key_packages(),
+            images={r: images[(0, r)].root.manifest_id for r in releases},
+            host=platform.node(),
+            qemu=shutil.which("qemu-system-x86_64") or "",
+            qemu_version=qemu_version("qemu-system-x86_64"),
+            accel=accel,
+            injected=opts.inject or "",
+            jobs=opts.jobs,
+            campaign=key,
+            shard=Shard(index=shard_i, count=shard_n, units=mine, total_units=len(units)),
+            units_done=sorted(i for i in mine if i in done),
+            incomplete=incomplete or None,
+            resume=f"crashtest run --resume {run_dir}" if incomplete else None,
+        )
         write_results(run_dir, meta, summaries, known, opts.fail_on)
         write_report([run_dir], run_dir / "report.html")
 

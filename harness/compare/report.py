@@ -14,6 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from harness.compare.stats import per_1000, ratio, spread
+from harness.errors import InputError
+from harness.report.summary import load_summary
 
 
 @dataclass(frozen=True)
@@ -208,33 +210,34 @@ def _m1(run_dir: Path, arms: list[str]) -> dict[str, Any]:
     """Violations per 1000 crash states per arm, by class and fault, 95% CIs."""
     err = _read(run_dir / "m1" / "error.json")
     summaries = sorted((run_dir / "m1").glob("2*/summary.json"))
-    summary = _read(summaries[-1]) if summaries else None
+    try:
+        summary = load_summary(summaries[-1].parent) if summaries else None
+    except InputError:
+        summary = None
     if summary is None:
         return {"error": err["error"] if err else "the M1 campaign did not finish"}
     out: dict[str, Any] = {
         "run": str(summaries[-1].parent.relative_to(run_dir)),
-        "workload": summary.get("workload"),
+        "workload": summary.workload,
         "arms": {},
     }
-    if summary.get("incomplete"):
-        out["incomplete"] = summary["incomplete"]
-    for b in summary["backends"]:
-        if b["backend"] not in arms:
+    if summary.incomplete:
+        out["incomplete"] = summary.incomplete
+    for b in summary.backends:
+        if b.backend not in arms:
             continue
-        states = [s for s in b["states"] if not s.get("harness_error")]
+        states = [s for s in b.states if not s.harness_error]
         n = len(states)
         by: Counter[tuple[str, str]] = Counter()
         bad = 0
         for s in states:
-            kinds = {
-                (v["class"], v["fault"]) for v in s.get("violations", []) if v["class"] != "leak"
-            }
+            kinds = {(str(v.cls), str(v.fault)) for v in s.violations if v.fails}
             by.update(kinds)
             bad += bool(kinds)
-        leaks = sum(1 for s in states if any(v["class"] == "leak" for v in s.get("violations", [])))
-        out["arms"][b["backend"]] = {
+        leaks = sum(1 for s in states if any(not v.fails for v in s.violations))
+        out["arms"][b.backend] = {
             "states": n,
-            "harness_errors": len(b["states"]) - n,
+            "harness_errors": len(b.states) - n,
             "any": per_1000(bad, n),
             "leaks": per_1000(leaks, n),
             "by_class_fault": {

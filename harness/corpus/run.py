@@ -7,7 +7,6 @@ corpus.html beside one ordinary run directory per campaign."""
 from __future__ import annotations
 
 import functools
-import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -29,6 +28,7 @@ from harness.images.kernel import (
 )
 from harness.report.corpus import write_corpus_html
 from harness.report.html import write_report
+from harness.report.summary import Summary, load_summary
 from harness.rundir import Run, require_out, write_json
 from harness.version import crashtest_version
 
@@ -165,30 +165,30 @@ class Outcome:
         }
 
 
-def outcome_of(summary: dict[str, Any], run_dir: str, seed: int, wall_s: float) -> Outcome:
+def outcome_of(summary: Summary, run_dir: str, seed: int, wall_s: float) -> Outcome:
     """Caught: a violation in some state; error: a state the harness could not
     decide and no violation; else clean. Each distinct signature once, with the
     first state that showed it and its evidence."""
     seen: dict[str, dict[str, Any]] = {}
     errors = []
-    for b in summary["backends"]:
-        for s in b["states"]:
-            if s.get("harness_error"):
-                errors.append(f"{s['state']}: {s['harness_error']}")
-            for v in s.get("violations", []):
-                if v["class"] == "leak":  # space docker did not free: not a crash bug
+    for b in summary.backends:
+        for s in b.states:
+            if s.harness_error:
+                errors.append(f"{s.state}: {s.harness_error}")
+            for v in s.violations:
+                if not v.fails:  # space docker did not free: not a crash bug
                     continue
                 entry = seen.setdefault(
-                    v["signature"],
+                    v.signature,
                     {
-                        "signature": v["signature"],
-                        "class": v["class"],
-                        "fault": v["fault"],
-                        "promise": v["promise"],
-                        "state": v["state"],
+                        "signature": v.signature,
+                        "class": str(v.cls),
+                        "fault": str(v.fault),
+                        "promise": v.promise,
+                        "state": v.state,
                         "states": 0,
-                        "evidence": v["evidence"],
-                        "bundle": s.get("bundle", ""),
+                        "evidence": v.evidence,
+                        "bundle": s.bundle,
                     },
                 )
                 entry["states"] += 1
@@ -397,9 +397,9 @@ def _campaign(
             saved_guests=opts.saved_guests,
         )
     )
-    summary = json.loads((camp / "summary.json").read_text())
+    summary = load_summary(camp)
     if not build.version:  # a Debian package: its version is known once fetched
-        build.version = str(summary.get("kernel_info", {}).get("version", ""))
+        build.version = str(summary.kernel_info.get("version", ""))
     return outcome_of(summary, str(camp.relative_to(run_dir)), seed, time.monotonic() - t)
 
 

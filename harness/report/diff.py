@@ -5,14 +5,12 @@ kernel series, backend): a known bug showing up on another backend is new."""
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from harness.errors import InputError
-from harness.model import StateResult
-from harness.report.results import BackendSummary, findings
+from harness.report.summary import SUMMARY_JSON, FindingGroup, load_summary
 
 Key = tuple[str, str, str, str, str]
 
@@ -21,7 +19,7 @@ def find_runs(dirs: list[Path]) -> list[Path]:
     """Result directories holding a summary.json: the ones given, or the runs under them."""
     runs: list[Path] = []
     for d in dirs:
-        if (d / "summary.json").is_file():
+        if (d / SUMMARY_JSON).is_file():
             runs.append(d)
             continue
         if not d.is_dir():
@@ -35,67 +33,51 @@ def find_runs(dirs: list[Path]) -> list[Path]:
     return list(dict.fromkeys(r.resolve() for r in runs))
 
 
-def load_summary(run: Path) -> dict[str, Any]:
-    try:
-        doc = json.loads((run / "summary.json").read_text())
-        if not isinstance(doc, dict) or "backends" not in doc:
-            raise ValueError("no backends")
-    except (OSError, ValueError) as e:
-        raise InputError(f"{run}/summary.json is not a crashtest summary ({e})") from e
-    if "findings" not in doc:  # written before signatures: derive them
-        backends = []
-        for b in doc["backends"]:
-            s = BackendSummary(
-                b["backend"],
-                b["kernel"],
-                b.get("image", ""),
-                b.get("accel", ""),
-                b.get("cuts", 0),
-                b.get("options", {}),
-                release=b.get("release", ""),
-                workload=b.get("workload") or doc.get("workload", ""),
-            )
-            s.states = [StateResult.from_json(x) for x in b.get("states", [])]
-            backends.append(s.to_json())
-        doc["findings"] = findings(backends)
-    return dict(doc)
+def key(f: FindingGroup) -> Key:
+    return (f.workload, f.release, f.kernel_series, f.backend, f.signature)
 
 
-def key(f: dict[str, Any]) -> Key:
-    return (f["workload"], f["release"], f["kernel_series"], f["backend"], f["signature"])
+@dataclass
+class Seen:
+    """A finding on one side of a diff: counts summed over that side's runs."""
+
+    finding: FindingGroup
+    run: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {**self.finding.model_dump(mode="json"), "run": self.run}
 
 
 @dataclass
 class Diff:
     old: list[str]
     new: list[str]
-    appeared: list[dict[str, Any]]
-    gone: list[dict[str, Any]]
-    still: list[dict[str, Any]]
+    appeared: list[Seen]
+    gone: list[Seen]
+    still: list[Seen]
 
     def to_json(self) -> dict[str, Any]:
         return {
             "old": self.old,
             "new": self.new,
-            "new_findings": self.appeared,
-            "gone": self.gone,
-            "still_failing": self.still,
+            "new_findings": [f.to_json() for f in self.appeared],
+            "gone": [f.to_json() for f in self.gone],
+            "still_failing": [f.to_json() for f in self.still],
         }
 
 
-def side(runs: list[Path]) -> dict[Key, dict[str, Any]]:
-    out: dict[Key, dict[str, Any]] = {}
+def side(runs: list[Path]) -> dict[Key, Seen]:
+    out: dict[Key, Seen] = {}
     for run in runs:
-        for f in load_summary(run)["findings"]:
+        for f in load_summary(run).findings:
             k = key(f)
             if k in out:
-                out[k] = {
-                    **out[k],
-                    "count": out[k]["count"] + f["count"],
-                    "states": out[k]["states"] + f["states"],
-                }
+                was = out[k].finding
+                out[k].finding = was.model_copy(
+                    update={"count": was.count + f.count, "states": was.states + f.states}
+                )
             else:
-                out[k] = {**f, "run": str(run)}
+                out[k] = Seen(f, str(run))
     return out
 
 
@@ -110,7 +92,7 @@ def diff(old: list[Path], new: list[Path]) -> Diff:
     )
 
 
-def describe(f: dict[str, Any]) -> str:
-    cell = " ".join(x for x in (f["workload"], f["release"], f["kernel_series"], f["backend"]) if x)
-    known = f" [known: {f['known']}]" if f.get("known") else ""
-    return f"{f['signature']}  ({cell}; {f['states']} states){known}"
+def describe(f: FindingGroup) -> str:
+    cell = " ".join(x for x in (f.workload, f.release, f.kernel_series, f.backend) if x)
+    known = f" [known: {f.known}]" if f.known else ""
+    return f"{f.signature}  ({cell}; {f.states} states){known}"

@@ -18,8 +18,9 @@ from typing import Any
 from harness.errors import InputError
 from harness.model import CLASSES, FAULTS
 from harness.report.corpus import corpus_section, load_corpus
-from harness.report.diff import find_runs, load_summary
+from harness.report.diff import find_runs
 from harness.report.regress import candidates
+from harness.report.summary import BackendRecord, FindingGroup, Summary, load_summary
 from harness.rundir import write_atomic
 
 
@@ -30,9 +31,9 @@ class Cell:
     kernel: str
     backend: str
     workload: str
-    data: dict[str, Any]
+    data: BackendRecord
     release: str = ""
-    findings: list[dict[str, Any]] = field(default_factory=list)  # the run's
+    findings: list[FindingGroup] = field(default_factory=list)  # the run's
     known_entries: list[dict[str, Any]] = field(default_factory=list)
 
     @property
@@ -41,36 +42,31 @@ class Cell:
 
     @property
     def failing(self) -> int:
-        return sum(1 for v in self.data["violations"] if v["class"] != "leak")
+        return sum(1 for v in self.data.violations if v.fails)
 
     @property
     def status(self) -> str:
         if self.failing:
             return "fail"
-        return "error" if self.data["harness_errors"] else "pass"
+        return "error" if self.data.harness_errors else "pass"
 
 
-def load_cells(docs: dict[Path, dict[str, Any]]) -> list[Cell]:
-    cells = []
-    for run, doc in docs.items():
-        try:
-            for b in doc["backends"]:
-                cells.append(
-                    Cell(
-                        str(doc.get("run_id", run.name)),
-                        run,
-                        b["kernel"],
-                        b["backend"],
-                        str(b.get("workload") or doc.get("workload", "default")),
-                        b,
-                        str(b.get("release", "")),
-                        doc["findings"],
-                        doc.get("known_failures", {}).get("entries", []),
-                    )
-                )
-        except (KeyError, TypeError) as e:
-            raise InputError(f"{run}/summary.json is not a crashtest summary ({e})") from e
-    return cells
+def load_cells(docs: dict[Path, Summary]) -> list[Cell]:
+    return [
+        Cell(
+            doc.run_id or run.name,
+            run,
+            b.kernel,
+            b.backend,
+            b.workload or doc.workload or "default",
+            b,
+            b.release,
+            doc.findings,
+            list(doc.known_failures.get("entries", [])),
+        )
+        for run, doc in docs.items()
+        for b in doc.backends
+    ]
 
 
 def _bars(title: str, values: dict[str, float], unit: str = "") -> str:
@@ -98,11 +94,11 @@ def _bars(title: str, values: dict[str, float], unit: str = "") -> str:
     return "".join(out)
 
 
-def _cell_findings(cell: Cell) -> list[dict[str, Any]]:
+def _cell_findings(cell: Cell) -> list[FindingGroup]:
     return [
         f
         for f in cell.findings
-        if (f["backend"], f["workload"] or cell.workload, f["release"], f["kernel"])
+        if (f.backend, f.workload or cell.workload, f.release, f.kernel)
         == (cell.backend, cell.workload, cell.release, cell.kernel)
     ]
 
@@ -123,9 +119,9 @@ def _matrix(cells: list[Cell]) -> str:
                 out.append('<td class="none">not run</td>')
                 continue
             found = [f for c in here for f in _cell_findings(c)]
-            new = [f for f in found if not f["known"]]
-            errs = sum(len(c.data["harness_errors"]) for c in here)
-            faults = Counter(f["fault"] for f in new)
+            new = [f for f in found if not f.known]
+            errs = sum(len(c.data.harness_errors) for c in here)
+            faults = Counter(str(f.fault) for f in new)
             status = (
                 ("new-fs" if set(faults) - {"docker"} else "new-docker")
                 if new
@@ -142,10 +138,10 @@ def _matrix(cells: list[Cell]) -> str:
                 "error": "harness errors",
                 "pass": "PASS",
             }[status]
-            lines = [f"{sum(c.data['states_checked'] for c in here)} states"]
+            lines = [f"{sum(c.data.states_checked for c in here)} states"]
             by_fault = Counter[tuple[str, bool]]()
             for f in found:
-                by_fault[(f["fault"], bool(f["known"]))] += f["states"]
+                by_fault[(f.fault, bool(f.known))] += f.states
             lines += [
                 f"{n} states: {fault}'s fault" + (" (known)" if known else "")
                 for (fault, known), n in sorted(by_fault.items())
@@ -169,39 +165,37 @@ def _rel(path: Path, base: Path) -> str:
 def _findings(cells: list[Cell], base: Path) -> str:
     """Findings grouped by signature, new first: whose fault, where and how often,
     one example's evidence in full, and the command that reproduces it."""
-    groups: dict[str, list[tuple[Cell, dict[str, Any]]]] = {}
+    groups: dict[str, list[tuple[Cell, FindingGroup]]] = {}
     for c in cells:
         for f in _cell_findings(c):
-            groups.setdefault(f["signature"], []).append((c, f))
+            groups.setdefault(f.signature, []).append((c, f))
     if not groups:
         return "<p>No violations.</p>"
     known = {e["id"]: e for c in cells for e in c.known_entries}
     out = []
     for sig, members in sorted(
         groups.items(),
-        key=lambda kv: (all(f["known"] for _, f in kv[1]), kv[1][0][1]["fault"] == "docker", kv[0]),
+        key=lambda kv: (all(f.known for _, f in kv[1]), kv[1][0][1].fault == "docker", kv[0]),
     ):
         first_c, first = members[0]
-        is_known = all(f["known"] for _, f in members)
-        fault = first["fault"]
-        states = sum(f["states"] for _, f in members)
+        is_known = all(f.known for _, f in members)
+        fault = first.fault
+        states = sum(f.states for _, f in members)
         out.append(
             f'<section class="finding {"known" if is_known else "new"} '
             f'fault-{html.escape(fault)}"><h3><span class="badge">'
             f'{"KNOWN" if is_known else "NEW"}</span> <span class="whose">'
-            f"{html.escape(fault)}'s fault</span> {html.escape(first['class'])}: "
+            f"{html.escape(fault)}'s fault</span> {html.escape(first.cls)}: "
             f"{html.escape(sig.rsplit(' | ', 1)[-1])}</h3>"
             f'<p class="sig"><code>{html.escape(sig)}</code></p>'
             f"<p>{states} states in {len(members)} cell(s): "
             + ", ".join(
-                html.escape(
-                    f"{f['workload']} {f['release']} {f['kernel']} {f['backend']} ({f['states']})"
-                )
+                html.escape(f"{f.workload} {f.release} {f.kernel} {f.backend} ({f.states})")
                 for _, f in members
             )
             + "</p>"
         )
-        entry = known.get(first["known"])
+        entry = known.get(first.known)
         if entry:
             links = " ".join(
                 f'<a href="{html.escape(u)}">{html.escape(u.split("github.com/")[-1])}</a>'
@@ -212,19 +206,18 @@ def _findings(cells: list[Cell], base: Path) -> str:
                 f"{html.escape(entry.get('reason', ''))} {links}</p>"
             )
         out.append(f'<p class="why">{html.escape(FAULTS.get(fault, ""))}</p>')
-        ex = first["example"]
+        ex = first.example
         out.append(
-            f"<p>example: state <code>{html.escape(ex['state'])}</code>: "
-            f"{html.escape(ex['promise'])}</p>"
+            f"<p>example: state <code>{html.escape(ex.state)}</code>: {html.escape(ex.promise)}</p>"
         )
-        if ex.get("bundle"):
-            bundle = first_c.run_dir / ex["bundle"]
+        if ex.bundle:
+            bundle = first_c.run_dir / ex.bundle
             out.append(
                 f"<p>reproduce: <code>crashtest repro {html.escape(_rel(bundle, base))}"
                 f'</code> · <a href="{html.escape(_rel(bundle / "console", base))}/">'
                 "console logs</a></p>"
             )
-        for k, val in ex.get("evidence", {}).items():
+        for k, val in ex.evidence.items():
             out.append(
                 f'<p class="evk">{html.escape(k)}</p><pre>{html.escape(str(val)[-6000:])}</pre>'
             )
@@ -250,19 +243,15 @@ def _regressions(runs: list[Path]) -> str:
     )
 
 
-def _not_seen(runs: dict[Path, dict[str, Any]]) -> str:
+def _not_seen(runs: dict[Path, Summary]) -> str:
     """Known failures that could have shown in these runs and did not: fixed, or
     not hit this time (worth a look before dropping the entry)."""
     docs = list(runs.values())
-    lists = [
-        set(d.get("totals", {}).get("known_not_seen", []))
-        for d in docs
-        if d.get("known_failures", {}).get("entries")
-    ]
+    lists = [set(d.totals.known_not_seen) for d in docs if d.known_failures.get("entries")]
     gone = set.intersection(*lists) if lists else set()
     if not gone:
         return ""
-    entries = {e["id"]: e for d in docs for e in d["known_failures"]["entries"]}
+    entries = {e["id"]: e for d in docs for e in d.known_failures["entries"]}
     items = "".join(
         f"<li><b>{html.escape(i)}</b>: {html.escape(entries[i].get('reason', ''))}</li>"
         for i in sorted(gone)
@@ -281,7 +270,7 @@ def _history(cells: list[Cell]) -> str:
     seen: dict[str, Counter[str]] = {}
     for c in cells:
         for f in _cell_findings(c):
-            seen.setdefault(f["signature"], Counter())[c.run] += f["states"]
+            seen.setdefault(f.signature, Counter())[c.run] += f.states
     if not seen:
         return ""
     out = [
@@ -302,14 +291,14 @@ def _history(cells: list[Cell]) -> str:
     return "".join(out)
 
 
-def _environment(runs: dict[Path, dict[str, Any]]) -> str:
+def _environment(runs: dict[Path, Summary]) -> str:
     """What ran, per run: kernels, images, docker, QEMU, accel, seed."""
     out = [
         '<table class="env"><tr><th>run</th><th>kernel</th><th>image · docker</th>'
         "<th>QEMU · accel · seed</th><th>known failures</th></tr>"
     ]
     for run, doc in runs.items():
-        kernels = doc.get("kernels") or [doc.get("kernel_info", {})]
+        kernels = doc.kernels or [doc.kernel_info]
         ktext = "<br>".join(
             html.escape(
                 f"{k.get('version', '?')} ({k.get('source', '')}; "
@@ -322,20 +311,20 @@ def _environment(runs: dict[Path, dict[str, Any]]) -> str:
                 f"{rel}: docker.io {p.get('docker.io', '?')}, "
                 f"containerd {p.get('containerd', '?')}, runc {p.get('runc', '?')}"
             )
-            for rel, p in (doc.get("releases") or {}).items()
+            for rel, p in doc.releases.items()
         )
-        manifest = ", ".join(f"{r} {m}" for r, m in (doc.get("images") or {}).items()) or (
-            doc.get("image_manifest", {}).get("id", "")
+        manifest = ", ".join(f"{r} {m}" for r, m in doc.images.items()) or str(
+            doc.image_manifest.get("id", "")
         )
-        accel = sorted({str(b.get("accel", "")) for b in doc["backends"]})
-        known = doc.get("known_failures", {})
+        accel = sorted({b.accel for b in doc.backends})
+        known = doc.known_failures
         out.append(
-            f"<tr><td>{html.escape(str(doc.get('run_id', run.name)))}</td>"
+            f"<tr><td>{html.escape(doc.run_id or run.name)}</td>"
             f"<td>{ktext}</td><td>{html.escape(manifest)}<br>{images}</td>"
-            f"<td>{html.escape(str(doc.get('qemu_version') or doc.get('qemu', '')))} · "
-            f"{html.escape(', '.join(accel))} · seed {doc.get('seed', '?')}</td>"
+            f"<td>{html.escape(doc.qemu_version or doc.qemu)} · "
+            f"{html.escape(', '.join(accel))} · seed {doc.seed}</td>"
             f"<td>{html.escape(known.get('source') or 'none')} "
-            f"(fail on {html.escape(str(doc.get('fail_on', 'any')))})</td></tr>"
+            f"(fail on {html.escape(doc.fail_on)})</td></tr>"
         )
     out.append("</table>")
     return "".join(out)
@@ -348,11 +337,11 @@ def _timings(cells: list[Cell]) -> str:
         "<th>wall s</th>" + "".join(f"<th>{k}</th>" for k in keys) + "</tr>"
     ]
     for c in cells:
-        t = c.data.get("mean_timings_s", {})
+        t = c.data.mean_timings_s
         out.append(
             f"<tr><td>{html.escape(c.run)}</td><td>{html.escape(c.kernel)}</td>"
-            f"<td>{html.escape(c.backend)}</td><td>{html.escape(str(c.data['accel']))}"
-            f"</td><td>{c.data['wall_s']}</td>"
+            f"<td>{html.escape(c.backend)}</td><td>{html.escape(c.data.accel)}"
+            f"</td><td>{c.data.wall_s}</td>"
             + "".join(f"<td>{t.get(k, '')}</td>" for k in keys)
             + "</tr>"
         )
@@ -364,7 +353,7 @@ def _observed(cells: list[Cell]) -> str:
     """What observed files (files changed without fsync) were in the crash states."""
     rows = []
     for c in cells:
-        for target, counts in c.data.get("observed", {}).items():
+        for target, counts in c.data.observed.items():
             text = ", ".join(f"{label} {n}" for label, n in counts.items())
             rows.append(
                 f"<tr><td>{html.escape(c.workload)}</td><td>{html.escape(c.row)}</td>"
@@ -381,10 +370,9 @@ def _observed(cells: list[Cell]) -> str:
 
 def _errors(cells: list[Cell]) -> str:
     rows = [
-        f"<li>{html.escape(c.run)} {html.escape(e['state'])}: "
-        f"<code>{html.escape(e['error'])}</code></li>"
+        f"<li>{html.escape(c.run)} {html.escape(e.state)}: <code>{html.escape(e.error)}</code></li>"
         for c in cells
-        for e in c.data["harness_errors"]
+        for e in c.data.harness_errors
     ]
     return f"<ul>{''.join(rows)}</ul>" if rows else "<p>None.</p>"
 
@@ -412,19 +400,19 @@ figure{display:inline-block;margin:0 2em 1em 0}figcaption{font-weight:bold}"""
 def _headline(cells: list[Cell]) -> str:
     """What is new and whose fault, in one sentence, before anything else."""
     found = [f for c in cells for f in _cell_findings(c)]
-    new = [f for f in found if not f["known"]]
-    known = [f for f in found if f["known"]]
-    errs = sum(len(c.data["harness_errors"]) for c in cells)
+    new = [f for f in found if not f.known]
+    known = [f for f in found if f.known]
+    errs = sum(len(c.data.harness_errors) for c in cells)
     parts = []
     for label, group in (("new", new), ("known", known)):
-        by_fault: dict[str, list[dict[str, Any]]] = {}
+        by_fault: dict[str, list[FindingGroup]] = {}
         for f in group:
-            by_fault.setdefault(f["fault"], []).append(f)
+            by_fault.setdefault(f.fault, []).append(f)
         for fault, fs in sorted(by_fault.items(), key=lambda kv: kv[0] == "docker"):
-            n = len({f["signature"] for f in fs})
+            n = len({f.signature for f in fs})
             parts.append(
                 f"{n} {label} signature{'s' if n > 1 else ''}, {fault}'s fault "
-                f"({sum(f['states'] for f in fs)} states in {len(fs)} cells)"
+                f"({sum(f.states for f in fs)} states in {len(fs)} cells)"
             )
     text = (
         "; ".join(parts) if new else "Nothing new" + (": " + "; ".join(parts) if parts else "")
@@ -446,17 +434,17 @@ def write_report(dirs: list[Path], out: Path | None = None) -> Path:
     label = {id(c): f"{c.kernel.split('-')[0]} {c.backend}" for c in cells}
     states = Counter[str]()
     for c in cells:
-        states[label[id(c)]] += c.data["states_checked"]
-    classes = Counter(v["class"] for c in cells for v in c.data["violations"])
+        states[label[id(c)]] += c.data.states_checked
+    classes = Counter(str(v.cls) for c in cells for v in c.data.violations)
     per_state: dict[str, float] = {}
     for kind in ("live", "replay"):
-        walls = [s["wall_s"] for c in cells for s in c.data.get("states", []) if s["kind"] == kind]
+        walls = [s.wall_s for c in cells for s in c.data.states if s.kind == kind]
         if walls:
             per_state[f"{kind} (mean of {len(walls)})"] = round(sum(walls) / len(walls), 1)
     totals = {
-        "states": sum(c.data["states_checked"] for c in cells),
+        "states": sum(c.data.states_checked for c in cells),
         "violations": sum(c.failing for c in cells),
-        "errors": sum(len(c.data["harness_errors"]) for c in cells),
+        "errors": sum(len(c.data.harness_errors) for c in cells),
     }
     corpora = "".join(
         corpus_section(doc, _rel(d, base) + "/")

@@ -8,24 +8,18 @@ import json
 import os
 import shutil
 from pathlib import Path
-from typing import Any
 
 from harness.errors import InputError
-from harness.model import StateResult
 from harness.report.known import KnownList
 from harness.report.results import BackendSummary, write_results
+from harness.report.summary import Shard, Summary, load_summary
 
 
-def _load(run: Path) -> dict[str, Any]:
-    try:
-        doc = json.loads((run / "summary.json").read_text())
-        if not {"index", "count", "total_units"} <= set(doc["shard"]) or "campaign" not in doc:
-            raise KeyError("shard")
-        return dict(doc)
-    except OSError as e:
-        raise InputError(f"merge: {run}: no readable summary.json") from e
-    except (ValueError, KeyError, TypeError) as e:
-        raise InputError(f"merge: {run}/summary.json is not a sharded crashtest run") from e
+def _load(run: Path) -> Summary:
+    doc = load_summary(run)
+    if not doc.campaign or not doc.shard.total_units:
+        raise InputError(f"merge: {run}/summary.json is not a sharded crashtest run")
+    return doc
 
 
 def merge_runs(out: Path, runs: list[Path]) -> Path:
@@ -34,14 +28,14 @@ def merge_runs(out: Path, runs: list[Path]) -> Path:
     docs = [_load(r) for r in runs]
     first = docs[0]
     for run, doc in zip(runs, docs, strict=True):
-        if doc["campaign"] != first["campaign"]:
+        if doc.campaign != first.campaign:
             raise InputError(
                 f"merge: {run} is a shard of a different campaign "
                 "(seed, cuts, states, backends or kernels differ)"
             )
-    count = first["shard"]["count"]
-    seen = sorted(d["shard"]["index"] for d in docs)
-    if any(d["shard"]["count"] != count for d in docs) or seen != list(range(1, count + 1)):
+    count = first.shard.count
+    seen = sorted(d.shard.index for d in docs)
+    if any(d.shard.count != count for d in docs) or seen != list(range(1, count + 1)):
         raise InputError(f"merge: shards {seen} of {count}: need each of 1..{count} once")
     if out.exists():
         raise InputError(f"merge: {out} already exists")
@@ -51,24 +45,24 @@ def merge_runs(out: Path, runs: list[Path]) -> Path:
     try:
         merged: dict[tuple[str, ...], BackendSummary] = {}
         for doc in docs:
-            for b in doc["backends"]:
-                key = (b.get("workload", ""), b.get("release", ""), b["kernel"], b["backend"])
+            for b in doc.backends:
+                key = (b.workload, b.release, b.kernel, b.backend)
                 if key not in merged:
                     merged[key] = BackendSummary(
-                        b["backend"],
-                        b["kernel"],
-                        b["image"],
-                        b["accel"],
-                        b["cuts"],
-                        b["options"],
-                        release=key[1],
-                        workload=key[0],
-                        docker=b.get("docker") or {},
+                        b.backend,
+                        b.kernel,
+                        b.image,
+                        b.accel,
+                        b.cuts,
+                        b.options,
+                        release=b.release,
+                        workload=b.workload,
+                        docker=b.docker,
                     )
                 m = merged[key]
-                m.states.extend(StateResult.from_json(s) for s in b["states"])
-                m.wall_s += b["wall_s"]
-                m.replay = m.replay or b.get("replay", {})
+                m.states.extend(s.result() for s in b.states)
+                m.wall_s += b.wall_s
+                m.replay = m.replay or b.replay
         for run in runs:  # bundles keep their paths relative to the run directory
             for bundles in [run / "bundles", *run.glob("*/bundles")]:
                 if bundles.is_dir():
@@ -78,25 +72,21 @@ def merge_runs(out: Path, runs: list[Path]) -> Path:
                         copy_function=_link_or_copy,
                         dirs_exist_ok=True,
                     )
-        meta = {
-            k: v
-            for k, v in first.items()
-            if k not in ("backends", "totals", "shard", "findings", "known_failures", "fail_on")
-        }
-        meta["run_id"] = out.name
-        meta["shard"] = {
-            "index": 1,
-            "count": 1,
-            "merged_from": [str(r) for r in runs],
-            "total_units": first["shard"]["total_units"],
-        }
+        meta = first.meta().model_copy(
+            update={
+                "run_id": out.name,
+                "shard": Shard(
+                    merged_from=[str(r) for r in runs], total_units=first.shard.total_units
+                ),
+            }
+        )
         summaries = [merged[k] for k in sorted(merged)]
         write_results(
             partial,
             meta,
             summaries,
-            KnownList.from_json(first.get("known_failures")),
-            str(first.get("fail_on", "")),
+            KnownList.from_json(first.known_failures),
+            first.fail_on,
         )
         os.rename(partial, out)
     except BaseException:
@@ -129,9 +119,9 @@ def merge_all(out_root: Path, dirs: list[Path]) -> tuple[list[Path], list[str]]:
     groups: dict[str, list[Path]] = {}
     for run in runs:
         doc = _load(run)
-        if doc["shard"].get("merged_from"):
+        if doc.shard.merged_from:
             continue  # an earlier merge
-        groups.setdefault(json.dumps(doc["campaign"], sort_keys=True), []).append(run)
+        groups.setdefault(json.dumps(doc.campaign, sort_keys=True), []).append(run)
     if not groups:
         raise InputError(f"merge: no sharded runs under {', '.join(map(str, dirs))}")
     out, failed = [], []

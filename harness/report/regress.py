@@ -15,8 +15,7 @@ from typing import Any
 
 from debian.debian_support import Version
 
-from harness.report.diff import load_summary
-from harness.report.results import kernel_series
+from harness.report.summary import Example, FindingGroup, kernel_series, load_summary
 
 Cell = tuple[str, str, str]  # workload, release, backend
 KERNEL_FAULTS = ("filesystem", "kernel", "unknown")
@@ -31,10 +30,12 @@ class Candidate:
     kernel: str  # the version the signature appeared on
     predecessor: str  # the version that ran the same cell without it
     why: str
-    example: dict[str, Any] = field(default_factory=dict)
+    example: Example | None = None
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        d = asdict(self)
+        d["example"] = self.example.model_dump(mode="json") if self.example else {}
+        return d
 
     def describe(self) -> str:
         cell = " ".join(x for x in (self.workload, self.release, self.backend) if x)
@@ -50,28 +51,23 @@ class KernelRuns:
 
     source: dict[str, str] = field(default_factory=dict)
     ran: set[tuple[str, Cell]] = field(default_factory=set)
-    found: dict[tuple[str, Cell], dict[str, dict[str, Any]]] = field(default_factory=dict)
+    found: dict[tuple[str, Cell], dict[str, FindingGroup]] = field(default_factory=dict)
 
     @classmethod
     def of(cls, runs: list[Path]) -> KernelRuns:
         out = cls()
         for run in runs:
             doc = load_summary(run)
-            for info in doc.get("kernels") or [doc.get("kernel_info") or {}]:
+            for info in doc.kernels or [doc.kernel_info]:
                 if info.get("version"):
                     out.source[str(info["version"])] = str(info.get("source", ""))
-            for b in doc["backends"]:
-                cell = (
-                    str(b.get("workload") or doc.get("workload", "")),
-                    str(b.get("release", "")),
-                    str(b["backend"]),
-                )
-                out.ran.add((str(b["kernel"]), cell))
-            for f in doc["findings"]:
-                if f.get("fault") not in KERNEL_FAULTS:
+            for b in doc.backends:
+                out.ran.add((b.kernel, (b.workload or doc.workload, b.release, b.backend)))
+            for f in doc.findings:
+                if f.fault not in KERNEL_FAULTS:
                     continue
-                cell = (str(f["workload"]), str(f["release"]), str(f["backend"]))
-                out.found.setdefault((str(f["kernel"]), cell), {})[str(f["signature"])] = f
+                cell = (f.workload, f.release, f.backend)
+                out.found.setdefault((f.kernel, cell), {})[f.signature] = f
         return out
 
     def versions(self) -> set[str]:
@@ -124,5 +120,5 @@ def candidates(new_runs: list[Path], old_runs: list[Path] | None = None) -> list
             absent = side.found.get((pred, cell), {})
             for sig, f in sorted(sigs.items()):
                 if sig not in absent:
-                    out.append(Candidate(sig, *cell, version, pred, why, f.get("example") or {}))
+                    out.append(Candidate(sig, *cell, version, pred, why, f.example))
     return out

@@ -1,4 +1,4 @@
-"""Writing a run's results: summary.json, JUnit XML, and the results/latest link."""
+"""Writing a run's results: summary.json (report.summary) and JUnit XML."""
 
 from __future__ import annotations
 
@@ -9,9 +9,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from harness.model import StateResult, Violation
+from harness.model import StateResult, UnitKind, Violation
 from harness.report.known import KnownList
-from harness.rundir import write_json
+from harness.report.summary import (
+    BackendRecord,
+    HarnessErrorRecord,
+    RecordedViolation,
+    RunMeta,
+    StateRecord,
+    Summary,
+    Totals,
+    findings,
+    kernel_series,
+)
 
 
 @dataclass
@@ -38,38 +48,42 @@ class BackendSummary:
             "workload": self.workload,
         }
 
-    def to_json(self, known: KnownList | None = None) -> dict[str, Any]:
+    def record(self, known: KnownList | None = None) -> BackendRecord:
         known = known or KnownList()
 
-        def finding(v: Violation) -> dict[str, object]:
-            return {**v.to_json(), "signature": v.signature(), "known": known.match(v, self.cell)}
+        def recorded(v: Violation) -> RecordedViolation:
+            return RecordedViolation.of(v, known.match(v, self.cell))
 
-        return {
-            "backend": self.backend,
-            "kernel": self.kernel,
-            "image": self.image,
-            "release": self.release,
-            "workload": self.workload,
-            "docker": self.docker,
-            "accel": self.accel,
-            "cuts": self.cuts,
-            "options": self.options,
-            "states_checked": sum(1 for s in self.states if not s.harness_error),
-            "violations": [finding(v) for s in self.states for v in s.violations],
-            "harness_errors": [
-                {"state": s.state, "error": s.harness_error} for s in self.states if s.harness_error
+        return BackendRecord(
+            backend=self.backend,
+            kernel=self.kernel,
+            image=self.image,
+            release=self.release,
+            workload=self.workload,
+            docker=self.docker,
+            accel=self.accel,
+            cuts=self.cuts,
+            options=self.options,
+            states_checked=sum(1 for s in self.states if not s.harness_error),
+            violations=[recorded(v) for s in self.states for v in s.violations],
+            harness_errors=[
+                HarnessErrorRecord(state=s.state, error=s.harness_error)
+                for s in self.states
+                if s.harness_error
             ],
-            "wall_s": round(self.wall_s, 1),
-            "mean_timings_s": self.mean_timings(),
-            "live_cuts": sum(1 for s in self.states if s.kind == "live"),
-            "replayed_states": sum(1 for s in self.states if s.kind == "replay"),
-            "replay": self.replay,
-            "observed": self.observed(),
-            "states": [
-                {**s.to_json(), "violations": [finding(v) for v in s.violations]}
+            wall_s=round(self.wall_s, 1),
+            mean_timings_s=self.mean_timings(),
+            live_cuts=sum(1 for s in self.states if s.kind == UnitKind.LIVE),
+            replayed_states=sum(1 for s in self.states if s.kind == UnitKind.REPLAY),
+            replay=self.replay,
+            observed=self.observed(),
+            states=[
+                StateRecord.model_validate(
+                    {**s.to_json(), "violations": [recorded(v) for v in s.violations]}
+                )
                 for s in self.states
             ],
-        }
+        )
 
     def observed(self) -> dict[str, dict[str, int]]:
         """For each observed file: in how many states it was each outcome."""
@@ -104,180 +118,116 @@ def mean_timings(states: list[StateResult], digits: int = 2) -> dict[str, float]
 FAIL_ON = ("new", "any")
 
 
-def kernel_series(version: str) -> str:
-    """6.12.117+deb13-cloud-amd64 -> 6.12-cloud-amd64: findings carry over a
-    kernel's point releases (a nightly run's kernel moves) but not across series."""
-    head, *rest = version.split("-")
-    series = ".".join(head.split("+")[0].split(".")[:2])
-    flavour = "-".join(p for p in rest if not p.isdigit())  # drop Debian's ABI number
-    return f"{series}-{flavour}" if flavour else series
-
-
-def findings(backends: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Each distinct failure of the run: a signature in a cell, with how many states
-    showed it, whether it is known, and the first state and bundle that show it."""
-    out: dict[tuple[str, ...], dict[str, Any]] = {}
-    for b in backends:
-        series = kernel_series(b["kernel"])
-        cell = (b["workload"], b["release"], series, b["backend"])
-        for s in b["states"]:
-            seen = set()
-            for v in s["violations"]:
-                if v["class"] == "leak":
-                    continue
-                example = {
-                    "state": s["state"],
-                    "promise": v["promise"],
-                    "evidence": v["evidence"],
-                    "bundle": s["bundle"],
-                }
-                f = out.setdefault(
-                    (*cell, v["signature"]),
-                    {
-                        "signature": v["signature"],
-                        "check": v["check"],
-                        "class": v["class"],
-                        "fault": v["fault"],
-                        "workload": b["workload"],
-                        "release": b["release"],
-                        "kernel": b["kernel"],
-                        "kernel_series": series,
-                        "backend": b["backend"],
-                        "known": v["known"],
-                        "count": 0,
-                        "states": 0,
-                        "example": example,
-                    },
-                )
-                f["count"] += 1
-                if not f["example"]["bundle"] and s["bundle"]:
-                    f["example"] = example  # prefer an example with a reproducer
-                if v["signature"] not in seen:
-                    seen.add(v["signature"])
-                    f["states"] += 1
-    return sorted(
-        out.values(),
-        key=lambda f: (
-            f["known"] != "",
-            f["fault"],
-            f["signature"],
-            f["workload"],
-            f["release"],
-            f["backend"],
-        ),
-    )
-
-
 def write_results(
     run_dir: Path,
-    meta: dict[str, Any],
+    meta: RunMeta,
     backends: list[BackendSummary],
     known: KnownList | None = None,
     fail_on: str = "",
-) -> dict[str, Any]:
+) -> Summary:
     """summary.json and junit.xml; the summary returned. With a known-failures
     list, findings are new or known, and `fail_on` (new by default then, else
     any) says which of them fail the run."""
     known = known or KnownList()
     fail_on = fail_on or ("new" if known.entries else "any")
-    doc = {
-        **meta,
-        "known_failures": known.to_json(),
-        "fail_on": fail_on,
-        "backends": [b.to_json(known) for b in backends],
-    }
-    doc["findings"] = findings(doc["backends"])
-    real = [v for b in doc["backends"] for v in b["violations"] if v["class"] != "leak"]
-    seen = Counter(v["known"] for v in real if v["known"])
+    records = [b.record(known) for b in backends]
+    found = findings(records)
+    real = [v for b in records for v in b.violations if v.fails]
+    seen = Counter(v.known for v in real if v.known)
     could = [e.id for e in known.entries if any(e.applies_to(b.cell) for b in backends)]
-    new = sum(1 for v in real if not v["known"])
-    doc["totals"] = {
-        "states_checked": sum(b["states_checked"] for b in doc["backends"]),
-        "violations": len(real),
-        "new": new,
-        "known": len(real) - new,
-        "new_signatures": sorted({f["signature"] for f in doc["findings"] if not f["known"]}),
-        "known_seen": dict(sorted(seen.items())),
-        "known_not_seen": [i for i in could if i not in seen],
-        "failing": new if fail_on == "new" else len(real),
-        "leaks": sum(1 for b in doc["backends"] for v in b["violations"] if v["class"] == "leak"),
-        "harness_errors": sum(len(b["harness_errors"]) for b in doc["backends"]),
-        # violations by whose fault they are (see model.FAULTS)
-        "faults": dict(sorted(Counter(v["fault"] for v in real).items())),
-    }
-    write_junit(run_dir, doc)
-    write_json(run_dir / "summary.json", doc)
-    return doc
+    new = sum(1 for v in real if not v.known)
+    totals = Totals(
+        states_checked=sum(b.states_checked for b in records),
+        violations=len(real),
+        new=new,
+        known=len(real) - new,
+        new_signatures=sorted({f.signature for f in found if not f.known}),
+        known_seen=dict(sorted(seen.items())),
+        known_not_seen=[i for i in could if i not in seen],
+        failing=new if fail_on == "new" else len(real),
+        leaks=sum(1 for b in records for v in b.violations if not v.fails),
+        harness_errors=sum(len(b.harness_errors) for b in records),
+        faults=dict(sorted(Counter(str(v.fault) for v in real).items())),
+    )
+    summary = Summary(
+        **meta.model_dump(by_alias=False),
+        known_failures=known.to_json(),
+        fail_on=fail_on,
+        backends=records,
+        findings=found,
+        totals=totals,
+    )
+    write_junit(run_dir, summary)
+    summary.write(run_dir)
+    return summary
 
 
 def _junit_part(text: str) -> str:
     return text.replace(".", "_").replace(" ", "_") or "-"
 
 
-def junit_names(b: dict[str, Any], full_kernel: bool = False) -> tuple[str, list[str]]:
+def junit_names(b: BackendRecord, full_kernel: bool = False) -> tuple[str, list[str]]:
     """A backend's classname and its states' test names, the same in every run of
     the same campaign: cell axes in the classname (the kernel by series, so a
     nightly's moving point release keeps the names; by version when a run has
     two of one series); live cuts by number and cut point (not the seeded delay),
     lost-cache states by position (their ids carry the write log's digest, which
     differs per run)."""
-    kernel = b["kernel"] if full_kernel else kernel_series(b["kernel"])
-    parts = [b.get("workload") or "", b.get("release") or "", kernel, b["backend"]]
+    kernel = b.kernel if full_kernel else kernel_series(b.kernel)
+    parts = [b.workload, b.release, kernel, b.backend]
     cls = ".".join(["crashtest", *(_junit_part(p) for p in parts if p)])
     names, replayed = [], 0
-    for s in b["states"]:
-        if s["kind"] == "replay":
+    for s in b.states:
+        if s.kind == UnitKind.REPLAY:
             names.append(f"replay {replayed:03d}")
             replayed += 1
         else:
-            cut = s["state"].split("/", 1)[-1]
+            cut = s.state.split("/", 1)[-1]
             names.append(re.sub(r"-[0-9.]+s$", "", cut).replace("/", " "))
     return cls, names
 
 
-def write_junit(run_dir: Path, summary: dict[str, Any]) -> Path:
+def write_junit(run_dir: Path, summary: Summary) -> Path:
     """One test case per checked state: a new violation is a failure, a known one
     is skipped (with why) unless the run fails on any, a harness error is an
     error. Each failure says where its reproducer bundle is and how to run it."""
-    fail_on = summary.get("fail_on", "any")
+    fail_on = summary.fail_on
     suites = ET.Element("testsuites", name="crashtest")
-    series = Counter(kernel_series(k) for k in {b["kernel"] for b in summary["backends"]})
-    for b in summary["backends"]:
-        cls, names = junit_names(b, full_kernel=series[kernel_series(b["kernel"])] > 1)
+    series = Counter(kernel_series(k) for k in {b.kernel for b in summary.backends})
+    for b in summary.backends:
+        cls, names = junit_names(b, full_kernel=series[kernel_series(b.kernel)] > 1)
         suite = ET.SubElement(
-            suites, "testsuite", name=cls, tests=str(len(b["states"])), time=f"{b['wall_s']:.1f}"
+            suites, "testsuite", name=cls, tests=str(len(b.states)), time=f"{b.wall_s:.1f}"
         )
         counts = Counter[str]()
-        for s, name in zip(b["states"], names, strict=True):
+        for s, name in zip(b.states, names, strict=True):
             case = ET.SubElement(
-                suite, "testcase", classname=cls, name=name, time=f"{s['wall_s']:.1f}"
+                suite, "testcase", classname=cls, name=name, time=f"{s.wall_s:.1f}"
             )
-            out = [f"state {s['state']}: {s['plan']}"]
-            real = [v for v in s["violations"] if v["class"] != "leak"]
-            new = [v for v in real if fail_on == "any" or not v["known"]]
+            out = [f"state {s.state}: {s.plan}"]
+            real = [v for v in s.violations if v.fails]
+            new = [v for v in real if fail_on == "any" or not v.known]
             where = (
-                f"\nbundle: {s['bundle']} (in the run directory); reproduce: "
-                f"crashtest repro {s['bundle']}"
-                if s["bundle"]
+                f"\nbundle: {s.bundle} (in the run directory); reproduce: "
+                f"crashtest repro {s.bundle}"
+                if s.bundle
                 else ""
             )
-            for v in s["violations"]:
-                if v["class"] == "leak":
-                    out.append(f"leak: {v['promise']}: {v['evidence']}")
+            out += [f"leak: {v.promise}: {v.evidence}" for v in s.violations if not v.fails]
             if new:
                 v = new[0]
                 fail = ET.SubElement(
                     case,
                     "failure",
-                    type=v["class"],
-                    message=f"{v['signature']}: {v['promise']}"
-                    + (f" (known: {v['known']})" if v["known"] else "")
-                    + (f"; bundle {s['bundle']}" if s["bundle"] else ""),
+                    type=v.cls,
+                    message=f"{v.signature}: {v.promise}"
+                    + (f" (known: {v.known})" if v.known else "")
+                    + (f"; bundle {s.bundle}" if s.bundle else ""),
                 )
                 fail.text = (
                     "\n\n".join(
-                        f"[{v['class']}, {v['fault']}'s fault] {v['promise']}\n"
-                        + "\n".join(f"{k}:\n{val}" for k, val in v["evidence"].items())
+                        f"[{v.cls}, {v.fault}'s fault] {v.promise}\n"
+                        + "\n".join(f"{k}:\n{val}" for k, val in v.evidence.items())
                         for v in new
                     )
                     + where
@@ -287,12 +237,12 @@ def write_junit(run_dir: Path, summary: dict[str, Any]) -> Path:
                 ET.SubElement(
                     case,
                     "skipped",
-                    message="known failure: " + ", ".join(sorted({v["known"] for v in real})),
+                    message="known failure: " + ", ".join(sorted({v.known for v in real})),
                 )
-                out += [f"known ({v['known']}): {v['signature']}: {v['promise']}" for v in real]
+                out += [f"known ({v.known}): {v.signature}: {v.promise}" for v in real]
                 counts["skipped"] += 1
-            elif s["harness_error"]:
-                ET.SubElement(case, "error", type="harness-error", message=s["harness_error"])
+            elif s.harness_error:
+                ET.SubElement(case, "error", type="harness-error", message=s.harness_error)
                 counts["errors"] += 1
             ET.SubElement(case, "system-out").text = "\n".join(out)
         for k in ("failures", "errors", "skipped"):

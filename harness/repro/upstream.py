@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from harness.report.diff import find_runs, load_summary
+from harness.report.diff import find_runs
+from harness.report.summary import load_summary
 from harness.repro.bundle import Bundle
 from harness.storage.backends import DOCKER_ROOT
 
@@ -65,12 +66,12 @@ def evidence(dirs: list[Path], workload: str, signatures: set[str]) -> Evidence:
         doc = load_summary(run)
         sources = {
             str(k.get("version")): str(k.get("source", ""))
-            for k in doc.get("kernels") or [doc.get("kernel_info") or {}]
+            for k in doc.kernels or [doc.kernel_info]
         }
-        for b in doc["backends"]:
-            if (b.get("workload") or doc.get("workload")) != workload:
+        for b in doc.backends:
+            if (b.workload or doc.workload) != workload:
                 continue
-            kernel = str(b["kernel"])
+            kernel = b.kernel
             acc = per.setdefault(
                 kernel,
                 {
@@ -81,13 +82,9 @@ def evidence(dirs: list[Path], workload: str, signatures: set[str]) -> Evidence:
                     "failing_runs": 0,
                 },
             )
-            bad = [
-                s
-                for s in b["states"]
-                if any(v.get("signature") in signatures for v in s["violations"])
-            ]
+            bad = [s for s in b.states if any(v.signature in signatures for v in s.violations)]
             acc["runs"] += 1
-            acc["states"] += len(b["states"])
+            acc["states"] += len(b.states)
             acc["failing"] += len(bad)
             acc["failing_runs"] += 1 if bad else 0
     return Evidence(

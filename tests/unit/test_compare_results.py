@@ -12,6 +12,9 @@ from harness.compare.report import build_compare, headline, write_compare_html
 from harness.compare.run import CompareOptions, order, tasks, validate, variant_backend
 from harness.compare.stats import spread, wilson
 from harness.errors import InputError
+from harness.model import StateResult, Violation
+from harness.report.results import BackendSummary, write_results
+from harness.report.summary import RunMeta
 from harness.storage.backends import BACKENDS
 from tests.unit.test_cli_input import assert_bad_input, run_cli
 
@@ -235,21 +238,24 @@ def _run(tmp_path: Path) -> Path:
         run / "enospc/xfs-overlay2.json",
         {"arm": "xfs-overlay2", "M6": {"error": "churn failed, not with ENOSPC"}},
     )
-    states = [
-        {"verdict": "violation", "violations": [{"class": "docker-corruption", "fault": "docker"}]}
-    ] * 3 + [{"verdict": "pass", "violations": []}] * 37
-    _write(
-        run / "m1/20261128-000000-s1/summary.json",
-        {
-            "workload": "default",
-            "backends": [
-                {"backend": "btrfs", "states": states},
-                {
-                    "backend": "ext4-overlay2",
-                    "states": [{"verdict": "pass", "violations": []}] * 40,
-                },
-            ],
-        },
+
+    def states(backend: str, bad: int) -> list[StateResult]:
+        out = [StateResult(f"{backend}/replay/s{i}", backend, "p", "replay") for i in range(40)]
+        for st in out[:bad]:
+            st.violations = [
+                Violation("docker-corruption", st.state, "layer intact", fault="docker")
+            ]
+        return out
+
+    m1 = run / "m1/20261128-000000-s1"
+    m1.mkdir(parents=True)
+    write_results(
+        m1,
+        RunMeta(run_id=m1.name, workload="default"),
+        [
+            BackendSummary(b, "6.12", "img", "tcg", 0, {}, states(b, bad))
+            for b, bad in (("btrfs", 3), ("ext4-overlay2", 0))
+        ],
     )
     return run
 

@@ -25,6 +25,7 @@ from harness.errors import InputError
 from harness.images.kernel import LINUX_SOURCES, apply_edits, linux_source_tarball
 from harness.model import Barrier
 from harness.report.corpus import corpus_section, write_corpus_html
+from harness.report.summary import Summary
 from harness.storage.backends import parse_backends
 from harness.workloads.load import load_workload
 from tests.unit.test_cli_input import assert_bad_input, run_cli
@@ -145,8 +146,25 @@ def test_which_kernels_each_kind_runs_on(tmp_path: Path) -> None:
     assert not expectation(bugs["btrfs-764"], {Role.STOCK: _runs("caught", "clean")}, True)[1]
 
 
-def summary(*states: dict[str, Any]) -> dict[str, Any]:
-    return {"backends": [{"states": list(states)}]}
+def summary(*states: dict[str, Any]) -> Summary:
+    """A summary with these states (each completed as a run writes one)."""
+    full = [{"kind": "replay", "backend": "btrfs", "plan": "p", "verdict": "", **s} for s in states]
+    return Summary.model_validate(
+        {
+            "backends": [
+                {
+                    "backend": "btrfs",
+                    "kernel": "6.12",
+                    "image": "i",
+                    "accel": "tcg",
+                    "cuts": 0,
+                    "states_checked": len(full),
+                    "states": full,
+                }
+            ],
+            "totals": {"states_checked": 0, "violations": 0, "new": 0, "known": 0, "failing": 0},
+        }
+    )
 
 
 VIOLATION = {

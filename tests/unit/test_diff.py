@@ -12,7 +12,8 @@ from harness.model import StateResult, Violation
 from harness.report.diff import diff
 from harness.report.html import write_report
 from harness.report.known import load_known
-from harness.report.results import BackendSummary, write_results
+from harness.report.results import BackendSummary
+from tests.resultsfactory import write_summary
 
 REPO = Path(__file__).parents[2]
 
@@ -70,7 +71,7 @@ def run(
                 b, kernel, "rootfs-1", "tcg", 0, {}, states, 4, release="trixie", workload="pull"
             )
         )
-    write_results(
+    write_summary(
         d,
         {
             "run_id": name,
@@ -98,10 +99,12 @@ def test_diff_new_gone_and_still_failing(tmp_path: Path) -> None:
     old = run(tmp_path / "old", "r1", "6.12.117+deb13-cloud-amd64", 2)
     new = run(tmp_path / "new", "r2", "6.12.118+deb13-cloud-amd64", 1, fsck_on="ext4-overlay2")
     d = diff([old], [new])
-    assert [f["signature"] for f in d.appeared] == ["fs.fsck | fs-corruption | filesystem | ext4"]
+    assert [f.finding.signature for f in d.appeared] == [
+        "fs.fsck | fs-corruption | filesystem | ext4"
+    ]
     assert d.gone == []
     # the kernel's point release moved: docker's finding is still the same one
-    assert sorted(f["backend"] for f in d.still) == ["btrfs", "ext4-overlay2"]
+    assert sorted(f.finding.backend for f in d.still) == ["btrfs", "ext4-overlay2"]
     assert main(["diff", str(old), str(new)]) == 1
     assert main(["diff", str(new), str(old)]) == 0  # only something gone
     # two sets of runs: each side every run under the directories given

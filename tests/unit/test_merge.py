@@ -9,7 +9,8 @@ from harness.cli import main
 from harness.errors import InputError
 from harness.model import StateResult, Violation
 from harness.report.merge import merge_all, merge_runs
-from harness.report.results import BackendSummary, write_results
+from harness.report.results import BackendSummary
+from tests.resultsfactory import write_summary
 
 
 def shard(root: Path, i: int, n: int, seed: int = 1, bad: bool = False, name: str = "") -> Path:
@@ -21,7 +22,7 @@ def shard(root: Path, i: int, n: int, seed: int = 1, bad: bool = False, name: st
         st.violations = [Violation("fs-corruption", st.state, "fsck is clean", {"o": "x"})]
         st.bundle = f"bundles/b{i}"
     b = BackendSummary("btrfs", "6.12", "img", "tcg", 2, {}, [st], 10)
-    write_results(
+    write_summary(
         run,
         {
             "run_id": run.name,
@@ -57,7 +58,7 @@ def test_merge_sums_states_and_keeps_bundles(tmp_path: Path) -> None:
         (lambda t: [shard(t, 1, 2)], r"shards \[1\] of 2"),
         (lambda t: [shard(t, 1, 2), shard(t, 1, 2, name="again")], r"shards \[1, 1\] of 2"),
         (lambda t: [shard(t, 1, 2), shard(t, 2, 2, seed=9)], "different campaign"),
-        (lambda t: [t], "no readable summary.json"),
+        (lambda t: [t], "summary.json: cannot read it"),
     ],
 )
 def test_bad_merges_are_clear_errors(tmp_path: Path, make, message: str) -> None:

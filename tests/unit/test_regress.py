@@ -12,7 +12,8 @@ from harness.cli import main
 from harness.model import StateResult, Violation
 from harness.report.html import write_report
 from harness.report.regress import candidates, lineage
-from harness.report.results import BackendSummary, write_results
+from harness.report.results import BackendSummary
+from tests.resultsfactory import write_summary
 
 SID = "sid:linux-image-{v}=1"
 
@@ -75,7 +76,7 @@ def night(
                 workload="btrfs-779",
             )
         )
-    write_results(
+    write_summary(
         d,
         {
             "run_id": name,

@@ -8,7 +8,8 @@ import pytest
 from harness.cli import main
 from harness.model import StateResult, Violation
 from harness.report.html import write_report
-from harness.report.results import BackendSummary, write_results
+from harness.report.results import BackendSummary
+from tests.resultsfactory import write_summary
 
 
 def make_run(root: Path, name: str, kernel: str, broken: bool) -> Path:
@@ -41,7 +42,7 @@ def make_run(root: Path, name: str, kernel: str, broken: bool) -> Path:
             60,
         ),
     ]
-    write_results(run, {"run_id": name, "workload": "default"}, backends)
+    write_summary(run, {"run_id": name, "workload": "default"}, backends)
     return run
 
 
@@ -111,7 +112,7 @@ def test_report_rows_are_kernel_and_release_and_observations_show(tmp_path: Path
         for w in ("copy-up", "pull")
         for r in ("bookworm", "trixie")
     ]
-    write_results(run, {"run_id": "r", "workload": "copy-up"}, backends)
+    write_summary(run, {"run_id": "r", "workload": "copy-up"}, backends)
     parsed = Cells()
     parsed.feed(write_report([run]).read_text())
     text = "".join(parsed.text)

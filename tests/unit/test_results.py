@@ -10,8 +10,10 @@ from harness.cli import exit_status, main
 from harness.errors import InputError
 from harness.model import StateResult, Violation
 from harness.report.known import KnownList, load_known
-from harness.report.results import BackendSummary, write_results
+from harness.report.results import BackendSummary
+from harness.report.summary import Summary
 from harness.rundir import point_latest
+from tests.resultsfactory import write_summary
 
 REPO = Path(__file__).parents[2]
 
@@ -91,7 +93,7 @@ def known_file(tmp_path: Path, text: str) -> Path:
 
 
 def test_summary_has_the_promised_fields(tmp_path: Path) -> None:
-    doc = write_results(tmp_path, {"run_id": "r"}, summaries())
+    doc = write_summary(tmp_path, {"run_id": "r"}, summaries())
     assert json.loads((tmp_path / "summary.json").read_text()) == doc
     b = doc["backends"][0]
     for key in (
@@ -136,10 +138,10 @@ def test_summary_has_the_promised_fields(tmp_path: Path) -> None:
 
 def test_signatures_and_test_names_do_not_depend_on_the_run(tmp_path: Path) -> None:
     """Another run of the same campaign (other seed, log digest, delays, image ids)."""
-    a = write_results(tmp_path, {}, summaries())
+    a = write_summary(tmp_path, {}, summaries())
     junit_a = ET.parse(tmp_path / "junit.xml").getroot()
     (tmp_path / "b").mkdir()
-    b = write_results(tmp_path / "b", {}, summaries("ccdd0000eeff", seed=9, delay="3.41"))
+    b = write_summary(tmp_path / "b", {}, summaries("ccdd0000eeff", seed=9, delay="3.41"))
     junit_b = ET.parse(tmp_path / "b" / "junit.xml").getroot()
     assert [f["signature"] for f in a["findings"]] == [f["signature"] for f in b["findings"]]
 
@@ -154,7 +156,7 @@ def test_signatures_and_test_names_do_not_depend_on_the_run(tmp_path: Path) -> N
 def test_two_kernels_of_one_series_keep_their_names_apart(tmp_path: Path) -> None:
     a, b = summaries()[0], summaries()[0]
     b.kernel = "6.12.118+deb13-cloud-amd64"
-    write_results(tmp_path, {}, [a, b])
+    write_summary(tmp_path, {}, [a, b])
     classes = {
         c.get("classname") for c in ET.parse(tmp_path / "junit.xml").getroot().iter("testcase")
     }
@@ -165,7 +167,7 @@ def test_two_kernels_of_one_series_keep_their_names_apart(tmp_path: Path) -> Non
 
 
 def test_junit_failures_carry_the_bundle_and_its_repro(tmp_path: Path) -> None:
-    write_results(tmp_path, {}, summaries())
+    write_summary(tmp_path, {}, summaries())
     cases = ET.parse(tmp_path / "junit.xml").getroot().findall(".//testcase")
     assert len(cases) == 6
     fail = cases[1].find("failure")
@@ -180,28 +182,28 @@ SHIPPED = REPO / "known-failures.toml"
 
 def test_known_failures_turn_docker_green_and_a_new_signature_red(tmp_path: Path) -> None:
     known = load_known(SHIPPED)
-    doc = write_results(tmp_path, {}, summaries(), known)
+    doc = write_summary(tmp_path, {}, summaries(), known)
     t = doc["totals"]
     assert (doc["fail_on"], t["new"], t["known"], t["failing"]) == ("new", 0, 1, 0)
     assert t["known_seen"] == {"docker-unsynced-layer-files": 1}
     # the overlay2 link entry is for bookworm's docker on overlay2: not this cell
     assert t["known_not_seen"] == []
-    assert exit_status(doc) == 2  # no failing finding, but a harness error
+    assert exit_status(Summary.model_validate(doc)) == 2  # no failing finding, but a harness error
     case = ET.parse(tmp_path / "junit.xml").getroot().findall(".//testcase")[1]
     skipped = case.find("skipped")
     assert case.find("failure") is None and skipped is not None
     assert "docker-unsynced-layer-files" in (skipped.get("message") or "")
 
-    doc = write_results(tmp_path, {}, summaries(new=True), known)
+    doc = write_summary(tmp_path, {}, summaries(new=True), known)
     t = doc["totals"]
     assert (t["new"], t["known"], t["failing"]) == (1, 1, 1)
     assert t["new_signatures"] == [
         "promise.file | fs-durability | filesystem | file volume:data:/f"
     ]
-    assert exit_status(doc) == 1
+    assert exit_status(Summary.model_validate(doc)) == 1
 
-    doc = write_results(tmp_path, {}, summaries(), known, fail_on="any")
-    assert doc["totals"]["failing"] == 1 and exit_status(doc) == 1
+    doc = write_summary(tmp_path, {}, summaries(), known, fail_on="any")
+    assert doc["totals"]["failing"] == 1 and exit_status(Summary.model_validate(doc)) == 1
 
 
 def test_known_but_not_seen_lists_entries_that_could_have_matched(tmp_path: Path) -> None:
@@ -210,7 +212,7 @@ def test_known_but_not_seen_lists_entries_that_could_have_matched(tmp_path: Path
         '[[known]]\nid = "gone"\ncheck = "fs.fsck"\nbackend = "btrfs"\n'
         '[[known]]\nid = "elsewhere"\nbackend = "xfs-*"\n',
     )
-    doc = write_results(tmp_path, {}, summaries(), load_known(path))
+    doc = write_summary(tmp_path, {}, summaries(), load_known(path))
     assert doc["totals"]["known_not_seen"] == ["gone"]
 
 
@@ -270,3 +272,30 @@ def test_latest_points_at_newest(tmp_path: Path) -> None:
         (tmp_path / name).mkdir()
         point_latest(tmp_path, tmp_path / name)
     assert (tmp_path / "latest").resolve() == (tmp_path / "run2").resolve()
+
+
+def test_the_shipped_schema_is_the_summary_type_and_a_run_obeys_it(tmp_path: Path) -> None:
+    """docs/schema/summary.schema.json is generated from report.summary (regenerate
+    with `python -m harness.report.summary`); what a run writes validates."""
+    import jsonschema
+
+    from harness.report.summary import schema
+
+    shipped = json.loads(
+        (Path(__file__).parents[2] / "docs/schema/summary.schema.json").read_text()
+    )
+    assert shipped == schema()
+    write_summary(tmp_path, {"run_id": "r"}, summaries(new=True), load_known(SHIPPED))
+    written = json.loads((tmp_path / "summary.json").read_text())
+    jsonschema.validate(written, shipped)
+    written["totals"]["failing"] = "many"
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(written, shipped)
+
+
+def test_a_summary_that_is_not_one_is_one_line_of_bad_input(tmp_path: Path) -> None:
+    from harness.report.summary import load_summary
+
+    (tmp_path / "summary.json").write_text('{"backends": [{"backend": 3}]}')
+    with pytest.raises(InputError, match=r"summary.json is not a crashtest summary \(backends"):
+        load_summary(tmp_path)
