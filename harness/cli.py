@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import signal
 import sys
@@ -797,8 +798,32 @@ def _error_log(args: argparse.Namespace) -> Path:
     return base / f"crashtest-error-{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}.log"
 
 
+class _Stdout(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to whatever sys.stdout is when a line is logged (tests swap it)."""
+
+    @property
+    def stream(self) -> Any:
+        return sys.stdout
+
+    @stream.setter
+    def stream(self, _: Any) -> None:
+        pass
+
+
+def _show_progress() -> None:
+    """The libraries' progress (logged at INFO under `harness`) on standard output,
+    one line each."""
+    lib = logging.getLogger("harness")
+    if not any(isinstance(h, _Stdout) for h in lib.handlers):
+        handler = _Stdout()
+        handler.setFormatter(logging.Formatter("crashtest: %(message)s"))
+        lib.addHandler(handler)
+    lib.setLevel(logging.INFO)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    _show_progress()
     signal.signal(signal.SIGTERM, _interrupt)
     hosttools.add_sbin_to_path()
     try:
@@ -965,7 +990,7 @@ def _dispatch(args: argparse.Namespace) -> int:
         fail_on=args.fail_on or "",
     )
     if args.dry_run:
-        steps = dry_run(opts, lambda m: print(m, flush=True))
+        steps = dry_run(opts)
         print(f"crashtest: dry run: {len(steps)} steps ran; no cut, nothing checked")
         return 0
     if args.resume is not None:

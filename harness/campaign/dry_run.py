@@ -4,6 +4,7 @@ learns in a minute that its commands work and what its promises expect."""
 
 from __future__ import annotations
 
+import logging
 import tempfile
 import time
 from dataclasses import dataclass
@@ -17,6 +18,8 @@ from harness.vm import accel as accel_mod
 from harness.workloads.load import load_workload
 from harness.workloads.runner import StepRunner
 
+log = logging.getLogger(__name__)
+
 
 @dataclass(frozen=True)
 class StepDone:
@@ -25,7 +28,7 @@ class StepDone:
     promises: tuple[str, ...]  # each promise in force after it, described
 
 
-def dry_run(opts: RunOptions, say: Progress) -> list[StepDone]:
+def dry_run(opts: RunOptions, say: Progress = log.info) -> list[StepDone]:
     """Every step of OPTS's workload on its first backend, release and kernel.
     A failing step raises StepFailed (exit 2) with the command's output."""
     backend = validate(opts)[0]
@@ -34,7 +37,7 @@ def dry_run(opts: RunOptions, say: Progress) -> list[StepDone]:
     accel, why = accel_mod.choose(opts.accel)
     images = ensure_images(kernel_specs(opts)[0], opts.kernel_modules, release)
     say(
-        f"crashtest: dry run of {workload.name} ({len(workload.steps)} steps) on {backend.name}, "
+        f"dry run of {workload.name} ({len(workload.steps)} steps) on {backend.name}, "
         f"kernel {images.kernel.version}, {release}, accel {accel} ({why}); no cut, no checks"
     )
     done: list[StepDone] = []
@@ -50,7 +53,7 @@ def dry_run(opts: RunOptions, say: Progress) -> list[StepDone]:
         vm, started, _ = snapshots.docker_guest(
             cfg, backend, Path(tmp) / "disk.img", Path(tmp) / "console.log", say
         )
-        say(f"crashtest: guest {started} with dockerd ready")
+        say(f"guest {started} with dockerd ready")
         with vm:
             runner = StepRunner(vm.agent, backend.driver)
             for n, step in enumerate(workload.steps, 1):

@@ -4,9 +4,9 @@ campaign's display through `Say` (a queue across processes)."""
 
 from __future__ import annotations
 
+import logging
 import multiprocessing
 import shutil
-import sys
 import threading
 import time
 from collections import Counter
@@ -21,6 +21,8 @@ from harness.campaign.lost_cache import run_lost_cache
 from harness.campaign.plan import Unit
 from harness.model import StateResult, UnitKind
 from harness.workers import run_jobs
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -50,9 +52,7 @@ _say_to: UnitSay | None = None
 
 
 def _print(label: str, msg: str) -> None:
-    # One write per line: parallel workers share stdout.
-    sys.stdout.write(f"[{label}] {msg}\n")
-    sys.stdout.flush()
+    log.info("[%s] %s", label, msg)
 
 
 def run_unit(job: UnitJob) -> UnitResult:

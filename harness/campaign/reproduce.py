@@ -169,12 +169,12 @@ def reproduce(
     )
     if not same:
         progress(
-            f"crashtest: note: kernel {images.kernel.version} differs from the bundle's "
+            f"note: kernel {images.kernel.version} differs from the bundle's "
             f"({bundle.meta['kernel'].get('version')})"
         )
     report.image_matches, why = image_matches(bundle.meta, images)
     if not report.image_matches:
-        progress(f"crashtest: note: {why}")
+        progress(f"note: {why}")
     work = Path(tempfile.mkdtemp(prefix="crashtest-repro-"))
     try:
         if bundle.kind == "replay":

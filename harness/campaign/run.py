@@ -3,8 +3,8 @@ recording) → results (summary.json, JUnit, results/latest)."""
 
 from __future__ import annotations
 
-import functools
 import json
+import logging
 import platform
 import shutil
 import time
@@ -50,6 +50,8 @@ from harness.version import crashtest_version
 from harness.vm import accel as accel_mod
 from harness.workloads.api import Workload
 from harness.workloads.load import load_workload
+
+log = logging.getLogger(__name__)
 
 
 def damage_for(name: str | None, workload: Workload) -> str:
@@ -133,7 +135,7 @@ def run_campaign(
     Each unit is recorded as it finishes; an interrupted or failed run leaves a
     summary marked incomplete, which `resume` (its run directory) finishes with
     the same plan. Bad input leaves nothing behind."""
-    say = progress or functools.partial(print, flush=True)
+    say = progress or log.info
     backends = validate(opts)
     known = load_known(opts.known) if opts.known else KnownList()
     shard_i, shard_n = parse_shard(opts.shard)
@@ -155,10 +157,10 @@ def run_campaign(
     }
     for (_, rel), im in images.items():
         say(
-            f"crashtest: kernel {im.kernel.version}, {rel} image {im.root.manifest_id} "
+            f"kernel {im.kernel.version}, {rel} image {im.root.manifest_id} "
             f"(docker.io {im.root.key_packages().get('docker.io', '?')}), accel {accel} ({why})"
         )
-    say(f"crashtest: images ready in {time.monotonic() - t_img:.1f}s")
+    say(f"images ready in {time.monotonic() - t_img:.1f}s")
     for im in {id(i.kernel): i for i in images.values()}.values():
         for b in backends:
             needs = [m for m in b.kernel_modules() if lacks(im.kernel, m)]
@@ -211,7 +213,7 @@ def run_campaign(
     mine = [u.index for u in units if u.index % shard_n == shard_i - 1]
     todo = [i for i in mine if i not in done]
     say(
-        f"crashtest: {len(mine)} of {len(units)} units"
+        f"{len(mine)} of {len(units)} units"
         + (f" (shard {shard_i}/{shard_n})" if shard_n > 1 else "")
         + (f" over {len(cells)} cells (workload x release x kernel)" if len(cells) > 1 else "")
         + f", {opts.jobs} at a time"
@@ -315,7 +317,7 @@ def run_campaign(
         write(incomplete)
         if incomplete:
             say(
-                f"crashtest: {len([i for i in mine if i in done])} of {len(mine)} units "
+                f"{len([i for i in mine if i in done])} of {len(mine)} units "
                 f"finished and kept in {run_dir}; finish with: crashtest run --resume {run_dir}"
             )
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import functools
 import json
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
@@ -45,6 +46,8 @@ REFERENCE_ARM = "ext4-overlay2"  # times are ratios to this arm
 METRICS = ("M1", "M2", "M3", "M4", "M5", "M6", "M7")
 M1_STATES = {"short": 30, "long": 500}  # crash states per arm
 VARIANTS = {"short": "", "long": ",".join(RECLAIM)}  # M6's btrfs reclaim arms
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -329,7 +332,7 @@ def run_task(job: Job) -> str:
 
 
 def _print(label: str, msg: str) -> None:
-    print(f"[{label}] {msg.strip()}", flush=True)
+    log.info("[%s] %s", label, msg.strip())
 
 
 def run_compare(opts: CompareOptions, progress: Say | None = None) -> Path:

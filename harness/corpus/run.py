@@ -6,7 +6,7 @@ corpus.html beside one ordinary run directory per campaign."""
 
 from __future__ import annotations
 
-import functools
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -37,6 +37,8 @@ CAUGHT_RATE = 0.9
 DEFAULT_RUNS = 5
 DEFAULT_STATES = 30
 DEFAULT_CUTS = 1
+
+log = logging.getLogger(__name__)
 
 
 class Role:
@@ -258,7 +260,7 @@ def run_corpus(opts: CorpusOptions, progress: Callable[[str], None] | None = Non
     """Run the plan; return the corpus run directory (corpus.json, corpus.html and
     one campaign directory per entry, kernel and run). Interrupted: what finished
     is written, marked incomplete, and the interrupt goes on."""
-    say = progress or functools.partial(print, flush=True)
+    say = progress or log.info
     plan = validate(opts)
     require_out(opts.out)
     if plan.tree is None and plan.kernel is None:  # Debian's tree, fetched once
@@ -324,13 +326,13 @@ def run_corpus(opts: CorpusOptions, progress: Callable[[str], None] | None = Non
                 try:
                     build = _kernel_for(bug, role, plan, builds, say)
                 except InputError as e:  # this entry's kernel does not build: the others may
-                    say(f"crashtest: {bug.id}: the {role} kernel did not build: {e}")
+                    say(f"{bug.id}: the {role} kernel did not build: {e}")
                     build_failed[bug.id] = str(e)
                     write()
                     continue
                 for i in range(runs_of(role, bug, opts)):
                     seed = opts.seed + i
-                    say(f"crashtest: {bug.id} on the {role} kernel, run {i + 1} (seed {seed})")
+                    say(f"{bug.id} on the {role} kernel, run {i + 1} (seed {seed})")
                     results[bug.id].setdefault(role, []).append(
                         _campaign(bug, role, build, seed, opts, run_dir)
                     )
@@ -362,7 +364,7 @@ def _kernel_for(
         return builds[key]
     edits = bug.edits_for(tree_series(plan.tree)) if key != "stock" else ()
     say(
-        f"crashtest: kernel for {bug.id if edits else 'the stock tree'}: "
+        f"kernel for {bug.id if edits else 'the stock tree'}: "
         + (
             f"{len(edits)} edit(s) to {', '.join(sorted({e.path for e in edits}))}"
             if edits

@@ -6,9 +6,9 @@ elapsed time and an estimate. On a terminal one status line redrawn in place
 from __future__ import annotations
 
 import json
+import logging
 import re
 import subprocess
-import sys
 import time
 from collections import deque
 from collections.abc import Sequence
@@ -19,6 +19,8 @@ from rich.console import Console
 from harness.errors import HarnessError
 from harness.images.cache import cache_root
 from harness.rundir import write_atomic
+
+log = logging.getLogger(__name__)
 
 # kbuild's quiet lines for a compiled object: "  CC      fs/btrfs/inode.o",
 # "  CC [M]  fs/xfs/xfs_log.o", "  AS      arch/x86/entry/entry_64.o"
@@ -94,7 +96,7 @@ def run_build(argv: Sequence[str], label: str, timeout: float, expected: int = 0
                 status.update(status_line(label, done, expected, now - start))
             elif now - last_plain >= PLAIN_EVERY_S:
                 last_plain = now
-                print(f"crashtest: {status_line(label, done, expected, now - start)}", flush=True)
+                log.info(f"{status_line(label, done, expected, now - start)}")
         rc = proc.wait()
     finally:
         if status is not None:
@@ -105,9 +107,5 @@ def run_build(argv: Sequence[str], label: str, timeout: float, expected: int = 0
     if rc != 0:
         errors = [t for t in tail if "error" in t.lower()] or list(tail)[-1:] or ["no output"]
         raise HarnessError(f"{label} failed (exit {rc}): {errors[0].strip()}")
-    print(
-        f"crashtest: {label}: {done} files compiled in {(time.monotonic() - start) / 60:.1f} min",
-        file=sys.stdout,
-        flush=True,
-    )
+    log.info(f"{label}: {done} files compiled in {(time.monotonic() - start) / 60:.1f} min")
     return done

@@ -8,6 +8,7 @@ import gzip
 import hashlib
 import io
 import json
+import logging
 import lzma
 import os
 import re
@@ -24,6 +25,8 @@ from harness.images.cache import RECIPES, building, cache_root, read_list, recip
 from harness.images.debian import DEFAULT_SUITE, AptIndex, check_suite, resolve
 from harness.images.initramfs import cpio_of
 from harness.model import SourceEdit
+
+log = logging.getLogger(__name__)
 
 DEFAULT_KERNEL = "trixie:linux-image-cloud-amd64"
 
@@ -149,7 +152,7 @@ def build_source_tree(tree: Path) -> Path:
     image = out / "arch" / "x86" / "boot" / "bzImage"
     if image.exists():
         return image
-    print(f"crashtest: building the kernel in {tree} (out of tree: {out})", flush=True)
+    log.info(f"building the kernel in {tree} (out of tree: {out})")
     return _make_bzimage(tree, out)
 
 
@@ -225,7 +228,7 @@ def linux_source_tarball(series: str = DEFAULT_SOURCE) -> Path:
             f"{src.package}={src.version}: Debian's {src.suite} no longer has it "
             f"(it has: {have}); unpack that tree yourself and pass it as TREE"
         )
-    print(f"crashtest: fetching {src.package} {src.version} (150 MB)", flush=True)
+    log.info(f"fetching {src.package} {src.version} (150 MB)")
     with building(final) as tmp, tempfile.TemporaryDirectory() as td:
         deb = apt.download(src.package, Path(td), src.version)
         hosttools.run(["dpkg-deb", "-x", str(deb), str(tmp)], f"unpacking {deb.name}")
@@ -241,7 +244,7 @@ def linux_source_tree(series: str = DEFAULT_SOURCE) -> Path:
     final = cache_root() / f"{src.package}-{src.version}-tree"
     if not (final / src.package / "Makefile").is_file():
         with building(final) as tmp:
-            print(f"crashtest: unpacking {tarball}", flush=True)
+            log.info(f"unpacking {tarball}")
             hosttools.run(
                 ["tar", "-xJf", str(tarball), "-C", str(tmp)],
                 f"unpacking {tarball.name}",
@@ -273,7 +276,7 @@ def build_edited_tree(tree: Path, edits: tuple[SourceEdit, ...]) -> Path:
             return final / "bzImage"
         src = work / "src"
         if not (src / "Makefile").exists():
-            print(f"crashtest: copying {tree} to a working copy ({src})", flush=True)
+            log.info(f"copying {tree} to a working copy ({src})")
             tmp = work / "src.tmp"
             shutil.rmtree(tmp, ignore_errors=True)
             shutil.copytree(tree, tmp, symlinks=True, ignore=shutil.ignore_patterns(".git"))
@@ -286,11 +289,10 @@ def build_edited_tree(tree: Path, edits: tuple[SourceEdit, ...]) -> Path:
             shutil.copyfile(tree / rel, src / rel)
         edited_list.write_text(json.dumps(sorted({e.path for e in edits})) + "\n")
         apply_edits(src, edits)
-        print(
-            f"crashtest: building {tree}"
+        log.info(
+            f"building {tree}"
             + (f" with {len(edits)} edit(s)" if edits else "")
-            + f" (out of tree: {work / 'out'})",
-            flush=True,
+            + f" (out of tree: {work / 'out'})"
         )
         image = _make_bzimage(src, work / "out")
         with building(final) as t:
@@ -358,10 +360,9 @@ def _from_debian(suite: str, package: str, pinned: str = "") -> KernelBundle:
     digest = recipe_digest("deb-v4", debs.image, debs.version, RECIPES / "initramfs.modules")
     final = cache_root() / f"kernel-{debs.image}-{digest}"
     if not (final / "kernel.json").exists():
-        print(
-            f"crashtest: fetching kernel {debs.image} {debs.version} ({debs.suite}"
-            + (", split packages)" if debs.split else ")"),
-            flush=True,
+        log.info(
+            f"fetching kernel {debs.image} {debs.version} ({debs.suite}"
+            + (", split packages)" if debs.split else ")")
         )
         with building(final) as tmp, tempfile.TemporaryDirectory() as td:
             work = Path(td)
@@ -444,10 +445,7 @@ def modules_with_dep(moddir: Path) -> Path:
                     ("modules.builtin", "modules.order")
                 ):
                     (out / entry.name).symlink_to(entry.resolve())
-            print(
-                f"crashtest: KERNEL_MODULES {moddir} has no modules.dep: depmod into {view}",
-                flush=True,
-            )
+            log.info(f"KERNEL_MODULES {moddir} has no modules.dep: depmod into {view}")
             hosttools.run(["depmod", "-b", str(tmp), kver], "depmod of KERNEL_MODULES")
     return view
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import os
 import tarfile
 import time
@@ -22,6 +23,8 @@ from harness.images.cache import (
     recipe_digest,
     sha256_file,
 )
+
+log = logging.getLogger(__name__)
 
 # Debian suites a guest root can be built from: each brings its own docker generation
 # (bookworm: docker.io 20.10 with its CLI, containerd 1.6; trixie: docker.io 26.1 with
@@ -140,13 +143,13 @@ def _digest(suite: str) -> str:
     )
 
 
-def ensure_rootfs(suite: str = DEFAULT_SUITE, log: bool = True) -> RootImage:
+def ensure_rootfs(suite: str = DEFAULT_SUITE, announce: bool = True) -> RootImage:
     check_release(suite)
     final = cache_root() / f"rootfs-{suite}-{_digest(suite)}"
     if not (final / "manifest.json").exists():
         hosttools.require("mmdebstrap", "mkfs.ext4", "dpkg-query")
-        if log:
-            print(f"crashtest: building guest root filesystem ({suite}) into {final}", flush=True)
+        if announce:
+            log.info(f"building guest root filesystem ({suite}) into {final}")
         with building(final) as tmp:
             _build(suite, tmp)
     manifest = json.loads((final / "manifest.json").read_text())

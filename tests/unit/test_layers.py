@@ -165,3 +165,28 @@ def test_guest_code_needs_only_the_standard_library() -> None:
             top = {n.split(".")[0] for n in names}
             outside += [f"{path.name}: {t}" for t in top - stdlib - {"crashtest_guest"}]
     assert outside == []
+
+
+def test_libraries_log_and_only_the_cli_prints() -> None:
+    """What a user sees is the CLI's choice: the rest of the harness logs (or
+    reports through a progress callback it is given)."""
+    printing = []
+    for path in sorted(HARNESS.rglob("*.py")):
+        if path.name == "cli.py":
+            continue
+        tree = ast.parse(path.read_text())
+        main_blocks = {
+            id(n)
+            for n in ast.walk(tree)
+            if isinstance(n, ast.If) and "__main__" in ast.unparse(n.test)
+        }
+        skip = {id(c) for n in ast.walk(tree) if id(n) in main_blocks for c in ast.walk(n)}
+        printing += [
+            f"{path.relative_to(HARNESS)}:{n.lineno}"
+            for n in ast.walk(tree)
+            if isinstance(n, ast.Call)
+            and isinstance(n.func, ast.Name)
+            and n.func.id == "print"
+            and id(n) not in skip
+        ]
+    assert printing == []
