@@ -22,7 +22,8 @@ RELEASE ?= trixie
 RELEASES ?=
 DAEMON_CHECKS ?=
 SAVED_GUESTS ?= 1
-KNOWN ?=
+# findings the shipped list names are known, not new; KNOWN= (empty) counts every one
+KNOWN ?= known-failures.toml
 FAIL_ON ?=
 PYTEST_ARGS ?=
 # `make compare`: the storage stacks side by side (crashtest compare --help)

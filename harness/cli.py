@@ -997,8 +997,32 @@ def _dispatch(args: argparse.Namespace) -> int:
         opts = load_plan(args.resume)
     run_dir = run_campaign(opts, resume=args.resume)
     summary = load_summary(run_dir)
-    print(f"crashtest: {verdict_line(summary)}; results in {run_dir}/summary.json")
+    for line in run_ending(summary, run_dir):
+        print(f"crashtest: {line}")
     return exit_status(summary)
+
+
+def run_ending(summary: Summary, run_dir: Path) -> list[str]:
+    """A run's last lines: the verdict, what was new (with its reproducer), what
+    was known and why, and where the report is."""
+    lines = [verdict_line(summary)]
+    reasons = {e["id"]: e.get("reason", "") for e in summary.known_failures.get("entries", [])}
+    new = [f for f in summary.findings if not f.known]
+    for f in new:
+        where = (
+            f"; reproduce: crashtest repro {run_dir / f.example.bundle}" if f.example.bundle else ""
+        )
+        lines.append(f"NEW: {f.signature} ({f.backend}, {f.states} states){where}")
+    for known, n in summary.totals.known_seen.items():
+        states = sum(f.states for f in summary.findings if f.known == known)
+        why = reasons.get(known, "").split(":")[0].strip()
+        lines.append(
+            f"known: {known} ({n} violations in {states} states)" + (f": {why}" if why else "")
+        )
+    if summary.fail_on == "new" and summary.totals.known and not new:
+        lines.append("nothing new: known failures do not fail the run (KNOWN=, FAIL_ON=any)")
+    lines.append(f"report: {run_dir / 'report.html'} (summary.json, junit.xml, bundles/ beside it)")
+    return lines
 
 
 def verdict_line(summary: Summary) -> str:
