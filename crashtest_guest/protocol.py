@@ -257,3 +257,41 @@ class Derived:
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> Derived:
         return _build(cls, d)
+
+
+@dataclass(frozen=True)
+class ImageToRun:
+    """A promised image the daemon stage checks: listed, saved, and run."""
+
+    ref: str
+    run: str = "true"
+
+
+@dataclass(frozen=True)
+class ImageCheckRequest:
+    images: tuple[ImageToRun, ...]
+    timeout: float = 120.0
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> ImageCheckRequest:
+        return ImageCheckRequest(
+            tuple(_build(ImageToRun, i) for i in d["images"]), float(d.get("timeout", 120))
+        )
+
+
+@dataclass(frozen=True)
+class CommandRun:
+    """One command the guest ran: what it printed, how it exited, how long it took."""
+
+    cmd: str
+    rc: int
+    stdout: str = ""
+    stderr: str = ""
+    duration: float = 0.0
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> CommandRun:
+        return _build(cls, d)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import shlex
 
 from crashtest_guest import DOCKER_CLI
+from crashtest_guest.protocol import CommandRun, ImageCheckRequest, ImageToRun
 from harness.errors import HarnessError
 from harness.guest.agent import AgentClient, Result
 from harness.guest.docker import dockerd_log, inventory, start_dockerd
@@ -68,24 +69,15 @@ def _check_images(a: AgentClient, state: str, promises: list[Promise]) -> list[V
     if not promises:
         return []
     by_ref = {p.target: p for p in promises}
-    got = a.call(
-        DOCKER_CLI,
-        "check_images",
-        {"images": [{"ref": ref, "run": p.run} for ref, p in by_ref.items()], "timeout": 120},
-        timeout=400,
-    )
+    req = ImageCheckRequest(tuple(ImageToRun(ref, p.run or "true") for ref, p in by_ref.items()))
+    got = a.call(DOCKER_CLI, "check_images", req.to_json(), timeout=400)
     if not isinstance(got, list) or len(got) != len(by_ref):
         raise HarnessError(f"the guest's image checks answered {str(got)[:200]!r}")
     found = []
     for steps, p in zip(got, by_ref.values(), strict=True):
         for (cls, check), step in zip(IMAGE_STEPS, steps, strict=False):
-            res = Result(
-                step["cmd"],
-                int(step["rc"]),
-                step["stdout"],
-                step["stderr"],
-                float(step["duration"]),
-            )
+            run = CommandRun.from_json(step)
+            res = Result(run.cmd, run.rc, run.stdout, run.stderr, run.duration)
             a.note(
                 f"$ {res.cmd}\n(exit {res.rc} in {res.duration:.2f}s) "
                 f"{(res.stdout + res.stderr)[-2000:]}"

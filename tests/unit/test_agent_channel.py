@@ -88,3 +88,22 @@ def test_call_runs_a_function_in_the_agent_process(client: AgentClient) -> None:
     assert client.call("json", "dumps", [1, "a"]) == '[1, "a"]'
     with pytest.raises(HarnessError, match=r"guest json\.loads failed: .*JSONDecodeError"):
         client.call("json", "loads", "{not json")
+
+
+def test_the_daemon_stages_image_checks_cross_as_typed_data() -> None:
+    """What the host sends and gets back (JSON on the wire) is the protocol's types:
+    an image that is not listed stops after inspect; a listed one is saved and run."""
+    import json
+
+    from crashtest_guest import docker_cli
+    from crashtest_guest.protocol import CommandRun, ImageCheckRequest, ImageToRun
+
+    def step(cmd: str, timeout: float) -> CommandRun:
+        return CommandRun(cmd, 1 if "gone" in cmd and "inspect" in cmd else 0, "out", "", 0.1)
+
+    req = ImageCheckRequest((ImageToRun("a:1", "test -f /x"), ImageToRun("gone:1")))
+    wire = json.loads(json.dumps(req.to_json()))
+    got = json.loads(json.dumps(docker_cli.check_images(wire, step)))
+    runs = [[CommandRun.from_json(r) for r in steps] for steps in got]
+    assert [len(r) for r in runs] == [3, 1]
+    assert runs[0][2].cmd.endswith("sh -c 'test -f /x'") and runs[1][0].rc == 1
