@@ -15,7 +15,7 @@ from harness.errors import GuestError, GuestSetupError, HarnessError
 from harness.guest import docker
 from harness.model import StateResult, Violation
 from harness.oracles import console as console_oracle
-from harness.oracles.checker import Checker, DaemonContext
+from harness.oracles.checker import Checker, DaemonContext, StateCheck
 from harness.power.cut import CutOutcome, CutPlan, run_until_cut
 from harness.repro.bundle import compress_disk, reproduces, signature
 from harness.repro.capture import live_bundle, qemu_argv
@@ -80,27 +80,29 @@ def check_cut_disk(
         console_name="verify",
         one_state=True,
     ) as checker:
-        found = checker.check(
-            state,
-            disk,
-            outcome.ledger.in_force(),
-            cfg.workload.invariants,
-            after_mount=cfg.damage,
-            daemon=True,
-            daemon_context=DaemonContext(
-                outcome.inventory, outcome.ledger.last_point, logdir / "dockerd.log"
-            ),
-            observe=tuple(outcome.observing.values()),
+        got = checker.check(
+            StateCheck(
+                state,
+                disk,
+                tuple(outcome.ledger.in_force()),
+                cfg.workload.invariants,
+                tuple(outcome.observing.values()),
+                after_mount=cfg.damage,
+                daemon=True,
+                daemon_context=DaemonContext(
+                    outcome.inventory, outcome.ledger.last_point, logdir / "dockerd.log"
+                ),
+            )
         )
-        observed.update(checker.last_observed)
+        observed.update(got.observed)
         if checker.fallback:
             progress(f"  {checker.fallback}")
         t = {
             "start_s": checker.start_s,
-            **checker.last_times,
+            **got.times,
             "verify_s": round(time.monotonic() - t0, 2),
         }
-        return found, t, checker.retried, checker.started
+        return got.violations, t, got.retried, got.started
 
 
 def _minimize_workload(

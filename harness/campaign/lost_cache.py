@@ -13,7 +13,7 @@ from harness.campaign import snapshots
 from harness.campaign.context import CampaignConfig, Progress, machine_config
 from harness.errors import GuestError, GuestSetupError, HarnessError, ResumeError
 from harness.model import Promise, StateResult, UnitKind, Violation, blame_configuration
-from harness.oracles.checker import Checker
+from harness.oracles.checker import Checker, StateCheck
 from harness.repro.bundle import compress_disk, compress_log, reproduces, signature
 from harness.repro.capture import qemu_argv, replay_bundle
 from harness.repro.minimize import Minimized, minimize
@@ -131,21 +131,21 @@ def check_recording(
             try:
                 replayer.build(eps, st, disk)
                 res.timings["replay_build_s"] = round(time.monotonic() - t, 3)
-                res.violations = blame_configuration(
-                    checker.check(
+                got = checker.check(
+                    StateCheck(
                         st.id,
                         disk,
-                        promises,
+                        tuple(promises),
                         cfg.workload.invariants,
+                        tuple(rec.observations_at(epoch.first_entry, epoch.end_entry)),
                         after_mount=cfg.damage,
                         daemon=cfg.daemon_checks,
-                        observe=tuple(rec.observations_at(epoch.first_entry, epoch.end_entry)),
-                    ),
-                    backend.flushes_off(),
+                    )
                 )
-                res.timings.update(checker.last_times)
-                res.observed = checker.last_observed
-                res.started = f"checker {checker.started}"
+                res.violations = blame_configuration(got.violations, backend.flushes_off())
+                res.timings.update(got.times)
+                res.observed = got.observed
+                res.started = f"checker {got.started}"
             except GuestSetupError:
                 raise
             except (HarnessError, GuestError) as e:
@@ -232,13 +232,15 @@ class _Bundler:
         try:
             return list(
                 self.checker.check(
-                    st.id,
-                    disk,
-                    promises,
-                    self.cfg.workload.invariants,
-                    after_mount=self.cfg.damage,
-                    daemon=self.cfg.daemon_checks,
-                )
+                    StateCheck(
+                        st.id,
+                        disk,
+                        tuple(promises),
+                        self.cfg.workload.invariants,
+                        after_mount=self.cfg.damage,
+                        daemon=self.cfg.daemon_checks,
+                    )
+                ).violations
             )
         finally:
             disk.unlink(missing_ok=True)

@@ -23,7 +23,7 @@ from harness.campaign.live import check_cut_disk, run_live_cut
 from harness.images.guest import GuestImages, ensure_images
 from harness.images.rootfs import DEFAULT_SUITE, check_release
 from harness.model import Ledger
-from harness.oracles.checker import Checker
+from harness.oracles.checker import Checker, StateCheck
 from harness.power.cut import CutOutcome, CutPlan
 from harness.repro.bundle import (
     Bundle,
@@ -228,7 +228,9 @@ def _replay(
                 t0 = time.monotonic()
                 disk = replayer.build(eps, st, work / "state.qcow2")
                 try:
-                    found = checker.check(st.id, disk, bundle.promises(), cfg.workload.invariants)
+                    found = checker.check(
+                        StateCheck(st.id, disk, tuple(bundle.promises()), cfg.workload.invariants)
+                    ).violations
                 finally:
                     disk.unlink(missing_ok=True)
                 got = signature(found, bundle.legacy)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from crashtest_guest import CHECKER
@@ -181,6 +181,34 @@ class DaemonContext:
     log_file: Path | None = None
 
 
+@dataclass(frozen=True)
+class StateCheck:
+    """One recovered disk to check, and all a check needs to know of it."""
+
+    state_id: str
+    disk: Path
+    promises: tuple[Promise, ...] = ()
+    invariants: tuple[Invariant, ...] = DEFAULT_INVARIANTS
+    observe: tuple[Observation, ...] = ()
+    before: str = ""  # a command run on the raw disk ({dev}) first
+    after_mount: str = ""  # a command run on the recovered tree first (self-tests)
+    full: bool = False  # every image, and leaks: a disk with no promises
+    daemon: bool = False  # the daemon stage too (dockerd on the state)
+    daemon_context: DaemonContext | None = None
+
+
+@dataclass
+class Checked:
+    """What checking one state found, and how: each phase's seconds, what each
+    observed file was, whether a second guest was needed, how the guest started."""
+
+    violations: list[Violation] = field(default_factory=list)
+    times: dict[str, float] = field(default_factory=dict)
+    observed: dict[str, str] = field(default_factory=dict)
+    retried: bool = False
+    started: str = ""
+
+
 class Checker:
     def __init__(
         self,
@@ -206,9 +234,6 @@ class Checker:
         self.one_state = one_state
         self.start_s = 0.0  # what starting the last guest took (resume or boot)
         self._seq = 0
-        self.last_times: dict[str, float] = {}  # phases of the last check, seconds
-        self.last_observed: dict[str, str] = {}  # what the last check's observations saw
-        self.retried = False  # whether the last check needed a second guest
         self._state_node: str | None = None  # the qcow2 node the state disk shows now
 
     def __enter__(self) -> Checker:
@@ -316,49 +341,28 @@ class Checker:
         else:
             point_at(node)
 
-    def check(
-        self,
-        state_id: str,
-        disk: Path,
-        promises: list[Promise],
-        invariants: tuple[Invariant, ...] = DEFAULT_INVARIANTS,
-        before: str = "",
-        full: bool = False,
-        after_mount: str = "",
-        daemon: bool = False,
-        daemon_context: DaemonContext | None = None,
-        observe: tuple[Observation, ...] = (),
-    ) -> list[Violation]:
-        """Show `disk` (qcow2 or raw; never written: the guest writes to a throwaway
-        overlay, a new one per attempt, since even a read-only mount replays a
-        journal), run the offline checks on it (and with `daemon` the daemon stage:
-        dockerd on the state, tens of seconds), detach it. A guest that stops
-        answering is diagnosed, restarted and given the state once more before the
-        hang counts as a verdict."""
+    def check(self, req: StateCheck) -> Checked:
+        """Show the state's disk (qcow2 or raw; never written: the guest writes to a
+        throwaway overlay, a new one per attempt, since even a read-only mount
+        replays a journal), run the offline checks on it (and with `daemon` the
+        daemon stage: dockerd on the state, tens of seconds), detach it. A guest
+        that stops answering is diagnosed, restarted and given the state once more
+        before the hang counts as a verdict."""
         overlay = self.logdir / "attempt.qcow2"
+        out = Checked()
 
         def attempt(n: int) -> list[Violation]:
             overlay.unlink(missing_ok=True)
-            hosttools.qcow2_overlay(disk, overlay, disk_format(disk))
-            return self._check_once(
-                state_id,
-                overlay,
-                promises,
-                invariants,
-                before,
-                full,
-                after_mount,
-                daemon,
-                daemon_context,
-                n,
-                observe,
-            )
+            hosttools.qcow2_overlay(req.disk, overlay, disk_format(req.disk))
+            out.times, out.observed = {}, {}
+            return self._check_once(req, overlay, n, out)
 
         try:
-            found, self.retried = retry_once_on_hang(attempt, state_id)
+            out.violations, out.retried = retry_once_on_hang(attempt, req.state_id)
         finally:
             overlay.unlink(missing_ok=True)
-        return found
+        out.started = self.started
+        return out
 
     def _leave_daemon(self, vm: Machine) -> None:
         """Stop dockerd and unmount the state, so the next state can be swapped in."""
@@ -370,23 +374,12 @@ class Checker:
             )
 
     def _check_once(
-        self,
-        state_id: str,
-        disk: Path,
-        promises: list[Promise],
-        invariants: tuple[Invariant, ...],
-        before: str,
-        full: bool,
-        after_mount: str,
-        daemon: bool,
-        ctx: DaemonContext | None,
-        attempt: int,
-        observe: tuple[Observation, ...],
+        self, req: StateCheck, disk: Path, attempt: int, out: Checked
     ) -> list[Violation]:
         vm = self._ensure_vm()
         mark = vm.console_mark()
-        t = self.last_times = {}
-        self.last_observed = {}
+        state_id, promises = req.state_id, list(req.promises)
+        t = out.times
         t0 = time.monotonic()
         found: list[Violation] = []
         try:
@@ -397,17 +390,17 @@ class Checker:
                 self.backend,
                 state_id,
                 promises,
-                invariants,
-                before=before,
-                after_mount=after_mount,
-                full=full,
+                req.invariants,
+                before=req.before,
+                after_mount=req.after_mount,
+                full=req.full,
                 times=t,
-                observe=observe,
-                observed=self.last_observed,
+                observe=req.observe,
+                observed=out.observed,
             )
             t["checks_s"] = round(time.monotonic() - t0 - t["attach_s"], 3)
-            if daemon and not any(v.check == "fs.mount" for v in found):
-                ctx = ctx or DaemonContext()
+            if req.daemon and not any(v.check == "fs.mount" for v in found):
+                ctx = req.daemon_context or DaemonContext()
                 log_file = ctx.log_file
                 if log_file is not None and attempt > 1:
                     log_file = log_file.with_suffix(f".retry{attempt - 1}.log")
@@ -416,7 +409,7 @@ class Checker:
                     self.backend,
                     state_id,
                     promises,
-                    invariants,
+                    req.invariants,
                     found,
                     inventory=ctx.inventory,
                     last_point=ctx.last_point,

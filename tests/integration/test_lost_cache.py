@@ -12,7 +12,7 @@ from harness.campaign.context import CampaignConfig, machine_config
 from harness.campaign.lost_cache import check_recording
 from harness.campaign.reproduce import reproduce
 from harness.images.guest import GuestImages
-from harness.oracles.checker import Checker
+from harness.oracles.checker import Checker, StateCheck
 from harness.repro.bundle import load_bundle, signature, violations
 from harness.storage.backends import BACKENDS, make_test_disk, parse_backends
 from harness.vm import accel
@@ -119,7 +119,7 @@ def test_checker_sees_each_state_not_a_cached_one(
     saved = snapshots.idle_guest(cfg, print)
     with Checker(machine_config(cfg, None), backend, tmp_path, saved=saved) as checker:
         for i, disk in enumerate([clean, broken, clean, broken]):
-            found = checker.check(f"s{i}", disk, [])
+            found = checker.check(StateCheck(f"s{i}", disk)).violations
             verdicts.append(sorted({v.cls for v in found}))
         assert checker.boots == 1 and checker.resumed == 1 and checker.started == "resumed"
     assert verdicts == [[], ["fs-corruption"], [], ["fs-corruption"]]

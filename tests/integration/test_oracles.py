@@ -10,7 +10,7 @@ from harness.campaign.context import CampaignConfig, machine_config
 from harness.images.guest import GuestImages
 from harness.model import Ledger
 from harness.oracles.check_image import check_image
-from harness.oracles.checker import Checker
+from harness.oracles.checker import Checker, StateCheck
 from harness.storage.backends import BACKENDS, make_test_disk
 from harness.vm import accel
 from harness.workloads.api import command
@@ -156,14 +156,16 @@ def test_dropped_fsynced_file_breaks_its_promise(
         check=True,
     )
     with Checker(machine_config(cfg, None), BACKENDS[backend], tmp_path) as checker:
-        clean = checker.check("clean", overlay, promises)
+        clean = checker.check(StateCheck("clean", overlay, tuple(promises))).violations
         assert [v.headline() for v in clean if v.cls != "leak"] == []
         broken = checker.check(
-            "dropped",
-            overlay,
-            promises,
-            before=MOUNT + "rm /mnt/volumes/crashtest-vol/_data/vol.bin" + UMOUNT,
-        )
+            StateCheck(
+                "dropped",
+                overlay,
+                tuple(promises),
+                before=MOUNT + "rm /mnt/volumes/crashtest-vol/_data/vol.bin" + UMOUNT,
+            )
+        ).violations
     lost = [v for v in broken if v.cls == "fs-durability"]
     assert len(lost) == 1 and "volume:crashtest-vol:/vol.bin" in lost[0].promise
     assert "(missing)" in lost[0].evidence["output"]
@@ -191,11 +193,18 @@ def test_daemon_stage_on_a_checked_state(
         check=True,
     )
     with Checker(machine_config(cfg, None), BACKENDS[backend], tmp_path) as checker:
-        found = checker.check(
-            "daemon", overlay, ledger.in_force(), (*wl.invariants, planted), daemon=True
+        got = checker.check(
+            StateCheck(
+                "daemon",
+                overlay,
+                tuple(ledger.in_force()),
+                (*wl.invariants, planted),
+                daemon=True,
+            )
         )
-        assert checker.last_times["daemon_s"] > 0
-        after = checker.check("next", overlay, ledger.in_force())
+        found = got.violations
+        assert got.times["daemon_s"] > 0
+        after = checker.check(StateCheck("next", overlay, tuple(ledger.in_force()))).violations
         assert checker.boots == 1
     failing = [v for v in found if v.cls != "leak"]
     assert [(v.check, v.subject) for v in failing] == [(planted.id, planted.command)]

@@ -172,7 +172,7 @@ def test_saved_guest_resumes_with_its_ram_the_hosts_clock_and_new_randomness(
 def test_saved_guest_that_does_not_resume_falls_back_to_a_boot(
     images: GuestImages, tmp_path: Path, no_leftovers: None
 ) -> None:
-    from harness.oracles.checker import Checker
+    from harness.oracles.checker import Checker, StateCheck
     from harness.storage.backends import BACKENDS, make_test_disk
 
     bad = tmp_path / "vmstate"
@@ -185,7 +185,7 @@ def test_saved_guest_that_does_not_resume_falls_back_to_a_boot(
     backend = BACKENDS["ext4-overlay2"]
     disk = make_test_disk(backend, tmp_path / "fresh.img")
     with Checker(config(images), backend, tmp_path, saved=bad) as checker:
-        found = checker.check("fresh", disk, [])
+        found = checker.check(StateCheck("fresh", disk)).violations
         assert checker.started == "booted" and "did not resume" in checker.fallback
     assert (tmp_path / "resume-failed.txt").exists()
     assert not [v for v in found if v.check.startswith("fs.")]  # checked all the same

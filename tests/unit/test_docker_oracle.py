@@ -2,7 +2,9 @@
 the same checks on real docker)."""
 
 import importlib
+import json
 
+from crashtest_guest.protocol import CommandRun
 from harness.guest.agent import Result
 from harness.model import Promise, Violation
 from harness.oracles.docker import check_inventory, daemon_checks
@@ -28,11 +30,13 @@ class ScriptedAgent:
     def call(self, module: str, func: str, arg: object, timeout: float = 0) -> object:
         """The real guest function, with its commands answered by the script."""
 
-        def step(cmd: str, timeout: float) -> dict[str, object]:
+        def step(cmd: str, timeout: float) -> CommandRun:
             res = self.run(cmd)
-            return {"cmd": cmd, "rc": res.rc, "stdout": res.stdout, "stderr": "", "duration": 0.0}
+            return CommandRun(cmd, res.rc, res.stdout)
 
-        return getattr(importlib.import_module(module), func)(arg, step=step)
+        # through JSON both ways, as the agent carries it
+        got = getattr(importlib.import_module(module), func)(json.loads(json.dumps(arg)), step=step)
+        return json.loads(json.dumps(got))
 
     def note(self, text: str) -> None:
         return None
