@@ -14,7 +14,7 @@ from harness import hosttools
 from harness.errors import InputError
 from harness.guest.docker import device_by_serial
 from harness.images.guest import ensure_images
-from harness.model import Violation, is_clean
+from harness.model import Violation, failing, is_clean
 from harness.oracles import console as console_oracle
 from harness.oracles.checker import STATE_SERIAL, run_checks
 from harness.storage.backends import BACKENDS, BY_FS
@@ -34,7 +34,7 @@ class ImageReport:
 
     @property
     def failing(self) -> list[Violation]:
-        return [v for v in self.violations if v.cls != "leak"]
+        return failing(self.violations)
 
     def to_json(self) -> dict[str, object]:
         return {

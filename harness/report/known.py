@@ -76,7 +76,7 @@ class KnownList:
 
     def match(self, v: Violation, cell: dict[str, str]) -> str:
         """The id of the first entry that matches, "" for a new finding."""
-        if v.cls == "leak":
+        if not v.fails:
             return ""
         return next((e.id for e in self.entries if e.matches(v, cell)), "")
 

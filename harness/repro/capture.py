@@ -9,7 +9,7 @@ from typing import Any, Protocol
 
 from harness.images.cache import cache_root
 from harness.images.guest import GuestImages
-from harness.model import FAULTS, Promise, StateResult, Violation
+from harness.model import FAULTS, Promise, StateResult, Violation, ViolationClass
 from harness.power.cut import CutOutcome
 from harness.repro.bundle import compress_disk, write_bundle
 from harness.repro.minimize import MinimalSteps, Minimized
@@ -58,7 +58,7 @@ def qemu_argv(config: MachineConfig) -> list[str]:
 
 def readme(meta: dict[str, Any], name: str) -> str:
     """README.txt: what broke, whose fault, and the one command that reproduces it."""
-    bad = [v for v in meta["verdict"]["violations"] if v["class"] != "leak"]
+    bad = [v for v in meta["verdict"]["violations"] if ViolationClass(v["class"]).fails]
     lines = [
         f"crashtest reproducer bundle: {name}",
         "",

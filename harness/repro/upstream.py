@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from harness.model import ViolationClass
 from harness.report.diff import find_runs
 from harness.report.summary import load_summary
 from harness.repro.bundle import Bundle
@@ -226,7 +227,7 @@ def report(
     """The plain-text report for one bundle."""
     meta = bundle.meta
     kernel, backend = meta["kernel"], meta["backend"]
-    violations = [v for v in meta["verdict"]["violations"] if v["class"] != "leak"]
+    violations = [v for v in meta["verdict"]["violations"] if ViolationClass(v["class"]).fails]
     out = [
         f"crashtest finding: {workload['name']} on {backend['fs']}, kernel {kernel['version']}",
         "=" * min(WIDTH, 60),
