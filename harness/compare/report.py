@@ -13,8 +13,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from markupsafe import Markup
+
 from harness.compare.stats import per_1000, ratio, spread
 from harness.errors import InputError
+from harness.report.render import write_page
 from harness.report.summary import load_summary
 
 
@@ -351,13 +354,6 @@ def build_compare(
 
 # ------------------------------------------------------------------ HTML
 
-CSS = """
-body{font-family:system-ui,sans-serif;margin:1.5em;max-width:1200px;color:#222}
-table{border-collapse:collapse;margin:.5em 0 1.5em}td,th{border:1px solid #ccc;padding:.3em .6em;
-vertical-align:top;text-align:right}th{background:#f3f3f3}td.l,th.l{text-align:left}
-.failed{background:#fdd}.note{color:#555;font-size:.9em}code{background:#f6f6f6}
-svg text{font-size:11px;font-family:system-ui,sans-serif}
-"""
 COLOURS = ["#4e79a7", "#f28e2b", "#59a14f", "#e15759", "#76b7b2"]
 
 
@@ -410,8 +406,6 @@ def write_compare_html(doc: dict[str, Any], path: Path) -> Path:
     e = html.escape
     ref = doc["reference_arm"]
     parts = [
-        f"<!doctype html><html><head><meta charset='utf-8'><title>crashtest compare "
-        f"{e(doc['run_id'])}</title><style>{CSS}</style></head><body>",
         f"<h1>Storage stacks compared: {', '.join(map(e, arms))}</h1>",
         f"<p>Kernel {e(str(doc['kernel'].get('version', '')))}, {e(doc['release'])} image "
         f"{e(doc['image'])}, accel {e(doc['accel'])}, {e(doc['setting'])} setting, "
@@ -513,9 +507,11 @@ def write_compare_html(doc: dict[str, Any], path: Path) -> Path:
         f"</table><p class='note'>Image packages: "
         f"{e(json.dumps(doc.get('image_packages', {})))}; QEMU "
         f"{e(doc.get('qemu_version', ''))}; crashtest {e(doc['crashtest_version'])}; "
-        f"{doc.get('wall_s', 0) / 60:.1f} min.</p></body></html>"
+        f"{doc.get('wall_s', 0) / 60:.1f} min.</p>"
     )
-    path.write_text("\n".join(parts))
+    # every value above went through html.escape: the parts are markup
+    body = Markup("\n".join(parts).replace("<table>", "<table class='numbers'>"))
+    write_page(path, "compare.html.j2", title=f"crashtest compare {doc['run_id']}", body=body)
     return path
 
 

@@ -1,5 +1,6 @@
 """The static HTML report, from summaries written by the real result writer."""
 
+import re
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -119,3 +120,19 @@ def test_report_rows_are_kernel_and_release_and_observations_show(tmp_path: Path
     assert parsed.td_classes == ["pass"] * 4
     assert "6.12 · bookworm" in text and "6.12 · trixie" in text
     assert "container:c:/lower/f" in text and "old 1" in text
+
+
+def test_every_page_comes_from_a_template_with_the_one_stylesheet() -> None:
+    """No page is assembled with its own <head> or CSS in Python: report, corpus
+    and compare pages extend templates/page.html.j2, which inlines style.css."""
+    harness = Path(__file__).parents[2] / "harness"
+    own = [
+        str(p.relative_to(harness))
+        for p in harness.rglob("*.py")
+        if re.search(r"<style|<!doctype|</html>", p.read_text(), re.IGNORECASE)
+    ]
+    assert own == []
+    templates = harness / "report/templates"
+    pages = [t for t in templates.glob("*.html.j2") if "<html" in t.read_text()]
+    assert [p.name for p in pages] == ["page.html.j2"]
+    assert '{% include "style.css" %}' in pages[0].read_text()
