@@ -299,3 +299,40 @@ def test_a_summary_that_is_not_one_is_one_line_of_bad_input(tmp_path: Path) -> N
     (tmp_path / "summary.json").write_text('{"backends": [{"backend": 3}]}')
     with pytest.raises(InputError, match=r"summary.json is not a crashtest summary \(backends"):
         load_summary(tmp_path)
+
+
+def test_summaries_written_by_older_versions_still_read(tmp_path: Path) -> None:
+    """Before signatures, findings and known failures were recorded: the reader
+    fills them in as the run would have (diff and the nightly read old nights)."""
+    from harness.report.summary import load_summary
+
+    violation = {
+        "class": "fs-corruption",
+        "state": "ext4-overlay2/replay/a:e1:none",
+        "promise": "ext4 fsck is clean after recovery",
+        "evidence": {"output": "bad"},
+        "check": "fs.fsck",
+        "subject": "ext4",
+    }
+    state = {"state": violation["state"], "kind": "replay", "backend": "ext4-overlay2"}
+    state |= {"plan": "p", "verdict": "violation", "violations": [violation]}
+    old = {
+        "run_id": "old",
+        "backends": [
+            {
+                "backend": "ext4-overlay2",
+                "kernel": "6.12.117+deb13-cloud-amd64",
+                "image": "i",
+                "accel": "tcg",
+                "cuts": 0,
+                "states_checked": 1,
+                "violations": [violation],
+                "states": [state],
+            }
+        ],
+        "totals": {"states_checked": 1, "violations": 1, "harness_errors": 0},
+    }
+    (tmp_path / "summary.json").write_text(json.dumps(old))
+    doc = load_summary(tmp_path)
+    assert doc.totals.failing == 1 and exit_status(doc) == 1
+    assert [f.signature for f in doc.findings] == ["fs.fsck | fs-corruption | filesystem | ext4"]
