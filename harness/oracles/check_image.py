@@ -16,7 +16,7 @@ from harness.guest.docker import device_by_serial
 from harness.images.guest import ensure_images
 from harness.model import Violation, failing, is_clean
 from harness.oracles import console as console_oracle
-from harness.oracles.checker import STATE_SERIAL, run_checks
+from harness.oracles.checker import STATE_SERIAL, StateCheck, run_checks
 from harness.storage.backends import BACKENDS, BY_FS
 from harness.vm import accel as accel_mod
 from harness.vm.machine import Machine
@@ -92,7 +92,8 @@ def check_image(image: Path, kernel: str | None = None, before: str = "") -> Ima
             backend = BACKENDS[BY_FS[fs]]
             report = ImageReport(str(image), fs, backend.name, images.kernel.version)
             mark = vm.console_mark()
-            report.violations = run_checks(vm, backend, str(image), [], before=before, full=True)
+            req = StateCheck(str(image), image, before=before, full=True)
+            report.violations = run_checks(vm, backend, req)
             report.console = vm.console_since(mark)
             report.violations += console_oracle.violations(
                 report.console, str(image), others_clean=is_clean(report.violations)

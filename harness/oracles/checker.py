@@ -29,37 +29,74 @@ STATE_SERIAL = "state"
 QCOW2_MAGIC = b"QFI\xfb"
 
 
+@dataclass(frozen=True)
+class DaemonContext:
+    """What the daemon stage of a live cut knows besides the promises: docker's
+    inventory at the last durability point, and where to keep dockerd's log."""
+
+    inventory: dict[str, list[str]] | None = None
+    last_point: str = ""
+    log_file: Path | None = None
+
+
+@dataclass(frozen=True)
+class StateCheck:
+    """One recovered disk to check, and all a check needs to know of it."""
+
+    state_id: str
+    disk: Path
+    promises: tuple[Promise, ...] = ()
+    invariants: tuple[Invariant, ...] = DEFAULT_INVARIANTS
+    observe: tuple[Observation, ...] = ()
+    before: str = ""  # a command run on the raw disk ({dev}) first
+    after_mount: str = ""  # a command run on the recovered tree first (self-tests)
+    full: bool = False  # every image, and leaks: a disk with no promises
+    daemon: bool = False  # the daemon stage too (dockerd on the state)
+    daemon_context: DaemonContext | None = None
+
+
+@dataclass
+class Checked:
+    """What checking one state found, and how: each phase's seconds, what each
+    observed file was, whether a second guest was needed, how the guest started."""
+
+    violations: list[Violation] = field(default_factory=list)
+    times: dict[str, float] = field(default_factory=dict)
+    observed: dict[str, str] = field(default_factory=dict)
+    retried: bool = False
+    started: str = ""
+
+
 def run_checks(
     vm: Machine,
     backend: Backend,
-    state_id: str,
-    promises: list[Promise],
-    invariants: tuple[Invariant, ...] = DEFAULT_INVARIANTS,
-    *,
+    req: StateCheck,
+    out: Checked | None = None,
     serial: str = STATE_SERIAL,
-    before: str = "",
-    after_mount: str = "",
-    full: bool = False,
-    times: dict[str, float] | None = None,
-    observe: tuple[Observation, ...] = (),
-    observed: dict[str, str] | None = None,
 ) -> list[Violation]:
     """The offline stage of the check sequence on the disk with this serial, in one
-    call inside the guest. A disk with no trace of docker is the wrong disk.
-    `observed` receives what each of `observe` turned out to be."""
-    req = offline.offline_request(
-        backend, serial, promises, invariants, before, after_mount, full, observe
+    call inside the guest. A disk with no trace of docker is the wrong disk. `out`
+    receives each phase's time and what each observed file turned out to be."""
+    request = offline.offline_request(
+        backend,
+        serial,
+        list(req.promises),
+        req.invariants,
+        req.before,
+        req.after_mount,
+        req.full,
+        req.observe,
     )
-    got = vm.agent.call(CHECKER, "check", req.to_json(), timeout=offline.CHECK_TIMEOUT_S)
+    got = vm.agent.call(CHECKER, "check", request.to_json(), timeout=offline.CHECK_TIMEOUT_S)
     try:
         outcome = CheckOutcome.from_json(got)
     except (ValueError, KeyError, TypeError) as e:
         raise HarnessError(f"the state checker returned what is not an outcome: {e}") from e
-    if full and offline.no_docker_trace(outcome):
-        raise offline.wrong_disk(state_id)
-    if observed is not None:
-        observed.update(offline.observed(outcome))
-    return offline.verdicts(outcome, backend, state_id, times)
+    if req.full and offline.no_docker_trace(outcome):
+        raise offline.wrong_disk(req.state_id)
+    if out is not None:
+        out.observed.update(offline.observed(outcome))
+    return offline.verdicts(outcome, backend, req.state_id, out.times if out else None)
 
 
 def run_daemon_stage(
@@ -151,7 +188,7 @@ def check_by_reboot(
     ) as vm:
         vm.wait_booted()
         mark = vm.console_mark()
-        found = run_checks(vm, backend, state_id, promises)
+        found = run_checks(vm, backend, StateCheck(state_id, disk, tuple(promises)))
         return found + console_oracle.violations(
             vm.console_since(mark), state_id, others_clean=is_clean(found)
         )
@@ -169,44 +206,6 @@ def qcow2_size(path: Path) -> int:
 def disk_format(path: Path) -> str:
     with path.open("rb") as f:
         return "qcow2" if f.read(4) == QCOW2_MAGIC else "raw"
-
-
-@dataclass(frozen=True)
-class DaemonContext:
-    """What the daemon stage of a live cut knows besides the promises: docker's
-    inventory at the last durability point, and where to keep dockerd's log."""
-
-    inventory: dict[str, list[str]] | None = None
-    last_point: str = ""
-    log_file: Path | None = None
-
-
-@dataclass(frozen=True)
-class StateCheck:
-    """One recovered disk to check, and all a check needs to know of it."""
-
-    state_id: str
-    disk: Path
-    promises: tuple[Promise, ...] = ()
-    invariants: tuple[Invariant, ...] = DEFAULT_INVARIANTS
-    observe: tuple[Observation, ...] = ()
-    before: str = ""  # a command run on the raw disk ({dev}) first
-    after_mount: str = ""  # a command run on the recovered tree first (self-tests)
-    full: bool = False  # every image, and leaks: a disk with no promises
-    daemon: bool = False  # the daemon stage too (dockerd on the state)
-    daemon_context: DaemonContext | None = None
-
-
-@dataclass
-class Checked:
-    """What checking one state found, and how: each phase's seconds, what each
-    observed file was, whether a second guest was needed, how the guest started."""
-
-    violations: list[Violation] = field(default_factory=list)
-    times: dict[str, float] = field(default_factory=dict)
-    observed: dict[str, str] = field(default_factory=dict)
-    retried: bool = False
-    started: str = ""
 
 
 class Checker:
@@ -385,19 +384,7 @@ class Checker:
         try:
             self._attach(vm, disk)
             t["attach_s"] = round(time.monotonic() - t0, 3)
-            found = run_checks(
-                vm,
-                self.backend,
-                state_id,
-                promises,
-                req.invariants,
-                before=req.before,
-                after_mount=req.after_mount,
-                full=req.full,
-                times=t,
-                observe=req.observe,
-                observed=out.observed,
-            )
+            found = run_checks(vm, self.backend, req, out)
             t["checks_s"] = round(time.monotonic() - t0 - t["attach_s"], 3)
             if req.daemon and not any(v.check == "fs.mount" for v in found):
                 ctx = req.daemon_context or DaemonContext()
