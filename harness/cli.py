@@ -34,7 +34,7 @@ from harness.compare.report import headline
 from harness.compare.run import DEFAULT_ARMS, METRICS, CompareOptions, run_compare
 from harness.corpus import run as corpus
 from harness.corpus.entries import by_id as corpus_by_id
-from harness.errors import CrashtestError, InputError
+from harness.errors import CrashtestError, HarnessError, InputError
 from harness.images.cache import cache_root
 from harness.images.debian import SUITES
 from harness.images.guest import ensure_images
@@ -46,7 +46,7 @@ from harness.report.html import write_report
 from harness.report.merge import merge_all, merge_runs
 from harness.report.regress import candidates
 from harness.report.results import FAIL_ON
-from harness.report.summary import Summary, load_summary
+from harness.report.summary import Summary, load_corpus, load_summary
 from harness.repro.bundle import BundleError, decompress_log, load_bundle
 from harness.repro.upstream import UpstreamFix, evidence
 from harness.repro.upstream import report as upstream_report
@@ -688,16 +688,15 @@ def _corpus(args: argparse.Namespace) -> int:
             saved_guests=args.saved_guests,
         )
     )
-    doc = json.loads((run_dir / "corpus.json").read_text())
-    for en in doc["entries"]:
-        print(
-            f"crashtest: {en['id']}: {en['result']}"
-            + ("" if en["as_expected"] else " (NOT as expected)")
-        )
+    doc = load_corpus(run_dir)
+    if doc is None:
+        raise HarnessError(f"{run_dir}: the corpus run wrote no corpus.json")
+    for en in doc.entries:
+        print(f"crashtest: {en.id}: {en.result}" + ("" if en.as_expected else " (NOT as expected)"))
     print(f"crashtest: corpus results in {run_dir}/corpus.json and corpus.html")
-    if any(en["harness_failed"] for en in doc["entries"]):
+    if any(en.harness_failed for en in doc.entries):
         return 2
-    return 0 if all(en["as_expected"] for en in doc["entries"]) else 1
+    return 0 if all(en.as_expected for en in doc.entries) else 1
 
 
 def _upstream(args: argparse.Namespace) -> int:

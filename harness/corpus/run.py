@@ -28,8 +28,8 @@ from harness.images.kernel import (
 )
 from harness.report.corpus import write_corpus_html
 from harness.report.html import write_report
-from harness.report.summary import Summary, load_summary
-from harness.rundir import Run, require_out, write_json
+from harness.report.summary import Corpus, Summary, load_summary
+from harness.rundir import Run, require_out
 from harness.version import crashtest_version
 
 # A revert counts as caught when at least this share of its runs catch it.
@@ -298,25 +298,27 @@ def run_corpus(opts: CorpusOptions, progress: Callable[[str], None] | None = Non
                     or any(o.verdict == "error" for outs in res.values() for o in outs),
                 }
             )
-        doc = {
-            "run_id": run_id,
-            "crashtest_version": crashtest_version(),
-            "tree": str(plan.tree or ""),
-            "tree_key": tree_id,
-            "kernel": plan.kernel or "",
-            "runs": opts.runs,
-            "baseline_runs": opts.baseline_runs,
-            "states": opts.states,
-            "cuts": opts.cuts,
-            "seed": opts.seed,
-            "caught_rate": CAUGHT_RATE,
-            "wall_s": round(time.monotonic() - started, 1),
-            "complete": not incomplete,
-            "incomplete": incomplete,
-            "entries": entries,
-        }
-        write_json(run_dir / "corpus.json", doc)
-        write_corpus_html(doc, run_dir / "corpus.html")
+        corpus = Corpus.model_validate(
+            {
+                "run_id": run_id,
+                "crashtest_version": crashtest_version(),
+                "tree": str(plan.tree or ""),
+                "tree_key": tree_id,
+                "kernel": plan.kernel or "",
+                "runs": opts.runs,
+                "baseline_runs": opts.baseline_runs,
+                "states": opts.states,
+                "cuts": opts.cuts,
+                "seed": opts.seed,
+                "caught_rate": CAUGHT_RATE,
+                "wall_s": round(time.monotonic() - started, 1),
+                "complete": not incomplete,
+                "incomplete": incomplete,
+                "entries": entries,
+            }
+        )
+        corpus.write(run_dir)
+        write_corpus_html(corpus, run_dir / "corpus.html")
         if not incomplete:
             write_report([run_dir], run_dir / "report.html")
 

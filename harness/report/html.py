@@ -16,11 +16,11 @@ from typing import Any
 
 from harness.errors import InputError
 from harness.model import CLASSES, FAULTS
-from harness.report.corpus import CorpusView, load_corpus
+from harness.report.corpus import CorpusView
 from harness.report.diff import find_runs
 from harness.report.regress import candidates
 from harness.report.render import write_page
-from harness.report.summary import BackendRecord, FindingGroup, Summary, load_summary
+from harness.report.summary import BackendRecord, FindingGroup, Summary, load_corpus, load_summary
 
 
 @dataclass

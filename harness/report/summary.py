@@ -1,8 +1,8 @@
-"""summary.json as a type: what a run writes, and what every reader (the CLI,
-diff, merge, the report, bench, compare, the corpus, upstream reports) reads
-back. The JSON Schema shipped in docs/schema/summary.schema.json is generated
-from these types (`python -m harness.report.summary`), and a test keeps the two
-equal."""
+"""The result documents as types: summary.json (what a run writes, and what
+every reader (the CLI, diff, merge, the report, bench, compare, the corpus,
+upstream reports) reads back) and corpus.json. Their JSON Schemas in
+docs/schema/ are generated from these types (`python -m harness.report.summary
+[summary|corpus]`), and a test keeps them equal."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from harness.model import Fault, StateResult, UnitKind, Violation, ViolationClas
 from harness.rundir import write_atomic
 
 SUMMARY_JSON = "summary.json"
-SCHEMA_ID = "https://crashtest.invalid/schema/summary.schema.json"
+SCHEMA_BASE = "https://crashtest.invalid/schema"
 
 
 class _Doc(BaseModel):
@@ -332,6 +332,111 @@ def findings(backends: list[BackendRecord]) -> list[FindingGroup]:
     )
 
 
+CORPUS_JSON = "corpus.json"
+
+
+class CorpusViolation(_Doc):
+    """One distinct signature of a corpus campaign, with its first state."""
+
+    signature: str
+    cls: ViolationClass = Field(alias="class")
+    fault: Fault
+    promise: str
+    state: str
+    states: int = 0
+    evidence: dict[str, str] = {}
+    bundle: str = ""
+
+
+class CorpusRun(_Doc):
+    """One campaign of one entry on one kernel: caught, clean or error."""
+
+    seed: int
+    run_dir: str
+    verdict: str
+    wall_s: float
+    violations: list[CorpusViolation] = []
+    error: str = ""
+
+
+class CorpusBuild(_Doc):
+    kernel: str  # a bzImage path or a Debian package
+    version: str = ""
+    build_s: float = 0.0
+    edits: int = 0
+
+
+class CorpusRate(_Doc):
+    caught: int
+    runs: int
+    rate: float
+
+
+class SourceEditDoc(_Doc):
+    path: str
+    old: str
+    new: str
+
+
+class CorpusEntry(_Doc):
+    """One known bug: what it is (corpus.entries) and how its runs went."""
+
+    id: str
+    fs: str
+    kind: str
+    fix: str
+    title: str
+    landed: str
+    fstests: str
+    backend: str
+    expected: str
+    mount_options: str = ""
+    note: str = ""
+    edits: list[SourceEditDoc] = []
+    variants: dict[str, list[SourceEditDoc]] = {}
+    result: str
+    as_expected: bool
+    builds: dict[str, CorpusBuild] = {}
+    runs: dict[str, list[CorpusRun]] = {}
+    rate: dict[str, CorpusRate] = {}
+    harness_failed: bool = False
+
+
+class Corpus(_Doc):
+    """corpus.json: a `crashtest corpus run`."""
+
+    run_id: str
+    crashtest_version: str = ""
+    tree: str = ""
+    tree_key: str = ""
+    kernel: str = ""
+    runs: int
+    baseline_runs: int
+    states: int
+    cuts: int
+    seed: int
+    caught_rate: float
+    wall_s: float
+    complete: bool
+    incomplete: str = ""
+    entries: list[CorpusEntry] = []
+
+    def write(self, run_dir: Path) -> None:
+        write_atomic(run_dir / CORPUS_JSON, self.model_dump_json(indent=1) + "\n")
+
+
+def load_corpus(run_dir: Path) -> Corpus | None:
+    """RUN_DIR/corpus.json; None when the directory holds none; bad input when it
+    holds one that is not."""
+    path = run_dir / CORPUS_JSON
+    if not path.is_file():
+        return None
+    try:
+        return Corpus.model_validate_json(path.read_text())
+    except (OSError, ValidationError) as e:
+        raise InputError(f"{path} is not a crashtest corpus document ({e})") from e
+
+
 def load_summary(run_dir: Path) -> Summary:
     """RUN_DIR/summary.json; bad input (one line) when it is missing or is not one."""
     path = run_dir / SUMMARY_JSON
@@ -347,10 +452,19 @@ def load_summary(run_dir: Path) -> Summary:
         raise InputError(f"{path} is not a crashtest summary ({where}: {first['msg']})") from e
 
 
-def schema() -> dict[str, Any]:
-    doc = Summary.model_json_schema(by_alias=True)
-    return {"$schema": "https://json-schema.org/draft/2020-12/schema", "$id": SCHEMA_ID, **doc}
+SCHEMAS: dict[str, type[_Doc]] = {"summary": Summary, "corpus": Corpus}
+
+
+def schema(name: str = "summary") -> dict[str, Any]:
+    doc = SCHEMAS[name].model_json_schema(by_alias=True)
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "$id": f"{SCHEMA_BASE}/{name}.schema.json",
+        **doc,
+    }
 
 
 if __name__ == "__main__":
-    print(json.dumps(schema(), indent=1))
+    import sys
+
+    print(json.dumps(schema(sys.argv[1] if len(sys.argv) > 1 else "summary"), indent=1))

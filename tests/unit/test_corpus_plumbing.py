@@ -25,7 +25,7 @@ from harness.errors import InputError
 from harness.images.kernel import LINUX_SOURCES, apply_edits, linux_source_tarball
 from harness.model import Barrier
 from harness.report.corpus import write_corpus_html
-from harness.report.summary import Summary
+from harness.report.summary import Corpus, Summary
 from harness.storage.backends import parse_backends
 from harness.workloads.load import load_workload
 from tests.unit.test_cli_input import assert_bad_input, run_cli
@@ -251,13 +251,14 @@ def test_the_corpus_page_shows_rates_and_evidence(tmp_path: Path) -> None:
         "baseline_runs": 0,
         "states": 40,
         "cuts": 1,
+        "seed": 1,
         "caught_rate": 0.9,
         "wall_s": 120.0,
         "complete": True,
         "incomplete": "",
         "entries": [entry],
     }
-    page = write_corpus_html(doc, tmp_path / "corpus.html").read_text()
+    page = write_corpus_html(Corpus.model_validate(doc), tmp_path / "corpus.html").read_text()
     assert "btrfs-782" in page and "1/1" in page and "it holds foo" in page
     assert "btrfs-782/buggy/R/x" in page  # the reproducer bundle, relative
     assert "1.5 min" in page  # the build
