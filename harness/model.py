@@ -254,8 +254,15 @@ class Promise:
             PromiseKind.IMAGE: f"image {t} exists, saves and runs",
             PromiseKind.CONTAINER: f"container {t} exists"
             + (f" ({self.state})" if self.state else ""),
-            PromiseKind.FILE: f"{t} has sha256 {self.sha256[:16]}"
-            + (f" and mode/owner {self.meta}" if self.meta else ""),
+            PromiseKind.FILE: f"{t} has "
+            + (f"sha256 {self.sha256[:16]}" if self.sha256 else "its content at the barrier")
+            + (
+                ""
+                if not self.meta
+                else " and its mode/owner then"
+                if self.meta == "derive"
+                else f" and mode/owner {self.meta}"
+            ),
             PromiseKind.ABSENT_FILE: f"removed file {t} stays removed",
             PromiseKind.ABSENT_IMAGE: f"removed image {t} stays removed",
             PromiseKind.ABSENT_CONTAINER: f"removed container {t} stays removed",

@@ -288,3 +288,21 @@ outcomes = {gone = "absent"}
     toml.write_text(toml.read_text().replace("outcomes =", "outcome ="))
     with pytest.raises(WorkloadError, match=r"same.toml:\d+: unknown key 'outcome'"):
         load_workload(str(toml), 3)
+
+
+def test_the_readmes_examples_are_the_shipped_files_and_say_the_same() -> None:
+    """The README's TOML and Python workloads are examples/volume.{toml,py}, word for
+    word, and compile to the same workload (checked in a guest by the dry-run test)."""
+    import re
+
+    root = Path(__file__).parents[2]
+    readme = (root / "README.md").read_text()
+    shown = {
+        m.group(2): m.group(0).split("\n", 1)[1].rsplit("```", 1)[0]
+        for m in re.finditer(r"```(toml|python)\n# (examples/\S+):.*?```", readme, re.S)
+    }
+    assert set(shown) == {"examples/volume.toml", "examples/volume.py"}
+    for path, text in shown.items():
+        assert (root / path).read_text() == text, path
+    python, toml = (load_workload(str(root / p), 3) for p in sorted(shown))
+    assert python.steps == toml.steps and python.cuts == toml.cuts
