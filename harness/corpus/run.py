@@ -319,10 +319,13 @@ def run_corpus(opts: CorpusOptions, progress: Callable[[str], None] | None = Non
         )
         corpus.write(run_dir)
         write_corpus_html(corpus, run_dir / "corpus.html")
-        if not incomplete:
+
+    def finish(incomplete: str) -> None:
+        write(incomplete)
+        if not incomplete:  # a report of the campaigns, once they all ran
             write_report([run_dir], run_dir / "report.html")
 
-    with run.lifetime(write):
+    with run.lifetime(finish):
         for bug in plan.entries:
             for role in roles(bug, plan):
                 try:
