@@ -10,6 +10,7 @@ import shutil
 from pathlib import Path
 
 from harness.errors import InputError
+from harness.report.html import write_report
 from harness.report.known import KnownList
 from harness.report.results import BackendSummary, write_results
 from harness.report.summary import Shard, Summary, load_summary
@@ -88,6 +89,7 @@ def merge_runs(out: Path, runs: list[Path]) -> Path:
             KnownList.from_json(first.known_failures),
             first.fail_on,
         )
+        write_report([partial], partial / "report.html")
         os.rename(partial, out)
     except BaseException:
         shutil.rmtree(partial, ignore_errors=True)

@@ -49,7 +49,7 @@ def test_merge_sums_states_and_keeps_bundles(tmp_path: Path) -> None:
     ) == (2, 1, 1, 0, 0, {"filesystem": 1})
     assert doc["backends"][0]["wall_s"] == 20
     assert (out / "bundles" / "b2" / "bundle.json").exists()
-    assert (out / "junit.xml").exists()
+    assert (out / "junit.xml").exists() and (out / "report.html").exists()
 
 
 @pytest.mark.parametrize(
