@@ -92,7 +92,8 @@ EXITS = {
     "diff": "0 nothing new; 1 a new failure signature or regression candidate; 2 bad input",
     "check": "0 clean; 1 a violation; 2 the harness, input or guest failed",
     "repro": "1 the bundle's violation came back; 0 it did not; with --bisect: 0 good, "
-    "1 bad, 125 cannot test",
+    "1 bad, 125 this revision cannot be tested, 128 the bundle cannot be used (stops the "
+    "bisection)",
     "corpus": "0 every entry as expected; 1 an entry was not; 2 a kernel did not build "
     "or the harness failed",
 }
@@ -483,7 +484,8 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument(
         "--bisect",
         action="store_true",
-        help="exit as `git bisect run` wants: 0 good, 1 bad, 125 cannot test",
+        help="exit as `git bisect run` wants: 0 good, 1 bad, 125 cannot test this "
+        "revision, 128 the bundle is unusable (stops the bisection)",
     )
 
     rpt = sub.add_parser("report", help="write a static HTML report from result directories")
@@ -548,7 +550,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 class Help(argparse.ArgumentDefaultsHelpFormatter):
     def _get_help_string(self, action: argparse.Action) -> str | None:
-        if action.default in (None, False, "") or isinstance(action.default, bool):
+        if action.default is None or action.default == "" or isinstance(action.default, bool):
             return action.help  # nothing worth saying
         return super()._get_help_string(action)
 
