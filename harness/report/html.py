@@ -125,6 +125,15 @@ def _matrix(cells: list[Cell]) -> dict[str, Any]:
     return {"cols": cols, "rows": rows}
 
 
+def _cells_of(members: list[tuple[Cell, FindingGroup]]) -> list[str]:
+    """Each cell a signature showed in, once however many runs of it were given,
+    with the states that showed it."""
+    states = Counter[str]()
+    for _, f in members:
+        states[f"{f.workload} {f.release} {f.kernel} {f.backend}"] += f.states
+    return [f"{cell} ({n})" for cell, n in states.items()]
+
+
 def _findings(cells: list[Cell], base: Path) -> list[dict[str, Any]]:
     """Findings grouped by signature, new first: whose fault, where and how often,
     one example's evidence in full, and the command that reproduces it."""
@@ -148,10 +157,7 @@ def _findings(cells: list[Cell], base: Path) -> list[dict[str, Any]]:
                 "cls": str(first.cls),
                 "object": sig.rsplit(" | ", 1)[-1],
                 "states": sum(f.states for _, f in members),
-                "cells": [
-                    f"{f.workload} {f.release} {f.kernel} {f.backend} ({f.states})"
-                    for _, f in members
-                ],
+                "cells": _cells_of(members),
                 "entry": known.get(first.known),
                 "why": FAULTS.get(first.fault, ""),
                 "example": ex,
@@ -259,7 +265,8 @@ def _headline(cells: list[Cell]) -> dict[str, Any]:
             n = len({f.signature for f in fs})
             parts.append(
                 f"{n} {label} signature{'s' if n > 1 else ''}, {fault}'s fault "
-                f"({sum(f.states for f in fs)} states in {len(fs)} cells)"
+                f"({sum(f.states for f in fs)} states in "
+                f"{len({(f.workload, f.release, f.kernel, f.backend) for f in fs})} cells)"
             )
     text = (
         "; ".join(parts) if new else "Nothing new" + (": " + "; ".join(parts) if parts else "")
