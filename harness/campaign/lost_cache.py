@@ -228,9 +228,11 @@ class _Bundler:
         return log, origin
 
     def _check(self, st: CrashState, promises: list[Promise]) -> list[Violation]:
+        """A candidate state's verdicts, blamed as the campaign blames its states (the
+        signatures minimization compares carry the fault)."""
         disk = self.replayer.build(self.eps, st, self.shared / "candidate.qcow2")
         try:
-            return list(
+            return blame_configuration(
                 self.checker.check(
                     StateCheck(
                         st.id,
@@ -240,7 +242,8 @@ class _Bundler:
                         after_mount=self.cfg.damage,
                         daemon=self.cfg.daemon_checks,
                     )
-                ).violations
+                ).violations,
+                self.backend.flushes_off(),
             )
         finally:
             disk.unlink(missing_ok=True)

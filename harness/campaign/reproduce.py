@@ -22,7 +22,7 @@ from harness.campaign.context import CampaignConfig, Progress, machine_config
 from harness.campaign.live import check_cut_disk, run_live_cut
 from harness.images.guest import GuestImages, ensure_images
 from harness.images.rootfs import DEFAULT_SUITE, check_release
-from harness.model import Ledger
+from harness.model import Ledger, blame_configuration
 from harness.oracles.checker import Checker, StateCheck
 from harness.power.cut import CutOutcome, CutPlan
 from harness.repro.bundle import (
@@ -228,9 +228,15 @@ def _replay(
                 t0 = time.monotonic()
                 disk = replayer.build(eps, st, work / "state.qcow2")
                 try:
-                    found = checker.check(
-                        StateCheck(st.id, disk, tuple(bundle.promises()), cfg.workload.invariants)
-                    ).violations
+                    # blamed as the campaign blamed it: a signature carries the fault
+                    found = blame_configuration(
+                        checker.check(
+                            StateCheck(
+                                st.id, disk, tuple(bundle.promises()), cfg.workload.invariants
+                            )
+                        ).violations,
+                        backend.flushes_off(),
+                    )
                 finally:
                     disk.unlink(missing_ok=True)
                 got = signature(found, bundle.legacy)
