@@ -141,15 +141,6 @@ class BackendRecord(_Doc):
     observed: dict[str, dict[str, int]] = {}
     states: list[StateRecord] = []
 
-    @property
-    def cell(self) -> dict[str, str]:
-        return {
-            "backend": self.backend,
-            "kernel": self.kernel,
-            "release": self.release,
-            "workload": self.workload,
-        }
-
 
 class Example(_Doc):
     state: str
