@@ -8,7 +8,7 @@ Standard library only: it runs on the guest's python3 (3.11 on bookworm).
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from enum import StrEnum
 from typing import Any, TypeVar
 
@@ -88,7 +88,7 @@ class PromiseCheck:
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> PromiseCheck:
         p = _build(cls, d)
-        return PromiseCheck(**{**asdict(p), "kind": PromiseKind(p.kind), "paths": tuple(p.paths)})
+        return replace(p, kind=PromiseKind(p.kind), paths=tuple(p.paths))
 
 
 @dataclass(frozen=True)
@@ -131,35 +131,23 @@ class CheckRequest:
     commands: tuple[CommandCheck, ...] = ()
 
     def with_device(self, dev: str) -> CheckRequest:
-        def sub(s: str) -> str:
-            return s.replace("{dev}", dev)
-
-        return CheckRequest(
-            **{
-                **{f.name: getattr(self, f.name) for f in fields(self)},
-                **{
-                    k: sub(getattr(self, k))
-                    for k in ("mount", "fsck", "fsck_mounted", "scrub", "before", "after_mount")
-                },
-            }
-        )
+        """Its commands with {dev} replaced by the disk's device."""
+        commands = ("mount", "fsck", "fsck_mounted", "scrub", "before", "after_mount")
+        return replace(self, **{k: getattr(self, k).replace("{dev}", dev) for k in commands})
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> CheckRequest:
-        req = _build(cls, d)
-        return CheckRequest(
-            **{
-                **{f.name: getattr(req, f.name) for f in fields(req)},
-                "promises": tuple(PromiseCheck.from_json(p) for p in d.get("promises", ())),
-                "observe": tuple(_build(ObserveCheck, o) for o in d.get("observe", ())),
-                "commands": tuple(
-                    CommandCheck(**{**c, "cls": ViolationClass(c["cls"])})
-                    for c in d.get("commands", ())
-                ),
-            }
+        return replace(
+            _build(cls, d),
+            promises=tuple(PromiseCheck.from_json(p) for p in d.get("promises", ())),
+            observe=tuple(_build(ObserveCheck, o) for o in d.get("observe", ())),
+            commands=tuple(
+                CommandCheck(**{**c, "cls": ViolationClass(c["cls"])})
+                for c in d.get("commands", ())
+            ),
         )
 
 
@@ -184,13 +172,11 @@ class CheckRecord:
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> CheckRecord:
         r = _build(cls, d)
-        return CheckRecord(
-            **{
-                **asdict(r),
-                "check": RecordKind(r.check),
-                "cls": ViolationClass(r.cls) if r.cls else None,
-                "fault": Fault(r.fault) if r.fault else None,
-            }
+        return replace(
+            r,
+            check=RecordKind(r.check),
+            cls=ViolationClass(r.cls) if r.cls else None,
+            fault=Fault(r.fault) if r.fault else None,
         )
 
 
