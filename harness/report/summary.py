@@ -36,7 +36,7 @@ class RecordedViolation(_Doc):
     def _complete(cls, d: Any) -> Any:
         """Results written before faults or signatures were recorded: the
         violation's own rules fill them in."""
-        if isinstance(d, dict) and not (d.get("fault") and d.get("signature")):
+        if isinstance(d, dict) and "class" in d and not (d.get("fault") and d.get("signature")):
             v = Violation.from_json(d)
             d = {**d, "fault": v.fault, "signature": d.get("signature") or v.signature()}
         return d
