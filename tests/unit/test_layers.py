@@ -133,20 +133,30 @@ def test_the_circle_check_sees_a_circle() -> None:
     assert circles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
 
 
-def test_package_init_files_hold_no_logic() -> None:
-    """A package's __init__ says what the package is (and may re-export its public
-    names); its logic lives in named modules."""
+def logic_in_inits(root: Path) -> list[str]:
+    """Functions and classes defined in a package's __init__.py under `root`."""
     heavy = []
-    for init in sorted(HARNESS.rglob("__init__.py")):
+    for init in sorted(root.rglob("__init__.py")):
         tree = ast.parse(init.read_text())
         logic = [
-            n
+            n.name
             for n in tree.body
             if isinstance(n, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef)
         ]
         if logic:
-            heavy.append(f"{init.relative_to(HARNESS)}: {', '.join(n.name for n in logic)}")
-    assert heavy == []
+            heavy.append(f"{init.relative_to(root)}: {', '.join(logic)}")
+    return heavy
+
+
+def test_package_init_files_hold_no_logic(tmp_path: Path) -> None:
+    """A package's __init__ says what the package is (and may re-export its public
+    names); its logic lives in named modules."""
+    assert logic_in_inits(HARNESS) == []
+    (tmp_path / "pkg").mkdir()
+    (tmp_path / "pkg/__init__.py").write_text('"""A package."""\nfrom x import y\n')
+    assert logic_in_inits(tmp_path) == []
+    (tmp_path / "pkg/__init__.py").write_text("def run() -> None:\n    pass\n")
+    assert logic_in_inits(tmp_path) == ["pkg/__init__.py: run"]
 
 
 def test_guest_code_needs_only_the_standard_library() -> None:
@@ -167,26 +177,37 @@ def test_guest_code_needs_only_the_standard_library() -> None:
     assert outside == []
 
 
-def test_libraries_log_and_only_the_cli_prints() -> None:
-    """What a user sees is the CLI's choice: the rest of the harness logs (or
-    reports through a progress callback it is given)."""
-    printing = []
-    for path in sorted(HARNESS.rglob("*.py")):
+def prints(root: Path) -> list[str]:
+    """Calls of print() in modules under `root` but cli.py, outside `__main__` blocks."""
+    found = []
+    for path in sorted(root.rglob("*.py")):
         if path.name == "cli.py":
             continue
         tree = ast.parse(path.read_text())
-        main_blocks = {
-            id(n)
-            for n in ast.walk(tree)
-            if isinstance(n, ast.If) and "__main__" in ast.unparse(n.test)
-        }
-        skip = {id(c) for n in ast.walk(tree) if id(n) in main_blocks for c in ast.walk(n)}
-        printing += [
-            f"{path.relative_to(HARNESS)}:{n.lineno}"
+        main_blocks = [
+            n for n in ast.walk(tree) if isinstance(n, ast.If) and "__main__" in ast.unparse(n.test)
+        ]
+        skip = {id(c) for n in main_blocks for c in ast.walk(n)}
+        found += [
+            f"{path.relative_to(root)}:{n.lineno}"
             for n in ast.walk(tree)
             if isinstance(n, ast.Call)
             and isinstance(n.func, ast.Name)
             and n.func.id == "print"
             and id(n) not in skip
         ]
-    assert printing == []
+    return found
+
+
+def test_libraries_log_and_only_the_cli_prints(tmp_path: Path) -> None:
+    """What a user sees is the CLI's choice: the rest of the harness logs (or
+    reports through a progress callback it is given)."""
+    assert prints(HARNESS) == []
+    (tmp_path / "cli.py").write_text("print('the CLI may')\n")
+    (tmp_path / "lib.py").write_text(
+        "import logging\nlogging.getLogger(__name__).info('fine')\n"
+        "if __name__ == '__main__':\n    print('a script may')\n"
+    )
+    assert prints(tmp_path) == []
+    (tmp_path / "lib.py").write_text("def f() -> None:\n    print('a library may not')\n")
+    assert prints(tmp_path) == ["lib.py:2"]
