@@ -43,12 +43,6 @@ class Cell:
     def failing(self) -> int:
         return sum(1 for v in self.data.violations if v.fails)
 
-    @property
-    def status(self) -> str:
-        if self.failing:
-            return "fail"
-        return "error" if self.data.harness_errors else "pass"
-
 
 def load_cells(docs: dict[Path, Summary]) -> list[Cell]:
     return [

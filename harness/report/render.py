@@ -20,10 +20,6 @@ _ENV = Environment(
 )
 
 
-def render(template: str, **context: Any) -> str:
-    return _ENV.get_template(template).render(**context)
-
-
 def write_page(path: Path, template: str, **context: Any) -> Path:
-    write_atomic(path, render(template, **context))
+    write_atomic(path, _ENV.get_template(template).render(**context))
     return path

@@ -262,9 +262,6 @@ class Summary(RunMeta):
     def meta(self) -> RunMeta:
         return RunMeta.model_validate(self.model_dump(include=set(RunMeta.model_fields)))
 
-    def failing(self) -> list[RecordedViolation]:
-        return [v for b in self.backends for v in b.violations if v.fails]
-
     def write(self, run_dir: Path) -> None:
         write_atomic(
             run_dir / SUMMARY_JSON, self.model_dump_json(indent=1, exclude_none=True) + "\n"
