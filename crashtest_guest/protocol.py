@@ -22,12 +22,16 @@ class ViolationClass(StrEnum):
     # the console reports a filesystem error in words the oracle does not know,
     # in a state every other check passed: a new kernel's wording, or a bug to triage
     CONSOLE_ONLY = "console-only"
+    # a generated program's crash state on one filesystem differs from what every
+    # other filesystem recovered, where none of them broke the durability model
+    DISCREPANCY = "discrepancy"
     HARNESS_ERROR = "harness-error"  # the harness could not decide
 
     @property
     def fails(self) -> bool:
-        """Leaks alone do not fail a state: they waste space but break no promise."""
-        return self is not ViolationClass.LEAK
+        """Leaks and discrepancies alone do not fail a state: a leak breaks no
+        promise, a discrepancy breaks none any filesystem documents."""
+        return self not in (ViolationClass.LEAK, ViolationClass.DISCREPANCY)
 
 
 class Fault(StrEnum):
@@ -281,3 +285,166 @@ class CommandRun:
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> CommandRun:
         return _build(cls, d)
+
+
+class OpKind(StrEnum):
+    """A generated program's file-system operations (crashtest explore)."""
+
+    OPEN = "open"
+    OPENDIR = "opendir"
+    CLOSE = "close"
+    WRITE = "write"
+    TRUNCATE = "truncate"
+    FALLOCATE = "fallocate"
+    LINK = "link"
+    SYMLINK = "symlink"
+    UNLINK = "unlink"
+    RENAME = "rename"
+    MKDIR = "mkdir"
+    RMDIR = "rmdir"
+    SETXATTR = "setxattr"
+    REMOVEXATTR = "removexattr"
+    CHMOD = "chmod"
+    REFLINK = "reflink"
+    COPY_RANGE = "copy_range"
+    FSYNC = "fsync"
+    FDATASYNC = "fdatasync"
+    SYNC = "sync"
+    SYNCFS = "syncfs"
+
+    @property
+    def persists(self) -> bool:
+        """A persistence point: what it makes durable is the model's promise."""
+        return self in (OpKind.FSYNC, OpKind.FDATASYNC, OpKind.SYNC, OpKind.SYNCFS)
+
+
+@dataclass(frozen=True)
+class Op:
+    """One operation. Paths are relative to the program's root. `fd` names a
+    descriptor: the one an open makes, or the one an operation uses; a
+    persistence point with `fd` -1 and a `path` opens a fresh descriptor for it
+    and closes it after. `flags`: open's (creat, trunc, append, sync, direct),
+    rename's (noreplace, exchange, whiteout), fallocate's (keep, punch, zero)."""
+
+    kind: OpKind
+    path: str = ""
+    dest: str = ""  # link, rename and symlink: the new name
+    fd: int = -1
+    src_fd: int = -1  # reflink and copy_range: the source descriptor
+    flags: tuple[str, ...] = ()
+    offset: int = 0
+    length: int = 0
+    value: int = 0  # write: the byte written; chmod: the mode; setxattr: the value's byte
+    name: str = ""  # an xattr's name; a symlink's target
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> Op:
+        op = _build(cls, d)
+        return replace(op, kind=OpKind(op.kind), flags=tuple(op.flags))
+
+
+# The tree every generated program starts from, made durable before it runs:
+# (path, kind "d"/"f", size, byte). A program's files are filled with one byte.
+INITIAL_TREE: tuple[tuple[str, str, int, int], ...] = (
+    ("A", "d", 0, 0),
+    ("A/foo", "f", 16384, 0x11),
+    ("B", "d", 0, 0),
+)
+FILE_MODE = 0o644
+DIR_MODE = 0o755
+
+
+@dataclass(frozen=True)
+class ExploreRequest:
+    """Run one program on one filesystem in the guest, record its writes, and
+    check each of its crash states. `overlay`: the program runs in an overlay
+    whose lower layer holds the initial tree and whose upper is on `fs`."""
+
+    fs: str
+    ops: tuple[Op, ...]
+    overlay: bool = False
+    mount_options: str = ""
+    lost: int = 1  # lost-cache states per epoch (subsets of its writes)
+    seed: int = 0
+    fsck: bool = True
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> ExploreRequest:
+        r = _build(cls, d)
+        return replace(r, ops=tuple(Op.from_json(o) for o in d["ops"]))
+
+
+@dataclass(frozen=True)
+class Node:
+    """One name in a recovered tree, as lstat and a read see it."""
+
+    path: str
+    kind: str  # "f", "d", "l", or "?" for anything else
+    size: int = 0
+    sha256: str = ""
+    mode: int = 0
+    target: str = ""
+    xattrs: tuple[tuple[str, str], ...] = ()  # user.* names and hex values, sorted
+    ino: int = 0
+
+
+@dataclass(frozen=True)
+class CrashState:
+    """One crash state of a program: the log replayed up to `entries` minus
+    `dropped`, then mounted and checked. Operations up to `durable_through` had
+    returned (their marks are in the replayed log); operations after
+    `issued_through` had not started."""
+
+    id: str
+    entries: int
+    durable_through: int
+    issued_through: int
+    dropped: tuple[int, ...] = ()
+    mounted: bool = True
+    mount_output: str = ""
+    fsck_rc: int = 0
+    fsck_output: str = ""
+    console: str = ""
+    tree: tuple[Node, ...] = ()
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> CrashState:
+        s = _build(cls, d)
+        tree = tuple(
+            replace(_build(Node, n), xattrs=tuple((str(k), str(v)) for k, v in n["xattrs"]))
+            for n in d.get("tree", ())
+        )
+        return replace(s, dropped=tuple(s.dropped), tree=tree)
+
+
+@dataclass(frozen=True)
+class ExploreOutcome:
+    """One program on one filesystem: each operation's errno (0: it succeeded),
+    and every crash state checked."""
+
+    fs: str
+    overlay: bool
+    errnos: tuple[int, ...]
+    states: tuple[CrashState, ...]
+    log_entries: int = 0
+    run_s: float = 0.0
+    check_s: float = 0.0
+    error: str = ""  # the guest could not run or check it (a harness error)
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> ExploreOutcome:
+        o = _build(cls, d)
+        return replace(
+            o,
+            errnos=tuple(o.errnos),
+            states=tuple(CrashState.from_json(s) for s in d.get("states", ())),
+        )

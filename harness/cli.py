@@ -35,6 +35,9 @@ from harness.compare.run import DEFAULT_ARMS, METRICS, CompareOptions, run_compa
 from harness.corpus import run as corpus
 from harness.corpus.entries import by_id as corpus_by_id
 from harness.errors import CrashtestError, HarnessError, InputError
+from harness.explore.findings import replay_bundle
+from harness.explore.plan import ExploreOptions
+from harness.explore.run import explore
 from harness.images.cache import cache_root
 from harness.images.debian import SUITES
 from harness.images.guest import ensure_images
@@ -96,6 +99,11 @@ EXITS = {
     "bisection)",
     "corpus": "0 every entry as expected; 1 an entry was not; 2 a kernel did not build "
     "or the harness failed",
+    "explore": "0 no finding (discrepancies do not fail); 1 a finding: a durability, mount, "
+    "fsck or console failure; 2 bad input or a harness failure; 130 interrupted (finished "
+    "programs kept: --resume goes on)",
+    "explore-repro": "1 the bundle's finding came back; 0 it did not; 2 bad input or a "
+    "harness failure",
 }
 DEFAULT_EXIT = "0 done; 2 bad input or a failure (one line on stderr); 130 interrupted"
 
@@ -455,6 +463,65 @@ def build_parser() -> argparse.ArgumentParser:
         help="boot every guest instead of resuming saved ones",
     )
 
+    exp = sub.add_parser(
+        "explore",
+        help="generate file-system programs, run each in a guest under a write log, "
+        "check every crash state against a durability model and across filesystems",
+    )
+    exp.add_argument("--kernel", default=None, help="the kernel to test (default: the built-in)")
+    exp.add_argument(
+        "--fs",
+        default="btrfs,ext4,xfs",
+        help="comma list of filesystems each program runs on: btrfs, ext4, xfs, and each "
+        "with -overlay (an overlayfs upper on it, as overlay2 uses it); three or more "
+        "also compare their crash states (discrepancies)",
+    )
+    exp.add_argument(
+        "--mode",
+        choices=("random", "exhaustive"),
+        default="random",
+        help="seeded random programs, or every program up to --length core operations",
+    )
+    exp.add_argument(
+        "--length",
+        type=_whole,
+        default=6,
+        help="random: operations per program at most; exhaustive: core operations (1..3)",
+    )
+    exp.add_argument("--programs", type=_whole, default=100, help="programs to run at most")
+    exp.add_argument(
+        "--minutes", type=float, default=0.0, help="stop starting programs after this long"
+    )
+    exp.add_argument("--seed", type=_whole, default=1, help="the random programs' seed")
+    exp.add_argument(
+        "--ops",
+        default=None,
+        help="comma list of the operations programs use (default: all; see docs/explore.md)",
+    )
+    exp.add_argument(
+        "--lost", type=_whole, default=1, help="lost-cache crash states per flush epoch"
+    )
+    exp.add_argument(
+        "--no-fsck", dest="fsck", action="store_false", help="skip fsck of each crash state"
+    )
+    exp.add_argument(
+        "--no-minimize",
+        dest="minimize",
+        action="store_false",
+        help="no minimized programs and bundles at the end",
+    )
+    exp.add_argument("--jobs", type=_whole, default=2, help="guests at a time")
+    exp.add_argument(
+        "--out", type=Path, default=Path("results"), help="runs go to OUT/RUN_ID-explore"
+    )
+    exp.add_argument(
+        "--resume", type=Path, default=None, help="go on with an interrupted explore run"
+    )
+    exp.add_argument("--accel", choices=ACCELS, default=None, help=ACCEL_HELP)
+    exr = sub.add_parser("explore-repro", help="run an explore finding's bundle again in a guest")
+    exr.add_argument("bundle", type=Path, help="a findings/<name> directory of an explore run")
+    exr.add_argument("--accel", choices=ACCELS, default=None, help=ACCEL_HELP)
+
     chk = sub.add_parser("check", help="run every oracle on an existing test-disk image")
     chk.add_argument("image", type=Path, help="a raw or qcow2 disk image of a docker disk")
     chk.add_argument(
@@ -656,6 +723,55 @@ def _compare(args: argparse.Namespace) -> int:
     print(headline(doc))
     print(f"crashtest: compare results in {run_dir}/compare.json and compare.html")
     return 0 if doc["complete"] else 2
+
+
+def _explore(args: argparse.Namespace) -> int:
+    summary = explore(
+        ExploreOptions(
+            kernel=args.kernel,
+            fs=args.fs,
+            mode=args.mode,
+            length=args.length,
+            programs=args.programs,
+            minutes=args.minutes,
+            seed=args.seed,
+            ops=args.ops,
+            lost=args.lost,
+            fsck=args.fsck,
+            jobs=args.jobs,
+            minimize=args.minimize,
+            out=args.out,
+            resume=args.resume,
+            accel=args.accel,
+        )
+    )
+    m = summary.meta
+    print(
+        f"crashtest: explore {m.run_id}: {summary.programs} programs, {summary.states} crash "
+        f"states on {', '.join(m.filesystems)} ({m.kernel}), {m.elapsed_s:.0f} s"
+    )
+    failing = [g for g in summary.findings if g.fails]
+    for g in summary.findings:
+        word = "FINDING" if g.fails else g.cls
+        print(f"  {word}: {g.signature} ({len(g.programs)} programs)")
+        if g.minimized:
+            print(f"    minimized: {'; '.join(g.minimized)}")
+        if g.bundle:
+            print(
+                f"    bundle: {args.out if args.resume is None else args.resume.parent}/"
+                f"{m.run_id}/{g.bundle}"
+            )
+    if summary.harness_errors:
+        print(f"crashtest: {summary.harness_errors} harness errors (see explore.json)")
+    return 1 if failing else (2 if summary.harness_errors and not summary.programs else 0)
+
+
+def _explore_repro(args: argparse.Namespace) -> int:
+    result = replay_bundle(args.bundle, args.accel)
+    for v in result.found:
+        print(f"  {v.cls.value}: {v.state}: {v.signature()}")
+    print(f"crashtest: {'reproduced' if result.reproduced else 'not reproduced'}")
+    return 1 if result.reproduced else 0
 
 
 def _corpus(args: argparse.Namespace) -> int:
@@ -950,6 +1066,10 @@ def _dispatch(args: argparse.Namespace) -> int:
         return _compare(args)
     if args.command == "corpus":
         return _corpus(args)
+    if args.command == "explore":
+        return _explore(args)
+    if args.command == "explore-repro":
+        return _explore_repro(args)
     if args.command == "bench":
         doc = run_bench(
             args.out,

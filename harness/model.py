@@ -73,6 +73,7 @@ _DEFAULT_FAULT = {
     ViolationClass.LEAK: Fault.DOCKER,
     ViolationClass.HARNESS_ERROR: Fault.HARNESS,
     ViolationClass.CONSOLE_ONLY: Fault.UNKNOWN,
+    ViolationClass.DISCREPANCY: Fault.FILESYSTEM,
 }
 
 

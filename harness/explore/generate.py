@@ -1,0 +1,328 @@
+"""Generated programs: seeded random sequences and bounded-exhaustive ones over
+a small namespace, with descriptors as objects.
+
+The namespace is the initial tree (`A/`, `A/foo` of 16 KiB, `B/`) plus the
+names programs may create: `foo` and `bar` in `A`, `B` and `A/C`, and the
+directories `A/C` and `B/C`. Every generated operation is valid where it stands
+(the model applies it without error), so a program spends its length on what a
+file system must get right rather than on errors. A descriptor is opened by an
+`open` and used by later operations until closed; a persistence point goes
+through a kept descriptor or a fresh one.
+"""
+
+from __future__ import annotations
+
+import copy
+import random
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
+
+from crashtest_guest.protocol import Op, OpKind
+from harness.errors import InputError
+from harness.explore.model import Invalid, Tree
+
+DIRS = ("", "A", "B", "A/C", "B/C")
+NEW_DIRS = ("A/C", "B/C")
+FILES = ("A/foo", "A/bar", "B/foo", "B/bar", "A/C/foo", "A/C/bar")
+XATTRS = ("user.a", "user.b")
+SYMLINK_TARGET = "foobar"
+OFFSETS = ((0, 4096), (1000, 3000), (4096, 8192), (20000, 4096), (0, 65536))
+DIRECT = ((0, 4096), (4096, 8192), (16384, 65536))
+TRUNCATES = (0, 1000, 8192, 24576)
+FALLOCS = ((0, 4096), (4096, 8192), (16384, 8192))
+OPEN_FLAGS: tuple[tuple[str, ...], ...] = (
+    (),
+    ("trunc",),
+    ("append",),
+    ("sync",),
+    ("direct",),
+    ("sync", "direct"),
+)
+PERSIST = (OpKind.FSYNC, OpKind.FDATASYNC, OpKind.SYNC, OpKind.SYNCFS)
+ALL_OPS = frozenset(OpKind)
+# How often a core operation is followed by a persistence point (ACE follows each).
+_PERSIST_SHARE = 0.6
+# The chance a random program may use each kind of the grammar (swarm testing).
+_SWARM = 0.3
+# How often an operation is drawn among those on what the last ones touched.
+_LOCALITY = 0.8
+MAX_LENGTH = 64
+
+
+@dataclass(frozen=True)
+class Grammar:
+    ops: frozenset[OpKind] = ALL_OPS
+
+    @classmethod
+    def parse(cls, text: str | None) -> Grammar:
+        """`--ops`: a comma list of operation names (all when none)."""
+        if not text:
+            return cls()
+        names = [t.strip() for t in text.split(",") if t.strip()]
+        known = {k.value for k in OpKind}
+        bad = [n for n in names if n not in known]
+        if bad or not names:
+            raise InputError(
+                f"--ops: unknown operation {bad[0] if bad else text!r} "
+                f"(known: {', '.join(sorted(known))})"
+            )
+        ops = frozenset(OpKind(n) for n in names)
+        if not ops & set(PERSIST):
+            raise InputError("--ops: name at least one persistence point (fsync, sync, ...)")
+        return cls(ops)
+
+    def names(self) -> list[str]:
+        return sorted(k.value for k in self.ops)
+
+
+def _valid(tree: Tree, op: Op) -> bool:
+    try:
+        copy.deepcopy(tree).apply(op)
+    except (Invalid, KeyError):
+        return False
+    return True
+
+
+def _exists(tree: Tree, path: str) -> bool:
+    return tree.lookup(path) is not None
+
+
+def _kind(tree: Tree, path: str) -> str:
+    ino = tree.lookup(path)
+    return "" if ino is None else tree.inodes[ino].kind
+
+
+def _file_fds(tree: Tree) -> list[int]:
+    return [fd for fd, (ino, _) in tree.fds.items() if tree.inodes[ino].kind == "f"]
+
+
+def core_candidates(tree: Tree, kind: OpKind, next_fd: int, byte: int) -> list[Op]:
+    """Every valid operation of `kind` in this state (persistence points apart)."""
+    files = [p for p in FILES if _kind(tree, p) == "f"]
+    free = [p for p in FILES if not _exists(tree, p)]
+    out: list[Op] = []
+    if kind is OpKind.OPEN:
+        for p in FILES:
+            if _kind(tree, p) == "f":
+                out += [Op(kind, p, fd=next_fd, flags=f) for f in OPEN_FLAGS]
+            elif not _exists(tree, p):
+                out.append(Op(kind, p, fd=next_fd, flags=("creat",)))
+    elif kind is OpKind.OPENDIR:
+        out = [Op(kind, d, fd=next_fd) for d in DIRS if _kind(tree, d) == "d"]
+    elif kind is OpKind.CLOSE:
+        out = [Op(kind, fd=fd) for fd in tree.fds]
+    elif kind is OpKind.WRITE:
+        for fd in _file_fds(tree):
+            direct = "direct" in tree.fds[fd][1]
+            for off, n in DIRECT if direct else OFFSETS:
+                out.append(Op(kind, fd=fd, offset=off, length=n, value=byte, flags=tree.fds[fd][1]))
+    elif kind is OpKind.TRUNCATE:
+        out = [Op(kind, p, length=n) for p in files for n in TRUNCATES]
+    elif kind is OpKind.FALLOCATE:
+        for fd in _file_fds(tree):
+            for flags in ((), ("keep",), ("punch",), ("zero",)):
+                out += [Op(kind, fd=fd, flags=flags, offset=o, length=n) for o, n in FALLOCS]
+    elif kind is OpKind.LINK:
+        out = [Op(kind, s, d) for s in files for d in free]
+    elif kind is OpKind.SYMLINK:
+        out = [Op(kind, dest=d, name=SYMLINK_TARGET) for d in free]
+    elif kind is OpKind.UNLINK:
+        out = [Op(kind, p) for p in FILES if _kind(tree, p) in ("f", "l")]
+    elif kind is OpKind.RENAME:
+        sources = [p for p in (*FILES, *NEW_DIRS) if _exists(tree, p)]
+        for s in sources:
+            for d in (*FILES, *NEW_DIRS):
+                if d == s:
+                    continue
+                if _exists(tree, d):
+                    out += [Op(kind, s, d), Op(kind, s, d, flags=("exchange",))]
+                else:
+                    out += [Op(kind, s, d), Op(kind, s, d, flags=("whiteout",))]
+    elif kind is OpKind.MKDIR:
+        out = [Op(kind, d) for d in NEW_DIRS if not _exists(tree, d)]
+    elif kind is OpKind.RMDIR:
+        out = [Op(kind, d) for d in NEW_DIRS if _kind(tree, d) == "d"]
+    elif kind is OpKind.SETXATTR:
+        targets = [p for p in (*FILES, *DIRS[1:]) if _kind(tree, p) in ("f", "d")]
+        out = [Op(kind, p, name=x, value=byte) for p in targets for x in XATTRS]
+    elif kind is OpKind.REMOVEXATTR:
+        for p in (*FILES, *DIRS[1:]):
+            ino = tree.lookup(p)
+            if ino is not None:
+                out += [Op(kind, p, name=x) for x in tree.inodes[ino].xattrs]
+    elif kind is OpKind.CHMOD:
+        out = [Op(kind, p, value=m) for p in files for m in (0o600, 0o755)]
+    elif kind in (OpKind.REFLINK, OpKind.COPY_RANGE):
+        fds = _file_fds(tree)
+        for dst in fds:
+            for src in fds:
+                if kind is OpKind.REFLINK:
+                    out.append(Op(kind, fd=dst, src_fd=src))
+                else:
+                    out += [Op(kind, fd=dst, src_fd=src, offset=o, length=4096) for o in (0, 4096)]
+    return [op for op in out if _valid(tree, op)]
+
+
+def persist_candidates(tree: Tree, kind: OpKind) -> list[Op]:
+    """A persistence point of `kind`: through each kept descriptor, or a fresh
+    one on each object of the namespace."""
+    if kind is OpKind.SYNC:
+        return [Op(kind)]
+    out = [Op(kind, fd=fd) for fd in tree.fds]
+    out += [Op(kind, p) for p in (*DIRS, *FILES) if _kind(tree, p) in ("f", "d")]
+    if kind is OpKind.FDATASYNC:
+        out = [op for op in out if _target_kind(tree, op) == "f"]
+    return [op for op in out if _valid(tree, op)]
+
+
+def _target_kind(tree: Tree, op: Op) -> str:
+    ino = tree.fds[op.fd][0] if op.fd >= 0 else tree.lookup(op.path)
+    return "" if ino is None else tree.inodes[ino].kind
+
+
+def _next_fd(ops: list[Op]) -> int:
+    return max((op.fd for op in ops if op.kind in (OpKind.OPEN, OpKind.OPENDIR)), default=-1) + 1
+
+
+def swarm(grammar: Grammar, rng: random.Random) -> tuple[list[OpKind], list[OpKind]]:
+    """The kinds one random program draws from: a random few of the grammar's
+    (swarm testing, Groce et al., ISSTA 2012: a program that leaves most
+    features out goes deeper into the ones it keeps)."""
+    core = sorted(grammar.ops - set(PERSIST), key=lambda k: k.value)
+    persist = sorted(grammar.ops & set(PERSIST), key=lambda k: k.value)
+    some_core = [k for k in core if rng.random() < _SWARM]
+    while core and len(some_core) < min(2, len(core)):
+        some_core = sorted(set(some_core) | {rng.choice(core)}, key=lambda k: k.value)
+    # fsync always: the persistence point whose promises are the richest
+    some_persist = [k for k in persist if k is OpKind.FSYNC or rng.random() < _SWARM]
+    some_persist = some_persist or [rng.choice(persist)]
+    return some_core, some_persist
+
+
+def random_program(grammar: Grammar, seed: int, index: int, length: int) -> tuple[Op, ...]:
+    """Program `index` of `seed`: 2 to `length` operations, ending in a
+    persistence point (the same seed and index: the same program)."""
+    rng = random.Random(f"{seed}:{index}")
+    tree = Tree()
+    ops: list[Op] = []
+    core, persist = swarm(grammar, rng)
+    n = rng.randint(2, max(2, length))
+    while len(ops) < n:
+        after_persist = bool(ops) and ops[-1].kind.persists
+        if len(ops) == n - 1 or not core or (not after_persist and rng.random() < _PERSIST_SHARE):
+            kinds = persist
+        else:
+            kinds = core
+        byte = 0x21 + len(ops)
+        options = {
+            k: persist_candidates(tree, k)
+            if k.persists
+            else core_candidates(tree, k, _next_fd(ops), byte)
+            for k in kinds
+        }
+        usable = [k for k in kinds if options[k]]
+        if not usable:  # nothing of that sort fits here: a persistence point mostly does
+            options = {k: persist_candidates(tree, k) for k in grammar.ops & set(PERSIST)}
+            usable = sorted((k for k in options if options[k]), key=lambda k: k.value)
+            if not usable:
+                break
+        choices = options[rng.choice(usable)]
+        recent = [o for o in ops if not o.kind.persists][-2:]
+        near = [c for c in choices if _touches(c, tree, recent)]
+        op = rng.choice(near if near and rng.random() < _LOCALITY else choices)
+        tree.apply(op)
+        ops.append(op)
+    return tuple(ops)
+
+
+def _places(op: Op) -> set[str]:
+    """The names an operation is about, and their directories."""
+    out = set()
+    for path in (op.path, op.dest):
+        if path or op.kind.persists:
+            out |= {path, path.rpartition("/")[0]}
+    return out
+
+
+def _touches(candidate: Op, tree: Tree, recent: list[Op]) -> bool:
+    """The candidate works on what the last few operations worked on (a name, its
+    directory, or a descriptor of it): bugs live in such interplay."""
+    if not recent:
+        return False
+    places = set().union(*(_places(o) for o in recent))
+    fds = {o.fd for o in recent if o.fd >= 0}
+    if candidate.fd >= 0 and candidate.fd in fds:
+        return True
+    return bool({candidate.path, candidate.dest} & places - {""}) or (
+        candidate.kind.persists and candidate.path in places
+    )
+
+
+# Directories whose names all start fresh: there `foo` and `bar` are symmetric.
+_SYMMETRIC_DIRS = ("B", "A/C", "B/C")
+
+
+def canonical(ops: tuple[Op, ...]) -> tuple[Op, ...]:
+    """The program with symmetric choices made one: in a directory that starts
+    empty, its names renamed in order of first use (`foo` then `bar`), and the
+    xattr names likewise, so programs that differ only in such a choice count
+    once."""
+    rename: dict[str, str] = {}
+    used: dict[str, int] = {}
+    order = ("foo", "bar")
+
+    def fix(path: str) -> str:
+        head, _, name = path.rpartition("/")
+        if head in _SYMMETRIC_DIRS and name in order:
+            key = f"{head}/{name}"
+            if key not in rename:
+                rename[key] = f"{head}/{order[used.get(head, 0)]}"
+                used[head] = used.get(head, 0) + 1
+            return rename[key]
+        return path
+
+    xattrs: dict[str, str] = {}
+
+    def fix_x(name: str) -> str:
+        if name in XATTRS:
+            xattrs.setdefault(name, XATTRS[len(xattrs)])
+            return xattrs[name]
+        return name
+
+    out = []
+    for op in ops:
+        name = fix_x(op.name) if op.kind in (OpKind.SETXATTR, OpKind.REMOVEXATTR) else op.name
+        out.append(replace(op, path=fix(op.path), dest=fix(op.dest), name=name))
+    return tuple(out)
+
+
+def exhaustive(grammar: Grammar, length: int) -> Iterator[tuple[Op, ...]]:
+    """Every program of up to `length` core operations, each followed by no
+    persistence point or by one of every kind, through every descriptor,
+    ending in one (ACE's bounded-exhaustive idea), duplicates by symmetry
+    removed."""
+    core = sorted(grammar.ops - set(PERSIST), key=lambda k: k.value)
+    persist = sorted(grammar.ops & set(PERSIST), key=lambda k: k.value)
+    seen: set[tuple[Op, ...]] = set()
+
+    def walk(tree: Tree, ops: tuple[Op, ...], left: int) -> Iterator[tuple[Op, ...]]:
+        if left == 0:
+            return
+        for kind in core:
+            for op in core_candidates(tree, kind, _next_fd(list(ops)), 0x21 + len(ops)):
+                after = copy.deepcopy(tree)
+                after.apply(op)
+                for kind_p in persist:
+                    for p in persist_candidates(after, kind_p):
+                        done = copy.deepcopy(after)
+                        done.apply(p)
+                        prog = (*ops, op, p)
+                        key = canonical(prog)
+                        if key in seen:
+                            continue
+                        seen.add(key)
+                        yield prog
+                        yield from walk(done, prog, left - 1)
+                yield from walk(after, (*ops, op), left - 1)
+
+    yield from walk(Tree(), (), length)
