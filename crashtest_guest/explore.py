@@ -334,10 +334,15 @@ class Runner:
             os.removexattr(self.p(op.path), op.name)
         elif k is OpKind.CHMOD:
             os.chmod(self.p(op.path), op.value)
-        elif k is OpKind.REFLINK:
-            fcntl.ioctl(self.fds[op.fd], _FICLONE, self.fds[op.src_fd])
-        elif k is OpKind.COPY_RANGE:
-            os.copy_file_range(self.fds[op.src_fd], self.fds[op.fd], op.length, 0, op.offset)
+        elif k in (OpKind.REFLINK, OpKind.COPY_RANGE):
+            src = os.open(self.p(op.path), os.O_RDONLY)
+            try:
+                if k is OpKind.REFLINK:
+                    fcntl.ioctl(self.fds[op.fd], _FICLONE, src)
+                else:
+                    os.copy_file_range(src, self.fds[op.fd], op.length, 0, op.offset)
+            finally:
+                os.close(src)
         elif k in (OpKind.FSYNC, OpKind.FDATASYNC, OpKind.SYNCFS):
             self.persist(op, k.value)
         elif k is OpKind.SYNC:
@@ -529,6 +534,9 @@ def check_point(
     console = Console()
     try:
         replay(dev, sectorsize, entries, point)
+        if req.damage:  # ext4's superblock at 1 KiB, xfs's at 0, btrfs's at 64 KiB
+            with open(dev, "r+b") as f:
+                f.write(bytes(128 << 10))
         root, out = mount(dev, req)
         tree: tuple[Node, ...] = ()
         if root:

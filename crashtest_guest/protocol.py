@@ -323,14 +323,14 @@ class Op:
     """One operation. Paths are relative to the program's root. `fd` names a
     descriptor: the one an open makes, or the one an operation uses; a
     persistence point with `fd` -1 and a `path` opens a fresh descriptor for it
-    and closes it after. `flags`: open's (creat, trunc, append, sync, direct),
-    rename's (noreplace, exchange, whiteout), fallocate's (keep, punch, zero)."""
+    and closes it after; reflink and copy_range write into `fd` from `path`.
+    `flags`: open's (creat, trunc, append, sync, direct), rename's (noreplace,
+    exchange, whiteout), fallocate's (keep, punch, zero)."""
 
     kind: OpKind
     path: str = ""
     dest: str = ""  # link, rename and symlink: the new name
     fd: int = -1
-    src_fd: int = -1  # reflink and copy_range: the source descriptor
     flags: tuple[str, ...] = ()
     offset: int = 0
     length: int = 0
@@ -370,6 +370,7 @@ class ExploreRequest:
     lost: int = 1  # lost-cache states per epoch (subsets of its writes)
     seed: int = 0
     fsck: bool = True
+    damage: bool = False  # self-test: each state's superblocks zeroed before it mounts
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)

@@ -485,7 +485,7 @@ def build_parser() -> argparse.ArgumentParser:
     exp.add_argument(
         "--length",
         type=_whole,
-        default=6,
+        default=8,
         help="random: operations per program at most; exhaustive: core operations (1..3)",
     )
     exp.add_argument("--programs", type=_whole, default=100, help="programs to run at most")

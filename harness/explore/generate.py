@@ -153,13 +153,12 @@ def core_candidates(tree: Tree, kind: OpKind, next_fd: int, byte: int) -> list[O
     elif kind is OpKind.CHMOD:
         out = [Op(kind, p, value=m) for p in files for m in (0o600, 0o755)]
     elif kind in (OpKind.REFLINK, OpKind.COPY_RANGE):
-        fds = _file_fds(tree)
-        for dst in fds:
-            for src in fds:
+        for dst in _file_fds(tree):
+            for src in files:
                 if kind is OpKind.REFLINK:
-                    out.append(Op(kind, fd=dst, src_fd=src))
+                    out.append(Op(kind, src, fd=dst))
                 else:
-                    out += [Op(kind, fd=dst, src_fd=src, offset=o, length=4096) for o in (0, 4096)]
+                    out += [Op(kind, src, fd=dst, offset=o, length=4096) for o in (0, 4096)]
     return [op for op in out if _valid(tree, op)]
 
 
@@ -208,8 +207,8 @@ def random_program(grammar: Grammar, seed: int, index: int, length: int) -> tupl
     core, persist = swarm(grammar, rng)
     n = rng.randint(2, max(2, length))
     while len(ops) < n:
-        after_persist = bool(ops) and ops[-1].kind.persists
-        if len(ops) == n - 1 or not core or (not after_persist and rng.random() < _PERSIST_SHARE):
+        after_core = bool(ops) and not ops[-1].kind.persists
+        if len(ops) == n - 1 or not core or (after_core and rng.random() < _PERSIST_SHARE):
             kinds = persist
         else:
             kinds = core

@@ -133,10 +133,13 @@ def run(root, lw):
                 os.removexattr(p(op["path"]), op["name"])
             elif k == "chmod":
                 os.chmod(p(op["path"]), op["value"])
-            elif k == "reflink":
-                fcntl.ioctl(fds[op["fd"]], 0x40049409, fds[op["src_fd"]])
-            elif k == "copy_range":
-                os.copy_file_range(fds[op["src_fd"]], fds[op["fd"]], op["length"], 0, op["offset"])
+            elif k in ("reflink", "copy_range"):
+                src = os.open(p(op["path"]), os.O_RDONLY)
+                if k == "reflink":
+                    fcntl.ioctl(fds[op["fd"]], 0x40049409, src)  # FICLONE
+                else:
+                    os.copy_file_range(src, fds[op["fd"]], op["length"], 0, op["offset"])
+                os.close(src)
             elif k == "sync":
                 os.sync()
             else:  # fsync, fdatasync, syncfs: a kept descriptor, or a fresh one

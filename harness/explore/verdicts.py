@@ -11,11 +11,9 @@ from harness.explore.model import (
     Promise,
     Tree,
     check,
-    describe,
     observed,
     promises,
     simulate,
-    value,
 )
 from harness.model import Violation
 from harness.oracles import console
@@ -167,9 +165,10 @@ def discrepancies(ops: tuple[Op, ...], outcomes: dict[str, ExploreOutcome]) -> l
     if trees is None:
         return []
     per_fs = {fs: _final_states(o, len(ops)) for fs, o in usable.items()}
-    made = promises(ops, trees, next(iter(usable.values())).errnos)
+    errnos = next(iter(usable.values())).errnos
+    made = promises(ops, trees, errnos)
     found: list[Violation] = []
-    for p in made:
+    for p in promises(ops, trees, errnos, scope=True):
         if p.op < 0:
             continue
         states = {fs: s[p.op] for fs, s in per_fs.items() if p.op in s}
@@ -183,25 +182,21 @@ def discrepancies(ops: tuple[Op, ...], outcomes: dict[str, ExploreOutcome]) -> l
             seen = {fs: _value_at(s, path, str(fact[0])) for fs, s in states.items()}
             for fs, v in seen.items():
                 rest = [w for f, w in seen.items() if f != fs]
-                if all(w == rest[0] for w in rest) and v != rest[0]:
-                    if check([p], trees, states[fs]):
-                        continue  # the model already reports it as lost
-                    found.append(
-                        Violation(
-                            ViolationClass.DISCREPANCY,
-                            state_name(fs, states[fs]),
-                            f"{p.why}: {fact[0]} of {path} as every other filesystem has it",
-                            {
-                                "found": f"{fs}: {v}",
-                                "others": ", ".join(
-                                    f"{f}: {w}" for f, w in seen.items() if f != fs
-                                ),
-                                "model": f"expects {value(after, fact)}",
-                            },
-                            check=DIFFERENTIAL,
-                            subject=f"{fact[0]} after {describe(ops[p.op]).split('(')[0]}",
-                        )
+                if v == rest[0] or any(w != rest[0] for w in rest):
+                    continue
+                if any(b.path == path for b in check(made, trees, states[fs])):
+                    continue  # the model already reports it as lost
+                others = ", ".join(f"{f}: {w}" for f, w in seen.items() if f != fs)
+                found.append(
+                    Violation(
+                        ViolationClass.DISCREPANCY,
+                        state_name(fs, states[fs]),
+                        f"{p.why}: {fact[0]} of {path} as every other filesystem has it",
+                        {"found": f"{fs}: {v}", "others": others},
+                        check=DIFFERENTIAL,
+                        subject=f"{fact[0]} after {ops[p.op].kind.value}",
                     )
+                )
     return found
 
 

@@ -1,0 +1,363 @@
+"""crashtest explore without a guest: the generator, the durability model, the
+crash points of a write log, the verdicts (each check shown catching a planted
+failure and passing a sound state), the reproducer script, minimization and
+bad input."""
+
+from __future__ import annotations
+
+import json
+import pickle
+import py_compile
+from pathlib import Path
+
+import pytest
+
+from crashtest_guest import explore as guest
+from crashtest_guest.protocol import (
+    CrashState,
+    ExploreOutcome,
+    Node,
+    Op,
+    OpKind,
+    ViolationClass,
+)
+from harness.cli import main
+from harness.errors import InputError
+from harness.explore.findings import expectations, minimize, valid
+from harness.explore.generate import Grammar, canonical, exhaustive, random_program
+from harness.explore.model import promises, simulate
+from harness.explore.reproducer import reproducer_script
+from harness.explore.verdicts import discrepancies, outcome_verdicts
+
+BASE = (
+    Node("A", "d", mode=0o755),
+    Node("B", "d", mode=0o755),
+)
+FOO_16K = "dffb468c8b41f8135f1c9a5f8fad0d5df7d5d1a4d8d7c1d2a2c2b0b69dc1e44c"
+
+
+def foo(size: int = 16384, sha: str = "") -> Node:
+    import hashlib
+
+    digest = sha or hashlib.sha256(bytes([0x11]) * size).hexdigest()
+    return Node("A/foo", "f", size, digest, 0o644)
+
+
+def state(tree: tuple[Node, ...], durable: int, issued: int, sid: str = "s0") -> CrashState:
+    return CrashState(sid, 10, durable, issued, tree=tree)
+
+
+def outcome(ops: tuple[Op, ...], *states: CrashState, fs: str = "btrfs") -> ExploreOutcome:
+    return ExploreOutcome(fs, False, tuple(0 for _ in ops), states)
+
+
+BUG_764 = (Op(OpKind.OPEN, "A/foo", fd=0), Op(OpKind.UNLINK, "A/foo"), Op(OpKind.FSYNC, fd=0))
+BUG_779 = (
+    Op(OpKind.MKDIR, "A/C"),
+    Op(OpKind.SYMLINK, dest="A/C/foo", name="foobar"),
+    Op(OpKind.FSYNC, "A/C"),
+    Op(OpKind.RENAME, "A/C/foo", dest="A/C/bar"),
+    Op(OpKind.FSYNC, "A/C"),
+)
+
+
+def model_verdicts(ops: tuple[Op, ...], st: CrashState) -> list[str]:
+    return [v.signature() for v in outcome_verdicts("btrfs", ops, outcome(ops, st))]
+
+
+# --- the generator -----------------------------------------------------------
+
+
+def test_a_random_program_is_the_same_for_the_same_seed_and_index_and_valid() -> None:
+    g = Grammar()
+    for i in range(200):
+        p = random_program(g, 7, i, 8)
+        assert p == random_program(g, 7, i, 8)
+        assert valid(p), p  # every operation valid where it stands, a persistence point last
+        assert 2 <= len(p) <= 8
+    assert random_program(g, 7, 0, 8) != random_program(g, 8, 0, 8)
+
+
+def test_a_program_is_plain_data() -> None:
+    p = random_program(Grammar(), 3, 5, 8)
+    assert pickle.loads(pickle.dumps(p)) == p
+    assert tuple(Op.from_json(json.loads(json.dumps(o.to_json()))) for o in p) == p
+
+
+def test_the_random_programs_use_descriptors_as_objects() -> None:
+    """Over many programs: fsync through kept descriptors and fresh ones, of
+    files and directories, and an open file unlinked."""
+    progs = [random_program(Grammar(), 1, i, 8) for i in range(3000)]
+    flat = [o for p in progs for o in p]
+    assert any(o.kind is OpKind.FSYNC and o.fd >= 0 for o in flat)
+    assert any(o.kind is OpKind.FSYNC and o.fd < 0 for o in flat)
+    assert any(o.kind is OpKind.OPENDIR for o in flat)
+    kinds = {o.kind for o in flat}
+    assert kinds == set(OpKind)  # the default grammar reaches every operation
+
+
+def test_exhaustive_programs_are_every_short_one_once() -> None:
+    g = Grammar.parse("open,unlink,fsync")
+    progs = list(exhaustive(g, 2))
+    assert len(progs) == len(set(progs)) == len({canonical(p) for p in progs})
+    assert BUG_764 in progs  # the shape of generic/764 is among them
+    assert all(valid(p) for p in progs)
+    one = list(exhaustive(g, 1))
+    assert set(one) < set(progs)
+
+
+def test_symmetric_names_count_once() -> None:
+    a = (Op(OpKind.OPEN, "B/foo", fd=0, flags=("creat",)), Op(OpKind.FSYNC, "B"))
+    b = (Op(OpKind.OPEN, "B/bar", fd=0, flags=("creat",)), Op(OpKind.FSYNC, "B"))
+    assert canonical(a) == canonical(b)
+    c = (Op(OpKind.OPEN, "A/bar", fd=0, flags=("creat",)), Op(OpKind.FSYNC, "A"))
+    assert canonical(c) != canonical((Op(OpKind.OPEN, "A/foo", fd=0), Op(OpKind.FSYNC, "A")))
+
+
+@pytest.mark.parametrize(
+    ("text", "words"),
+    [("frobnicate", "unknown operation 'frobnicate'"), ("open,unlink", "persistence point")],
+)
+def test_a_bad_grammar_is_one_line(text: str, words: str) -> None:
+    with pytest.raises(InputError, match=words):
+        Grammar.parse(text)
+
+
+# --- the durability model ----------------------------------------------------
+
+
+def test_an_unlinked_file_fsynced_through_its_descriptor_must_stay_gone() -> None:
+    """generic/764's promise: btrfs on 6.12 brings the file back."""
+    back = model_verdicts(BUG_764, state((*BASE, foo()), 2, 2))
+    assert back == [
+        "explore.model | fs-durability | filesystem | entry after fsync of a file "
+        "through a kept descriptor"
+    ]
+    assert model_verdicts(BUG_764, state(BASE, 2, 2)) == []
+    # before the fsync returned, either is allowed
+    assert model_verdicts(BUG_764, state((*BASE, foo()), 1, 2)) == []
+
+
+def test_a_renamed_symlink_has_its_new_name_after_the_directory_fsync() -> None:
+    """generic/779's promise."""
+    c = Node("A/C", "d", mode=0o755)
+    old = Node("A/C/foo", "l", 6, mode=0o777, target="foobar")
+    new = Node("A/C/bar", "l", 6, mode=0o777, target="foobar")
+    found = model_verdicts(BUG_779, state((*BASE, foo(), c, old), 4, 4))
+    assert len(found) == 2 and all("entry after fsync of a directory" in f for f in found)
+    assert model_verdicts(BUG_779, state((*BASE, foo(), c, new), 4, 4)) == []
+    # after the first fsync only the old name is promised
+    assert model_verdicts(BUG_779, state((*BASE, foo(), c, old), 2, 3)) == []
+
+
+def test_a_truncated_file_fsynced_stays_truncated_after_a_later_link() -> None:
+    """generic/788's promise: the size of a fsync'd file survives a later
+    directory fsync."""
+    ops = (
+        Op(OpKind.TRUNCATE, "A/foo", length=0),
+        Op(OpKind.FSYNC, "A/foo"),
+        Op(OpKind.LINK, "A/foo", "A/bar"),
+        Op(OpKind.FSYNC, "A"),
+    )
+    bar = Node("A/bar", "f", 0, foo(0).sha256, 0o644)
+    found = model_verdicts(ops, state((*BASE, foo(), replace_path(foo(), "A/bar")), 3, 3))
+    assert any("size after fsync of a file" in f for f in found)
+    assert model_verdicts(ops, state((*BASE, foo(0), bar), 3, 3)) == []
+
+
+def replace_path(n: Node, path: str) -> Node:
+    return Node(path, n.kind, n.size, n.sha256, n.mode)
+
+
+def test_what_no_persistence_point_promised_may_be_lost() -> None:
+    """A new file nobody fsync'd may be missing; the fsync'd one may not."""
+    ops = (
+        Op(OpKind.OPEN, "B/foo", fd=0, flags=("creat",)),
+        Op(OpKind.WRITE, fd=0, offset=0, length=4096, value=0x22),
+        Op(OpKind.FSYNC, "A/foo"),
+    )
+    assert model_verdicts(ops, state((*BASE, foo()), 2, 2)) == []
+    assert model_verdicts(ops, state(BASE, 2, 2)) != []  # the initial tree's A/foo
+
+
+def test_the_initial_tree_is_durable_a_copy_up_may_not_empty_it() -> None:
+    """ovl-copy-up's shape: a chmod changes no data, so the data must stay."""
+    ops = (Op(OpKind.CHMOD, "A/foo", value=0o600), Op(OpKind.FSYNC, "B"))
+    empty = Node("A/foo", "f", 0, foo(0).sha256, 0o600)
+    found = model_verdicts(ops, state((*BASE, empty), 1, 1))
+    assert any("data after the initial tree" in f for f in found)
+    assert model_verdicts(ops, state((*BASE, replace_mode(foo(), 0o600)), 1, 1)) == []
+
+
+def replace_mode(n: Node, mode: int) -> Node:
+    return Node(n.path, n.kind, n.size, n.sha256, mode)
+
+
+def test_an_osync_write_promises_its_data_and_size() -> None:
+    """ext4-737's shape: an O_SYNC direct write that extends the file."""
+    ops = (
+        Op(OpKind.OPEN, "A/foo", fd=0, flags=("sync", "direct")),
+        Op(OpKind.WRITE, fd=0, offset=16384, length=65536, value=0x22, flags=("sync", "direct")),
+        Op(OpKind.FSYNC, "B"),
+    )
+    found = model_verdicts(ops, state((*BASE, foo()), 1, 1))
+    assert any("size after write (O_SYNC)" in f for f in found)
+
+
+def test_the_model_follows_the_filesystem_or_says_it_cannot() -> None:
+    ops = (Op(OpKind.UNLINK, "A/nothing"), Op(OpKind.SYNC))
+    out = ExploreOutcome("btrfs", False, (0, 0), ())
+    [v] = outcome_verdicts("btrfs", ops, out)
+    assert v.cls is ViolationClass.HARNESS_ERROR and v.check == "explore.model-diverged"
+    # an operation the filesystem refused (reflink on ext4) is simply not applied
+    assert simulate(ops, (2, 0)) is not None
+
+
+# --- the other checks, each catching a planted failure ------------------------
+
+
+def test_a_state_that_does_not_mount_or_fails_fsck_is_corruption() -> None:
+    ops = (Op(OpKind.SYNC),)
+    bad = CrashState("s0", 3, 0, 0, mounted=False, mount_output="wrong fs type")
+    [v] = outcome_verdicts("ext4", ops, outcome(ops, bad, fs="ext4"))
+    assert (v.cls, v.check) == (ViolationClass.FS_CORRUPTION, "fs.mount")
+    fsck = CrashState("s0", 3, 0, 0, fsck_rc=4, fsck_output="inode 12 bad", tree=(*BASE, foo()))
+    [v] = outcome_verdicts("ext4", ops, outcome(ops, fsck, fs="ext4"))
+    assert (v.cls, v.check) == (ViolationClass.FS_CORRUPTION, "fs.fsck")
+    oops = CrashState(
+        "s0", 3, 0, 0, console="BTRFS critical (device dm-0): corrupt leaf", tree=(*BASE, foo())
+    )
+    [v] = outcome_verdicts("btrfs", ops, outcome(ops, oops))
+    assert v.check == "kernel.console"
+    ok = CrashState("s0", 3, 0, 0, tree=(*BASE, foo()))
+    assert outcome_verdicts("btrfs", ops, outcome(ops, ok)) == []
+
+
+def test_a_guest_failure_is_a_harness_error_never_a_finding() -> None:
+    out = ExploreOutcome("btrfs", False, (), (), error="RuntimeError: dmsetup failed")
+    [v] = outcome_verdicts("btrfs", (Op(OpKind.SYNC),), out)
+    assert v.cls is ViolationClass.HARNESS_ERROR and v.cls is not ViolationClass.FS_DURABILITY
+
+
+def test_one_filesystem_unlike_all_others_is_a_discrepancy() -> None:
+    """fdatasync promises no name, so a new name kept by two filesystems and
+    lost by the third is a discrepancy, not a durability finding."""
+    ops = (Op(OpKind.LINK, "A/foo", "A/bar"), Op(OpKind.FSYNC, "A/foo"))
+    with_bar = (*BASE, foo(), replace_path(foo(), "A/bar"))
+    fine = {fs: outcome(ops, state(with_bar, 1, 1), fs=fs) for fs in ("btrfs", "ext4", "xfs")}
+    assert discrepancies(ops, fine) == []
+    odd = {**fine, "xfs": outcome(ops, state((*BASE, foo()), 1, 1), fs="xfs")}
+    # the model promises the new name after fsync of the file: a durability finding
+    assert discrepancies(ops, odd) == []
+    ops2 = (
+        Op(OpKind.LINK, "A/foo", "A/bar"),
+        Op(OpKind.FDATASYNC, "A/foo"),
+        Op(OpKind.TRUNCATE, "A/foo", length=0),
+        Op(OpKind.FDATASYNC, "A/foo"),
+    )
+    trunc = (*BASE, foo(0), replace_path(foo(0), "A/bar"))
+    fine2 = {fs: outcome(ops2, state(trunc, 3, 3), fs=fs) for fs in ("btrfs", "ext4", "xfs")}
+    assert discrepancies(ops2, fine2) == []
+    odd2 = {**fine2, "btrfs": outcome(ops2, state((*BASE, foo(0)), 3, 3))}
+    found = discrepancies(ops2, odd2)
+    assert found and {v.cls for v in found} == {ViolationClass.DISCREPANCY}
+    assert all(v.state.startswith("btrfs:") for v in found)
+    assert not ViolationClass.DISCREPANCY.fails
+
+
+# --- crash points of a dm-log-writes log -------------------------------------
+
+
+def entry(flags: int = 0, nr: int = 0, mark: str = "") -> guest.Entry:
+    return guest.Entry(8, nr, flags, b"x" * 512 * nr, mark)
+
+
+def test_crash_points_at_flushes_and_marks_the_latest_of_equal_ones() -> None:
+    log = [
+        entry(guest.MARK, mark="op0"),
+        entry(nr=1),
+        entry(nr=1),
+        entry(guest.FLUSH),
+        entry(guest.MARK, mark="op1"),  # no write since the flush: the same disk
+        entry(nr=1),
+        entry(guest.MARK, mark="op2"),
+    ]
+    points = guest.crash_points(log, 3, lost=2, seed=1)
+    plain = [p for p in points if not p.dropped]
+    assert [(p.entries, p.durable_through, p.issued_through) for p in plain] == [
+        (1, 0, 1),
+        (5, 1, 2),
+        (7, 2, 2),
+    ]
+    lost = [p for p in points if p.dropped]
+    assert lost and all(set(p.dropped) <= {1, 2} for p in lost)
+    assert guest.crash_points(log, 3, lost=2, seed=1) == points  # seeded
+
+
+def test_the_program_log_ends_with_the_unflushed_writes_after_its_last_mark() -> None:
+    log = [entry(guest.MARK, mark="op0"), entry(nr=1), entry(guest.FLUSH), entry(nr=1)]
+    assert guest.program_log(log) == log[:2]
+
+
+# --- from a finding to a reproducer ------------------------------------------
+
+
+def test_minimize_keeps_only_what_the_failure_needs() -> None:
+    noise = (Op(OpKind.MKDIR, "B/C"), Op(OpKind.SYNC))
+    prog = (*noise, *BUG_764[:2], Op(OpKind.CHMOD, "B/C", value=0o700), BUG_764[2])
+
+    def fails(p: tuple[Op, ...]) -> bool:
+        return any(o.kind is OpKind.UNLINK for o in p) and p[-1] == BUG_764[2]
+
+    assert minimize(prog, fails) == BUG_764
+
+
+def test_the_standalone_reproducer_is_a_python_program_with_the_calls(tmp_path: Path) -> None:
+    v = outcome_verdicts("btrfs", BUG_764, outcome(BUG_764, state((*BASE, foo()), 2, 2)))[0]
+    exp = expectations(BUG_764, v)
+    assert [(e.op, e.fact, e.path, e.allowed) for e in exp] == [(2, "entry", "A/foo", [None])]
+    script = reproducer_script("btrfs", False, "commit=300", BUG_764, exp, v.promise)
+    path = tmp_path / "reproduce.py"
+    path.write_text(script)
+    py_compile.compile(str(path), doraise=True)
+    assert "fd0 = open(A/foo, O_RDWR)" in script and "log-writes" in script
+
+
+def test_promises_name_the_operation_that_made_them() -> None:
+    trees = simulate(BUG_779)
+    assert trees is not None
+    made = promises(BUG_779, trees, (0,) * 5)
+    assert [p.op for p in made] == [-1, 2, 4]
+
+
+# --- bad input: one line, exit 2, before anything boots ----------------------
+
+
+@pytest.mark.parametrize(
+    ("args", "words"),
+    [
+        (["--fs", "zfs"], "unknown filesystem 'zfs'"),
+        (["--ops", "open,teleport"], "unknown operation 'teleport'"),
+        (["--length", "0"], "--length: 0 is out of range"),
+        (["--mode", "exhaustive", "--length", "4"], "--length: 4 is out of range 1..3"),
+        (["--programs", "0"], "--programs: 0 is out of range"),
+        (["--lost", "100"], "--lost (100) 0..64"),
+    ],
+)
+def test_bad_explore_input_is_one_line_and_exit_2(
+    args: list[str], words: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["explore", "--out", str(tmp_path / "r"), *args]) == 2
+    err = capsys.readouterr().err.strip()
+    assert words in err and "\n" not in err
+    assert not (tmp_path / "r").exists()  # nothing half-written
+
+
+def test_resume_of_something_else_is_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["explore", "--resume", str(tmp_path)]) == 2
+    assert "not an explore run" in capsys.readouterr().err
+    (tmp_path / "explore.json").write_text(json.dumps({"meta": {"version": "0.1"}}))
+    assert main(["explore", "--resume", str(tmp_path)]) == 2
+    assert "explore.json unreadable" in capsys.readouterr().err
