@@ -3,7 +3,6 @@ the programs they stand for."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -103,16 +102,25 @@ def validate(opts: ExploreOptions) -> Plan:
     return Plan(filesystems, grammar, opts)
 
 
-def programs(plan: Plan) -> Iterator[tuple[int, tuple[Op, ...]]]:
+def programs(plan: Plan, skip: set[int]) -> list[tuple[int, tuple[Op, ...] | None]]:
+    """The run's programs not in `skip`, by index. A random program is made
+    where it runs (None here: index and seed are the program); an exhaustive
+    one only comes in its enumeration's order, so it is made here."""
     o = plan.options
-    if o.mode == "exhaustive":
-        for i, prog in enumerate(exhaustive(plan.grammar, o.length)):
-            if i >= o.programs:
-                return
-            yield i, prog
-        return
-    for i in range(o.programs):
-        yield i, random_program(plan.grammar, o.seed, i, o.length)
+    if o.mode == "random":
+        return [(i, None) for i in range(o.programs) if i not in skip]
+    out: list[tuple[int, tuple[Op, ...] | None]] = []
+    for i, prog in enumerate(exhaustive(plan.grammar, o.length)):
+        if i >= o.programs:
+            break
+        if i not in skip:
+            out.append((i, prog))
+    return out
+
+
+def program(plan: Plan, index: int, ops: tuple[Op, ...] | None) -> tuple[Op, ...]:
+    o = plan.options
+    return ops if ops is not None else random_program(plan.grammar, o.seed, index, o.length)
 
 
 def request(fs: str, ops: tuple[Op, ...], opts: ExploreOptions, index: int) -> ExploreRequest:

@@ -214,13 +214,15 @@ def main():
     sh("cp", "--sparse=always", img, base)
     dev, logdev = sh("losetup", "-f", "--show", img), sh("losetup", "-f", "--show", log)
     lw = f"crashtest-repro-{os.getpid()}"
-    sh("dmsetup", "create", lw, "--table", f"0 {320 << 11} log-writes {dev} {logdev}")
+    table = f"0 {320 << 11} log-writes {dev} {logdev}"
+    sh("dmsetup", "create", "--noudevsync", lw, "--table", table)
+    sh("dmsetup", "mknodes", lw)  # /dev/mapper/ without udev too
     try:
         root = mount(f"/dev/mapper/{lw}", mnt)
         run(root, lw)
         umount(mnt)
     finally:
-        sh("dmsetup", "remove", lw)
+        sh("dmsetup", "remove", "--noudevsync", lw)
         sh("losetup", "-d", dev)
         sh("losetup", "-d", logdev)
     failed = 0

@@ -18,7 +18,7 @@ from pathlib import Path
 from crashtest_guest.protocol import ExploreOutcome, Op
 from harness.explore.findings import write_findings
 from harness.explore.guest import Guest
-from harness.explore.plan import ExploreOptions, Plan, programs, request, validate
+from harness.explore.plan import ExploreOptions, Plan, program, programs, request, validate
 from harness.explore.results import (
     ExploreMeta,
     ExploreSummary,
@@ -68,7 +68,7 @@ class Shard:
     plan: Plan
     run_dir: Path
     worker: int
-    indices: tuple[int, ...]
+    work: tuple[tuple[int, tuple[Op, ...] | None], ...]
     deadline: float  # time.time() after which no new program starts; 0: none
 
 
@@ -88,15 +88,12 @@ def run_shard(shard: Shard) -> ShardDone:
     guest = Guest(
         plan.options.kernel, plan.options.accel, shard.run_dir / f"console-w{shard.worker}"
     )
-    wanted = set(shard.indices)
     try:
         with journal.open("a") as f:
-            for index, ops in programs(plan):
-                if index not in wanted:
-                    continue
+            for index, made in shard.work:
                 if shard.deadline and time.time() > shard.deadline:
                     break
-                record, _ = run_program(guest, plan, index, ops)
+                record, _ = run_program(guest, plan, index, program(plan, index, made))
                 f.write(record.model_dump_json() + "\n")
                 f.flush()
                 done.finished += 1
@@ -138,7 +135,7 @@ def explore(opts: ExploreOptions) -> ExploreSummary:
     with run.lifetime(write):
         write("running")
         done = {r.index for r in load_records(run.dir)}
-        todo = [i for i, _ in programs(plan) if i not in done]
+        todo = programs(plan, done)
         deadline = time.time() + o.minutes * 60 if o.minutes else 0.0
         jobs = max(1, min(o.jobs, len(todo)))
         shards = [Shard(plan, run.dir, w, tuple(todo[w::jobs]), deadline) for w in range(jobs)]
