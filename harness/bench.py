@@ -34,6 +34,8 @@ from harness.campaign.lost_cache import check_recording
 from harness.campaign.plan import DEFAULT_CUTS, DEFAULT_JOBS, RunOptions
 from harness.campaign.run import run_campaign
 from harness.errors import HarnessError
+from harness.explore.plan import ExploreOptions
+from harness.explore.run import explore
 from harness.guest import docker
 from harness.images.guest import ensure_images
 from harness.images.rootfs import BASE_TAR_IN_GUEST
@@ -154,6 +156,26 @@ def _campaign(
     return out
 
 
+def _explore(programs: int, work: Path, say: Callable[[str], None]) -> dict[str, Any]:
+    """crashtest explore's throughput: random programs of the default grammar on
+    btrfs, two guests, every crash state of each checked (boots included)."""
+    say(f"bench: explore, {programs} programs on btrfs")
+    t0 = time.monotonic()
+    summary = explore(
+        ExploreOptions(fs="btrfs", programs=programs, minimize=False, out=work / "explore")
+    )
+    wall = time.monotonic() - t0
+    return {
+        "explore_programs": summary.programs,
+        "explore_states": summary.states,
+        "explore_wall_s": round(wall, 1),
+        "explore_workloads_per_hour": round(summary.programs / wall * 3600, 1),
+        "explore_states_per_s": round(summary.states / wall, 2),
+        # per guest, its check phase alone: what bounds the figure above
+        "explore_guest_states_per_s": summary.states_per_s,
+    }
+
+
 def run_bench(
     out: Path,
     backend_name: str = "ext4-overlay2",
@@ -162,6 +184,7 @@ def run_bench(
     seed: int = 1,
     campaign_states: int = 0,
     campaign_cuts: int = DEFAULT_CUTS,
+    explore_programs: int = 0,
 ) -> dict[str, Any]:
     say = print
     backend = BACKENDS[backend_name]
@@ -211,6 +234,7 @@ def run_bench(
         campaign = (
             _campaign(cfg, campaign_states, campaign_cuts, work, say) if campaign_states else {}
         )
+        explored = _explore(explore_programs, work, say) if explore_programs else {}
 
         checker_rate = len(results) / checker_s * 60
         reboot_rate = reboot_states / reboot_s * 60
@@ -237,6 +261,7 @@ def run_bench(
             "state_reduction_ratio": round(everything.candidates / max(everything.groups, 1), 3),
             **live,
             **campaign,
+            **explored,
             "replay_bytes": stats["replay_bytes"],
             "naive_replay_bytes": stats["naive_replay_bytes"],
             "replay_bytes_ratio": round(

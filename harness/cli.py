@@ -318,6 +318,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=DEFAULT_CUTS,
         help="live cuts per backend in the measured campaigns",
     )
+    bench.add_argument(
+        "--explore-programs",
+        type=_whole,
+        default=0,
+        help="also run crashtest explore for this many programs on btrfs "
+        "(explore_workloads_per_hour, explore_states_per_s; 0: skip)",
+    )
 
     cmp_ = sub.add_parser(
         "compare",
@@ -518,6 +525,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--resume", type=Path, default=None, help="go on with an interrupted explore run"
     )
     exp.add_argument("--accel", choices=ACCELS, default=None, help=ACCEL_HELP)
+    exp.add_argument(
+        "--known",
+        type=Path,
+        default=None,
+        help='a known-failures file (workload "explore", backend: the filesystem): '
+        "findings it matches do not fail the run",
+    )
     exr = sub.add_parser("explore-repro", help="run an explore finding's bundle again in a guest")
     exr.add_argument("bundle", type=Path, help="a findings/<name> directory of an explore run")
     exr.add_argument("--accel", choices=ACCELS, default=None, help=ACCEL_HELP)
@@ -743,6 +757,7 @@ def _explore(args: argparse.Namespace) -> int:
             out=args.out,
             resume=args.resume,
             accel=args.accel,
+            known=args.known,
         )
     )
     m = summary.meta
@@ -750,9 +765,9 @@ def _explore(args: argparse.Namespace) -> int:
         f"crashtest: explore {m.run_id}: {summary.programs} programs, {summary.states} crash "
         f"states on {', '.join(m.filesystems)} ({m.kernel}), {m.elapsed_s:.0f} s"
     )
-    failing = [g for g in summary.findings if g.fails]
+    failing = summary.new_failures()
     for g in summary.findings:
-        word = "FINDING" if g.fails else g.cls
+        word = f"known ({g.known})" if g.known else "NEW" if g.fails else g.cls
         print(f"  {word}: {g.signature} ({len(g.programs)} programs)")
         if g.minimized:
             print(f"    minimized: {'; '.join(g.minimized)}")
@@ -1077,6 +1092,7 @@ def _dispatch(args: argparse.Namespace) -> int:
             args.states,
             args.reboot_states,
             campaign_states=args.campaign_states,
+            explore_programs=args.explore_programs,
             campaign_cuts=args.campaign_cuts,
         )
         print(json.dumps({k: v for k, v in doc.items() if k != "verdicts"}, indent=1))

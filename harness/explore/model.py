@@ -494,8 +494,9 @@ def check(made: list[Promise], trees: list[Tree], state: CrashState) -> list[Bro
             for f in p.facts:
                 latest[f] = p
     broken: list[Broken] = []
-    # name -> the one object it must hold, from promised entries
+    # name -> the one object it must hold, from promised entries, and that promise
     holds: dict[str, int] = {}
+    entries: dict[str, tuple[Fact, Promise]] = {}
     for f, p in sorted(latest.items(), key=lambda x: str(x[0])):
         if f[0] != "e":
             continue
@@ -524,6 +525,8 @@ def check(made: list[Promise], trees: list[Tree], state: CrashState) -> list[Bro
         inos = {v[1] for v in allowed if isinstance(v, tuple)}
         if len(inos) == 1 and None not in allowed:
             holds[path] = int(str(inos.pop()))
+            entries[path] = (f, p)
+    stale: set[str] = set()
     for f, p in sorted(latest.items(), key=lambda x: str(x[0])):
         if f[0] == "e":
             continue
@@ -531,12 +534,31 @@ def check(made: list[Promise], trees: list[Tree], state: CrashState) -> list[Bro
         allowed = {value(t, f) for t in window[p.op + 1 :]}
         for path in sorted(n for n, i in holds.items() if i == ino):
             node = seen.get(path)
-            if node is None:
-                continue  # reported as a missing entry
+            if node is None or path in stale:
+                continue  # reported as a missing entry, or as an older object
             got = observed(node, str(f[0]))
-            if got not in allowed:
+            if got in allowed:
+                continue
+            ef, ep = entries[path]
+            if _older_object(trees, window, ef, ino, node):
+                stale.add(path)
+                broken.append(
+                    Broken("entry", path, ep.why, ep.op, "the object promised", "an older one")
+                )
+            else:
                 broken.append(Broken(str(f[0]), path, p.why, p.op, _show(allowed), _show({got})))
     return broken
+
+
+def _older_object(trees: list[Tree], window: list[Tree], entry: Fact, ino: int, node: Node) -> bool:
+    """The name holds another object it held before (its data and size are that
+    one's): the change of object was lost, not the object's content."""
+    others = {v[1] for t in window for v in [value(t, entry)] if isinstance(v, tuple)} - {ino}
+    for other in others:
+        for t in trees:
+            if value(t, ("data", other)) == node.sha256 and value(t, ("size", other)) == node.size:
+                return True
+    return False
 
 
 def _parent_present(seen: dict[str, Node], path: str) -> bool:

@@ -3,13 +3,14 @@ the programs they stand for."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from crashtest_guest.protocol import ExploreRequest, Op
 from harness.errors import InputError
 from harness.explore.generate import MAX_LENGTH, Grammar, exhaustive, random_program
 from harness.explore.results import ExploreSummary
+from harness.report.known import KnownList, load_known
 from harness.rundir import require_out
 from harness.version import crashtest_version
 
@@ -38,6 +39,7 @@ class ExploreOptions:
     out: Path = Path("results")
     resume: Path | None = None
     accel: str | None = None
+    known: Path | None = None  # known failures: matched findings do not fail the run
 
 
 @dataclass(frozen=True)
@@ -45,6 +47,7 @@ class Plan:
     filesystems: tuple[str, ...]
     grammar: Grammar
     options: ExploreOptions
+    known: KnownList = field(default_factory=KnownList)
 
 
 def parse_filesystems(text: str) -> tuple[str, ...]:
@@ -73,6 +76,7 @@ def validate(opts: ExploreOptions) -> Plan:
             f"--minutes ({opts.minutes}) must be >= 0, --lost ({opts.lost}) 0..64, "
             f"--jobs ({opts.jobs}) >= 1"
         )
+    known = load_known(opts.known) if opts.known is not None else KnownList()
     if opts.resume is not None:
         meta_path = opts.resume / "explore.json"
         if not meta_path.is_file():
@@ -94,12 +98,14 @@ def validate(opts: ExploreOptions) -> Plan:
             seed=meta.seed,
             ops=",".join(meta.ops),
             lost=meta.lost,
-            kernel=meta.kernel_spec,
+            kernel=meta.kernel_spec or None,
+            programs=meta.budget_programs,
+            minutes=meta.budget_minutes,
         )
         filesystems, grammar = tuple(meta.filesystems), Grammar.parse(",".join(meta.ops))
     else:
         require_out(opts.out)
-    return Plan(filesystems, grammar, opts)
+    return Plan(filesystems, grammar, opts, known)
 
 
 def programs(plan: Plan, skip: set[int]) -> list[tuple[int, tuple[Op, ...] | None]]:

@@ -62,16 +62,22 @@ class FindingGroup(BaseModel):
     minimized: list[str] = Field(default_factory=list)  # the shortest program, in words
     shape: str = ""  # its operations' kinds: the sequence's shape
     bundle: str = ""  # findings/<slug>, relative to the run directory
+    known: str = ""  # the known failure's id that matches it; empty: new
 
 
 class ExploreSummary(BaseModel):
     meta: ExploreMeta
+    known_source: str = ""  # the known-failures file, as given
     programs: int
     states: int
     harness_errors: int
     programs_per_hour: float
     states_per_s: float
     findings: list[FindingGroup]
+
+    def new_failures(self) -> list[FindingGroup]:
+        """What fails the run: failing findings no known failure matches."""
+        return [g for g in self.findings if g.fails and not g.known]
 
 
 def load_records(run_dir: Path) -> list[ProgramRecord]:

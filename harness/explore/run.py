@@ -30,6 +30,7 @@ from harness.explore.results import (
 from harness.explore.verdicts import discrepancies, outcome_verdicts
 from harness.images.guest import ensure_images
 from harness.model import Violation
+from harness.report.known import KnownList
 from harness.rundir import Run, write_atomic
 from harness.version import crashtest_version
 from harness.workers import run_jobs
@@ -129,7 +130,7 @@ def explore(opts: ExploreOptions) -> ExploreSummary:
     started = time.monotonic()
 
     def write(incomplete: str) -> None:
-        summary = summarize(run.dir, meta, time.monotonic() - started, incomplete)
+        summary = summarize(run.dir, meta, time.monotonic() - started, incomplete, plan.known)
         write_atomic(run.dir / "explore.json", summary.model_dump_json(indent=2))
 
     with run.lifetime(write):
@@ -153,7 +154,9 @@ def explore(opts: ExploreOptions) -> ExploreSummary:
     return ExploreSummary.model_validate_json((run.dir / "explore.json").read_text())
 
 
-def summarize(run_dir: Path, meta: ExploreMeta, elapsed: float, incomplete: str) -> ExploreSummary:
+def summarize(
+    run_dir: Path, meta: ExploreMeta, elapsed: float, incomplete: str, known: KnownList
+) -> ExploreSummary:
     records = load_records(run_dir)
     groups: dict[str, FindingGroup] = {}
     states = 0
@@ -169,6 +172,7 @@ def summarize(run_dir: Path, meta: ExploreMeta, elapsed: float, incomplete: str)
                 sig = f"{fsr.fs} | {v.signature()}"
                 g = groups.get(sig)
                 if g is None:
+                    cell = {"backend": fsr.fs, "kernel": meta.kernel, "workload": "explore"}
                     groups[sig] = FindingGroup(
                         signature=sig,
                         fs=fsr.fs,
@@ -176,6 +180,7 @@ def summarize(run_dir: Path, meta: ExploreMeta, elapsed: float, incomplete: str)
                         fails=v.fails,
                         programs=[r.index],
                         example=vd,
+                        known=known.match(v, cell),
                     )
                 elif r.index not in g.programs:
                     g.programs.append(r.index)
@@ -195,6 +200,7 @@ def summarize(run_dir: Path, meta: ExploreMeta, elapsed: float, incomplete: str)
     )
     hours = elapsed / 3600 if elapsed > 0 else 0.0
     return ExploreSummary(
+        known_source=known.source,
         meta=meta.model_copy(update={"incomplete": incomplete, "elapsed_s": round(elapsed, 1)}),
         programs=len(records),
         states=states,

@@ -5,6 +5,11 @@ reproducer (run in a guest without crashtest) both reproduce it; the fixed
 damage planted in each state; overlay variants and the differential check run
 on every filesystem."""
 
+import os
+import signal
+import subprocess
+import sys
+import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -126,3 +131,43 @@ def test_every_filesystem_and_overlay_runs_and_compares(tmp_path: Path, no_lefto
     assert not [v for v in diff if v.state.startswith("btrfs:")]  # the model's, not a discrepancy
     for fs in ("ext4", "xfs", "ext4-overlay", "xfs-overlay"):
         assert [v for v in found[fs] if v.cls.fails] == [], (fs, found[fs])
+
+
+def test_ctrl_c_keeps_finished_programs_and_resume_runs_the_rest(
+    tmp_path: Path, no_leftovers: None
+) -> None:
+    """Interrupted once a program is journaled: exit 130, every guest gone, the
+    finished programs kept; --resume runs only the others."""
+    out = tmp_path / "results"
+    args = ["explore", "--kernel", STOCK, "--fs", "ext4", "--programs", "6", "--length", "3"]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "harness.cli", *args, "--no-minimize", "--out", str(out)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
+    try:
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline and proc.poll() is None:
+            journals = list(out.glob("*/programs/w*.jsonl"))
+            if any(j.read_text().count("\n") >= 1 for j in journals):
+                break
+            time.sleep(1)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=120)
+        assert proc.returncode == 130, err
+    finally:
+        if proc.poll() is None:  # a failed test stops what it started
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=30)
+    [run] = [p for p in out.iterdir() if p.is_dir() and p.name != "latest"]
+    part = load_summary(run)
+    assert part.meta.incomplete == "interrupted" and 1 <= part.programs < 6
+    kept = part.programs
+    assert main(["explore", "--resume", str(run), "--no-minimize"]) == 0
+    whole = load_summary(run)
+    assert whole.programs == 6 and whole.meta.incomplete == ""
+    lines = sum(j.read_text().count("\n") for j in (run / "programs").glob("w*.jsonl"))
+    assert lines == 6 and kept < 6  # no program ran twice

@@ -361,3 +361,23 @@ def test_resume_of_something_else_is_one_line(
     (tmp_path / "explore.json").write_text(json.dumps({"meta": {"version": "0.1"}}))
     assert main(["explore", "--resume", str(tmp_path)]) == 2
     assert "explore.json unreadable" in capsys.readouterr().err
+
+
+def test_a_name_back_on_its_older_object_is_an_entry_finding() -> None:
+    """A file replaced by a rename, then fsync'd through its descriptor: the
+    name holding the old (empty) file again is the lost rename, reported on
+    the name, not as the new object's lost data."""
+    ops = (
+        Op(OpKind.OPEN, "A/bar", fd=0, flags=("creat",)),
+        Op(OpKind.FSYNC, "A/bar"),
+        Op(OpKind.RENAME, "A/foo", "A/bar"),
+        Op(OpKind.FSYNC, fd=0),
+    )
+    empty = Node("A/bar", "f", 0, foo(0).sha256, 0o644)
+    found = model_verdicts(ops, state((*BASE, foo(), empty), 3, 3))
+    assert found == [
+        "explore.model | fs-durability | filesystem | entry after fsync of a file "
+        "through a kept descriptor"
+    ]
+    moved = replace_path(foo(), "A/bar")
+    assert model_verdicts(ops, state((*BASE, moved), 3, 3)) == []

@@ -20,7 +20,7 @@ LAYERS: list[set[str]] = [
     {"power", "writelog"},
     {"oracles"},
     {"repro"},
-    {"campaign"},
+    {"campaign", "explore"},
     {"bench", "compare", "corpus"},
     {"cli"},
 ]
