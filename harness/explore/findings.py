@@ -125,10 +125,13 @@ def _allowed(
             continue
         tree = trees[p.op + 1]
         for f in p.facts:
-            if fact_name == "entry" and f[0] == "e":
-                if tree.path_of(int(str(f[1]))) == head and f[2] == name:
-                    vals = {value(t, f) for t in window[p.op + 1 :]}
-                    return {v[0] if isinstance(v, tuple) else None for v in vals}
+            at_path = f[0] in ("e", "gone") and f[2] == name
+            if fact_name == "entry" and at_path and tree.path_of(int(str(f[1]))) == head:
+                vals = {value(t, f) for t in window[p.op + 1 :]}
+                if f[0] == "gone":  # anything but the object: checked by kind here
+                    kind = trees[p.op + 1].inodes.get(int(str(f[3])))
+                    return {None} | ({"f", "d", "l", "?"} - {kind.kind if kind else ""})
+                return {v[0] if isinstance(v, tuple) else None for v in vals}
             elif f[0] == fact_name and tree.lookup(path) == f[1]:
                 return {value(t, f) for t in window[p.op + 1 :]}
     return None

@@ -245,7 +245,9 @@ class Tree:
             src, dst = self.source(op), self.file_of(op)
             if src == dst:
                 raise Invalid("clone onto itself")
-            self.inodes[dst].data = self.inodes[src].data
+            # the source's whole range over the destination's start: a longer
+            # destination keeps its size and its tail (FICLONE never truncates)
+            self.write_at(dst, 0, self.inodes[src].data)
         elif k is OpKind.COPY_RANGE:
             src, dst = self.source(op), self.file_of(op)
             if src == dst:
@@ -306,13 +308,17 @@ def simulate(ops: tuple[Op, ...], errnos: tuple[int, ...] | None = None) -> list
     return trees
 
 
-# A fact: ("e", dir ino, name) an entry; (attr, ino) an object's data, size, mode,
-# xattrs or target.
+# A fact: ("e", dir ino, name) an entry; ("gone", dir ino, name, ino) the entry
+# no longer names that object (an old name of a fsync'd file); (attr, ino) an
+# object's data, size, mode, xattrs or target.
 Fact = tuple[object, ...]
 INODE_FACTS = ("data", "size", "mode", "xattrs", "target")
 
 
 def value(tree: Tree, fact: Fact) -> Value:
+    if fact[0] == "gone":
+        d = tree.inodes.get(int(str(fact[1])))
+        return d is None or d.children.get(str(fact[2])) != fact[3]
     if fact[0] == "e":
         d = tree.inodes.get(int(str(fact[1])))
         if d is None or d.kind != "d" or fact[2] not in d.children:
@@ -395,8 +401,11 @@ def promises(
                         facts.add(("target", c))
             else:
                 facts |= {(a, ino) for a in INODE_FACTS}
+                now = set(after.names(ino))
                 for t in window:
-                    facts |= {("e", d, n) for d, n in t.names(ino)}
+                    for parent, n in t.names(ino):
+                        old_name = (parent, n) not in now
+                        facts.add(("gone", parent, n, ino) if old_name else ("e", parent, n))
                 for parent, _ in after.names(ino):
                     for a in after.ancestors(parent):
                         facts |= {("e", p, n) for p, n in after.names(a)}
@@ -498,7 +507,7 @@ def check(made: list[Promise], trees: list[Tree], state: CrashState) -> list[Bro
     holds: dict[str, int] = {}
     entries: dict[str, tuple[Fact, Promise]] = {}
     for f, p in sorted(latest.items(), key=lambda x: str(x[0])):
-        if f[0] != "e":
+        if f[0] not in ("e", "gone"):
             continue
         allowed = {value(t, f) for t in window[p.op + 1 :]}
         dirs = {t.path_of(int(str(f[1]))) for t in window[p.op + 1 :]}
@@ -509,6 +518,12 @@ def check(made: list[Promise], trees: list[Tree], state: CrashState) -> list[Bro
         if not _parent_present(seen, path):
             continue  # the directory itself is not durable: nothing to judge here
         node = seen.get(path)
+        if f[0] == "gone":
+            if allowed == {True} and _is_object(trees, int(str(f[3])), node):
+                broken.append(
+                    Broken("entry", path, p.why, p.op, "not the fsync'd object", "that object")
+                )
+            continue
         found = node.kind if node else None
         kinds = {v[0] if isinstance(v, tuple) else None for v in allowed}
         if found not in kinds:
@@ -528,7 +543,7 @@ def check(made: list[Promise], trees: list[Tree], state: CrashState) -> list[Bro
             entries[path] = (f, p)
     stale: set[str] = set()
     for f, p in sorted(latest.items(), key=lambda x: str(x[0])):
-        if f[0] == "e":
+        if f[0] in ("e", "gone"):
             continue
         ino = int(str(f[1]))
         allowed = {value(t, f) for t in window[p.op + 1 :]}
@@ -548,6 +563,25 @@ def check(made: list[Promise], trees: list[Tree], state: CrashState) -> list[Bro
             else:
                 broken.append(Broken(str(f[0]), path, p.why, p.op, _show(allowed), _show({got})))
     return broken
+
+
+def _is_object(trees: list[Tree], ino: int, node: Node | None) -> bool:
+    """The node is that object as it was at some point (same kind; a file's
+    data and size, a symlink's target): where no identity survives a crash,
+    content is what tells one object from another."""
+    if node is None:
+        return False
+    for t in trees:
+        obj = t.inodes.get(ino)
+        if obj is None or obj.kind != node.kind:
+            continue
+        if obj.kind == "f" and value(t, ("data", ino)) == node.sha256:
+            return True
+        if obj.kind == "l" and obj.target == node.target:
+            return True
+        if obj.kind == "d":
+            return True
+    return False
 
 
 def _older_object(trees: list[Tree], window: list[Tree], entry: Fact, ino: int, node: Node) -> bool:

@@ -151,6 +151,8 @@ def run(root, lw):
         except OSError as e:
             print(f"#{i} {k}: {e}")
         sh("dmsetup", "message", lw, "0", "mark", f"op{i}")
+    for fd in fds.values():
+        os.close(fd)
 
 
 def replay(log, dev, mark):
@@ -246,7 +248,11 @@ def main():
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except (OSError, subprocess.CalledProcessError) as e:
+        print(f"could not run: {e}", getattr(e, "stderr", "") or "", file=sys.stderr)
+        sys.exit(2)
 '''
 
 

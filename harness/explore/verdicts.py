@@ -201,6 +201,8 @@ def discrepancies(ops: tuple[Op, ...], outcomes: dict[str, ExploreOutcome]) -> l
 
 
 def _fact_path(tree: Tree, fact: tuple[object, ...]) -> str | None:
+    if fact[0] == "gone":
+        return None  # no value of its own to compare: the entry's is
     if fact[0] == "e":
         d = tree.path_of(int(str(fact[1])))
         return None if d is None else (f"{d}/{fact[2]}" if d else str(fact[2]))

@@ -63,10 +63,7 @@ def test_a_blind_narrow_search_finds_764_and_its_bundle_reproduces(
 def test_the_standalone_reproducer_runs_without_crashtest(
     found_764: Path, tmp_path: Path, no_leftovers: None
 ) -> None:
-    script = (found_764 / "reproduce.py").read_text()
-    rc, out = run_in_guest(
-        STOCK, f"cat > /tmp/r.py <<'EOF'\n{script}EOF\npython3 /tmp/r.py", tmp_path
-    )
+    rc, out = run_in_guest(STOCK, standalone(found_764), tmp_path)
     assert rc == 1, out
     assert "FAIL: " in out and "entry of A/foo is 'f'" in out
 
@@ -75,10 +72,7 @@ def test_the_standalone_reproducer_runs_without_crashtest(
 def test_the_standalone_reproducer_passes_on_the_fixed_kernel(
     found_764: Path, tmp_path: Path, no_leftovers: None
 ) -> None:
-    script = (found_764 / "reproduce.py").read_text()
-    rc, out = run_in_guest(
-        SID, f"cat > /tmp/r.py <<'EOF'\n{script}EOF\npython3 /tmp/r.py", tmp_path
-    )
+    rc, out = run_in_guest(SID, standalone(found_764), tmp_path)
     assert rc == 0, out
     assert "not reproduced: every promise held" in out
 

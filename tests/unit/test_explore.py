@@ -315,7 +315,9 @@ def test_minimize_keeps_only_what_the_failure_needs() -> None:
 def test_the_standalone_reproducer_is_a_python_program_with_the_calls(tmp_path: Path) -> None:
     v = outcome_verdicts("btrfs", BUG_764, outcome(BUG_764, state((*BASE, foo()), 2, 2)))[0]
     exp = expectations(BUG_764, v)
-    assert [(e.op, e.fact, e.path, e.allowed) for e in exp] == [(2, "entry", "A/foo", [None])]
+    assert [(e.op, e.fact, e.path, e.allowed) for e in exp] == [
+        (2, "entry", "A/foo", ["?", None, "d", "l"])
+    ]
     script = reproducer_script("btrfs", False, "commit=300", BUG_764, exp, v.promise)
     path = tmp_path / "reproduce.py"
     path.write_text(script)
@@ -381,3 +383,31 @@ def test_a_name_back_on_its_older_object_is_an_entry_finding() -> None:
     ]
     moved = replace_path(foo(), "A/bar")
     assert model_verdicts(ops, state((*BASE, moved), 3, 3)) == []
+
+
+def test_a_reflink_onto_a_longer_file_keeps_its_tail() -> None:
+    ops = (
+        Op(OpKind.OPEN, "B/bar", fd=0, flags=("creat",)),
+        Op(OpKind.TRUNCATE, "B/bar", length=24576),
+        Op(OpKind.REFLINK, "A/foo", fd=0),
+        Op(OpKind.SYNC),
+    )
+    trees = simulate(ops)
+    assert trees is not None
+    node = trees[-1].inodes[trees[-1].lookup("B/bar") or 0]
+    assert node.data == bytes([0x11]) * 16384 + bytes(8192)
+
+
+def test_an_old_name_of_a_fsynced_file_must_not_name_it_but_may_be_anything_else() -> None:
+    """After a rename with a whiteout and a fsync of the file, its old name may
+    be gone or the whiteout; only the file itself there is a finding."""
+    ops = (Op(OpKind.RENAME, "A/foo", "B/foo", flags=("whiteout",)), Op(OpKind.FSYNC, "B/foo"))
+    moved = replace_path(foo(), "B/foo")
+    assert model_verdicts(ops, state((*BASE, moved), 1, 1)) == []
+    whiteout = Node("A/foo", "?", 0, "", 0)
+    assert model_verdicts(ops, state((*BASE, whiteout, moved), 1, 1)) == []
+    both = model_verdicts(ops, state((*BASE, foo(), moved), 1, 1))
+    assert both == [
+        "explore.model | fs-durability | filesystem | entry after fsync of a file "
+        "through a fresh descriptor"
+    ]
