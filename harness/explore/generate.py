@@ -38,6 +38,8 @@ OPEN_FLAGS: tuple[tuple[str, ...], ...] = (
     ("direct",),
     ("sync", "direct"),
 )
+# a new file's open: O_CREAT alone or with what shapes its first writes
+NEW_FLAGS: tuple[tuple[str, ...], ...] = ((), ("sync",), ("direct",), ("sync", "direct"))
 PERSIST = (OpKind.FSYNC, OpKind.FDATASYNC, OpKind.SYNC, OpKind.SYNCFS)
 ALL_OPS = frozenset(OpKind)
 # How often a core operation is followed by a persistence point (ACE follows each).
@@ -106,7 +108,7 @@ def core_candidates(tree: Tree, kind: OpKind, next_fd: int, byte: int) -> list[O
             if _kind(tree, p) == "f":
                 out += [Op(kind, p, fd=next_fd, flags=f) for f in OPEN_FLAGS]
             elif not _exists(tree, p):
-                out.append(Op(kind, p, fd=next_fd, flags=("creat",)))
+                out += [Op(kind, p, fd=next_fd, flags=("creat", *f)) for f in NEW_FLAGS]
     elif kind is OpKind.OPENDIR:
         out = [Op(kind, d, fd=next_fd) for d in DIRS if _kind(tree, d) == "d"]
     elif kind is OpKind.CLOSE:
@@ -129,7 +131,7 @@ def core_candidates(tree: Tree, kind: OpKind, next_fd: int, byte: int) -> list[O
     elif kind is OpKind.UNLINK:
         out = [Op(kind, p) for p in FILES if _kind(tree, p) in ("f", "l")]
     elif kind is OpKind.RENAME:
-        sources = [p for p in (*FILES, *NEW_DIRS) if _exists(tree, p)]
+        sources = [p for p in (*FILES, *NEW_DIRS, "A", "B") if _exists(tree, p)]
         for s in sources:
             for d in (*FILES, *NEW_DIRS):
                 if d == s:
