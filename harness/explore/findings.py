@@ -94,8 +94,9 @@ def slug(signature: str) -> str:
 
 
 def expectations(ops: tuple[Op, ...], v: Violation) -> list[Expect]:
-    """What the reproducer checks: after each persistence point from the one
-    that made the broken promise on, the fact's allowed values at its path."""
+    """What the reproducer checks: after each persistence point, the broken
+    fact's allowed values at its path; for a name, the kinds it may hold and
+    the contents it must not (an object a fsync took the name from)."""
     trees = simulate(ops)
     if trees is None:
         return []
@@ -106,33 +107,65 @@ def expectations(ops: tuple[Op, ...], v: Violation) -> list[Expect]:
     fact_name, path = m.group(1), m.group(2)
     out = []
     for k, op in enumerate(ops):
-        if not (op.kind.persists or k == len(ops) - 1):
+        if not op.kind.persists:
             continue
         state = CrashState(f"op{k}", 0, k, k)
-        allowed = _allowed(made, trees, state, fact_name, path)
-        if allowed is not None:
-            out.append(Expect(k, describe(op), fact_name, path, sorted(allowed, key=str)))
+        if fact_name == "entry":
+            kinds, not_sha = _entry_allowed(made, trees, state, path)
+            if kinds is None and not not_sha:
+                continue
+            allowed = sorted(kinds, key=str) if kinds is not None else []
+            out.append(Expect(k, describe(op), "entry", path, allowed, sorted(not_sha)))
+        else:
+            values = _value_allowed(made, trees, state, fact_name, path)
+            if values is not None:
+                out.append(Expect(k, describe(op), fact_name, path, sorted(values, key=str)))
     return out
 
 
-def _allowed(
+def _entry_allowed(
+    made: list[Promise], trees: list[Tree], state: CrashState, path: str
+) -> tuple[set[object] | None, set[str]]:
+    """The kinds the name may hold (its latest promised entry) and the file
+    contents it must not (objects a fsync took it from)."""
+    head, _, name = path.rpartition("/")
+    window = trees[: state.issued_through + 2]
+    kinds: set[object] | None = None
+    not_sha: set[str] = set()
+    for p in reversed(made):
+        if p.op > state.durable_through:
+            continue
+        tree = trees[p.op + 1]
+        for f in p.facts:
+            if f[0] not in ("e", "gone") or f[2] != name:
+                continue
+            if tree.path_of(int(str(f[1]))) != head:
+                continue
+            if f[0] == "e" and kinds is None:
+                vals = {value(t, f) for t in window[p.op + 1 :]}
+                kinds = {v[0] if isinstance(v, tuple) else None for v in vals}
+            elif f[0] == "gone":
+                gone = int(str(f[3]))
+                not_sha |= {
+                    str(value(t, ("data", gone)))
+                    for t in trees
+                    if gone in t.inodes and t.inodes[gone].kind == "f"
+                }
+        if kinds is not None:
+            break
+    return kinds, not_sha
+
+
+def _value_allowed(
     made: list[Promise], trees: list[Tree], state: CrashState, fact_name: str, path: str
 ) -> set[object] | None:
-    head, _, name = path.rpartition("/")
     window = trees[: state.issued_through + 2]
     for p in reversed(made):
         if p.op > state.durable_through:
             continue
         tree = trees[p.op + 1]
         for f in p.facts:
-            at_path = f[0] in ("e", "gone") and f[2] == name
-            if fact_name == "entry" and at_path and tree.path_of(int(str(f[1]))) == head:
-                vals = {value(t, f) for t in window[p.op + 1 :]}
-                if f[0] == "gone":  # anything but the object: checked by kind here
-                    kind = trees[p.op + 1].inodes.get(int(str(f[3])))
-                    return {None} | ({"f", "d", "l", "?"} - {kind.kind if kind else ""})
-                return {v[0] if isinstance(v, tuple) else None for v in vals}
-            elif f[0] == fact_name and tree.lookup(path) == f[1]:
+            if f[0] == fact_name and tree.lookup(path) == f[1]:
                 return {value(t, f) for t in window[p.op + 1 :]}
     return None
 

@@ -10,7 +10,7 @@ fact. Exit 1: reproduced; 0: every promise held; 2: it could not run."""
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from jinja2 import Environment
 
@@ -20,13 +20,15 @@ from harness.explore.model import describe
 
 @dataclass(frozen=True)
 class Expect:
-    """After operation `op` returned: `fact` of `path` is one of `allowed`."""
+    """After operation `op` returned: `fact` of `path` is one of `allowed`
+    (any, where empty), and a file there has none of the contents `not_sha`."""
 
     op: int
     call: str
     fact: str
     path: str
     allowed: list[object]
+    not_sha: list[str] = field(default_factory=list)
 
 
 _TEMPLATE = '''#!/usr/bin/env python3
@@ -236,13 +238,18 @@ def main():
         try:
             root = mount(loopdev, mnt)
             got = fact(root, e["path"], e["fact"])
+            data = fact(root, e["path"], "data") if got == "f" else None
             umount(mnt)
         finally:
             sh("losetup", "-d", loopdev)
-        ok = got in e["allowed"]
+        ok = not e["allowed"] or got in e["allowed"]
+        said = f"expected one of {e['allowed']!r}" if e["allowed"] else ""
+        if e["not_sha"] and got == "f":  # the object a fsync took this name from?
+            ok = ok and data not in e["not_sha"]
+            said += " and not the file the fsync'd object was"
         failed += not ok
         print(("ok:   " if ok else "FAIL: ") + f"after #{e['op']} {e['call']}: {e['fact']} of "
-              f"{e['path']} is {got!r}, expected one of {e['allowed']!r}")
+              f"{e['path']} is {got!r}, {said.strip()}")
     print("reproduced" if failed else "not reproduced: every promise held")
     return 1 if failed else 0
 
