@@ -417,3 +417,12 @@ def test_an_old_name_of_a_fsynced_file_must_not_name_it_but_may_be_anything_else
     assert model_verdicts(wops, state((*BASE, moved), 1, 1)) == [
         "explore.model | fs-durability | filesystem | entry after the initial tree"
     ]
+
+
+def test_data_changed_after_its_promise_is_not_judged_but_its_size_is() -> None:
+    """A truncate in flight may leave the old size with its tail zeroed."""
+    ops = (Op(OpKind.TRUNCATE, "A/foo", length=1000), Op(OpKind.SYNC))
+    torn = Node("A/foo", "f", 16384, "05d2" * 16, 0o644)
+    assert model_verdicts(ops, state((*BASE, torn), -1, 1)) == []
+    short = Node("A/foo", "f", 500, "05d2" * 16, 0o644)
+    assert [v for v in model_verdicts(ops, state((*BASE, short), -1, 1)) if "size" in v]
