@@ -426,3 +426,17 @@ def test_data_changed_after_its_promise_is_not_judged_but_its_size_is() -> None:
     assert model_verdicts(ops, state((*BASE, torn), -1, 1)) == []
     short = Node("A/foo", "f", 500, "05d2" * 16, 0o644)
     assert [v for v in model_verdicts(ops, state((*BASE, short), -1, 1)) if "size" in v]
+
+
+def test_the_shipped_finding_loads_and_its_reproducer_compiles(tmp_path: Path) -> None:
+    """bundles/explore-btrfs-rename-over-debian-7.2.13: the report's finding."""
+    from harness.explore.findings import load_bundle
+
+    here = Path(__file__).parents[2] / "bundles/explore-btrfs-rename-over-debian-7.2.13"
+    b = load_bundle(here)
+    ops = tuple(Op.from_json(o) for o in b.ops)
+    assert [o.kind for o in ops] == [OpKind.OPEN, OpKind.FSYNC, OpKind.RENAME, OpKind.FSYNC]
+    assert b.kernel.startswith("7.2.13") and b.fs == "btrfs"
+    py_compile.compile(str(here / "reproduce.py"), doraise=True)
+    with pytest.raises(InputError, match="not an explore bundle"):
+        load_bundle(tmp_path)
