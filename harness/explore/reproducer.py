@@ -43,7 +43,16 @@ The program:
 Run as root on a kernel with dm-log-writes (CONFIG_DM_LOG_WRITES) and the
 {{ fs }} tools installed. Exit 1: reproduced; 0: every promise held.
 """
-import ctypes, fcntl, hashlib, json, mmap, os, struct, subprocess, sys, tempfile
+import ctypes
+import fcntl
+import hashlib
+import json
+import mmap
+import os
+import struct
+import subprocess
+import sys
+import tempfile
 
 FS = {{ fs | tojson }}
 OVERLAY = {{ overlay }}
@@ -89,7 +98,10 @@ def populate(root):
 
 def run(root, lw):
     fds = {}
-    p = lambda path: os.path.join(root, path) if path else root
+
+    def p(path):
+        return os.path.join(root, path) if path else root
+
     for i, op in enumerate(OPS):
         k = op["kind"]
         try:
