@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from crashtest_guest.protocol import ExploreOutcome, Op
@@ -78,7 +78,6 @@ class ShardDone:
     worker: int
     finished: int = 0
     boots: int = 0
-    errors: list[str] = field(default_factory=list)
 
 
 def run_shard(shard: Shard) -> ShardDone:
@@ -102,6 +101,10 @@ def run_shard(shard: Shard) -> ShardDone:
         guest.stop()
         done.boots = guest.boots
     return done
+
+
+def _worker_done(done: ShardDone) -> None:
+    log.info("worker %d: %d programs, %d guest boots", done.worker, done.finished, done.boots)
 
 
 def explore(opts: ExploreOptions) -> ExploreSummary:
@@ -148,7 +151,7 @@ def explore(opts: ExploreOptions) -> ExploreSummary:
             jobs,
         )
         if todo:
-            run_jobs(run_shard, shards, jobs, lambda d: None)
+            run_jobs(run_shard, shards, jobs, _worker_done)
         if o.minimize:
             write_findings(run.dir, plan, load_records(run.dir))
     return ExploreSummary.model_validate_json((run.dir / "explore.json").read_text())

@@ -142,7 +142,7 @@ def outcome_verdicts(fs: str, ops: tuple[Op, ...], out: ExploreOutcome) -> list[
     return found
 
 
-def _final_states(out: ExploreOutcome, ops: int) -> dict[int, CrashState]:
+def _final_states(out: ExploreOutcome) -> dict[int, CrashState]:
     """Per operation, the state right after it returned with nothing unflushed
     kept (the one every filesystem shares)."""
     found: dict[int, CrashState] = {}
@@ -164,7 +164,7 @@ def discrepancies(ops: tuple[Op, ...], outcomes: dict[str, ExploreOutcome]) -> l
     trees = simulate(ops, next(iter(usable.values())).errnos)
     if trees is None:
         return []
-    per_fs = {fs: _final_states(o, len(ops)) for fs, o in usable.items()}
+    per_fs = {fs: _final_states(o) for fs, o in usable.items()}
     errnos = next(iter(usable.values())).errnos
     made = promises(ops, trees, errnos)
     found: list[Violation] = []
