@@ -184,7 +184,9 @@ def write_findings(run_dir: Path, plan: Plan, records: list[ProgramRecord]) -> N
     index: dict[str, dict[str, object]] = (
         json.loads(index_path.read_text()) if index_path.is_file() else {}
     )
-    todo = [s for s in firsts if s not in index][:MAX_GROUPS]
+    # failing findings first, discrepancies after: the budget goes where it matters
+    todo = sorted((s for s in firsts if s not in index), key=lambda s: not firsts[s][2].fails)
+    todo = todo[:MAX_GROUPS]
     if not todo:
         return
     opts = plan.options
