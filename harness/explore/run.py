@@ -38,14 +38,12 @@ from harness.workers import run_jobs
 log = logging.getLogger(__name__)
 
 
-def run_program(
-    guest: Guest, plan: Plan, index: int, ops: tuple[Op, ...]
-) -> tuple[ProgramRecord, dict[str, ExploreOutcome]]:
-    outcomes: dict[str, ExploreOutcome] = {}
+def run_program(guest: Guest, plan: Plan, index: int, ops: tuple[Op, ...]) -> ProgramRecord:
+    """One program on every filesystem of the run, judged: its journal line."""
+    outcomes: dict[str, ExploreOutcome] = {
+        fs: guest.run(request(fs, ops, plan.options, index)) for fs in plan.filesystems
+    }
     records: list[FsRecord] = []
-    for fs in plan.filesystems:
-        out = guest.run(request(fs, ops, plan.options, index))
-        outcomes[fs] = out
     diff = discrepancies(ops, outcomes)
     for fs, out in outcomes.items():
         found = outcome_verdicts(fs, ops, out) + [v for v in diff if v.state.startswith(f"{fs}:")]
@@ -61,7 +59,7 @@ def run_program(
                 violations=[v.to_json() for v in found],
             )
         )
-    return ProgramRecord(index=index, ops=[o.to_json() for o in ops], results=records), outcomes
+    return ProgramRecord(index=index, ops=[o.to_json() for o in ops], results=records)
 
 
 @dataclass(frozen=True)
@@ -93,7 +91,7 @@ def run_shard(shard: Shard) -> ShardDone:
             for index, made in shard.work:
                 if shard.deadline and time.time() > shard.deadline:
                     break
-                record, _ = run_program(guest, plan, index, program(plan, index, made))
+                record = run_program(guest, plan, index, program(plan, index, made))
                 f.write(record.model_dump_json() + "\n")
                 f.flush()
                 done.finished += 1
