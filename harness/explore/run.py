@@ -78,6 +78,14 @@ class ShardDone:
     boots: int = 0
 
 
+def _cut_short(journal: Path) -> bool:
+    with journal.open("rb") as f:
+        if f.seek(0, 2) == 0:
+            return False
+        f.seek(-1, 2)
+        return f.read(1) != b"\n"
+
+
 def run_shard(shard: Shard) -> ShardDone:
     """A worker: one guest, its share of the programs, each journaled as it ends."""
     done = ShardDone(shard.worker)
@@ -88,6 +96,8 @@ def run_shard(shard: Shard) -> ShardDone:
     )
     try:
         with journal.open("a") as f:
+            if _cut_short(journal):  # a line a kill cut short stays one of its own, skipped
+                f.write("\n")
             for index, made in shard.work:
                 if shard.deadline and time.time() > shard.deadline:
                     break

@@ -440,3 +440,18 @@ def test_the_shipped_finding_loads_and_its_reproducer_compiles(tmp_path: Path) -
     compile((here / "reproduce.py").read_text(), "reproduce.py", "exec")  # no __pycache__ here
     with pytest.raises(InputError, match="not an explore bundle"):
         load_bundle(tmp_path)
+
+
+def test_a_journal_line_a_kill_cut_short_does_not_swallow_the_next(tmp_path: Path) -> None:
+    from harness.explore.results import ProgramRecord, load_records
+    from harness.explore.run import _cut_short
+
+    (tmp_path / "programs").mkdir()
+    journal = tmp_path / "programs" / "w0.jsonl"
+    whole = ProgramRecord(index=0, ops=[], results=[]).model_dump_json()
+    journal.write_text(whole + "\n" + whole[:20])  # killed mid-line
+    assert _cut_short(journal)
+    with journal.open("a") as f:
+        f.write("\n" + ProgramRecord(index=1, ops=[], results=[]).model_dump_json() + "\n")
+    assert [r.index for r in load_records(tmp_path)] == [0, 1]
+    assert not _cut_short(journal)
