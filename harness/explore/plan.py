@@ -101,6 +101,7 @@ def validate(opts: ExploreOptions) -> Plan:
             kernel=meta.kernel_spec or None,
             programs=meta.budget_programs,
             minutes=meta.budget_minutes,
+            out=opts.resume.parent,  # where `latest` is
         )
         filesystems, grammar = tuple(meta.filesystems), Grammar.parse(",".join(meta.ops))
     else:
