@@ -99,9 +99,9 @@ EXITS = {
     "bisection)",
     "corpus": "0 every entry as expected; 1 an entry was not; 2 a kernel did not build "
     "or the harness failed",
-    "explore": "0 no finding (discrepancies do not fail); 1 a finding: a durability, mount, "
-    "fsck or console failure; 2 bad input or a harness failure; 130 interrupted (finished "
-    "programs kept: --resume goes on)",
+    "explore": "0 no new finding (discrepancies and known failures do not fail); 1 a new "
+    "finding: a durability, mount, fsck or console failure; 2 bad input, or a program the "
+    "harness could not run or judge; 130 interrupted (finished programs kept: --resume goes on)",
     "explore-repro": "1 the bundle's finding came back; 0 it did not; 2 bad input or a "
     "harness failure",
 }
@@ -778,7 +778,9 @@ def _explore(args: argparse.Namespace) -> int:
             )
     if summary.harness_errors:
         print(f"crashtest: {summary.harness_errors} harness errors (see explore.json)")
-    return 1 if failing else (2 if summary.harness_errors and not summary.programs else 0)
+    if failing:
+        return 1
+    return 2 if summary.harness_errors else 0
 
 
 def _explore_repro(args: argparse.Namespace) -> int:
