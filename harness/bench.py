@@ -158,22 +158,33 @@ def _campaign(
 
 def _explore(programs: int, work: Path, say: Callable[[str], None]) -> dict[str, Any]:
     """crashtest explore's throughput: random programs of the default grammar on
-    btrfs, two guests, every crash state of each checked (boots included)."""
-    say(f"bench: explore, {programs} programs on btrfs")
-    t0 = time.monotonic()
-    summary = explore(
-        ExploreOptions(fs="btrfs", programs=programs, minimize=False, out=work / "explore")
-    )
-    wall = time.monotonic() - t0
-    return {
-        "explore_programs": summary.programs,
-        "explore_states": summary.states,
-        "explore_wall_s": round(wall, 1),
-        "explore_workloads_per_hour": round(summary.programs / wall * 3600, 1),
-        "explore_states_per_s": round(summary.states / wall, 2),
-        # per guest, its check phase alone: what bounds the figure above
-        "explore_guest_states_per_s": summary.states_per_s,
-    }
+    btrfs, two guests, every crash state of each checked (boots included); once
+    with programs of up to 8 operations (ACE's size, what the workloads-per-hour
+    target counts) and once with a quarter as many of the default length (what a
+    search runs: longer programs, fewer per hour, more operations each)."""
+    out: dict[str, Any] = {}
+    for key, length, n in (
+        ("explore", 8, programs),
+        ("explore_default", ExploreOptions().length, max(2, programs // 4)),
+    ):
+        say(f"bench: explore, {n} programs of up to {length} operations on btrfs")
+        t0 = time.monotonic()
+        summary = explore(
+            ExploreOptions(fs="btrfs", length=length, programs=n, minimize=False, out=work / key)
+        )
+        wall = time.monotonic() - t0
+        out |= {
+            f"{key}_length": length,
+            f"{key}_programs": summary.programs,
+            f"{key}_states": summary.states,
+            f"{key}_wall_s": round(wall, 1),
+            f"{key}_workloads_per_hour": round(summary.programs / wall * 3600, 1),
+            f"{key}_operations_per_hour": round(summary.operations / wall * 3600, 1),
+            f"{key}_states_per_s": round(summary.states / wall, 2),
+            # per guest, its check phase alone: what bounds the figures above
+            f"{key}_guest_states_per_s": summary.states_per_s,
+        }
+    return out
 
 
 def run_bench(

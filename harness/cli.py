@@ -492,7 +492,7 @@ def build_parser() -> argparse.ArgumentParser:
     exp.add_argument(
         "--length",
         type=_whole,
-        default=8,
+        default=32,
         help="random: operations per program at most; exhaustive: core operations (1..3)",
     )
     exp.add_argument("--programs", type=_whole, default=100, help="programs to run at most")

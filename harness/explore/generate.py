@@ -24,6 +24,9 @@ from harness.explore.model import Invalid, Tree
 DIRS = ("", "A", "B", "A/C", "B/C")
 NEW_DIRS = ("A/C", "B/C")
 FILES = ("A/foo", "A/bar", "B/foo", "B/bar", "A/C/foo", "A/C/bar")
+# a new file may also take a directory's name once it is free (a file where a
+# directory was: btrfs's "conflicting inode" logging)
+NAMES = (*FILES, *NEW_DIRS, "A", "B")
 XATTRS = ("user.a", "user.b")
 SYMLINK_TARGET = "foobar"
 OFFSETS = ((0, 4096), (1000, 3000), (4096, 8192), (20000, 4096), (0, 65536))
@@ -42,12 +45,17 @@ OPEN_FLAGS: tuple[tuple[str, ...], ...] = (
 NEW_FLAGS: tuple[tuple[str, ...], ...] = ((), ("sync",), ("direct",), ("sync", "direct"))
 PERSIST = (OpKind.FSYNC, OpKind.FDATASYNC, OpKind.SYNC, OpKind.SYNCFS)
 ALL_OPS = frozenset(OpKind)
-# How often a core operation is followed by a persistence point (ACE follows each).
-_PERSIST_SHARE = 0.6
+# How often a core operation is followed by a persistence point (ACE follows
+# each), drawn per program: some programs run several core operations between
+# two persistence points, others persist after nearly every one.
+_PERSIST_SHARES = (0.3, 0.6, 0.9)
 # The chance a random program may use each kind of the grammar (swarm testing).
 _SWARM = 0.3
 # How often an operation is drawn among those on what the last ones touched.
 _LOCALITY = 0.8
+# How many of the last operations count as "touched", persistence points
+# included: a fsync'd object changed and fsync'd again is where logs go wrong.
+_LOOKBACK = 2
 MAX_LENGTH = 64
 
 
@@ -100,11 +108,11 @@ def _file_fds(tree: Tree) -> list[int]:
 
 def core_candidates(tree: Tree, kind: OpKind, next_fd: int, byte: int) -> list[Op]:
     """Every valid operation of `kind` in this state (persistence points apart)."""
-    files = [p for p in FILES if _kind(tree, p) == "f"]
+    files = [p for p in NAMES if _kind(tree, p) == "f"]
     free = [p for p in FILES if not _exists(tree, p)]
     out: list[Op] = []
     if kind is OpKind.OPEN:
-        for p in FILES:
+        for p in NAMES:
             if _kind(tree, p) == "f":
                 out += [Op(kind, p, fd=next_fd, flags=f) for f in OPEN_FLAGS]
             elif not _exists(tree, p):
@@ -207,10 +215,11 @@ def random_program(grammar: Grammar, seed: int, index: int, length: int) -> tupl
     tree = Tree()
     ops: list[Op] = []
     core, persist = swarm(grammar, rng)
+    share = rng.choice(_PERSIST_SHARES)
     n = rng.randint(2, max(2, length))
     while len(ops) < n:
         after_core = bool(ops) and not ops[-1].kind.persists
-        if len(ops) == n - 1 or not core or (after_core and rng.random() < _PERSIST_SHARE):
+        if len(ops) == n - 1 or not core or (after_core and rng.random() < share):
             kinds = persist
         else:
             kinds = core
@@ -228,12 +237,20 @@ def random_program(grammar: Grammar, seed: int, index: int, length: int) -> tupl
             if not usable:
                 break
         choices = options[rng.choice(usable)]
-        recent = [o for o in ops if not o.kind.persists][-2:]
+        recent = [_subject(o, ops) for o in ops[-_LOOKBACK:]]
         near = [c for c in choices if _touches(c, tree, recent)]
         op = rng.choice(near if near and rng.random() < _LOCALITY else choices)
         tree.apply(op)
         ops.append(op)
     return tuple(ops)
+
+
+def _subject(op: Op, ops: list[Op]) -> Op:
+    """A persistence point through a kept descriptor, with the path it was opened at."""
+    if op.kind.persists and op.fd >= 0:
+        opened = [o for o in ops if o.kind in (OpKind.OPEN, OpKind.OPENDIR) and o.fd == op.fd]
+        return replace(op, path=opened[-1].path)
+    return op
 
 
 def _places(op: Op) -> set[str]:

@@ -27,7 +27,7 @@ class ExploreOptions:
     kernel: str | None = None
     fs: str = "btrfs,ext4,xfs"
     mode: str = "random"
-    length: int = 8
+    length: int = 32
     programs: int = 100
     minutes: float = 0.0  # 0: no time budget
     seed: int = 1

@@ -69,6 +69,7 @@ class ExploreSummary(BaseModel):
     meta: ExploreMeta
     known_source: str = ""  # the known-failures file, as given
     programs: int
+    operations: int = 0  # of every program run
     states: int
     harness_errors: int
     programs_per_hour: float

@@ -214,6 +214,7 @@ def summarize(
         known_source=known.source,
         meta=meta.model_copy(update={"incomplete": incomplete, "elapsed_s": round(elapsed, 1)}),
         programs=len(records),
+        operations=sum(len(r.ops) for r in records),
         states=states,
         harness_errors=harness_errors,
         programs_per_hour=round(len(records) / hours, 1) if hours else 0.0,

@@ -24,6 +24,8 @@ PLANTED = {
     "copy-up": ("after:change-plain", "promise.file", 0),
     "churn": ("after:build-app", "promise.image", 0),
     "stress": ("after:ops-vol-2", "promise.file", 0),
+    # seed 1's generated sequence: load, restart, load, run, run, commit
+    "sequence": ("after:commit-7", "promise.image", 0),
 }
 
 
@@ -90,9 +92,13 @@ def check_caught(rc: int, summary: dict[str, Any], name: str) -> None:
         assert others == [], others
 
 
-# pull (a real registry) in `make test`; the others nightly
+# pull (a real registry) and a generated sequence in `make test`; the others nightly
 @pytest.mark.parametrize(
-    "name", [n if n == "pull" else pytest.param(n, marks=pytest.mark.full) for n in sorted(PLANTED)]
+    "name",
+    [
+        n if n in ("pull", "sequence") else pytest.param(n, marks=pytest.mark.full)
+        for n in sorted(PLANTED)
+    ],
 )
 def test_scenario_catches_its_planted_fault_on_both_backends(
     name: str, images: GuestImages, tmp_path: Path, no_leftovers: None

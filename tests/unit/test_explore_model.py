@@ -26,6 +26,7 @@ from harness.errors import InputError
 from harness.explore.findings import expectations, minimize, valid
 from harness.explore.generate import Grammar, canonical, exhaustive, random_program
 from harness.explore.model import promises, simulate
+from harness.explore.plan import ExploreOptions
 from harness.explore.reproducer import reproducer_script
 from harness.explore.verdicts import discrepancies, outcome_verdicts
 
@@ -94,6 +95,38 @@ def test_the_random_programs_use_descriptors_as_objects() -> None:
     assert any(o.kind is OpKind.OPENDIR for o in flat)
     kinds = {o.kind for o in flat}
     assert kinds == set(OpKind)  # the default grammar reaches every operation
+
+
+def _dir_fsync(p: tuple[Op, ...], k: int, d: str) -> bool:
+    return p[k].kind is OpKind.FSYNC and p[k].fd < 0 and p[k].path == d
+
+
+def _has_779(p: tuple[Op, ...]) -> bool:
+    """generic/779's shape: a symlink, its directory fsync'd, the symlink renamed
+    within it, the directory fsync'd again."""
+    for i, o in enumerate(p):
+        d = o.dest.rpartition("/")[0]
+        if o.kind is OpKind.SYMLINK:
+            for j in range(i + 1, len(p)):
+                for k in range(j + 1, len(p)):
+                    r = p[k]
+                    renamed = r.kind is OpKind.RENAME and r.path == o.dest
+                    if _dir_fsync(p, j, d) and renamed and r.dest.rpartition("/")[0] == d:
+                        return any(_dir_fsync(p, m, d) for m in range(k + 1, len(p)))
+    return False
+
+
+def test_the_default_programs_reach_the_shapes_of_log_bugs() -> None:
+    """Seed 1's first 300 programs of the default length hold generic/779's
+    shape (the locality that counts persistence points chains a change between
+    two fsyncs of one directory) and a new file at a moved directory's name
+    (generic/784's conflicting inode)."""
+    progs = [random_program(Grammar(), 1, i, ExploreOptions().length) for i in range(300)]
+    assert any(_has_779(p) for p in progs)
+    moved = {"A", "B", "A/C", "B/C"}
+    assert any(
+        o.kind is OpKind.OPEN and "creat" in o.flags and o.path in moved for p in progs for o in p
+    )
 
 
 def test_exhaustive_programs_are_every_short_one_once() -> None:

@@ -23,7 +23,7 @@ from harness.workloads import (
     load_workload,
     observe,
 )
-from harness.workloads.scenarios import SCENARIOS
+from harness.workloads.scenarios import SCENARIOS, sequence
 from harness.workloads.scenarios.stress import Location, Model, epoch, settle
 from harness.writelog.record import Event, Recording
 
@@ -203,3 +203,27 @@ def test_the_copy_up_model_is_what_a_real_filesystem_holds(tmp_path: Path) -> No
         st = real.stat()
         assert real.read_bytes() == state[0], path
         assert f"{stat.S_IMODE(st.st_mode):o} {st.st_uid} {st.st_gid}" == state[1], path
+
+
+def test_generated_docker_sequences_are_valid_and_cover_every_operation() -> None:
+    """`sequence`: each seed a valid workload (every step needs only earlier ones),
+    the same for the same seed, different across seeds, and every operation of
+    the grammar drawn somewhere; a container holding a promised file is never
+    removed (its promise stays checkable)."""
+    seen: set[str] = set()
+    shapes = set()
+    for seed in range(1, 301):
+        w = sequence.workload(seed)
+        assert w == sequence.workload(seed)
+        names = [s.name for s in w.steps]
+        for i, step in enumerate(w.steps):
+            assert set(step.needs) <= set(names[:i]), (seed, step.name, step.needs)
+        ops = [n.rsplit("-", 1)[0] for n in names[2:]]
+        seen |= set(ops)
+        shapes.add(tuple(ops))
+        written = {p.target.split(":")[1] for s in w.steps for p in s.promises if p.kind == "file"}
+        gone = {p.target for s in w.steps for p in s.promises if p.kind == "absent-container"}
+        assert not written & gone, seed
+        assert sequence.MIN_OPERATIONS <= len(ops) <= sequence.MAX_OPERATIONS
+    assert seen == set(sequence.OPERATIONS)
+    assert len(shapes) > 250

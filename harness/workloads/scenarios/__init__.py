@@ -10,6 +10,9 @@ each is also an example to copy.
              prune
     stress   seeded fsx/fsstress-style file operations in a writable layer and a
              volume, every file's expected content kept at each fsync
+    sequence generated docker operations, different for every seed: build, commit,
+             run, an fsync'd write in a container, rm, rmi, prune, save/load,
+             push/pull, daemon restart (docs/explore.md)
 """
 
 SCENARIOS = {
@@ -18,4 +21,5 @@ SCENARIOS = {
     "copy-up": "harness.workloads.scenarios.copy_up:workload",
     "churn": "harness.workloads.scenarios.churn:workload",
     "stress": "harness.workloads.scenarios.stress:workload",
+    "sequence": "harness.workloads.scenarios.sequence:workload",
 }
