@@ -519,7 +519,14 @@ def check(made: list[Promise], trees: list[Tree], state: CrashState) -> list[Bro
             continue  # the directory itself is not durable: nothing to judge here
         node = seen.get(path)
         if f[0] == "gone":
-            if allowed == {True} and _is_object(trees, int(str(f[3])), node):
+            ino = int(str(f[3]))
+            others = _held(trees, f) - {ino}
+            # an object the name also held may look the same (two empty files)
+            if (
+                allowed == {True}
+                and _is_object(trees, ino, node)
+                and not any(_is_object(trees, o, node) for o in others)
+            ):
                 broken.append(
                     Broken("entry", path, p.why, p.op, "not the fsync'd object", "that object")
                 )
@@ -587,6 +594,16 @@ def _is_object(trees: list[Tree], ino: int, node: Node | None) -> bool:
         if obj.kind == "d":
             return True
     return False
+
+
+def _held(trees: list[Tree], fact: Fact) -> set[int]:
+    """Every object the fact's name pointed at in the program."""
+    out = set()
+    for t in trees:
+        d = t.inodes.get(int(str(fact[1])))
+        if d is not None and d.kind == "d" and str(fact[2]) in d.children:
+            out.add(d.children[str(fact[2])])
+    return out
 
 
 def _older_object(trees: list[Tree], window: list[Tree], entry: Fact, ino: int, node: Node) -> bool:
