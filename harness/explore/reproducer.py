@@ -49,6 +49,7 @@ import hashlib
 import json
 import mmap
 import os
+import stat
 import struct
 import subprocess
 import sys
@@ -196,9 +197,10 @@ def fact(root, path, what):
     full = os.path.join(root, path)
     if not os.path.lexists(full):
         return None
-    if what == "entry":
-        return "l" if os.path.islink(full) else "d" if os.path.isdir(full) else "f"
     st = os.lstat(full)
+    if what == "entry":  # "?": anything else (a whiteout is a character device)
+        kinds = {stat.S_IFLNK: "l", stat.S_IFDIR: "d", stat.S_IFREG: "f"}
+        return kinds.get(stat.S_IFMT(st.st_mode), "?")
     if what == "size":
         return st.st_size
     if what == "data":

@@ -165,3 +165,25 @@ def test_ctrl_c_keeps_finished_programs_and_resume_runs_the_rest(
     assert whole.programs == 6 and whole.meta.incomplete == ""
     lines = sum(j.read_text().count("\n") for j in (run / "programs").glob("w*.jsonl"))
     assert lines == 6 and kept < 6  # no program ran twice
+
+
+@pytest.mark.full
+@pytest.mark.parametrize(
+    "name",
+    [
+        "explore-btrfs-rename-over-debian-7.2.13",
+        "explore-btrfs-whiteout-lost-debian-7.2.13",
+        "explore-btrfs-exchange-whiteout-debian-7.2.13",
+        "explore-btrfs-unlinked-after-dir-fsync-debian-7.2.13",
+    ],
+)
+def test_the_shipped_reports_reproduce_on_stock_7_2(
+    name: str, tmp_path: Path, no_leftovers: None
+) -> None:
+    """docs/upstream's new btrfs reports: each bundle's standalone reproducer
+    still fails on Debian's 7.2 (a fixed kernel makes this test fail: time to
+    update the reports and known-failures.toml)."""
+    bundle = Path(__file__).parents[2] / "bundles" / name
+    rc, out = run_in_guest(SID, standalone(bundle), tmp_path)
+    assert rc == 1, out
+    assert "reproduced" in out

@@ -477,14 +477,45 @@ def test_data_changed_after_its_promise_is_not_judged_but_its_size_is() -> None:
     assert [v for v in model_verdicts(ops, state((*BASE, short), -1, 1)) if "size" in v]
 
 
-def test_the_shipped_finding_loads_and_its_reproducer_compiles(tmp_path: Path) -> None:
-    """bundles/explore-btrfs-rename-over-debian-7.2.13: the report's finding."""
+SHIPPED = {
+    "explore-btrfs-rename-over-debian-7.2.13": [
+        OpKind.OPEN,
+        OpKind.FSYNC,
+        OpKind.RENAME,
+        OpKind.FSYNC,
+    ],
+    "explore-btrfs-whiteout-lost-debian-7.2.13": [
+        OpKind.UNLINK,
+        OpKind.FSYNC,
+        OpKind.RENAME,
+        OpKind.FSYNC,
+    ],
+    "explore-btrfs-unlinked-after-dir-fsync-debian-7.2.13": [
+        OpKind.MKDIR,
+        OpKind.OPEN,
+        OpKind.FSYNC,
+        OpKind.UNLINK,
+        OpKind.FSYNC,
+    ],
+    "explore-btrfs-exchange-whiteout-debian-7.2.13": [
+        OpKind.MKDIR,
+        OpKind.SYNC,
+        OpKind.RENAME,
+        OpKind.RENAME,
+        OpKind.FSYNC,
+    ],
+}
+
+
+@pytest.mark.parametrize("name", sorted(SHIPPED))
+def test_the_shipped_findings_load_and_their_reproducers_compile(name: str, tmp_path: Path) -> None:
+    """bundles/explore-*: the reports' findings (docs/upstream)."""
     from harness.explore.findings import load_bundle
 
-    here = Path(__file__).parents[2] / "bundles/explore-btrfs-rename-over-debian-7.2.13"
+    here = Path(__file__).parents[2] / "bundles" / name
     b = load_bundle(here)
     ops = tuple(Op.from_json(o) for o in b.ops)
-    assert [o.kind for o in ops] == [OpKind.OPEN, OpKind.FSYNC, OpKind.RENAME, OpKind.FSYNC]
+    assert [o.kind for o in ops] == SHIPPED[name]
     assert b.kernel.startswith("7.2.13") and b.fs == "btrfs"
     compile((here / "reproduce.py").read_text(), "reproduce.py", "exec")  # no __pycache__ here
     with pytest.raises(InputError, match="not an explore bundle"):
