@@ -520,12 +520,11 @@ def check(made: list[Promise], trees: list[Tree], state: CrashState) -> list[Bro
         node = seen.get(path)
         if f[0] == "gone":
             ino = int(str(f[3]))
-            others = _held(trees, f) - {ino}
             # an object the name also held may look the same (two empty files)
             if (
                 allowed == {True}
                 and _is_object(trees, ino, node)
-                and not any(_is_object(trees, o, node) for o in others)
+                and not any(_is_object(trees, o, node) for o in _held(trees, f) - {ino})
             ):
                 broken.append(
                     Broken("entry", path, p.why, p.op, "not the fsync'd object", "that object")

@@ -74,9 +74,11 @@ class _Docker:
         self.made += 1
         return self.made
 
-    def unused_images(self) -> list[str]:
+    def spare(self) -> list[str]:
+        """Images an rmi, prune, load or pull may take: no container uses them,
+        and not the base."""
         used = set(self.containers.values())
-        return sorted(r for r in self.images if r not in used)
+        return sorted(r for r in self.images if r not in used and r != BASE)
 
     def removable(self) -> list[str]:
         """Containers an rm may take: not those holding a promised file."""
@@ -154,7 +156,7 @@ def _rm(d: _Docker, rng: random.Random, name: str) -> Step:
 
 
 def _rmi(d: _Docker, rng: random.Random, name: str) -> Step:
-    ref = rng.choice([r for r in d.unused_images() if r != BASE])
+    ref = rng.choice(d.spare())
     del d.images[ref]
     return Step(name, f"docker rmi {ref} >/dev/null", Barrier.SYNC, d.by[ref], [absent_image(ref)])
 
@@ -165,7 +167,7 @@ def _prune(d: _Docker, rng: random.Random, name: str) -> Step:
     gone = d.removable()
     for box in gone:
         del d.containers[box]
-    images = [r for r in d.unused_images() if r != BASE]
+    images = d.spare()
     for ref in images:
         del d.images[ref]
     cmds = [f"docker rm -f {' '.join(gone)} >/dev/null"] if gone else []
@@ -182,7 +184,7 @@ def _prune(d: _Docker, rng: random.Random, name: str) -> Step:
 
 
 def _load(d: _Docker, rng: random.Random, name: str) -> Step:
-    ref = rng.choice([r for r in d.unused_images() if r != BASE])
+    ref = rng.choice(d.spare())
     return Step(
         name,
         (
@@ -198,7 +200,7 @@ def _load(d: _Docker, rng: random.Random, name: str) -> Step:
 
 
 def _pull(d: _Docker, rng: random.Random, name: str) -> Step:
-    ref = rng.choice([r for r in d.unused_images() if r != BASE])
+    ref = rng.choice(d.spare())
     remote = f"{REGISTRY}/{ref}"
     cmds = []
     files: list[GuestFile] = []
@@ -230,7 +232,7 @@ def _restart(d: _Docker, rng: random.Random, name: str) -> Step:
 
 
 def _applicable(d: _Docker) -> list[str]:
-    spare = [r for r in d.unused_images() if r != BASE]
+    spare = d.spare()
     ok = {
         "build": len(d.images) < 6,
         "commit": bool(d.containers) and len(d.images) < 6,
