@@ -50,12 +50,16 @@ ALL_OPS = frozenset(OpKind)
 # two persistence points, others persist after nearly every one.
 _PERSIST_SHARES = (0.3, 0.6, 0.9)
 # The chance a random program may use each kind of the grammar (swarm testing).
-_SWARM = 0.3
+_SWARM = 0.5
 # How often an operation is drawn among those on what the last ones touched.
 _LOCALITY = 0.8
 # How many of the last operations count as "touched", persistence points
 # included: a fsync'd object changed and fsync'd again is where logs go wrong.
 _LOOKBACK = 2
+# How often a persistence point goes to an object changed since it was last
+# persisted: fsync of an unchanged object is a no-op that tests nothing (btrfs
+# logs nothing for it), and the corpus's bugs all persist an object just changed.
+_CHANGED = 0.9
 MAX_LENGTH = 64
 
 
@@ -216,6 +220,7 @@ def random_program(grammar: Grammar, seed: int, index: int, length: int) -> tupl
     ops: list[Op] = []
     core, persist = swarm(grammar, rng)
     share = rng.choice(_PERSIST_SHARES)
+    changed: set[int] = set()  # inodes changed since they were last persisted
     n = rng.randint(2, max(2, length))
     while len(ops) < n:
         after_core = bool(ops) and not ops[-1].kind.persists
@@ -237,12 +242,40 @@ def random_program(grammar: Grammar, seed: int, index: int, length: int) -> tupl
             if not usable:
                 break
         choices = options[rng.choice(usable)]
+        fresh = [c for c in choices if _persists_changed(c, tree, changed)]
+        if fresh and rng.random() < _CHANGED:
+            choices = fresh
         recent = [_subject(o, ops) for o in ops[-_LOOKBACK:]]
         near = [c for c in choices if _touches(c, tree, recent)]
         op = rng.choice(near if near and rng.random() < _LOCALITY else choices)
+        before = copy.deepcopy(tree)
         tree.apply(op)
         ops.append(op)
+        if op.kind in (OpKind.SYNC, OpKind.SYNCFS):
+            changed.clear()
+        elif op.kind.persists:
+            changed.discard(before.file_of(op))
+        else:
+            changed |= _changed(before, tree)
     return tuple(ops)
+
+
+def _changed(before: Tree, after: Tree) -> set[int]:
+    """The inodes an operation changed: contents, attributes, entries or names."""
+    return {
+        i
+        for i in before.inodes.keys() | after.inodes.keys()
+        if before.inodes.get(i) != after.inodes.get(i) or before.names(i) != after.names(i)
+    }
+
+
+def _persists_changed(op: Op, tree: Tree, changed: set[int]) -> bool:
+    """A persistence point on something changed since it was last persisted."""
+    if not op.kind.persists:
+        return False
+    if op.kind in (OpKind.SYNC, OpKind.SYNCFS):
+        return bool(changed)
+    return tree.file_of(op) in changed
 
 
 def _subject(op: Op, ops: list[Op]) -> Op:
