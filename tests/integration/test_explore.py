@@ -40,14 +40,14 @@ def found_764(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """One blind run of a narrow grammar: its finding's bundle directory."""
     out = tmp_path_factory.mktemp("explore")
     args = ["explore", "--kernel", STOCK, "--fs", "btrfs", "--ops", "open,unlink,fsync"]
-    args += ["--length", "4", "--programs", "30", "--seed", "1", "--out", str(out)]
+    args += ["--length", "4", "--programs", "40", "--seed", "1", "--out", str(out)]
     assert main(args) == 1  # a finding fails the run
     run_dir = (out / "latest").resolve()
     summary = load_summary(run_dir)
     [group] = [g for g in summary.findings if BUG_764 in g.signature]
     assert group.fails and group.cls == "fs-durability"
     assert group.shape == "open,unlink,fsync"  # minimized to generic/764's three calls
-    assert summary.programs == 30 and summary.harness_errors == 0
+    assert summary.programs == 40 and summary.harness_errors == 0
     return run_dir / group.bundle
 
 
