@@ -110,8 +110,34 @@ def _file_fds(tree: Tree) -> list[int]:
     return [fd for fd, (ino, _) in tree.fds.items() if tree.inodes[ino].kind == "f"]
 
 
-def core_candidates(tree: Tree, kind: OpKind, next_fd: int, byte: int) -> list[Op]:
-    """Every valid operation of `kind` in this state (persistence points apart)."""
+def _missing_parent(tree: Tree, op: Op) -> str:
+    """The new directory an operation's new name needs first, if it is missing."""
+    name = op.path if op.kind is OpKind.OPEN else op.dest
+    head = name.rpartition("/")[0]
+    return head if head in NEW_DIRS and not _exists(tree, head) else ""
+
+
+def _with_parent(tree: Tree, op: Op) -> tuple[Op, ...]:
+    """The operation, after the `mkdir` of its missing parent if it needs one."""
+    parent = _missing_parent(tree, op)
+    return (Op(OpKind.MKDIR, parent), op) if parent else (op,)
+
+
+def _valid_all(tree: Tree, ops: tuple[Op, ...]) -> bool:
+    try:
+        after = copy.deepcopy(tree)
+        for op in ops:
+            after.apply(op)
+    except (Invalid, KeyError):
+        return False
+    return True
+
+
+def core_candidates(
+    tree: Tree, kind: OpKind, next_fd: int, byte: int, parents: bool = False
+) -> list[Op]:
+    """Every valid operation of `kind` in this state (persistence points apart);
+    with `parents`, also those valid once their missing parent directory is made."""
     files = [p for p in NAMES if _kind(tree, p) == "f"]
     free = [p for p in FILES if not _exists(tree, p)]
     out: list[Op] = []
@@ -173,6 +199,8 @@ def core_candidates(tree: Tree, kind: OpKind, next_fd: int, byte: int) -> list[O
                     out.append(Op(kind, src, fd=dst))
                 else:
                     out += [Op(kind, src, fd=dst, offset=o, length=4096) for o in (0, 4096)]
+    if parents:
+        return [op for op in out if _valid_all(tree, _with_parent(tree, op))]
     return [op for op in out if _valid(tree, op)]
 
 
@@ -229,10 +257,12 @@ def random_program(grammar: Grammar, seed: int, index: int, length: int) -> tupl
         else:
             kinds = core
         byte = 0x21 + len(ops)
+        # room for a missing parent's mkdir before the op and a persistence point after
+        parents = OpKind.MKDIR in grammar.ops and len(ops) < n - 2
         options = {
             k: persist_candidates(tree, k)
             if k.persists
-            else core_candidates(tree, k, _next_fd(ops), byte)
+            else core_candidates(tree, k, _next_fd(ops), byte, parents)
             for k in kinds
         }
         usable = [k for k in kinds if options[k]]
@@ -246,17 +276,18 @@ def random_program(grammar: Grammar, seed: int, index: int, length: int) -> tupl
         if fresh and rng.random() < _CHANGED:
             choices = fresh
         recent = [_subject(o, ops) for o in ops[-_LOOKBACK:]]
-        near = [c for c in choices if _touches(c, tree, recent)]
-        op = rng.choice(near if near and rng.random() < _LOCALITY else choices)
-        before = copy.deepcopy(tree)
-        tree.apply(op)
-        ops.append(op)
-        if op.kind in (OpKind.SYNC, OpKind.SYNCFS):
-            changed.clear()
-        elif op.kind.persists:
-            changed.discard(before.file_of(op))
-        else:
-            changed |= _changed(before, tree)
+        near = [c for c in choices if _touches(_subject(c, ops), tree, recent)]
+        chosen = rng.choice(near if near and rng.random() < _LOCALITY else choices)
+        for op in _with_parent(tree, chosen):
+            before = copy.deepcopy(tree)
+            tree.apply(op)
+            ops.append(op)
+            if op.kind in (OpKind.SYNC, OpKind.SYNCFS):
+                changed.clear()
+            elif op.kind.persists:
+                changed.discard(before.file_of(op))
+            else:
+                changed |= _changed(before, tree)
     return tuple(ops)
 
 
@@ -297,16 +328,18 @@ def _places(op: Op) -> set[str]:
 
 def _touches(candidate: Op, tree: Tree, recent: list[Op]) -> bool:
     """The candidate works on what the last few operations worked on (a name, its
-    directory, or a descriptor of it): bugs live in such interplay."""
+    directory, an entry of it, or a descriptor of it): bugs live in such interplay."""
     if not recent:
         return False
     places = set().union(*(_places(o) for o in recent))
     fds = {o.fd for o in recent if o.fd >= 0}
     if candidate.fd >= 0 and candidate.fd in fds:
         return True
-    return bool({candidate.path, candidate.dest} & places - {""}) or (
-        candidate.kind.persists and candidate.path in places
-    )
+    names = {candidate.path, candidate.dest} - {""}
+    if names & places or (candidate.kind.persists and candidate.path in places):
+        return True
+    objects = {p for o in recent for p in (o.path, o.dest) if p or o.kind.persists}
+    return any(n.rpartition("/")[0] in objects for n in names)
 
 
 # Directories whose names all start fresh: there `foo` and `bar` are symmetric.

@@ -351,16 +351,18 @@ def _since(trees: list[Tree], last_sync: int, upto: int) -> list[Tree]:
     return trees[last_sync + 1 : upto + 2]
 
 
-def _new_dirs_below(synced: Tree, after: Tree, ino: int) -> list[int]:
-    """The directories made since the last sync under directory `ino`, through
-    new ones only: a directory's fsync persists their entries too (btrfs logs
-    a new subdirectory's entries on an explicit directory fsync, generic/785;
-    ext4 and xfs commit them with their journal)."""
+def _new_dirs_below(synced: Tree, after: Tree, ino: int, fsynced: set[int]) -> list[int]:
+    """The directories made since the last sync under directory `ino` and not
+    fsync'd since, through such ones only: a directory's fsync persists their
+    entries too (btrfs logs a new subdirectory's entries on an explicit
+    directory fsync, generic/785; ext4 and xfs commit them with their journal).
+    One fsync'd itself is logged: what it gains later takes its own fsync."""
     found: list[int] = []
     todo = [ino]
     while todo:
         for child in after.inodes[todo.pop()].children.values():
-            if after.inodes[child].kind == "d" and child not in synced.inodes:
+            new = child not in synced.inodes and child not in fsynced
+            if after.inodes[child].kind == "d" and new:
                 found.append(child)
                 todo.append(child)
     return found
@@ -384,6 +386,7 @@ def promises(
     differential check compares across filesystems."""
     out = [Promise(-1, frozenset(_all_facts(trees[0])), "the initial tree, synced")]
     last_sync = -1
+    fsynced: set[int] = set()  # the directories fsync'd since the last sync
     for i, op in enumerate(ops):
         before, after = trees[i], trees[i + 1]
         if errnos[i]:
@@ -396,6 +399,7 @@ def promises(
             for t in window:
                 facts |= _all_facts(t)
             last_sync = i
+            fsynced.clear()
             why = f"{k.value}() returned"
         elif k in (OpKind.FSYNC, OpKind.FDATASYNC):
             try:
@@ -407,11 +411,13 @@ def promises(
                 facts |= {("data", ino), ("size", ino)}
             elif node.kind == "d":
                 facts |= {("mode", ino), ("xattrs", ino)}
-                for dino in (ino, *_new_dirs_below(trees[last_sync + 1], after, ino)):
+                logged = [ino, *_new_dirs_below(trees[last_sync + 1], after, ino, fsynced)]
+                for dino in logged:
                     for t in window:
                         d = t.inodes.get(dino)
                         if d is not None and d.kind == "d":
                             facts |= {("e", dino, n) for n in d.children}
+                fsynced.update(logged)
                 for c in node.children.values():
                     if after.inodes[c].kind == "l":
                         facts.add(("target", c))

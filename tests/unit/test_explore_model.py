@@ -6,6 +6,7 @@ bad input."""
 from __future__ import annotations
 
 import copy
+import itertools
 import json
 import pickle
 import py_compile
@@ -130,6 +131,29 @@ def test_the_default_programs_reach_the_shapes_of_log_bugs() -> None:
     )
 
 
+def _into_new_dir(p: tuple[Op, ...]) -> int:
+    """How often a name is made in a directory the step before made."""
+    return sum(
+        a.kind is OpKind.MKDIR
+        and (b.path if b.kind is OpKind.OPEN else b.dest).rpartition("/")[0] == a.path
+        for a, b in itertools.pairwise(p)
+    )
+
+
+def test_a_name_in_a_missing_directory_comes_with_its_mkdir() -> None:
+    """ACE's dependency operations: a new name whose directory is missing is
+    drawn like any other, with the directory's mkdir put before it, so a new
+    directory soon holds something (generic/782's and 785's shapes); a grammar
+    without mkdir gets no mkdir."""
+    length = ExploreOptions().length
+    progs = [random_program(Grammar(), 1, i, length) for i in range(300)]
+    assert sum(_into_new_dir(p) for p in progs) >= 40
+    assert all(valid(p) for p in progs)
+    no_mkdir = Grammar.parse("open,link,rename,symlink,fsync")
+    flat = [o for i in range(300) for o in random_program(no_mkdir, 1, i, length)]
+    assert not any(o.kind is OpKind.MKDIR for o in flat)
+
+
 def test_a_persistence_point_mostly_goes_to_something_changed() -> None:
     """fsync of an object unchanged since it was last persisted tests nothing:
     the generator draws its persistence points among changed objects (without
@@ -238,6 +262,11 @@ def test_a_directory_fsync_persists_the_entries_of_its_new_subdirectories() -> N
     found = model_verdicts(ops, state((*BASE, foo(), c), 3, 3))
     assert len(found) == 1 and "entry after fsync of a directory" in found[0]
     assert model_verdicts(ops, state((*BASE, foo(), c, new), 3, 3)) == []
+    # once the new directory is fsync'd (or logged by its parent's fsync), what it
+    # gains later takes its own fsync: the parent's promises it no more
+    for logged in (Op(OpKind.FSYNC, "A/C"), Op(OpKind.FSYNC, "A")):
+        later = (Op(OpKind.MKDIR, "A/C"), logged, *ops[1:])
+        assert model_verdicts(later, state((*BASE, foo(), c), 4, 4)) == []
 
 
 def replace_path(n: Node, path: str) -> Node:
