@@ -250,6 +250,13 @@ class Runner:
     def p(self, path: str) -> str:
         return os.path.join(self.root, path) if path else self.root
 
+    def fd(self, n: int) -> int:
+        """Descriptor `n`; one whose open failed (overlayfs refuses some renames
+        the model allows, so a later open may fail) is EBADF, as for a program."""
+        if n not in self.fds:
+            raise OSError(errno.EBADF, f"fd{n} is not open")
+        return self.fds[n]
+
     def run(self, ops: tuple[Op, ...]) -> list[int]:
         errnos = []
         for i, op in enumerate(ops):
@@ -274,7 +281,7 @@ class Runner:
             os.pwrite(fd, data, op.offset)
 
     def persist(self, op: Op, how: str) -> None:
-        fd = self.fds[op.fd] if op.fd >= 0 else os.open(self.p(op.path), os.O_RDONLY)
+        fd = self.fd(op.fd) if op.fd >= 0 else os.open(self.p(op.path), os.O_RDONLY)
         try:
             if how == "fsync":
                 os.fsync(fd)
@@ -296,16 +303,18 @@ class Runner:
         elif k is OpKind.OPENDIR:
             self.fds[op.fd] = os.open(self.p(op.path), os.O_RDONLY | os.O_DIRECTORY)
         elif k is OpKind.CLOSE:
-            os.close(self.fds.pop(op.fd))
+            fd = self.fd(op.fd)
+            del self.fds[op.fd]
+            os.close(fd)
         elif k is OpKind.WRITE:
-            self.write(self.fds[op.fd], op)
+            self.write(self.fd(op.fd), op)
         elif k is OpKind.TRUNCATE:
             os.truncate(self.p(op.path), op.length)
         elif k is OpKind.FALLOCATE:
             mode = 0
             for f in op.flags:
                 mode |= _FALLOC_FLAGS[f]
-            fd = self.fds[op.fd]
+            fd = self.fd(op.fd)
             if _libc.fallocate(fd, mode, ctypes.c_long(op.offset), ctypes.c_long(op.length)):
                 raise OSError(ctypes.get_errno(), "fallocate")
         elif k is OpKind.LINK:
@@ -338,9 +347,9 @@ class Runner:
             src = os.open(self.p(op.path), os.O_RDONLY)
             try:
                 if k is OpKind.REFLINK:
-                    fcntl.ioctl(self.fds[op.fd], _FICLONE, src)
+                    fcntl.ioctl(self.fd(op.fd), _FICLONE, src)
                 else:
-                    os.copy_file_range(src, self.fds[op.fd], op.length, 0, op.offset)
+                    os.copy_file_range(src, self.fd(op.fd), op.length, 0, op.offset)
             finally:
                 os.close(src)
         elif k in (OpKind.FSYNC, OpKind.FDATASYNC, OpKind.SYNCFS):

@@ -6,6 +6,7 @@ bad input."""
 from __future__ import annotations
 
 import copy
+import errno
 import itertools
 import json
 import pickle
@@ -606,3 +607,17 @@ def test_a_journal_line_a_kill_cut_short_does_not_swallow_the_next(tmp_path: Pat
         f.write("\n" + ProgramRecord(index=1, ops=[], results=[]).model_dump_json() + "\n")
     assert [r.index for r in load_records(tmp_path)] == [0, 1]
     assert not _cut_short(journal)
+
+
+def test_an_operation_through_a_descriptor_whose_open_failed_is_ebadf(tmp_path: Path) -> None:
+    """overlayfs refuses to rename a lower directory (EXDEV), so a later open
+    of its old name fails where the model's succeeds: what goes through that
+    descriptor fails like a program's would (EBADF), never as the harness."""
+    (tmp_path / "B").mkdir()
+    runner = guest.Runner(str(tmp_path), "unused")
+    with pytest.raises(IsADirectoryError):
+        runner.one(Op(OpKind.OPEN, "B", fd=0, flags=("creat",)))
+    for op in (Op(OpKind.FSYNC, fd=0), Op(OpKind.WRITE, fd=0, length=1), Op(OpKind.CLOSE, fd=0)):
+        with pytest.raises(OSError) as failed:
+            runner.one(op)
+        assert failed.value.errno == errno.EBADF
