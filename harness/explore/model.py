@@ -356,7 +356,8 @@ def _new_dirs_below(synced: Tree, after: Tree, ino: int, fsynced: set[int]) -> l
     fsync'd since, through such ones only: a directory's fsync persists their
     entries too (btrfs logs a new subdirectory's entries on an explicit
     directory fsync, generic/785; ext4 and xfs commit them with their journal).
-    One fsync'd itself is logged: what it gains later takes its own fsync."""
+    One logged since (its own fsync, its parent's, or a fsync of a file named
+    in it) takes its own fsync for what it gains later."""
     found: list[int] = []
     todo = [ino]
     while todo:
@@ -431,6 +432,8 @@ def promises(
                 for parent, _ in after.names(ino):
                     for a in after.ancestors(parent):
                         facts |= {("e", p, n) for p, n in after.names(a)}
+                    # the directories of its names are logged with it (btrfs)
+                    fsynced.update((parent, *after.ancestors(parent)))
             why = f"{describe(op)} returned"
         elif sync_fd and k in (OpKind.WRITE, OpKind.REFLINK):
             # O_SYNC is write(2)'s promise; generic/628 holds a remap to it too.

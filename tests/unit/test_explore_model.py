@@ -263,11 +263,18 @@ def test_a_directory_fsync_persists_the_entries_of_its_new_subdirectories() -> N
     found = model_verdicts(ops, state((*BASE, foo(), c), 3, 3))
     assert len(found) == 1 and "entry after fsync of a directory" in found[0]
     assert model_verdicts(ops, state((*BASE, foo(), c, new), 3, 3)) == []
-    # once the new directory is fsync'd (or logged by its parent's fsync), what it
-    # gains later takes its own fsync: the parent's promises it no more
-    for logged in (Op(OpKind.FSYNC, "A/C"), Op(OpKind.FSYNC, "A")):
-        later = (Op(OpKind.MKDIR, "A/C"), logged, *ops[1:])
-        assert model_verdicts(later, state((*BASE, foo(), c), 4, 4)) == []
+    # once the new directory is logged (its fsync, its parent's, or a fsync of a
+    # file named in it), what it gains later takes its own fsync
+    linked = Node("A/C/bar", "f", foo().size, foo().sha256, 0o644)
+    for logged in (
+        (Op(OpKind.FSYNC, "A/C"),),
+        (Op(OpKind.FSYNC, "A"),),
+        (Op(OpKind.LINK, "A/foo", "A/C/bar"), Op(OpKind.FSYNC, "A/foo")),
+    ):
+        later = (Op(OpKind.MKDIR, "A/C"), *logged, *ops[1:])
+        end = len(later) - 1
+        tree = (*BASE, foo(), c, *([linked] if len(logged) == 2 else []))
+        assert model_verdicts(later, state(tree, end, end)) == []
 
 
 def replace_path(n: Node, path: str) -> Node:
