@@ -90,8 +90,15 @@ class Grammar:
 
 
 def _valid(tree: Tree, op: Op) -> bool:
+    return _valid_all(tree, (op,))
+
+
+def _valid_all(tree: Tree, ops: tuple[Op, ...]) -> bool:
+    """The operations apply, in order, where they stand."""
     try:
-        copy.deepcopy(tree).apply(op)
+        after = copy.deepcopy(tree)
+        for op in ops:
+            after.apply(op)
     except (Invalid, KeyError):
         return False
     return True
@@ -121,16 +128,6 @@ def _with_parent(tree: Tree, op: Op) -> tuple[Op, ...]:
     """The operation, after the `mkdir` of its missing parent if it needs one."""
     parent = _missing_parent(tree, op)
     return (Op(OpKind.MKDIR, parent), op) if parent else (op,)
-
-
-def _valid_all(tree: Tree, ops: tuple[Op, ...]) -> bool:
-    try:
-        after = copy.deepcopy(tree)
-        for op in ops:
-            after.apply(op)
-    except (Invalid, KeyError):
-        return False
-    return True
 
 
 def core_candidates(
@@ -199,9 +196,7 @@ def core_candidates(
                     out.append(Op(kind, src, fd=dst))
                 else:
                     out += [Op(kind, src, fd=dst, offset=o, length=4096) for o in (0, 4096)]
-    if parents:
-        return [op for op in out if _valid_all(tree, _with_parent(tree, op))]
-    return [op for op in out if _valid(tree, op)]
+    return [op for op in out if _valid_all(tree, _with_parent(tree, op) if parents else (op,))]
 
 
 def persist_candidates(tree: Tree, kind: OpKind) -> list[Op]:
