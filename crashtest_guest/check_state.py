@@ -89,7 +89,7 @@ MS_RDONLY, MS_REMOUNT = 1, 32
 BLKFLSBUF = 0x1261
 
 
-def _syscall_result(rc: int) -> tuple[int, str]:
+def syscall_result(rc: int) -> tuple[int, str]:
     if rc == 0:
         return 0, ""
     err = ctypes.get_errno()
@@ -97,11 +97,11 @@ def _syscall_result(rc: int) -> tuple[int, str]:
 
 
 def remount_ro(target: str) -> tuple[int, str]:
-    return _syscall_result(_libc.mount(None, target.encode(), None, MS_REMOUNT | MS_RDONLY, None))
+    return syscall_result(_libc.mount(None, target.encode(), None, MS_REMOUNT | MS_RDONLY, None))
 
 
 def umount(target: str) -> tuple[int, str]:
-    return _syscall_result(_libc.umount2(target.encode(), 0))
+    return syscall_result(_libc.umount2(target.encode(), 0))
 
 
 def drop_cache(dev: str) -> tuple[int, str]:

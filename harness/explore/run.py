@@ -26,6 +26,7 @@ from harness.explore.results import (
     FsRecord,
     ProgramRecord,
     load_records,
+    load_summary,
 )
 from harness.explore.verdicts import discrepancies, outcome_verdicts
 from harness.images.guest import ensure_images
@@ -123,6 +124,9 @@ def explore(opts: ExploreOptions) -> ExploreSummary:
     run = Run(o.out, o.seed, "explore", resume=o.resume)
     (run.dir / "programs").mkdir(exist_ok=True)
     images = ensure_images(o.kernel)  # before any worker: a bad kernel is one line, exit 2
+    # a resumed run goes on with its clock: its rate and time budget are the whole run's
+    before = load_summary(o.resume).meta if o.resume is not None else None
+    earlier = before.elapsed_s if before is not None else 0.0
     meta = ExploreMeta(
         version=crashtest_version(),
         run_id=run.id,
@@ -136,19 +140,22 @@ def explore(opts: ExploreOptions) -> ExploreSummary:
         lost=o.lost,
         budget_programs=o.programs,
         budget_minutes=o.minutes,
-        started=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        started=before.started
+        if before is not None
+        else time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     )
     started = time.monotonic()
 
     def write(incomplete: str) -> None:
-        summary = summarize(run.dir, meta, time.monotonic() - started, incomplete, plan.known)
+        elapsed = earlier + time.monotonic() - started
+        summary = summarize(run.dir, meta, elapsed, incomplete, plan.known)
         write_atomic(run.dir / "explore.json", summary.model_dump_json(indent=2))
 
     with run.lifetime(write):
         write("running")
         done = {r.index for r in load_records(run.dir)}
         todo = programs(plan, done)
-        deadline = time.time() + o.minutes * 60 if o.minutes else 0.0
+        deadline = time.time() + o.minutes * 60 - earlier if o.minutes else 0.0
         jobs = max(1, min(o.jobs, len(todo)))
         shards = [Shard(plan, run.dir, w, tuple(todo[w::jobs]), deadline) for w in range(jobs)]
         log.info(

@@ -167,6 +167,9 @@ def test_ctrl_c_keeps_finished_programs_and_resume_runs_the_rest(
     assert main(["explore", "--resume", str(run), "--no-minimize"]) == 0
     whole = load_summary(run)
     assert whole.programs == 6 and whole.meta.incomplete == ""
+    # the run's clock goes on: its rate is over both parts, not the resumed one alone
+    assert whole.meta.started == part.meta.started
+    assert whole.meta.elapsed_s > part.meta.elapsed_s
     lines = sum(j.read_text().count("\n") for j in (run / "programs").glob("w*.jsonl"))
     assert lines == 6 and kept < 6  # no program ran twice
 
