@@ -57,7 +57,8 @@ FLUSH, FUA, DISCARD, MARK = 1, 2, 4, 8
 _SUPER = struct.Struct("<QQQI")
 _ENTRY = struct.Struct("<QQQQ")
 
-# device-mapper's DM_TARGET_MSG ioctl: a mark per operation without a process per mark
+# device-mapper's ioctls: devices made and removed per crash state, a mark per
+# operation, without a process for each
 _DM_IOCTL = struct.Struct("<3IIIIiIIIQ128s129s7s")
 _DM_TARGET = struct.Struct("<QQiI16s")  # struct dm_target_spec, its parameters after it
 # _IOWR(0xfd, cmd, struct dm_ioctl): create, remove, suspend/resume, table load, message
