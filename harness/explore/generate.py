@@ -60,6 +60,19 @@ _LOOKBACK = 2
 # persisted: fsync of an unchanged object is a no-op that tests nothing (btrfs
 # logs nothing for it), and the corpus's bugs all persist an object just changed.
 _CHANGED = 0.9
+# How often the next core operation makes a name freed since the last sync: a
+# new object at a moved or removed one's name, while the last commit still has
+# the old owner there, is btrfs's "conflicting inode" (generic/784's family).
+_REUSE = 0.5
+# How often the operation right after a fsync gives the object it persisted a
+# new name (a rename or link of it): btrfs logs a logged inode's new name on
+# its own (`logging_new_name`), the path of 782's, 785's and 788's bugs.
+_NEW_NAME = 0.5
+# How often a missing directory is made at a random earlier place since the
+# last sync rather than right before the name that needs it (ACE makes its
+# dependencies first): what is persisted between the mkdir and the new name
+# then meets a directory new in the transaction (generic/782's shape).
+_EARLY_PARENT = 0.5
 MAX_LENGTH = 64
 
 
@@ -244,6 +257,7 @@ def random_program(grammar: Grammar, seed: int, index: int, length: int) -> tupl
     core, persist = swarm(grammar, rng)
     share = rng.choice(_PERSIST_SHARES)
     changed: set[int] = set()  # inodes changed since they were last persisted
+    freed: set[str] = set()  # names removed since the last sync
     n = rng.randint(2, max(2, length))
     while len(ops) < n:
         after_core = bool(ops) and not ops[-1].kind.persists
@@ -267,23 +281,95 @@ def random_program(grammar: Grammar, seed: int, index: int, length: int) -> tupl
             if not usable:
                 break
         choices = options[rng.choice(usable)]
+        if kinds is core:
+            choices = (
+                _favoured(tree, ops, [c for k in usable for c in options[k]], freed, rng) or choices
+            )
         fresh = [c for c in choices if _persists_changed(c, tree, changed)]
         if fresh and rng.random() < _CHANGED:
             choices = fresh
         recent = [_subject(o, ops) for o in ops[-_LOOKBACK:]]
         near = [c for c in choices if _touches(_subject(c, ops), tree, recent)]
         chosen = rng.choice(near if near and rng.random() < _LOCALITY else choices)
+        parent = _missing_parent(tree, chosen)
+        if parent and rng.random() < _EARLY_PARENT:
+            at = _early_place(ops, Op(OpKind.MKDIR, parent), chosen, rng)
+            if at is not None:
+                ops = [*ops[:at], Op(OpKind.MKDIR, parent), *ops[at:], chosen]
+                tree, changed, freed = _replay(ops)
+                continue
         for op in _with_parent(tree, chosen):
             before = copy.deepcopy(tree)
             tree.apply(op)
             ops.append(op)
-            if op.kind in (OpKind.SYNC, OpKind.SYNCFS):
-                changed.clear()
-            elif op.kind.persists:
-                changed.discard(before.file_of(op))
-            else:
-                changed |= _changed(before, tree)
+            freed = _account(before, tree, op, changed, freed)
     return tuple(ops)
+
+
+def _favoured(
+    tree: Tree, ops: list[Op], every: list[Op], freed: set[str], rng: random.Random
+) -> list[Op]:
+    """The core operations of the two patterns the generator prefers, if one is
+    drawn: a freed name made again, or a new name for what was just persisted."""
+    if freed and rng.random() < _REUSE:
+        again = [c for c in every if _new_name(c) in freed]
+        if again:
+            return again
+    last = ops[-1] if ops else None
+    if (
+        last is not None
+        and last.kind in (OpKind.FSYNC, OpKind.FDATASYNC)
+        and rng.random() < _NEW_NAME
+    ):
+        persisted = tree.file_of(last)
+        new_names = (OpKind.RENAME, OpKind.LINK)
+        return [c for c in every if c.kind in new_names and tree.lookup(c.path) == persisted]
+    return []
+
+
+def _early_place(ops: list[Op], mkdir: Op, chosen: Op, rng: random.Random) -> int | None:
+    """A random place since the last sync where the mkdir fits, with everything
+    after it and the chosen operation still valid."""
+    since = max(
+        (i + 1 for i, o in enumerate(ops) if o.kind in (OpKind.SYNC, OpKind.SYNCFS)), default=0
+    )
+    places = [
+        i for i in range(since, len(ops)) if _valid_all(Tree(), (*ops[:i], mkdir, *ops[i:], chosen))
+    ]
+    return rng.choice(places) if places else None
+
+
+def _replay(ops: list[Op]) -> tuple[Tree, set[int], set[str]]:
+    """The tree after `ops`, with the inodes changed since persisted and the
+    names freed since the last sync."""
+    tree, changed, freed = Tree(), set[int](), set[str]()
+    for op in ops:
+        before = copy.deepcopy(tree)
+        tree.apply(op)
+        freed = _account(before, tree, op, changed, freed)
+    return tree, changed, freed
+
+
+def _account(before: Tree, after: Tree, op: Op, changed: set[int], freed: set[str]) -> set[str]:
+    """Updates `changed` for `op`; returns the names freed since the last sync."""
+    if op.kind in (OpKind.SYNC, OpKind.SYNCFS):
+        changed.clear()
+        return set()
+    if op.kind.persists:
+        changed.discard(before.file_of(op))
+        return freed
+    changed |= _changed(before, after)
+    gone = {p for p in NAMES if before.lookup(p) is not None and after.lookup(p) is None}
+    return (freed | gone) - {_new_name(op)}
+
+
+def _new_name(op: Op) -> str:
+    """The name an operation makes, if it makes one."""
+    if op.kind is OpKind.MKDIR or (op.kind is OpKind.OPEN and "creat" in op.flags):
+        return op.path
+    if op.kind in (OpKind.LINK, OpKind.SYMLINK, OpKind.RENAME):
+        return op.dest
+    return ""
 
 
 def _changed(before: Tree, after: Tree) -> set[int]:

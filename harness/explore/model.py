@@ -355,9 +355,10 @@ def _new_dirs_below(synced: Tree, after: Tree, ino: int, fsynced: set[int]) -> l
     """The directories made since the last sync under directory `ino` and not
     fsync'd since, through such ones only: a directory's fsync persists their
     entries too (btrfs logs a new subdirectory's entries on an explicit
-    directory fsync, generic/785; ext4 and xfs commit them with their journal).
-    One logged since (its own fsync, its parent's, or a fsync of a file named
-    in it) takes its own fsync for what it gains later."""
+    directory fsync, generic/785; ext4 and xfs commit them with their journal,
+    xfs only those before the directory's own last change). One logged since
+    (its own fsync, its parent's, or a fsync of a file named in it) takes its
+    own fsync for what it gains later."""
     found: list[int] = []
     todo = [ino]
     while todo:
@@ -412,13 +413,21 @@ def promises(
                 facts |= {("data", ino), ("size", ino)}
             elif node.kind == "d":
                 facts |= {("mode", ino), ("xattrs", ino)}
-                logged = [ino, *_new_dirs_below(trees[last_sync + 1], after, ino, fsynced)]
-                for dino in logged:
-                    for t in window:
+                below = _new_dirs_below(trees[last_sync + 1], after, ino, fsynced)
+                # a new subdirectory's entries only as of the directory's own last
+                # change: xfs forces its log only up to that change
+                changed = [
+                    j
+                    for j in range(last_sync + 1, i)
+                    if trees[j].inodes.get(ino) != trees[j + 1].inodes.get(ino)
+                ]
+                until = trees[last_sync + 1 : max(changed, default=last_sync) + 2]
+                for dino, seen in ((ino, window), *((b, until) for b in below)):
+                    for t in seen:
                         d = t.inodes.get(dino)
                         if d is not None and d.kind == "d":
                             facts |= {("e", dino, n) for n in d.children}
-                fsynced.update(logged)
+                fsynced.update((ino, *below))
                 for c in node.children.values():
                     if after.inodes[c].kind == "l":
                         facts.add(("target", c))
