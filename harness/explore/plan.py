@@ -3,6 +3,9 @@ the programs they stand for."""
 
 from __future__ import annotations
 
+import hashlib
+import itertools
+import json
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -90,7 +93,7 @@ def validate(opts: ExploreOptions) -> Plan:
                 f"--resume {opts.resume}: made by crashtest {meta.version}, this is "
                 f"{crashtest_version()}: its programs would not be the same"
             )
-        opts = replace(
+        resumed = replace(
             opts,
             fs=",".join(meta.filesystems),
             mode=meta.mode,
@@ -104,9 +107,26 @@ def validate(opts: ExploreOptions) -> Plan:
             out=opts.resume.parent,  # where `latest` is
         )
         filesystems, grammar = tuple(meta.filesystems), Grammar.parse(",".join(meta.ops))
+        if meta.programs_digest != programs_digest(grammar, resumed):
+            raise InputError(
+                f"--resume {opts.resume}: its programs are not the ones this crashtest "
+                "makes for its seed (the generator changed since)"
+            )
+        opts = resumed
     else:
         require_out(opts.out)
     return Plan(filesystems, grammar, opts, known)
+
+
+def programs_digest(grammar: Grammar, opts: ExploreOptions) -> str:
+    """A digest of a run's first programs: the same options make the same
+    programs only with the same generator."""
+    if opts.mode == "random":
+        first = [random_program(grammar, opts.seed, i, opts.length) for i in range(8)]
+    else:
+        first = list(itertools.islice(exhaustive(grammar, opts.length), 8))
+    text = json.dumps([[op.to_json() for op in prog] for prog in first], sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def programs(plan: Plan, skip: set[int]) -> list[tuple[int, tuple[Op, ...] | None]]:

@@ -48,6 +48,7 @@ class ExploreMeta(BaseModel):
     started: str
     elapsed_s: float = 0.0
     incomplete: str = ""  # why it stopped early; empty when it finished
+    programs_digest: str = ""  # its first programs' digest: what --resume must make again
 
 
 class FindingGroup(BaseModel):

@@ -18,7 +18,15 @@ from pathlib import Path
 from crashtest_guest.protocol import ExploreOutcome, Op
 from harness.explore.findings import write_findings
 from harness.explore.guest import Guest
-from harness.explore.plan import ExploreOptions, Plan, program, programs, request, validate
+from harness.explore.plan import (
+    ExploreOptions,
+    Plan,
+    program,
+    programs,
+    programs_digest,
+    request,
+    validate,
+)
 from harness.explore.results import (
     ExploreMeta,
     ExploreSummary,
@@ -140,6 +148,7 @@ def explore(opts: ExploreOptions) -> ExploreSummary:
         lost=o.lost,
         budget_programs=o.programs,
         budget_minutes=o.minutes,
+        programs_digest=programs_digest(plan.grammar, o),
         started=before.started
         if before is not None
         else time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),

@@ -11,6 +11,7 @@ import itertools
 import json
 import pickle
 import py_compile
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -31,9 +32,11 @@ from harness.explore import generate
 from harness.explore.findings import expectations, minimize, valid
 from harness.explore.generate import NAMES, Grammar, canonical, exhaustive, random_program
 from harness.explore.model import Tree, promises, simulate
-from harness.explore.plan import ExploreOptions
+from harness.explore.plan import ExploreOptions, programs_digest, validate
 from harness.explore.reproducer import reproducer_script
+from harness.explore.results import ExploreMeta, ExploreSummary
 from harness.explore.verdicts import discrepancies, outcome_verdicts
+from harness.version import crashtest_version
 
 BASE = (
     Node("A", "d", mode=0o755),
@@ -548,6 +551,48 @@ def test_resume_of_something_else_is_one_line(
     (tmp_path / "explore.json").write_text(json.dumps({"meta": {"version": "0.1"}}))
     assert main(["explore", "--resume", str(tmp_path)]) == 2
     assert "explore.json unreadable" in capsys.readouterr().err
+
+
+def test_resume_of_a_run_another_generator_made_is_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Its seed would make other programs now: resuming would mix two
+    generators' programs under one index, so it is refused."""
+    opts = ExploreOptions(programs=4, length=4, seed=3)
+    meta = ExploreMeta(
+        version=crashtest_version(),
+        run_id="r",
+        kernel_spec="",
+        kernel="k",
+        filesystems=["ext4"],
+        mode="random",
+        length=4,
+        seed=3,
+        ops=Grammar().names(),
+        lost=1,
+        budget_programs=4,
+        budget_minutes=0.0,
+        started="2026-12-07T00:00:00Z",
+        incomplete="interrupted",
+        programs_digest="0" * 16,
+    )
+    summary = ExploreSummary(
+        meta=meta,
+        programs=1,
+        states=1,
+        harness_errors=0,
+        programs_per_hour=1.0,
+        states_per_s=1.0,
+        findings=[],
+    )
+    (tmp_path / "explore.json").write_text(summary.model_dump_json())
+    assert main(["explore", "--resume", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "the generator changed since" in err and err.count("\n") == 1
+    same = meta.model_copy(update={"programs_digest": programs_digest(Grammar(), opts)})
+    ok = summary.model_copy(update={"meta": same})
+    (tmp_path / "explore.json").write_text(ok.model_dump_json())
+    assert validate(replace(opts, resume=tmp_path)).options.seed == 3
 
 
 def test_a_name_back_on_its_older_object_is_an_entry_finding() -> None:
