@@ -282,9 +282,7 @@ def random_program(grammar: Grammar, seed: int, index: int, length: int) -> tupl
                 break
         choices = options[rng.choice(usable)]
         if kinds is core:
-            choices = (
-                _favoured(tree, ops, [c for k in usable for c in options[k]], freed, rng) or choices
-            )
+            choices = _favoured(tree, ops, options, usable, freed, rng) or choices
         fresh = [c for c in choices if _persists_changed(c, tree, changed)]
         if fresh and rng.random() < _CHANGED:
             choices = fresh
@@ -307,12 +305,21 @@ def random_program(grammar: Grammar, seed: int, index: int, length: int) -> tupl
 
 
 def _favoured(
-    tree: Tree, ops: list[Op], every: list[Op], freed: set[str], rng: random.Random
+    tree: Tree,
+    ops: list[Op],
+    options: dict[OpKind, list[Op]],
+    usable: list[OpKind],
+    freed: set[str],
+    rng: random.Random,
 ) -> list[Op]:
     """The core operations of the two patterns the generator prefers, if one is
     drawn: a freed name made again, or a new name for what was just persisted."""
+
+    def every() -> Iterator[Op]:
+        return (c for k in usable for c in options[k])
+
     if freed and rng.random() < _REUSE:
-        again = [c for c in every if _new_name(c) in freed]
+        again = [c for c in every() if _new_name(c) in freed]
         if again:
             return again
     last = ops[-1] if ops else None
@@ -323,7 +330,7 @@ def _favoured(
     ):
         persisted = tree.file_of(last)
         new_names = (OpKind.RENAME, OpKind.LINK)
-        return [c for c in every if c.kind in new_names and tree.lookup(c.path) == persisted]
+        return [c for c in every() if c.kind in new_names and tree.lookup(c.path) == persisted]
     return []
 
 

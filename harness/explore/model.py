@@ -416,12 +416,15 @@ def promises(
                 below = _new_dirs_below(trees[last_sync + 1], after, ino, fsynced)
                 # a new subdirectory's entries only as of the directory's own last
                 # change: xfs forces its log only up to that change
-                changed = [
-                    j
-                    for j in range(last_sync + 1, i)
-                    if trees[j].inodes.get(ino) != trees[j + 1].inodes.get(ino)
-                ]
-                until = trees[last_sync + 1 : max(changed, default=last_sync) + 2]
+                last_change = max(
+                    (
+                        j
+                        for j in range(last_sync + 1, i)
+                        if trees[j].inodes.get(ino) != trees[j + 1].inodes.get(ino)
+                    ),
+                    default=last_sync,
+                )
+                until = trees[last_sync + 1 : last_change + 2]
                 for dino, seen in ((ino, window), *((b, until) for b in below)):
                     for t in seen:
                         d = t.inodes.get(dino)
