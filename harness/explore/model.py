@@ -6,9 +6,11 @@ the tree as it was when the point returned:
 
 - fsync of a file: its data, size, mode and xattrs, and its names: every name
   that pointed at it since the last sync (present, or gone where it was
-  removed), and the directories on the path to each present name;
-- fdatasync of a file, and a write (or a reflink, as generic/628 checks)
-  through an O_SYNC descriptor: its data and size;
+  removed), and the directories on the path to each present name as they
+  were at the file's own last change;
+- fdatasync of a file, and a write (or a reflink that remapped the whole
+  destination, as generic/628 checks) through an O_SYNC descriptor: its data
+  and size;
 - fsync of a directory: its entries (every name in it since the last sync,
   present with its kind or gone), its symlinks' targets, its mode and xattrs;
 - sync and syncfs, and the initial tree: everything.
@@ -351,6 +353,18 @@ def _since(trees: list[Tree], last_sync: int, upto: int) -> list[Tree]:
     return trees[last_sync + 1 : upto + 2]
 
 
+def _kept(steady: list[Tree], p: int, n: str, c: int) -> bool:
+    """Entry `n` of directory `p` named `c` in every tree of `steady`."""
+    return all(p in t.inodes and t.inodes[p].children.get(n) == c for t in steady)
+
+
+def _placed(steady: list[Tree], tree: Tree, d: int) -> bool:
+    """Directory `d` had its path of `tree` all through `steady` (or is gone)."""
+    return d not in tree.inodes or all(
+        _kept(steady, p, n, a) for a in tree.ancestors(d) for p, n in tree.names(a)
+    )
+
+
 def _new_dirs_below(synced: Tree, after: Tree, ino: int, fsynced: set[int]) -> list[int]:
     """The directories made since the last sync under directory `ino` and not
     fsync'd since, through such ones only: a directory's fsync persists their
@@ -436,14 +450,28 @@ def promises(
                         facts.add(("target", c))
             else:
                 facts |= {(a, ino) for a in INODE_FACTS}
+                # its names and the directories on their paths only as they were at
+                # the file's own last change: a fsync of a file nothing changed
+                # since commits nothing (ext4, xfs and btrfs alike), so a directory
+                # moved after that change may still be at its old place, holding
+                # the file's names there
+                changed = [
+                    j
+                    for j in range(last_sync + 1, i)
+                    if trees[j].inodes.get(ino) != trees[j + 1].inodes.get(ino)
+                    or trees[j].names(ino) != trees[j + 1].names(ino)
+                ]
+                steady = trees[changed[-1] + 1 if changed else last_sync + 1 : i + 1]
                 now = set(after.names(ino))
                 for t in window:
                     for parent, n in t.names(ino):
+                        if not _placed(steady, after, parent):
+                            continue
                         old_name = (parent, n) not in now
                         facts.add(("gone", parent, n, ino) if old_name else ("e", parent, n))
                 for parent, _ in after.names(ino):
                     for a in after.ancestors(parent):
-                        facts |= {("e", p, n) for p, n in after.names(a)}
+                        facts |= {("e", p, n) for p, n in after.names(a) if _kept(steady, p, n, a)}
                     # the directories of its names are logged with it (btrfs)
                     fsynced.update((parent, *after.ancestors(parent)))
             why = f"{describe(op)} returned"
@@ -451,6 +479,13 @@ def promises(
             # O_SYNC is write(2)'s promise; generic/628 holds a remap to it too.
             # fallocate and copy_file_range promise nothing of the kind.
             ino = before.fds[op.fd][0]
+            if k is OpKind.REFLINK:
+                cloned = len(before.inodes[before.source(op)].data)
+                # btrfs and xfs return before their sync when the source is empty
+                # (nothing remapped), and sync only the remapped range: a longer
+                # destination's tail and size may still be in memory only
+                if not cloned or len(after.inodes[ino].data) != cloned:
+                    continue
             facts |= {("data", ino), ("size", ino)}
             why = f"{describe(op)} returned (O_SYNC)"
         else:

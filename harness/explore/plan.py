@@ -101,6 +101,8 @@ def validate(opts: ExploreOptions) -> Plan:
             seed=meta.seed,
             ops=",".join(meta.ops),
             lost=meta.lost,
+            fsck=meta.fsck,
+            minimize=meta.minimize,
             kernel=meta.kernel_spec or None,
             programs=meta.budget_programs,
             minutes=meta.budget_minutes,

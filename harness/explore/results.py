@@ -43,6 +43,8 @@ class ExploreMeta(BaseModel):
     seed: int
     ops: list[str]
     lost: int
+    fsck: bool = True  # a resumed run judges its states as it began to
+    minimize: bool = True
     budget_programs: int
     budget_minutes: float
     started: str

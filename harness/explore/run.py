@@ -146,6 +146,8 @@ def explore(opts: ExploreOptions) -> ExploreSummary:
         seed=o.seed,
         ops=plan.grammar.names(),
         lost=o.lost,
+        fsck=o.fsck,
+        minimize=o.minimize,
         budget_programs=o.programs,
         budget_minutes=o.minutes,
         programs_digest=programs_digest(plan.grammar, o),

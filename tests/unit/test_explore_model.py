@@ -593,6 +593,14 @@ def test_resume_of_a_run_another_generator_made_is_one_line(
     ok = summary.model_copy(update={"meta": same})
     (tmp_path / "explore.json").write_text(ok.model_dump_json())
     assert validate(replace(opts, resume=tmp_path)).options.seed == 3
+    # it goes on as it began: without fsck and minimization if it began so,
+    # whatever this command line says (--jobs may differ)
+    bare = same.model_copy(update={"fsck": False, "minimize": False})
+    (tmp_path / "explore.json").write_text(
+        summary.model_copy(update={"meta": bare}).model_dump_json()
+    )
+    again = validate(replace(opts, resume=tmp_path, jobs=1)).options
+    assert (again.fsck, again.minimize, again.jobs) == (False, False, 1)
 
 
 def test_a_name_back_on_its_older_object_is_an_entry_finding() -> None:
@@ -642,6 +650,45 @@ def test_a_reflink_onto_a_longer_file_keeps_its_tail() -> None:
     assert trees is not None
     node = trees[-1].inodes[trees[-1].lookup("B/bar") or 0]
     assert node.data == bytes([0x11]) * 16384 + bytes(8192)
+
+
+def test_an_o_sync_reflink_promises_only_a_whole_destination_it_remapped() -> None:
+    """generic/628: a reflink through an O_SYNC descriptor is durable. btrfs and
+    xfs return before their sync when the source is empty, and sync only the
+    remapped range (seed 1's programs 1123 and 1146 on stock 7.2 btrfs)."""
+
+    def promised(*ops: Op) -> set[object]:
+        trees = simulate(ops)
+        assert trees is not None
+        made = promises(ops, trees, tuple(0 for _ in ops))
+        return {f for p in made if p.op == len(ops) - 1 for f in p.facts}
+
+    sync_open = Op(OpKind.OPEN, "B/bar", fd=0, flags=("creat", "sync"))
+    clone = Op(OpKind.REFLINK, "A/foo", fd=0)
+    assert promised(sync_open, clone) == {("data", 4), ("size", 4)}
+    empty_source = (Op(OpKind.TRUNCATE, "A/foo", length=0), sync_open, clone)
+    assert promised(*empty_source) == set()
+    longer = (sync_open, Op(OpKind.TRUNCATE, "B/bar", length=24576), clone)
+    assert promised(*longer) == set()
+
+
+def test_a_fsync_of_an_unchanged_file_does_not_promise_its_directory_moved_since() -> None:
+    """A fsync of a file nothing changed since commits nothing on ext4, xfs or
+    btrfs: its directory's new place is promised only when the file changed after
+    the move (seed 1's 1646 and 2239 on all three filesystems of stock 7.2)."""
+
+    def entries(*ops: Op) -> set[object]:
+        trees = simulate(ops)
+        assert trees is not None
+        made = promises(ops, trees, tuple(0 for _ in ops))
+        return {f for p in made if p.op == len(ops) - 1 for f in p.facts if f[0] == "e"}
+
+    made = (Op(OpKind.OPEN, "B/foo", fd=0, flags=("creat",)), Op(OpKind.SYNC))
+    moved = Op(OpKind.RENAME, "B", "A/C")
+    a = simulate(made)[-1].lookup("A")  # type: ignore[index]
+    assert ("e", a, "C") not in entries(*made, moved, Op(OpKind.FSYNC, fd=0))
+    write = Op(OpKind.WRITE, fd=0, length=4096, value=0x22)
+    assert ("e", a, "C") in entries(*made, moved, write, Op(OpKind.FSYNC, fd=0))
 
 
 def test_an_old_name_of_a_fsynced_file_must_not_name_it_but_may_be_anything_else() -> None:
