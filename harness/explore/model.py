@@ -353,6 +353,22 @@ def _since(trees: list[Tree], last_sync: int, upto: int) -> list[Tree]:
     return trees[last_sync + 1 : upto + 2]
 
 
+def _last_change(
+    trees: list[Tree], last_sync: int, upto: int, ino: int, names: bool = False
+) -> int:
+    """The last operation since the last sync and before `upto` that changed
+    inode `ino` (with `names`, also its names); `last_sync` when none did."""
+    return max(
+        (
+            j
+            for j in range(last_sync + 1, upto)
+            if trees[j].inodes.get(ino) != trees[j + 1].inodes.get(ino)
+            or (names and trees[j].names(ino) != trees[j + 1].names(ino))
+        ),
+        default=last_sync,
+    )
+
+
 def _kept(steady: list[Tree], p: int, n: str, c: int) -> bool:
     """Entry `n` of directory `p` named `c` in every tree of `steady`."""
     return all(p in t.inodes and t.inodes[p].children.get(n) == c for t in steady)
@@ -430,15 +446,7 @@ def promises(
                 below = _new_dirs_below(trees[last_sync + 1], after, ino, fsynced)
                 # a new subdirectory's entries only as of the directory's own last
                 # change: xfs forces its log only up to that change
-                last_change = max(
-                    (
-                        j
-                        for j in range(last_sync + 1, i)
-                        if trees[j].inodes.get(ino) != trees[j + 1].inodes.get(ino)
-                    ),
-                    default=last_sync,
-                )
-                until = trees[last_sync + 1 : last_change + 2]
+                until = trees[last_sync + 1 : _last_change(trees, last_sync, i, ino) + 2]
                 for dino, seen in ((ino, window), *((b, until) for b in below)):
                     for t in seen:
                         d = t.inodes.get(dino)
@@ -455,13 +463,7 @@ def promises(
                 # since commits nothing (ext4, xfs and btrfs alike), so a directory
                 # moved after that change may still be at its old place, holding
                 # the file's names there
-                changed = [
-                    j
-                    for j in range(last_sync + 1, i)
-                    if trees[j].inodes.get(ino) != trees[j + 1].inodes.get(ino)
-                    or trees[j].names(ino) != trees[j + 1].names(ino)
-                ]
-                steady = trees[changed[-1] + 1 if changed else last_sync + 1 : i + 1]
+                steady = trees[_last_change(trees, last_sync, i, ino, names=True) + 1 : i + 1]
                 now = set(after.names(ino))
                 for t in window:
                     for parent, n in t.names(ino):
