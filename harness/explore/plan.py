@@ -4,7 +4,6 @@ the programs they stand for."""
 from __future__ import annotations
 
 import hashlib
-import itertools
 import json
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -109,25 +108,23 @@ def validate(opts: ExploreOptions) -> Plan:
             out=opts.resume.parent,  # where `latest` is
         )
         filesystems, grammar = tuple(meta.filesystems), Grammar.parse(",".join(meta.ops))
-        if meta.programs_digest != programs_digest(grammar, resumed):
+        plan = Plan(filesystems, grammar, resumed, known)
+        if meta.programs_digest != programs_digest(plan):
             raise InputError(
                 f"--resume {opts.resume}: its programs are not the ones this crashtest "
                 "makes for its seed (the generator changed since)"
             )
-        opts = resumed
-    else:
-        require_out(opts.out)
+        return plan
+    require_out(opts.out)
     return Plan(filesystems, grammar, opts, known)
 
 
-def programs_digest(grammar: Grammar, opts: ExploreOptions) -> str:
-    """A digest of a run's first programs: the same options make the same
-    programs only with the same generator."""
-    if opts.mode == "random":
-        first = [random_program(grammar, opts.seed, i, opts.length) for i in range(8)]
-    else:
-        first = list(itertools.islice(exhaustive(grammar, opts.length), 8))
-    text = json.dumps([[op.to_json() for op in prog] for prog in first], sort_keys=True)
+def programs_digest(plan: Plan) -> str:
+    """A digest of a run's first eight programs: the same options make the
+    same programs only with the same generator."""
+    first = replace(plan, options=replace(plan.options, programs=8))
+    made = [program(first, i, ops) for i, ops in programs(first, set())]
+    text = json.dumps([[op.to_json() for op in prog] for prog in made], sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 

@@ -150,7 +150,7 @@ def explore(opts: ExploreOptions) -> ExploreSummary:
         minimize=o.minimize,
         budget_programs=o.programs,
         budget_minutes=o.minutes,
-        programs_digest=programs_digest(plan.grammar, o),
+        programs_digest=programs_digest(plan),
         started=before.started
         if before is not None
         else time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),

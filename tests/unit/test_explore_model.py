@@ -589,7 +589,13 @@ def test_resume_of_a_run_another_generator_made_is_one_line(
     assert main(["explore", "--resume", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert "the generator changed since" in err and err.count("\n") == 1
-    same = meta.model_copy(update={"programs_digest": programs_digest(Grammar(), opts)})
+    same = meta.model_copy(
+        update={
+            "programs_digest": programs_digest(
+                validate(replace(opts, fs="ext4", out=tmp_path / "o"))
+            )
+        }
+    )
     ok = summary.model_copy(update={"meta": same})
     (tmp_path / "explore.json").write_text(ok.model_dump_json())
     assert validate(replace(opts, resume=tmp_path)).options.seed == 3
